@@ -1,0 +1,142 @@
+/**
+ * The backend contract: the few primitives every engine (memory, roster server, etcd, ZooKeeper,
+ * Consul) offers identically. Registry, balancing and recipes are written once over this and the
+ * conformance suite (test/conformance/suite.ts) holds every backend to it.
+ *
+ * Keys are relative to the backend's own root (the URL's prefix / chroot) and obey
+ * `validateKey` (core/names.ts): printable ASCII, '/'-separated, no empty segments.
+ * A *prefix* is '' or a key, optionally ending in '/'; list and watch over a prefix cover every
+ * key that starts with it, at any depth. (roster's own layers only ever use `<dir>/` prefixes,
+ * so a hierarchical engine like ZooKeeper can map a prefix onto a subtree.)
+ *
+ * Revisions: every change gets a revision from one monotonic sequence per backend (etcd revision,
+ * ZooKeeper zxid, roster engine revision, Consul index). Revisions are comparable within one
+ * backend only; they need not be dense.
+ */
+
+export interface KeyValue {
+  readonly key: string;
+  readonly value: string;
+  /** Revision of the change that created this incarnation of the key. Monotonic across keys:
+   *  a key created later has a greater createRevision (the lock recipe's fencing token). */
+  readonly createRevision: number;
+  /** Revision of the last change to the key. */
+  readonly modRevision: number;
+  /** 1 on create, +1 on every put. Compare-and-set compares this. */
+  readonly version: number;
+  /** Session id the key is bound to (ephemeral), if any. */
+  readonly session?: string;
+}
+
+export interface PutOptions {
+  /** Bind the key to this session: it is deleted when the session ends (close, expiry, loss). */
+  session?: Session;
+  /** Create only if absent: otherwise ConflictError. */
+  ifAbsent?: boolean;
+  /** Compare-and-set: only if the key exists with exactly this version; otherwise ConflictError. */
+  ifVersion?: number;
+  signal?: AbortSignal;
+}
+
+export interface PutResult {
+  readonly revision: number;
+  readonly kv: KeyValue;
+}
+
+export interface DeleteOptions {
+  /** Only if the key exists with exactly this version; otherwise ConflictError. */
+  ifVersion?: number;
+  signal?: AbortSignal;
+}
+
+export interface DeleteResult {
+  /** Revision of the delete, or the current revision when nothing was deleted. */
+  readonly revision: number;
+  readonly deleted: boolean;
+}
+
+export interface ListResult {
+  /** The revision this consistent snapshot was read at. */
+  readonly revision: number;
+  /** Sorted by key (byte order). */
+  readonly items: readonly KeyValue[];
+}
+
+export interface SessionOptions {
+  /** Requested lease TTL in ms. The backend may grant a longer one (etcd rounds to seconds and has
+   *  a minimum; ZooKeeper negotiates the session timeout); Session.ttl says what was granted. */
+  ttl: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * A lease: the liveness root for ephemeral keys. Kept alive automatically (about every ttl/3,
+ * jittered). One session carries many keys; one per process is the intended use.
+ */
+export interface Session {
+  /** Backend-specific id (etcd lease id in hex, ZooKeeper session id in hex, engine lease id). */
+  readonly id: string;
+  /** Granted TTL in ms. */
+  readonly ttl: number;
+  /** Aborts (reason: SessionLostError) when the lease is lost: expired, revoked by someone else,
+   *  or unreachable for longer than its TTL. Keys bound to it must be presumed gone. Also aborts
+   *  (reason: ClosedError) after close(). */
+  readonly signal: AbortSignal;
+  /** True once `signal` aborted for loss (not for close). */
+  readonly lost: boolean;
+  /** Revoke the lease (deleting its keys) and stop keepalive. Idempotent. */
+  close(): Promise<void>;
+  /** Stop keepalive without revoking: the keys live until the TTL runs out (simulates a crash,
+   *  and lets a process hand over on exec). Idempotent. */
+  orphan(): void;
+}
+
+export type WatchEvent =
+  /** A key was created or updated. During the initial snapshot, `revision` is the snapshot's revision. */
+  | { readonly type: 'put'; readonly key: string; readonly kv: KeyValue; readonly revision: number }
+  /** A key was deleted (explicitly, by CAS, or because its session ended). */
+  | { readonly type: 'delete'; readonly key: string; readonly revision: number; readonly prev?: KeyValue }
+  /** The snapshot is complete: the consumer's view equals the store at `revision`. Emitted once after
+   *  the snapshot and again after each reset. */
+  | { readonly type: 'synced'; readonly revision: number }
+  /** History needed to resume was compacted (or a hierarchical engine lost track): replace the whole
+   *  view by `items`, which is the complete state at `revision`. Followed by `synced`. */
+  | { readonly type: 'reset'; readonly revision: number; readonly items: readonly KeyValue[] };
+
+export interface WatchOptions {
+  /** Resume after this revision instead of starting with a snapshot: events with revision >
+   *  fromRevision follow, no snapshot. If that history is gone, the stream starts with `reset`. */
+  fromRevision?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * A watch stream. Contract, in order: (unless fromRevision) one `put` per key of the snapshot, then
+ * `synced`; then `put`/`delete` in revision order. Across reconnects the backend keeps it gap-free and
+ * duplicate-free (resume by revision, or diff a fresh snapshot against what was delivered, or `reset`).
+ * `break` / `return()` / `close()` / the signal end it. A terminal failure is thrown from the iterator.
+ */
+export interface Watch extends AsyncIterable<WatchEvent> {
+  close(): void;
+}
+
+export interface BackendInfo {
+  /** 'memory' | 'remote' | 'etcd' | 'zookeeper' | 'consul' */
+  readonly kind: string;
+  /** Canonical URL without credentials. */
+  readonly url: string;
+}
+
+export interface Backend extends BackendInfo {
+  session(opts: SessionOptions): Promise<Session>;
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<KeyValue | undefined>;
+  put(key: string, value: string, opts?: PutOptions): Promise<PutResult>;
+  delete(key: string, opts?: DeleteOptions): Promise<DeleteResult>;
+  list(prefix: string, opts?: { signal?: AbortSignal }): Promise<ListResult>;
+  watch(prefix: string, opts?: WatchOptions): Watch;
+  /** Graceful: close own sessions (revoking their leases), end watches, release connections.
+   *  Idempotent. Using the backend afterwards throws ClosedError. */
+  close(): Promise<void>;
+  /** Immediate: drop everything without revoking; watches end with `err` (or ClosedError). */
+  destroy(err?: Error): void;
+}

@@ -1,0 +1,39 @@
+import { InvalidArgumentError } from './errors.js';
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Parse a duration: a number of milliseconds, or a string like "500ms", "10s", "1.5m", "2h".
+ * Returns milliseconds. Rejects negatives, NaN, infinity and anything above `max`.
+ */
+export function parseDuration(input: unknown, what = 'duration', { min = 0, max = 7 * 24 * 3_600_000 } = {}): number {
+  let ms: number;
+  if (typeof input === 'number') {
+    ms = input;
+  } else if (typeof input === 'string') {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(input.trim());
+    if (!m) throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(input)}: expected a number with a unit, e.g. 500ms, 10s, 1m`);
+    ms = Number(m[1]) * UNITS[m[2] ?? 'ms']!;
+  } else {
+    throw new InvalidArgumentError(`invalid ${what}: expected milliseconds or a string like "10s", got ${input === null ? 'null' : typeof input}`);
+  }
+  if (!Number.isFinite(ms) || ms < min || ms > max) {
+    throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(input)}: must be between ${formatDuration(min)} and ${formatDuration(max)}`);
+  }
+  return Math.round(ms);
+}
+
+export function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0 && ms > 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** Session TTL bounds shared by every backend's edge validation. */
+export const TTL_MIN_MS = 500;
+export const TTL_MAX_MS = 24 * 3_600_000;
+
+export function parseTtl(input: unknown): number {
+  return parseDuration(input, 'ttl', { min: TTL_MIN_MS, max: TTL_MAX_MS });
+}

@@ -1,0 +1,16 @@
+import { describe } from 'vitest';
+import { MemoryBackend } from '../../src/backends/memory.js';
+import { conformance } from '../conformance/suite.js';
+
+describe('memory:// conformance', () => {
+  const name = `conf-${process.pid}`;
+  conformance(() => ({
+    open: () => MemoryBackend.open(`memory://${name}`),
+    ttl: 600,
+    compact: async () => {
+      const b = await MemoryBackend.open(`memory://${name}`);
+      b.engine.compact();
+      await b.close();
+    },
+  }));
+});
