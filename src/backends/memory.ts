@@ -153,7 +153,13 @@ export class MemoryBackend extends EngineBackend {
       return new MemoryBackend(engine, url);
     }
     let entry = shared.get(name);
-    if (!entry) shared.set(name, (entry = { engine: await Engine.open(), refs: 0 }));
+    if (!entry) {
+      const engine = await Engine.open();
+      // A concurrent open() of the same name may have registered its engine while we awaited.
+      entry = shared.get(name);
+      if (!entry) shared.set(name, (entry = { engine, refs: 0 }));
+      else await engine.close();
+    }
     entry.refs++;
     const e = entry;
     return new MemoryBackend(e.engine, url, async () => {

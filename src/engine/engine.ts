@@ -16,6 +16,10 @@ import { Wal, type SnapshotState, type WalRecord } from './wal.js';
  *   deadline (O(1)); a popped entry whose lease was renewed is re-pushed with the real deadline.
  * - History: the last `historyLimit` events are kept for resume; older revisions are "compacted"
  *   and a resume from them yields a reset.
+ * - Reads (get, list, watch snapshots) see the store as of `published`, the last durable revision:
+ *   changes applied but still waiting for fsync are rolled back through `pending` when read, so no
+ *   reader ever sees a write a crash could take back, and a snapshot labelled revision R is exactly
+ *   the state at R (a watcher gets every later event once, none already in its snapshot).
  */
 
 interface StoredKv {
@@ -25,6 +29,15 @@ interface StoredKv {
   modRevision: number;
   version: number;
   lease: string | undefined;
+  /** The immutable KeyValue handed out for this incarnation (built once, shared by get/list/events). */
+  view: KeyValue;
+}
+
+/** Undo record for a change that is applied but not yet durable (see `pending`). */
+interface PendingChange {
+  revision: number;
+  key: string;
+  prev: StoredKv | undefined;
 }
 
 interface Lease {
@@ -81,6 +94,9 @@ export class Engine {
   private timerAt = Infinity;
   private history: EngineEvent[] = [];
   private historyHead = 0;
+  /** Changes with revision > published, in revision order, with the state each one replaced. */
+  private pending: PendingChange[] = [];
+  private pendingHead = 0;
   private subsByPrefix = new Map<string, Set<Subscriber>>();
   private subCount = 0;
   private closed = false;
@@ -106,7 +122,12 @@ export class Engine {
     if (opts.dataDir) {
       const { wal, snapshot, records } = await Wal.open(opts.dataDir, opts.compactBytes ? { compactBytes: opts.compactBytes } : {});
       if (snapshot) e.loadSnapshot(snapshot);
-      for (const r of records) e.replay(r);
+      for (const r of records) {
+        e.replay(r);
+        // Everything in the log is durable: publish as we go so history trimming and undo stay bounded.
+        e.published = e.rev;
+        e.pending.length = 0;
+      }
       e.published = e.rev;
       e.wal = wal;
       wal.setSnapshotSource(() => e.snapshotState());
@@ -121,6 +142,19 @@ export class Engine {
 
   get revision(): number {
     return this.rev;
+  }
+
+  /** Healthy = open and the write-ahead log (if any) has not failed. */
+  health(): { ok: boolean; reason?: string } {
+    if (this.closed) return { ok: false, reason: 'engine is closed' };
+    const failure = this.wal?.failure;
+    if (failure) return { ok: false, reason: failure.message };
+    return { ok: true };
+  }
+
+  /** The last durable revision: what reads, snapshots and watchers see. */
+  get publishedRevision(): number {
+    return this.published;
   }
 
   stats(): EngineStats {
@@ -175,16 +209,15 @@ export class Engine {
 
   // ---------------------------------------------------------------- keys
 
+  /** The key as of the last durable revision. Every acknowledged write is visible (it was published
+   *  before it was acknowledged); writes still waiting for fsync are not. */
   async get(key: string): Promise<KeyValue | undefined> {
     this.check();
-    await this.durable();
-    const kv = this.kvs.get(key);
-    return kv && toKv(kv);
+    return this.readPublished(key)?.view;
   }
 
   async list(prefix: string): Promise<ListResult> {
     this.check();
-    await this.durable();
     return this.snapshot(prefix);
   }
 
@@ -205,7 +238,7 @@ export class Engine {
     const kv = this.applyPut(key, value, opts.lease);
     this.wal?.append({ o: 'put', r: kv.modRevision, k: key, v: value, ...(opts.lease ? { l: opts.lease } : {}) });
     await this.commit();
-    return { revision: kv.modRevision, kv: toKv(kv) };
+    return { revision: kv.modRevision, kv: kv.view };
   }
 
   async delete(key: string, opts: { ifVersion?: number } = {}): Promise<DeleteResult> {
@@ -217,8 +250,9 @@ export class Engine {
       });
     }
     if (!cur) {
+      // The key may be absent because of a delete still waiting for fsync: report only once that is durable.
       await this.durable();
-      return { revision: this.rev, deleted: false };
+      return { revision: this.published, deleted: false };
     }
     const r = this.applyDelete(key);
     this.wal?.append({ o: 'del', r, k: key });
@@ -241,10 +275,10 @@ export class Engine {
     const backlog: EngineEvent[] = [];
     let after: number;
     if (fromRevision === undefined) {
-      snapshot = this.snapshot(prefix, this.published);
+      snapshot = this.snapshot(prefix);
       after = this.published;
     } else if (fromRevision < this.compacted || fromRevision > this.published) {
-      snapshot = this.snapshot(prefix, this.published);
+      snapshot = this.snapshot(prefix);
       reset = true;
       after = this.published;
     } else {
@@ -307,23 +341,37 @@ export class Engine {
     if (this.closed) throw new ClosedError('engine is closed');
   }
 
-  /** Wait until every applied change is durable, then publish it to watchers in revision order. */
+  /** Wait until every change applied so far is durable, then publish exactly those to watchers in
+   *  revision order. `upTo` is taken before waiting: changes applied while the fsync runs are not
+   *  covered by it and must wait for their own commit. */
   private async commit(): Promise<void> {
+    const upTo = this.rev;
     if (this.wal) await this.wal.sync();
-    this.publish();
+    this.publish(upTo);
   }
 
   private async durable(): Promise<void> {
     if (this.published < this.rev) await this.commit();
   }
 
-  private publish(): void {
-    const upTo = this.rev;
+  private publish(upTo: number): void {
     if (this.published >= upTo) return;
     // History is in revision order; find the first unpublished event from the end.
     let i = this.history.length;
     while (i > this.historyHead && this.history[i - 1]!.revision > this.published) i--;
     this.published = upTo;
+    let p = this.pendingHead;
+    while (p < this.pending.length && this.pending[p]!.revision <= upTo) p++;
+    if (p === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    } else {
+      this.pendingHead = p;
+      if (p > 1024 && p * 2 > this.pending.length) {
+        this.pending = this.pending.slice(p);
+        this.pendingHead = 0;
+      }
+    }
     for (; i < this.history.length; i++) {
       const ev = this.history[i]!;
       if (ev.revision > upTo) break;
@@ -337,7 +385,8 @@ export class Engine {
   private record(ev: EngineEvent): void {
     this.history.push(ev);
     const live = this.history.length - this.historyHead;
-    if (live > this.historyLimit) {
+    // Never drop an unpublished event: watchers have not seen it yet, and there is no reset for that.
+    if (live > this.historyLimit && this.history[this.historyHead]!.revision <= this.published) {
       const dropped = this.history[this.historyHead]!;
       this.history[this.historyHead] = undefined as unknown as EngineEvent;
       this.historyHead++;
@@ -349,18 +398,42 @@ export class Engine {
     }
   }
 
-  private snapshot(prefix: string, revision = this.rev): ListResult {
-    const items: KeyValue[] = [];
+  /** The keys under `prefix` as of `published`. */
+  private snapshot(prefix: string): ListResult {
+    let items: KeyValue[] = [];
     for (const [dir, entries] of this.dirs) {
       const dirSlash = dir === '' ? '' : dir + '/';
       if (dirSlash.startsWith(prefix)) {
-        for (const kv of entries.values()) items.push(toKv(kv));
+        for (const kv of entries.values()) items.push(kv.view);
       } else if (prefix.startsWith(dirSlash)) {
-        for (const kv of entries.values()) if (kv.key.startsWith(prefix)) items.push(toKv(kv));
+        for (const kv of entries.values()) if (kv.key.startsWith(prefix)) items.push(kv.view);
       }
     }
+    let touched = false;
+    for (let i = this.pendingHead; i < this.pending.length && !touched; i++) touched = this.pending[i]!.key.startsWith(prefix);
+    if (touched) {
+      // Roll not-yet-durable changes back, newest first, so each key ends at its published state.
+      const m = new Map<string, KeyValue>();
+      for (const kv of items) m.set(kv.key, kv);
+      for (let i = this.pending.length - 1; i >= this.pendingHead; i--) {
+        const c = this.pending[i]!;
+        if (!c.key.startsWith(prefix)) continue;
+        if (c.prev) m.set(c.key, c.prev.view);
+        else m.delete(c.key);
+      }
+      items = [...m.values()];
+    }
     items.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return { revision, items };
+    return { revision: this.published, items };
+  }
+
+  /** One key as of `published` (the state before its oldest not-yet-durable change, if any). */
+  private readPublished(key: string): StoredKv | undefined {
+    for (let i = this.pendingHead; i < this.pending.length; i++) {
+      const c = this.pending[i]!;
+      if (c.key === key) return c.prev;
+    }
+    return this.kvs.get(key);
   }
 
   private applyGrant(id: string, ttl: number): void {
@@ -375,20 +448,14 @@ export class Engine {
     const r = ++this.rev;
     if (cur?.lease !== undefined && cur.lease !== lease) this.leases.get(cur.lease)?.keys.delete(key);
     if (lease !== undefined) this.leases.get(lease)?.keys.add(key);
-    const kv: StoredKv = {
-      key,
-      value,
-      createRevision: cur ? cur.createRevision : r,
-      modRevision: r,
-      version: cur ? cur.version + 1 : 1,
-      lease,
-    };
+    const kv = storedKv(key, value, cur ? cur.createRevision : r, r, cur ? cur.version + 1 : 1, lease);
     this.kvs.set(key, kv);
+    this.pending.push({ revision: r, key, prev: cur });
     const dir = dirOf(key);
     let d = this.dirs.get(dir);
     if (!d) this.dirs.set(dir, (d = new Map()));
     d.set(key, kv);
-    this.record({ type: 'put', key, kv: toKv(kv), revision: r });
+    this.record({ type: 'put', key, kv: kv.view, revision: r });
     return kv;
   }
 
@@ -401,7 +468,8 @@ export class Engine {
     d?.delete(key);
     if (d && d.size === 0) this.dirs.delete(dir);
     if (cur.lease !== undefined) this.leases.get(cur.lease)?.keys.delete(key);
-    this.record({ type: 'delete', key, revision: r, prev: toKv(cur) });
+    this.pending.push({ revision: r, key, prev: cur });
+    this.record({ type: 'delete', key, revision: r, prev: cur.view });
     return r;
   }
 
@@ -454,7 +522,7 @@ export class Engine {
       this.leases.set(l.id, { id: l.id, ttl: l.ttl, expiresAt: 0, keys: new Set() });
     }
     for (const [key, value, createRevision, modRevision, version, lease] of s.kvs as [string, string, number, number, number, string | null][]) {
-      const kv: StoredKv = { key, value, createRevision, modRevision, version, lease: lease ?? undefined };
+      const kv = storedKv(key, value, createRevision, modRevision, version, lease ?? undefined);
       this.kvs.set(key, kv);
       const dir = dirOf(key);
       let d = this.dirs.get(dir);
@@ -544,14 +612,9 @@ function dirOf(key: string): string {
   return i < 0 ? '' : key.slice(0, i);
 }
 
-function toKv(kv: StoredKv): KeyValue {
-  const out: { -readonly [K in keyof KeyValue]: KeyValue[K] } = {
-    key: kv.key,
-    value: kv.value,
-    createRevision: kv.createRevision,
-    modRevision: kv.modRevision,
-    version: kv.version,
-  };
-  if (kv.lease !== undefined) out.session = kv.lease;
-  return out;
+function storedKv(key: string, value: string, createRevision: number, modRevision: number, version: number, lease: string | undefined): StoredKv {
+  const view: { -readonly [K in keyof KeyValue]: KeyValue[K] } = { key, value, createRevision, modRevision, version };
+  if (lease !== undefined) view.session = lease;
+  // Shared by every reader and watcher of this incarnation, so it must not change under them.
+  return { key, value, createRevision, modRevision, version, lease, view: Object.freeze(view) };
 }

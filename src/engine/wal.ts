@@ -123,6 +123,11 @@ export class Wal {
     return this.appendedSeq;
   }
 
+  /** The error that stopped the log (write or fsync failure, or close), if any. */
+  get failure(): Error | undefined {
+    return this.failed;
+  }
+
   /** Append a record (buffered). Returns its sequence number. Call sync() to make it durable. */
   append(rec: Omit<WalRecord, 's'>): number {
     if (this.failed) throw this.failed;

@@ -1,0 +1,244 @@
+/**
+ * The thin layer between roster and the npm `etcd3` client. roster uses only etcd3's connection
+ * pool (hosts, TLS, auth tokens) and its raw gRPC service stubs (KV, Lease, Watch); every
+ * higher-level etcd3 helper (its Lease auto-regrant, its self-resuming Watcher) is avoided because
+ * the backend contract needs explicit control over lease loss and watch resumption.
+ *
+ * Fault handling (etcd3's `faultHandling`): its default per-host circuit breaker refuses every call
+ * for 5 s after three failures — after an etcd restart that turns a 200 ms outage into seconds of
+ * errors — so the host policy is a pass-through. The global policy retries, quickly and a bounded
+ * number of times, only failures where the request provably never left the client (no connection):
+ * retrying those is safe even for writes. Anything else surfaces at once as UnavailableError and the
+ * caller (registrar, cache, the user) decides.
+ */
+import {
+  castGrpcError,
+  ClientClosedError,
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  GRPCInvalidArgumentError,
+  GRPCUnauthenticatedError,
+  isRecoverableError,
+  type IOptions,
+  type ILeaseKeepAliveResponse,
+} from 'etcd3';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
+import {
+  ClosedError,
+  CompactedError,
+  InvalidArgumentError,
+  isRosterError,
+  RosterError,
+  SessionLostError,
+  TooLargeError,
+  UnavailableError,
+} from '../../core/errors.js';
+import { backoff, deferred, sleep, type Deferred } from '../../core/async.js';
+
+type FaultHandling = NonNullable<IOptions['faultHandling']>;
+type Policy = NonNullable<FaultHandling['global']>;
+
+/** Did the call fail before anything was sent (so retrying cannot apply it twice)? */
+export function neverSent(e: unknown): boolean {
+  if (!(e instanceof Error) || !isRecoverableError(e)) return false;
+  // grpc-js: "No connection established. Last error: connect ECONNREFUSED …" / "Failed to connect".
+  // Not "Connection dropped" or "read ECONNRESET": those may come after the request was sent.
+  return /No connection established|Failed to connect|ECONNREFUSED|Name resolution failed|DNS resolution failed/i.test(e.message);
+}
+
+/** A cockatiel-compatible policy (etcd3 only calls `execute`) without cockatiel's breaker state. */
+function policy(run: <T>(fn: () => PromiseLike<T> | T) => Promise<T>): Policy {
+  return { execute: (fn: (ctx: unknown) => unknown) => run(() => fn({ signal: new AbortController().signal, attempt: 0 })) } as unknown as Policy;
+}
+
+export function faultHandling(hosts: number, budgetMs: number): FaultHandling {
+  const passThrough = policy(async (fn) => fn());
+  const quickRetry = policy(async (fn) => {
+    const deadline = Date.now() + budgetMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        // Every host once without delay, then short jittered backoff while the budget lasts.
+        if (!neverSent(e)) throw e;
+        const wait = attempt + 1 < hosts ? 0 : backoff(attempt + 1 - hosts, 25, 250);
+        if (Date.now() + wait > deadline) throw e;
+        if (wait > 0) await sleep(wait);
+      }
+    }
+  });
+  return { host: () => passThrough, global: quickRetry };
+}
+
+/** etcd / gRPC failure → RosterError with the original kept as `cause`. */
+export function toRosterError(raw: unknown, what: string): RosterError {
+  if (isRosterError(raw)) return raw;
+  // Errors from gRPC streams reach us uncast (etcd3 casts only unary results): type them first.
+  const e = raw instanceof Error && raw.constructor === Error ? castGrpcError(raw) : raw;
+  const msg = e instanceof Error ? e.message : String(e);
+  // Simple auth tokens expire when idle; the next attempt authenticates again (see invalidateAuth).
+  if (/invalid auth token/.test(msg)) return new UnavailableError(`${what}: etcd auth token expired: ${msg}`, { cause: raw });
+  if (e instanceof EtcdLeaseInvalidError || /requested lease not found/.test(msg)) {
+    return new SessionLostError(`${what}: etcd lease not found (expired or revoked)`, { cause: raw });
+  }
+  if (/required revision has been compacted/.test(msg)) return new CompactedError(`${what}: ${msg}`, { cause: raw });
+  if (/request is too large|message larger than max/i.test(msg)) return new TooLargeError(`${what}: ${msg}`, { cause: raw });
+  if (e instanceof ClientClosedError) return new ClosedError(`${what}: etcd client closed`, { cause: raw });
+  if (e instanceof Error && isRecoverableError(e)) return new UnavailableError(`${what}: etcd unavailable: ${msg}`, { cause: raw });
+  // Not retryable: the request or the credentials are wrong, and retrying will not change that.
+  if (e instanceof EtcdAuthenticationFailedError || e instanceof GRPCUnauthenticatedError) {
+    return new InvalidArgumentError(`${what}: etcd authentication failed (check username and password): ${msg}`, { cause: raw });
+  }
+  if (e instanceof EtcdPermissionDeniedError) {
+    return new InvalidArgumentError(`${what}: etcd denied permission (check the user's role covers the key prefix): ${msg}`, { cause: raw });
+  }
+  if (e instanceof GRPCInvalidArgumentError) return new InvalidArgumentError(`${what}: etcd rejected the request: ${msg}`, { cause: raw });
+  return new RosterError('INTERNAL', `${what}: ${msg}`, { cause: raw });
+}
+
+/** int64 lease id as etcd3 decodes it (decimal string) → roster session id (hex, like etcdctl). */
+export function leaseToHex(id: string): string {
+  return BigInt.asUintN(64, BigInt(id)).toString(16);
+}
+export function hexToLease(hex: string): string {
+  if (!/^[0-9a-f]{1,16}$/i.test(hex)) throw new InvalidArgumentError(`session ${JSON.stringify(hex)} is not an etcd lease (expected a hex lease id)`);
+  return BigInt.asIntN(64, BigInt(`0x${hex}`)).toString();
+}
+
+/**
+ * Forget the cached auth token so the next call or stream authenticates again. etcd3 does this
+ * itself for unary calls, not for streams (watch, keepalive): their "invalid auth token" lands here.
+ * (Reaches into etcd3's pool, which keeps the authenticator private; absent → nothing to do.)
+ */
+export function invalidateAuth(client: Etcd3): void {
+  (client as unknown as { pool?: { authenticator?: { invalidateMetadata?(): void } } }).pool?.authenticator?.invalidateMetadata?.();
+}
+
+export function createClient(opts: {
+  hosts: readonly string[];
+  tls: boolean;
+  credentials?: IOptions['credentials'];
+  auth?: { username: string; password: string };
+  retryBudgetMs: number;
+}): Etcd3 {
+  const scheme = opts.tls ? 'https' : 'http';
+  return new Etcd3({
+    hosts: opts.hosts.map((h) => `${scheme}://${h}`),
+    ...(opts.credentials ? { credentials: opts.credentials } : {}),
+    ...(opts.auth ? { auth: opts.auth } : {}),
+    faultHandling: faultHandling(opts.hosts.length, opts.retryBudgetMs),
+    grpcOptions: {
+      // Reconnect promptly after an etcd restart (gRPC's default backoff starts at 1 s, grows to 120 s).
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+      // Find a silently dead connection (a partition) on long-lived watch/keepalive streams.
+      // etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      // Lists of large values exceed gRPC's 4 MiB default.
+      'grpc.max_receive_message_length': -1,
+      'grpc.max_send_message_length': -1,
+    },
+  });
+}
+
+/**
+ * Cancel a stream we no longer want. end() first: etcd3 treats an error on a still-writable stream
+ * as a host failure and closes every channel to that host, which would break every other watch
+ * and the keepalive stream just because one watch was closed.
+ */
+export function quietCancel(stream: { end(): void; cancel(): void }): void {
+  stream.end();
+  stream.cancel();
+}
+
+type KeepAliveStream = ClientDuplexStream<{ ID: string }, ILeaseKeepAliveResponse>;
+
+/**
+ * One LeaseKeepAlive stream shared by every session of a backend: each `keepAlive(id)` writes one
+ * request and waits for the matching response. A response with TTL 0 means etcd no longer has the
+ * lease (SessionLostError). A broken stream fails every waiter (UnavailableError) and is reopened by
+ * the next call; a silent one is abandoned after `timeoutMs`.
+ */
+export class KeepAliveMux {
+  private stream: Promise<KeepAliveStream> | undefined;
+  private waiters = new Map<string, Deferred<void>[]>();
+  private closed = false;
+
+  constructor(private readonly client: Etcd3) {}
+
+  async keepAlive(id: string, timeoutMs: number): Promise<void> {
+    if (this.closed) throw new ClosedError('etcd backend closed');
+    const streamP = (this.stream ??= this.open());
+    const d = deferred<void>();
+    d.promise.catch(() => undefined); // rejected by reset() possibly before it is awaited below
+    const list = this.waiters.get(id) ?? [];
+    list.push(d);
+    this.waiters.set(id, list);
+    const timer = setTimeout(() => {
+      const err = new UnavailableError(`etcd lease keepalive: no answer within ${timeoutMs} ms`);
+      if (this.stream === streamP) this.reset(err);
+      else d.reject(err);
+    }, timeoutMs);
+    timer.unref();
+    try {
+      const stream = await streamP;
+      stream.write({ ID: id });
+      await d.promise;
+    } finally {
+      clearTimeout(timer);
+      const l = this.waiters.get(id);
+      if (l) {
+        const i = l.indexOf(d);
+        if (i >= 0) l.splice(i, 1);
+        if (l.length === 0) this.waiters.delete(id);
+      }
+    }
+  }
+
+  private async open(): Promise<KeepAliveStream> {
+    let stream: KeepAliveStream;
+    try {
+      stream = (await this.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
+    } catch (e) {
+      this.reset(toRosterError(e, 'etcd lease keepalive'));
+      throw toRosterError(e, 'etcd lease keepalive');
+    }
+    const mine = this.stream;
+    const fail = (e: unknown) => {
+      if (/invalid auth token/.test(String((e as Error | undefined)?.message))) invalidateAuth(this.client);
+      if (this.stream === mine) this.reset(toRosterError(e, 'etcd lease keepalive'));
+    };
+    stream.on('data', (res: ILeaseKeepAliveResponse) => {
+      const l = this.waiters.get(res.ID);
+      if (!l) return;
+      this.waiters.delete(res.ID);
+      const lost = Number(res.TTL) <= 0;
+      for (const d of l) {
+        if (lost) d.reject(new SessionLostError(`etcd lease ${leaseToHex(res.ID)} expired or was revoked`));
+        else d.resolve();
+      }
+    });
+    stream.on('error', fail);
+    stream.on('end', () => fail(new UnavailableError('etcd lease keepalive stream ended')));
+    return stream;
+  }
+
+  /** Drop the current stream and fail everyone waiting on it. */
+  private reset(err: RosterError): void {
+    const s = this.stream;
+    this.stream = undefined;
+    const all = [...this.waiters.values()].flat();
+    this.waiters.clear();
+    for (const d of all) d.reject(err);
+    s?.then(quietCancel, () => undefined);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reset(new ClosedError('etcd backend closed'));
+  }
+}

@@ -1,0 +1,505 @@
+import { NoInstanceError } from '../core/errors.js';
+import type { Instance } from '../core/model.js';
+import type { CallResult, InstanceStats, Pick, Picker, Strategy } from './types.js';
+
+/**
+ * The machinery shared by every built-in strategy.
+ *
+ * - A StateTable (one per Strategy) holds a Slot per instance id: outstanding requests, the
+ *   peak-EWMA latency, consecutive failures, ejection and first-seen time. `build()` syncs it with the
+ *   snapshot (new ids get a Slot, missing ids are forgotten) so figures survive rebuilds.
+ * - A Picker holds Members (slot + the instance object of *its* snapshot + weight), so an old picker
+ *   keeps returning its own instances after a newer build. It asks a Selector (the algorithm,
+ *   produced by a Layer) for a Member, then hands out a pooled Token as the Pick.
+ * - Outlier ejection and slow start are features of the table and picker rather than wrapper
+ *   pickers: ejection changes bump `table.epoch`, and a picker whose epoch is stale rebuilds its
+ *   selector over the non-ejected members on its next pick (rare: once per ejection/readmission).
+ *   That keeps the hot path one selector call plus a token, whatever the composition.
+ *
+ * Allocation-freedom on V8 (Node 20) shapes the hot path: a number that is not a small integer is
+ * boxed in a fresh HeapNumber when it crosses a call that is not inlined (argument or return value),
+ * when it is stored in a field whose representation is "tagged", and on every clock or Math.random
+ * call. So the time of the current pick travels in a Float64Array (`Env.time`) rather than as an
+ * argument, random draws are 30-bit integers, numeric fields are initialised with numbers, and
+ * costs are computed inline rather than by helpers returning doubles.
+ */
+
+export interface ResolvedOutlier {
+  readonly consecutiveFailures: number;
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly maxPercent: number;
+}
+
+export interface ResolvedSlowStart {
+  readonly windowMs: number;
+  readonly aggression: number;
+  readonly minFactor: number;
+}
+
+export interface ChainConfig {
+  readonly random: () => number;
+  /** Integers uniform in [0, 2^30), from `random`. */
+  readonly randomInt: () => number;
+  readonly now: () => number;
+  /** Under load, reuse one clock reading for the picks of about this many ms (0 = read every time). */
+  readonly clockReuseMs: number;
+  readonly outlier: ResolvedOutlier | null;
+  readonly slowStart: ResolvedSlowStart | null;
+  /** Time constant (tau) of the peak-EWMA decay, ms. */
+  readonly decayMs: number;
+}
+
+/** What selectors see: the config, and the time of the pick in progress in `time[0]`. */
+export interface Env {
+  readonly cfg: ChainConfig;
+  readonly time: Float64Array;
+}
+
+/** Cost of an instance that has requests in flight but no latency figure yet (Finagle's Penalty). */
+export const PENALTY = 1e12;
+/** A failed call is observed as at least twice the estimate, capped here, so that an instance that
+ *  fails fast does not look fast. */
+const MAX_FAILURE_PENALTY_MS = 60_000;
+/** Recycled Pick objects kept per strategy; more than this in flight simply allocates. */
+const POOL_MAX = 4096;
+/** Most picks one clock reading may serve. */
+const MAX_REUSE = 1024;
+/** done() calls in a row carrying latencyMs after which pick() stops reading the clock exactly. */
+const REPORTED_STREAK = 8;
+/** 2^-30, to turn a 30-bit random integer into [0, 1). */
+export const INV_2_30 = 1 / 1073741824;
+
+export class Slot {
+  alive = true;
+  /** Sync generation that last saw this id (dedupes ids within one snapshot). */
+  gen = 0;
+  outstanding = 0;
+  ewma = 0;
+  stamp = 0;
+  failures = 0;
+  ejected = false;
+  ejectedUntil = 0;
+  ejections = 0;
+  readmittedAt = -Infinity;
+  firstSeen = 0;
+  readonly id: string;
+  constructor(id: string, now: number, firstSeen: number) {
+    this.id = id;
+    this.stamp = now;
+    this.firstSeen = firstSeen;
+  }
+}
+
+export class Member {
+  readonly slot: Slot;
+  readonly instance: Instance;
+  readonly weight: number;
+  constructor(slot: Slot, instance: Instance) {
+    this.slot = slot;
+    this.instance = instance;
+    this.weight = instance.weight;
+  }
+}
+
+export class Token implements Pick {
+  instance: Instance;
+  slot: Slot;
+  start = 0;
+  /** `start` is a fresh clock reading (not a reused one), so done() may measure latency from it. */
+  exact = false;
+  live = false;
+  inner: Pick | null = null;
+  readonly done: (result?: CallResult) => void;
+  constructor(table: StateTable, m: Member) {
+    this.instance = m.instance;
+    this.slot = m.slot;
+    this.done = (result) => table.finish(this, result);
+  }
+}
+
+/** Slow-start share factor of a slot at `now`, in (0, 1]. (Only called while an instance ramps.) */
+export function rampFactor(s: Slot, cfg: ChainConfig, now: number): number {
+  const ss = cfg.slowStart;
+  if (ss === null) return 1;
+  const t = now - s.firstSeen;
+  if (t >= ss.windowMs) return 1;
+  const f = t <= 0 ? 0 : ss.aggression === 1 ? t / ss.windowMs : Math.pow(t / ss.windowMs, 1 / ss.aggression);
+  return f > ss.minFactor ? f : ss.minFactor;
+}
+
+export class StateTable {
+  private readonly slots = new Map<string, Slot>();
+  private gen = 0;
+  private seenAny = false;
+  private readonly pool: Token[] = [];
+  readonly env: Env;
+  /** Live slots (size of the latest snapshot). */
+  size = 0;
+  /** Bumped whenever the set of ejected slots changes. */
+  epoch = 0;
+  ejected = 0;
+  nextReadmit = Infinity;
+  /** Consecutive done() calls that reported latencyMs (capped at REPORTED_STREAK). */
+  reportedStreak = 0;
+  // Clock reuse. A reading costs ~40 ns and, on Node 20, allocates a 16-byte HeapNumber, which
+  // would make every p2c pick allocate. Under load one reading serves the next `reuse` picks, with
+  // `reuse` sized from the measured pick rate so that a reading is at most about clockReuseMs old
+  // while the rate holds; it grows by doubling and drops at once, so at low rates every pick reads
+  // the clock. A reused (slightly stale) time only delays decay, re-admission and slow-start ramps
+  // by that staleness; latency is measured only from fresh readings.
+  private countdown = 0;
+  private reuse = 0;
+
+  constructor(
+    readonly cfg: ChainConfig,
+    readonly tracksLatency: boolean,
+  ) {
+    // time[0]: the time of the pick in progress; time[1]: the last fresh reading.
+    this.env = { cfg, time: new Float64Array(2) };
+  }
+
+  /** Set env.time[0] to the time, reusing a recent reading when allowed (see above). */
+  tick(): void {
+    if (this.countdown > 0) {
+      this.countdown--;
+      this.env.time[0] = this.env.time[1]!;
+    } else {
+      this.tickExact();
+    }
+  }
+
+  /** Set env.time[0] (and time[1]) to a fresh clock reading. */
+  tickExact(): void {
+    const time = this.env.time;
+    const now = this.cfg.now();
+    const reuseMs = this.cfg.clockReuseMs;
+    if (reuseMs > 0) {
+      const dt = now - time[1]!;
+      const served = this.reuse + 1;
+      let k = dt > 0 ? Math.floor((reuseMs * served) / dt) - 1 : 0;
+      if (k > 2 * this.reuse + 1) k = 2 * this.reuse + 1;
+      if (k > MAX_REUSE) k = MAX_REUSE;
+      this.reuse = k > 0 ? k : 0;
+      this.countdown = this.reuse;
+    }
+    time[0] = now;
+    time[1] = now;
+  }
+
+  /** A fresh reading, for cold paths. */
+  nowExact(): number {
+    this.tickExact();
+    return this.env.time[0]!;
+  }
+
+  sync(instances: readonly Instance[]): Member[] {
+    const now = this.nowExact();
+    const gen = ++this.gen;
+    const members: Member[] = [];
+    // The first non-empty snapshot is the starting fleet, not "new" instances: no slow start.
+    const firstSeen = this.seenAny ? now : -Infinity;
+    for (const inst of instances) {
+      let s = this.slots.get(inst.id);
+      if (s === undefined) {
+        s = new Slot(inst.id, now, firstSeen);
+        this.slots.set(inst.id, s);
+      } else if (s.gen === gen) {
+        continue; // duplicate id in one snapshot: the first one wins
+      }
+      s.gen = gen;
+      members.push(new Member(s, inst));
+    }
+    let forgotEjected = false;
+    for (const [id, s] of this.slots) {
+      if (s.gen === gen) continue;
+      this.slots.delete(id);
+      s.alive = false;
+      if (s.ejected) {
+        s.ejected = false;
+        this.ejected--;
+        forgotEjected = true;
+      }
+    }
+    if (forgotEjected) {
+      this.epoch++;
+      this.recomputeNextReadmit();
+    }
+    this.size = this.slots.size;
+    if (members.length > 0) this.seenAny = true;
+    return members;
+  }
+
+  /** Hand out a Pick for `m`, stamped with env.time[0]. */
+  acquire(m: Member, exact: boolean, inner: Pick | null): Token {
+    const t = this.pool.pop() ?? new Token(this, m);
+    t.instance = m.instance;
+    t.slot = m.slot;
+    t.start = this.env.time[0]!;
+    t.exact = exact;
+    t.inner = inner;
+    t.live = true;
+    m.slot.outstanding++;
+    return t;
+  }
+
+  finish(t: Token, result: CallResult | undefined): void {
+    if (!t.live) return;
+    t.live = false;
+    const s = t.slot;
+    if (s.outstanding > 0) s.outstanding--;
+    const unused = result !== undefined && result.unused === true;
+    const failed = !unused && result !== undefined && result.error === true;
+    let now = NaN;
+    if (this.tracksLatency && !unused) {
+      const given = result === undefined ? undefined : result.latencyMs;
+      let lat = NaN;
+      if (given !== undefined && given >= 0) {
+        if (this.reportedStreak < REPORTED_STREAK) this.reportedStreak++;
+        lat = given;
+        now = t.start + given; // close enough to the clock, and saves reading it
+      } else if (t.exact) {
+        now = this.nowExact();
+        lat = now - t.start;
+      } else {
+        // The caller stopped reporting latency while picks were stamped with reused readings:
+        // this sample cannot be measured; go back to fresh stamps for the next picks.
+        this.reportedStreak = 0;
+      }
+      if (lat === lat) {
+        if (failed) {
+          const penal = s.ewma * 2;
+          lat = Math.max(lat, penal < MAX_FAILURE_PENALTY_MS ? penal : MAX_FAILURE_PENALTY_MS);
+        }
+        // Finagle's PeakEwma.observe: jump to a peak, otherwise move towards the sample with a
+        // weight given by the time since the estimate was last touched.
+        const td = now - s.stamp;
+        const w = td > 0 ? Math.exp(-td / this.cfg.decayMs) : 1;
+        s.ewma = lat > s.ewma ? lat : s.ewma * w + lat * (1 - w);
+        if (td > 0) s.stamp = now;
+      }
+    }
+    if (failed) {
+      const o = this.cfg.outlier;
+      if (o !== null && s.alive && !s.ejected && ++s.failures >= o.consecutiveFailures) {
+        this.eject(s, o, now === now ? now : this.nowExact());
+      }
+    } else if (s.failures !== 0 && !unused) {
+      s.failures = 0;
+    }
+    const inner = t.inner;
+    if (inner !== null) {
+      t.inner = null;
+      inner.done(result);
+    }
+    if (this.pool.length < POOL_MAX) this.pool.push(t);
+  }
+
+  private eject(s: Slot, o: ResolvedOutlier, now: number): void {
+    // Over the cap: stay in, keep counting; the next failure tries again.
+    if (this.ejected + 1 > Math.floor((this.size * o.maxPercent) / 100)) return;
+    if (s.ejections > 0 && Number.isFinite(s.readmittedAt)) {
+      // Step the back-off down by one for each maxEjectionTime the instance stayed healthy.
+      const steps = Math.floor((now - s.readmittedAt) / o.maxMs);
+      s.ejections = Math.max(0, s.ejections - steps);
+    }
+    const dur = Math.min(o.baseMs * 2 ** s.ejections, o.maxMs);
+    s.ejected = true;
+    s.ejectedUntil = now + dur;
+    s.ejections++;
+    this.ejected++;
+    this.epoch++;
+    if (s.ejectedUntil < this.nextReadmit) this.nextReadmit = s.ejectedUntil;
+  }
+
+  /** Re-admit every slot whose ejection has ended. Called lazily by pickers (and stats()). */
+  readmit(now: number): void {
+    let changed = false;
+    let next = Infinity;
+    for (const s of this.slots.values()) {
+      if (!s.ejected) continue;
+      if (s.ejectedUntil <= now) {
+        s.ejected = false;
+        s.failures = 0;
+        s.readmittedAt = now;
+        this.ejected--;
+        changed = true;
+      } else if (s.ejectedUntil < next) {
+        next = s.ejectedUntil;
+      }
+    }
+    this.nextReadmit = next;
+    if (changed) this.epoch++;
+  }
+
+  private recomputeNextReadmit(): void {
+    let next = Infinity;
+    for (const s of this.slots.values()) if (s.ejected && s.ejectedUntil < next) next = s.ejectedUntil;
+    this.nextReadmit = next;
+  }
+
+  stats(): InstanceStats[] {
+    if (this.ejected > 0) this.readmit(this.nowExact());
+    return [...this.slots.values()].map((s) => ({
+      id: s.id,
+      outstanding: s.outstanding,
+      latencyMs: s.ewma,
+      consecutiveFailures: s.failures,
+      ejected: s.ejected,
+      ejectedUntil: s.ejected ? s.ejectedUntil : undefined,
+      ejections: s.ejections,
+      firstSeen: s.firstSeen,
+    }));
+  }
+}
+
+/** An algorithm over a fixed list of members. */
+export interface Selector {
+  /** How many members this selector can return. */
+  readonly size: number;
+  /** True when the selector applies the slow-start factor itself (cost-based), or when a pick must
+   *  not be re-drawn (keyed hashing, foreign pickers). Otherwise the picker applies slow start by
+   *  rejection: a ramping instance is kept with probability equal to its factor, else re-drawn. */
+  readonly ownsRamp: boolean;
+  /** Set by foreign-strategy adapters to the underlying Pick of the last select(); null otherwise. */
+  inner: Pick | null;
+  /** The time of the pick is in env.time[0]. `ramping`: some member may be in slow start. */
+  select(key: string | undefined, ramping: boolean): Member | null;
+  /** Draw again after a slow-start rejection (round-robin draws at random instead of handing the
+   *  rejected turn to the same neighbour every time). */
+  reselect(): Member | null;
+}
+
+/** Builds selectors. `active` are the members to choose from; `all` is the picker's whole
+ *  snapshot (zone-aware compares the two to judge a zone's health). */
+export interface Layer {
+  readonly name: string;
+  /** The selector reads latency figures: pickers stamp every pick with the time for it. */
+  readonly tracksLatency: boolean;
+  selector(active: readonly Member[], all: readonly Member[], env: Env): Selector;
+}
+
+const REJECTION_ATTEMPTS = 4;
+
+export class ChainPicker implements Picker {
+  private sel: Selector;
+  private epoch: number;
+  private active = 0;
+  private ramping: boolean;
+  private rampEnd = -Infinity;
+
+  constructor(
+    private readonly table: StateTable,
+    private readonly layer: Layer,
+    private readonly members: readonly Member[],
+    readonly instances: readonly Instance[],
+  ) {
+    const ss = table.cfg.slowStart;
+    if (ss !== null) {
+      for (const m of members) {
+        const end = m.slot.firstSeen + ss.windowMs;
+        if (end > this.rampEnd) this.rampEnd = end;
+      }
+    }
+    this.ramping = ss !== null && this.rampEnd > table.nowExact();
+    this.epoch = table.epoch;
+    this.sel = this.refresh();
+  }
+
+  get size(): number {
+    const t = this.table;
+    if (t.ejected > 0) {
+      const now = t.nowExact();
+      if (now >= t.nextReadmit) t.readmit(now);
+    }
+    if (this.epoch !== t.epoch) this.sel = this.refresh();
+    return this.active;
+  }
+
+  pick(key?: string): Pick {
+    const t = this.table;
+    let exact = false;
+    if (t.tracksLatency) {
+      // Stamp picks with fresh readings unless the caller reports latencies itself.
+      exact = t.reportedStreak < REPORTED_STREAK;
+      if (exact) t.tickExact();
+      else t.tick();
+    }
+    if (t.ejected > 0 || this.ramping) this.timed(t);
+    if (this.epoch !== t.epoch) this.sel = this.refresh();
+    const sel = this.sel;
+    let m = sel.select(key, this.ramping);
+    if (m === null) throw this.noInstance();
+    if (this.ramping && !sel.ownsRamp) m = this.ramp(m);
+    return t.acquire(m, exact, sel.inner);
+  }
+
+  /** Time-dependent upkeep, only while something is ejected or ramping. */
+  private timed(t: StateTable): void {
+    if (!t.tracksLatency) t.tick();
+    const now = t.env.time[0]!;
+    if (now >= t.nextReadmit) t.readmit(now);
+    if (this.ramping && now >= this.rampEnd) this.ramping = false;
+  }
+
+  /** Slow start by rejection: keep a ramping member with probability equal to its factor. */
+  private ramp(m: Member): Member {
+    const t = this.table;
+    const cfg = t.cfg;
+    const now = t.env.time[0]!;
+    for (let i = 0; i < REJECTION_ATTEMPTS; i++) {
+      const f = rampFactor(m.slot, cfg, now);
+      if (f >= 1 || cfg.randomInt() * INV_2_30 < f) break;
+      m = this.sel.reselect() ?? m;
+    }
+    return m;
+  }
+
+  private refresh(): Selector {
+    const t = this.table;
+    this.epoch = t.epoch;
+    const ms = this.members;
+    let act = ms.filter((m) => m.weight > 0 && !m.slot.ejected && m.instance.status === 'up');
+    if (act.length === 0) act = ms.filter((m) => m.weight > 0 && !m.slot.ejected);
+    // Panic routing (as Envoy does): if every candidate is ejected, ignore ejection rather than fail.
+    if (act.length === 0) act = ms.filter((m) => m.weight > 0);
+    const sel = this.layer.selector(act, ms, t.env);
+    this.active = sel.size;
+    return sel;
+  }
+
+  private noInstance(): NoInstanceError {
+    const service = this.instances[0]?.service;
+    const what = service === undefined ? 'the set is empty' : `all ${this.instances.length} instance(s) of "${service}" have weight 0`;
+    return new NoInstanceError(`no instance to pick: ${what}`, {
+      details: { service, instances: this.instances.length, strategy: this.layer.name },
+    });
+  }
+}
+
+/** The Strategy every built-in algorithm and wrapper returns. */
+export class BalancingStrategy implements Strategy {
+  private readonly table: StateTable;
+  constructor(
+    readonly name: string,
+    readonly layer: Layer,
+    readonly config: ChainConfig,
+  ) {
+    this.table = new StateTable(config, layer.tracksLatency);
+  }
+
+  build(instances: readonly Instance[]): Picker {
+    const members = this.table.sync(instances);
+    return new ChainPicker(
+      this.table,
+      this.layer,
+      members,
+      Object.freeze(members.map((m) => m.instance)),
+    );
+  }
+
+  /** Per-instance figures for the instances of the latest build. */
+  stats(): InstanceStats[] {
+    return this.table.stats();
+  }
+}

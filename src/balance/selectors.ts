@@ -1,0 +1,517 @@
+import { InvalidArgumentError, RosterError } from '../core/errors.js';
+import { hashMod, maglevTable } from './hash.js';
+import { INV_2_30, PENALTY, rampFactor, type Env, type Layer, type Member, type Selector } from './core.js';
+import type { Pick, Strategy } from './types.js';
+
+/**
+ * The algorithms. Each Layer turns a fixed member list into a Selector whose select() is O(1) or
+ * O(log n) and allocates nothing. Selectors are rebuilt (never mutated in size) when the set or the
+ * ejected subset changes.
+ */
+
+const EMPTY: Selector = {
+  size: 0,
+  ownsRamp: true,
+  inner: null,
+  select: () => null,
+  reselect: () => null,
+};
+
+/** Two distinct uniform indices in [0, n), n >= 2, into out[0] and out[1]. For small sets one
+ *  30-bit draw serves both (its integer part picks the first, its fraction the second, which still
+ *  carries >= 20 bits); larger sets draw twice. */
+function twoDistinct(rand: () => number, n: number, out: Int32Array): void {
+  const x = rand() * n * INV_2_30;
+  const i = x | 0;
+  const y = n <= 1024 ? (x - i) * (n - 1) : rand() * (n - 1) * INV_2_30;
+  let j = y | 0;
+  if (j >= i) j++;
+  out[0] = i;
+  out[1] = j;
+}
+
+/** Uniform index in [0, n). */
+function below(rand: () => number, n: number): number {
+  return (rand() * n * INV_2_30) | 0;
+}
+
+// ---- round-robin -------------------------------------------------------------------------------
+
+class RoundRobinSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = false;
+  inner: Pick | null = null;
+  private next: number;
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly rand: () => number,
+  ) {
+    // Start at a random position so that many clients built at once do not all hit the first one.
+    this.next = below(rand, ms.length);
+  }
+  select(): Member {
+    const i = this.next;
+    this.next = i + 1 === this.ms.length ? 0 : i + 1;
+    return this.ms[i]!;
+  }
+  reselect(): Member {
+    return this.ms[below(this.rand, this.ms.length)]!;
+  }
+}
+
+export const roundRobinLayer: Layer = {
+  name: 'round-robin',
+  tracksLatency: false,
+  selector: (active, _all, env) => (active.length === 0 ? EMPTY : new RoundRobinSelector(active, env.cfg.randomInt)),
+};
+
+// ---- random ------------------------------------------------------------------------------------
+
+class RandomSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = false;
+  inner: Pick | null = null;
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly rand: () => number,
+  ) {}
+  select(): Member {
+    return this.ms[below(this.rand, this.ms.length)]!;
+  }
+  reselect(): Member {
+    return this.select();
+  }
+}
+
+export const randomLayer: Layer = {
+  name: 'random',
+  tracksLatency: false,
+  selector: (active, _all, env) => (active.length === 0 ? EMPTY : new RandomSelector(active, env.cfg.randomInt)),
+};
+
+// ---- smooth weighted round-robin ---------------------------------------------------------------
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * nginx's smooth weighted round-robin, precomputed: one period (the sum of the gcd-reduced weights)
+ * of nginx's exact sequence is laid out in a table at build time, so pick() is one array read. nginx
+ * computes each pick in O(n); the table costs O(n * period) once, which is kept under
+ * `scheduleBudget` steps. Beyond that the EDF selector below takes over.
+ */
+class SmoothScheduleSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = false;
+  inner: Pick | null = null;
+  private next: number;
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly schedule: Int32Array,
+    rand: () => number,
+  ) {
+    this.next = below(rand, schedule.length);
+  }
+  select(): Member {
+    const i = this.next;
+    this.next = i + 1 === this.schedule.length ? 0 : i + 1;
+    return this.ms[this.schedule[i]!]!;
+  }
+  reselect(): Member {
+    return this.select();
+  }
+}
+
+function smoothSchedule(weights: readonly number[], period: number): Int32Array {
+  const n = weights.length;
+  const current = new Float64Array(n);
+  const out = new Int32Array(period);
+  for (let t = 0; t < period; t++) {
+    let best = 0;
+    let bestV = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const v = (current[i] = current[i]! + weights[i]!);
+      if (v > bestV) {
+        bestV = v;
+        best = i;
+      }
+    }
+    current[best] = current[best]! - period;
+    out[t] = best;
+  }
+  return out;
+}
+
+/**
+ * Earliest-deadline-first weighted round-robin (what Envoy and gRPC use): each member's next
+ * deadline advances by 1/weight when picked; a binary heap yields the earliest in O(log n). Same
+ * long-run shares and the same smoothness guarantee as nginx's sequence, though not the identical
+ * order. Used when the nginx period would be too long to precompute.
+ */
+class EdfSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = false;
+  inner: Pick | null = null;
+  // The heap keeps (deadline, member index) pairs side by side so sifting reads contiguous memory.
+  private readonly key: Float64Array;
+  private readonly idx: Int32Array;
+  private readonly step: Float64Array;
+  constructor(private readonly ms: readonly Member[]) {
+    const n = ms.length;
+    this.key = new Float64Array(n);
+    this.idx = new Int32Array(n);
+    this.step = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      this.step[i] = 1 / ms[i]!.weight;
+      this.key[i] = this.step[i]!;
+      this.idx[i] = i;
+    }
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.down(i);
+  }
+  /** Sift the entry at position i down. Ties go to the lower member index (deterministic). */
+  private down(i: number): void {
+    const key = this.key;
+    const idx = this.idx;
+    const n = idx.length;
+    const k = key[i]!;
+    const x = idx[i]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      let kc = key[c]!;
+      if (c + 1 < n) {
+        const kr = key[c + 1]!;
+        if (kr < kc || (kr === kc && idx[c + 1]! < idx[c]!)) {
+          c++;
+          kc = kr;
+        }
+      }
+      if (kc > k || (kc === k && idx[c]! > x)) break;
+      key[i] = kc;
+      idx[i] = idx[c]!;
+      i = c;
+    }
+    key[i] = k;
+    idx[i] = x;
+  }
+  select(): Member {
+    const i = this.idx[0]!;
+    const d = (this.key[0] = this.key[0]! + this.step[i]!);
+    if (d > 1e9) {
+      // Keep deadlines small enough that 1/weight steps stay exact in a double.
+      for (let k = 0; k < this.key.length; k++) this.key[k] = this.key[k]! - 1e9;
+    }
+    this.down(0);
+    return this.ms[i]!;
+  }
+  reselect(): Member {
+    return this.select();
+  }
+}
+
+export interface WeightedOptions {
+  /** Max n * period steps spent precomputing nginx's exact sequence; beyond it, EDF. Default 4e6. */
+  scheduleBudget?: number;
+}
+
+export function weightedLayer(opts: WeightedOptions = {}): Layer {
+  const budget = opts.scheduleBudget ?? 4_000_000;
+  return {
+    name: 'weighted',
+    tracksLatency: false,
+    selector(active, _all, env) {
+      const n = active.length;
+      if (n === 0) return EMPTY;
+      let g = 0;
+      for (const m of active) g = gcd(m.weight, g);
+      const weights = active.map((m) => m.weight / g);
+      const period = weights.reduce((a, b) => a + b, 0);
+      if (period * n <= budget && period <= 1 << 22) {
+        return new SmoothScheduleSelector(active, smoothSchedule(weights, period), env.cfg.randomInt);
+      }
+      return new EdfSelector(active);
+    },
+  };
+}
+
+// ---- least outstanding requests ----------------------------------------------------------------
+
+export interface LeastOutstandingOptions {
+  /** Sets up to this size are scanned in full (exact least); larger ones sample `choices`. Default 16. */
+  scanLimit?: number;
+  /** Members sampled per pick on larger sets (Envoy's choice_count). Default 2. */
+  choices?: number;
+}
+
+/** cost = (outstanding + 1) / weight, divided by the slow-start factor while ramping. Costs are
+ *  computed inline: a helper returning a double would box it when not inlined. */
+class LeastOutstandingSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = true;
+  inner: Pick | null = null;
+  private rot = 0;
+  private readonly idx = new Int32Array(2);
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly env: Env,
+    private readonly scanLimit: number,
+    private readonly choices: number,
+  ) {}
+  select(_key: string | undefined, ramping: boolean): Member {
+    const ms = this.ms;
+    const n = ms.length;
+    if (n === 1) return ms[0]!;
+    const cfg = this.env.cfg;
+    const now = this.env.time[0]!;
+    let best = ms[0]!;
+    let bestCost = Infinity;
+    if (n <= this.scanLimit) {
+      // Rotate the starting point so ties spread evenly instead of favouring the first member.
+      const start = this.rot;
+      this.rot = start + 1 === n ? 0 : start + 1;
+      for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
+        const m = ms[i]!;
+        let c = (m.slot.outstanding + 1) / m.weight;
+        if (ramping) c /= rampFactor(m.slot, cfg, now);
+        if (c < bestCost) {
+          bestCost = c;
+          best = m;
+        }
+      }
+      return best;
+    }
+    for (let k = 0; k < this.choices; k += 2) {
+      twoDistinct(cfg.randomInt, n, this.idx);
+      for (let e = 0; e < 2 && k + e < this.choices; e++) {
+        const m = ms[this.idx[e]!]!;
+        let c = (m.slot.outstanding + 1) / m.weight;
+        if (ramping) c /= rampFactor(m.slot, cfg, now);
+        if (c < bestCost) {
+          bestCost = c;
+          best = m;
+        }
+      }
+    }
+    return best;
+  }
+  reselect(): Member {
+    return this.select(undefined, true);
+  }
+}
+
+export function leastOutstandingLayer(opts: LeastOutstandingOptions = {}): Layer {
+  const scanLimit = opts.scanLimit ?? 16;
+  const choices = opts.choices ?? 2;
+  return {
+    name: 'least-outstanding',
+    tracksLatency: false,
+    selector: (active, _all, env) =>
+      active.length === 0 ? EMPTY : new LeastOutstandingSelector(active, env, scanLimit, choices),
+  };
+}
+
+// ---- power of two choices with peak EWMA -------------------------------------------------------
+
+/**
+ * P2C over Finagle's peak-EWMA load: two members drawn at random, the one with the lower
+ * ewma * (outstanding + 1) / weight wins. The estimate jumps to any latency above it (peak), and
+ * otherwise decays towards newer observations and, while idle, towards 0 with time constant
+ * `decayMs`, so a slow instance is retried once it has been left alone for a while. An instance
+ * with requests in flight but no figure yet costs PENALTY: a new instance gets one probe at a time
+ * until its first answer.
+ */
+class P2CSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = true;
+  inner: Pick | null = null;
+  private readonly idx = new Int32Array(2);
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly env: Env,
+  ) {}
+  select(_key: string | undefined, ramping: boolean): Member {
+    const ms = this.ms;
+    const n = ms.length;
+    if (n === 1) return ms[0]!;
+    const cfg = this.env.cfg;
+    const now = this.env.time[0]!;
+    const tau = cfg.decayMs;
+    twoDistinct(cfg.randomInt, n, this.idx);
+    const a = ms[this.idx[0]!]!;
+    const b = ms[this.idx[1]!]!;
+    // Finagle's PeakEwma.get for each: decay the estimate towards 0 for the time since it was
+    // last touched, then load = estimate * (outstanding + 1), or PENALTY + outstanding when
+    // requests are in flight and nothing has been measured yet.
+    const sa = a.slot;
+    let td = now - sa.stamp;
+    if (td > 0) {
+      sa.ewma *= Math.exp(-td / tau);
+      sa.stamp = now;
+    }
+    let ca = (sa.ewma === 0 && sa.outstanding !== 0 ? PENALTY + sa.outstanding : sa.ewma * (sa.outstanding + 1)) / a.weight;
+    const sb = b.slot;
+    td = now - sb.stamp;
+    if (td > 0) {
+      sb.ewma *= Math.exp(-td / tau);
+      sb.stamp = now;
+    }
+    let cb = (sb.ewma === 0 && sb.outstanding !== 0 ? PENALTY + sb.outstanding : sb.ewma * (sb.outstanding + 1)) / b.weight;
+    if (ramping) {
+      ca /= rampFactor(sa, cfg, now);
+      cb /= rampFactor(sb, cfg, now);
+    }
+    return cb < ca ? b : a;
+  }
+  reselect(): Member {
+    return this.select(undefined, true);
+  }
+}
+
+export const p2cLayer: Layer = {
+  name: 'p2c',
+  tracksLatency: true,
+  selector: (active, _all, env) => (active.length === 0 ? EMPTY : new P2CSelector(active, env)),
+};
+
+// ---- consistent hashing (Maglev) ---------------------------------------------------------------
+
+export interface ConsistentHashOptions {
+  /** Maglev table size, a prime larger than 100x the instance count for good balance.
+   *  Default 65537 (Envoy's default). Every client of a service must use the same value. */
+  tableSize?: number;
+}
+
+class MaglevSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = true;
+  inner: Pick | null = null;
+  constructor(
+    private readonly ms: readonly Member[],
+    private readonly table: Int32Array,
+  ) {}
+  select(key: string | undefined): Member {
+    if (key === undefined) {
+      throw new InvalidArgumentError('consistent-hash needs a key: call pick(key) with the sticky key (user id, session, ...)', {
+        details: { field: 'key' },
+      });
+    }
+    return this.ms[this.table[hashMod(key, 0, this.table.length)]!]!;
+  }
+  reselect(): Member | null {
+    return null;
+  }
+}
+
+class SingleSelector implements Selector {
+  readonly size = 1;
+  readonly ownsRamp = true;
+  inner: Pick | null = null;
+  constructor(private readonly m: Member) {}
+  select(key: string | undefined): Member {
+    if (key === undefined) throw new InvalidArgumentError('consistent-hash needs a key: call pick(key)', { details: { field: 'key' } });
+    return this.m;
+  }
+  reselect(): Member {
+    return this.m;
+  }
+}
+
+export function consistentHashLayer(opts: ConsistentHashOptions = {}): Layer {
+  const size = opts.tableSize ?? 65537;
+  return {
+    name: 'consistent-hash',
+    tracksLatency: false,
+    selector(active) {
+      if (active.length === 0) return EMPTY;
+      if (active.length === 1) return new SingleSelector(active[0]!);
+      if (active.length >= size) {
+        throw new InvalidArgumentError(`consistent-hash tableSize ${size} must exceed the number of instances (${active.length})`);
+      }
+      return new MaglevSelector(active, maglevTable(active.map((m) => m.instance.id), size));
+    },
+  };
+}
+
+// ---- zone-aware --------------------------------------------------------------------------------
+
+export interface ZoneAwareOptions {
+  /** The caller's zone. */
+  zone: string;
+  /** Use the local zone only while at least this many of its instances are available. Default 1. */
+  minHealthy?: number;
+  /** ...and at least this percentage of the local zone's instances are (not ejected/draining). Default 50. */
+  minHealthyPercent?: number;
+}
+
+/** Chooses, whenever the picker's available set changes, between the inner algorithm over the
+ *  local zone and over everything; the choice costs nothing per pick. */
+export function zoneAwareLayer(inner: Layer, opts: Required<ZoneAwareOptions>): Layer {
+  const { zone, minHealthy, minHealthyPercent } = opts;
+  return {
+    name: `zone-aware(${inner.name})`,
+    tracksLatency: inner.tracksLatency,
+    selector(active, all, env) {
+      const local = active.filter((m) => m.instance.zone === zone);
+      let total = 0;
+      for (const m of all) if (m.weight > 0 && m.instance.zone === zone) total++;
+      const enough = local.length >= minHealthy && local.length * 100 >= minHealthyPercent * total;
+      return enough ? inner.selector(local, all, env) : inner.selector(active, all, env);
+    },
+  };
+}
+
+// ---- any other Strategy ------------------------------------------------------------------------
+
+/** Adapts a Strategy that is not built in, so outlier detection, slow start bookkeeping and
+ *  zone-aware preference can wrap it. Its picks are forwarded (done() included); it allocates
+ *  whatever the foreign picker allocates. */
+class ForeignSelector implements Selector {
+  get size(): number {
+    return this.picker.size;
+  }
+  readonly ownsRamp = true;
+  inner: Pick | null = null;
+  private readonly byId: Map<string, Member>;
+  private readonly picker;
+  constructor(strategy: Strategy, active: readonly Member[]) {
+    this.byId = new Map(active.map((m) => [m.instance.id, m]));
+    this.picker = strategy.build(active.map((m) => m.instance));
+  }
+  select(key: string | undefined): Member {
+    const p = this.picker.pick(key);
+    const m = this.byId.get(p.instance.id);
+    if (m === undefined) {
+      p.done();
+      throw new RosterError('INTERNAL', `strategy picked instance "${p.instance.id}" that it was not given`);
+    }
+    this.inner = p;
+    return m;
+  }
+  reselect(): Member | null {
+    return null;
+  }
+}
+
+export function foreignLayer(strategy: Strategy): Layer {
+  return {
+    name: strategy.name,
+    tracksLatency: false,
+    selector: (active) => (active.length === 0 ? EMPTY : new ForeignSelector(strategy, active)),
+  };
+}

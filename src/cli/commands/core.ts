@@ -1,0 +1,212 @@
+import { Command, Option } from 'commander';
+import type { Backend, KeyValue, WatchEvent } from '../../backend/types.js';
+import { NotFoundError } from '../../core/errors.js';
+import { instanceEndpoint, type Instance } from '../../core/model.js';
+import { validateKey, validatePrefix, validateServiceName } from '../../core/names.js';
+import { layoutByName, type Layout } from '../../registry/layout.js';
+import { onTerminate, out, parsePositiveInt } from './util.js';
+
+export function layoutOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--layout <name>', 'key layout: roster, plain, etcd-endpoints, curator').default('roster'))
+    .addOption(new Option('--root <path>', 'layout root (where services live)').default('services'));
+}
+
+export function layoutFrom(opts: { layout?: string; root?: string }): Layout {
+  return layoutByName(opts.layout ?? 'roster', opts.root);
+}
+
+function describeInstance(i: Instance): string {
+  const parts = [`${i.service}/${i.id}`, instanceEndpoint(i)];
+  if (i.zone) parts.push(`zone=${i.zone}`);
+  if (i.weight !== 1) parts.push(`weight=${i.weight}`);
+  if (i.status !== 'up') parts.push(`status=${i.status}`);
+  if (i.tags.length) parts.push(`tags=${i.tags.join(',')}`);
+  const md = Object.entries(i.metadata);
+  if (md.length) parts.push(md.map(([k, v]) => `${k}=${v}`).join(','));
+  return parts.join('  ');
+}
+
+/** Decode what a layout can; entries it cannot decode are reported on stderr, not dropped silently. */
+function decodeAll(layout: Layout, service: string, items: readonly KeyValue[]): Instance[] {
+  const outList: Instance[] = [];
+  for (const kv of items) {
+    try {
+      const i = layout.decode(service, kv);
+      if (i) outList.push(i);
+    } catch (e) {
+      process.stderr.write(`roster: skipping ${kv.key}: ${(e as Error).message}\n`);
+    }
+  }
+  return outList;
+}
+
+export function registerCoreCommands(program: Command, getBackend: () => Promise<Backend>): void {
+  program
+    .command('server')
+    .description('run the roster server (registry API, watch streams, metrics, dashboard)')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on', '8470')
+    .option('--data-dir <dir>', 'where to keep data', './.roster')
+    .action(async (opts: { host: string; port: string; dataDir: string }) => {
+      const port = parsePositiveInt(opts.port, 'port', 0, 65535);
+      const { startServer } = await import('../../server/index.js');
+      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir });
+      process.stdout.write(`roster server listening on ${server.url} (data: ${opts.dataDir}, dashboard: ${server.url}/ui)\n`);
+      await onTerminate();
+      process.stderr.write('roster: shutting down\n');
+      await server.close();
+    });
+
+  layoutOptions(
+    program
+      .command('ls [service]')
+      .description("list services, or one service's instances")
+      .option('--json', 'print JSON'),
+  ).action(async (service: string | undefined, opts: { json?: boolean; layout?: string; root?: string }) => {
+    const layout = layoutFrom(opts);
+    const backend = await getBackend();
+    if (service === undefined) {
+      const { items } = await backend.list(layout.root);
+      const counts = new Map<string, number>();
+      for (const kv of items) {
+        const name = kv.key.slice(layout.root.length).split('/')[0]!;
+        counts.set(name, (counts.get(name) ?? 0) + 1);
+      }
+      const rows = [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+      if (opts.json) out(JSON.stringify(rows.map(([name, instances]) => ({ service: name, instances }))));
+      else for (const [name, n] of rows) out(`${name}\t${n}`);
+      return;
+    }
+    validateServiceName(service);
+    const { items } = await backend.list(layout.servicePrefix(service));
+    const instances = decodeAll(layout, service, items);
+    if (opts.json) out(JSON.stringify(instances));
+    else for (const i of instances) out(describeInstance(i));
+  });
+
+  layoutOptions(
+    program
+      .command('watch <service>')
+      .description("print a service's instances, then one line per change until interrupted")
+      .option('--json', 'print NDJSON: one object per event with type and revision'),
+  ).action(async (service: string, opts: { json?: boolean; layout?: string; root?: string }) => {
+    validateServiceName(service);
+    const layout = layoutFrom(opts);
+    const backend = await getBackend();
+    const ac = new AbortController();
+    void onTerminate().then(() => ac.abort());
+    const known = new Map<string, Instance>();
+    try {
+      for await (const ev of backend.watch(layout.servicePrefix(service), { signal: ac.signal })) {
+        printServiceEvent(ev, layout, service, known, opts.json === true);
+      }
+    } catch (e) {
+      if (!ac.signal.aborted) throw e;
+    }
+  });
+
+  const kv = program.command('kv').description('read and write keys');
+  kv.command('get <key>')
+    .option('--json', 'print the key with its revisions as JSON')
+    .action(async (key: string, opts: { json?: boolean }) => {
+      validateKey(key);
+      const got = await (await getBackend()).get(key);
+      if (!got) throw new NotFoundError(`key ${JSON.stringify(key)} not found`);
+      out(opts.json ? JSON.stringify(got) : got.value);
+    });
+  kv.command('put <key> <value>')
+    .option('--if-absent', 'only create; fail if the key exists')
+    .option('--if-version <n>', 'compare-and-set: only if the key is at this version (0 = absent)')
+    .action(async (key: string, value: string, opts: { ifAbsent?: boolean; ifVersion?: string }) => {
+      const ifVersion = opts.ifVersion === undefined ? undefined : parsePositiveInt(opts.ifVersion, 'if-version', 0, Number.MAX_SAFE_INTEGER);
+      const r = await (await getBackend()).put(key, value, {
+        ...(opts.ifAbsent ? { ifAbsent: true } : {}),
+        ...(ifVersion !== undefined ? { ifVersion } : {}),
+      });
+      out(`OK revision=${r.revision} version=${r.kv.version}`);
+    });
+  kv.command('del <key>')
+    .option('--if-version <n>', 'only if the key is at this version')
+    .action(async (key: string, opts: { ifVersion?: string }) => {
+      const ifVersion = opts.ifVersion === undefined ? undefined : parsePositiveInt(opts.ifVersion, 'if-version', 0, Number.MAX_SAFE_INTEGER);
+      const r = await (await getBackend()).delete(key, ifVersion !== undefined ? { ifVersion } : {});
+      if (!r.deleted) throw new NotFoundError(`key ${JSON.stringify(key)} not found`);
+      out(`OK revision=${r.revision}`);
+    });
+  kv.command('ls [prefix]')
+    .option('--json', 'print JSON')
+    .action(async (prefix: string | undefined, opts: { json?: boolean }) => {
+      const r = await (await getBackend()).list(validatePrefix(prefix ?? ''));
+      if (opts.json) out(JSON.stringify(r));
+      else for (const i of r.items) out(`${i.key}\t${i.value}`);
+    });
+  kv.command('watch <prefix>')
+    .option('--json', 'print NDJSON')
+    .option('--from-revision <rev>', 'resume after this revision instead of starting with a snapshot')
+    .action(async (prefix: string, opts: { json?: boolean; fromRevision?: string }) => {
+      validatePrefix(prefix);
+      const fromRevision = opts.fromRevision === undefined ? undefined : parsePositiveInt(opts.fromRevision, 'from-revision', 0, Number.MAX_SAFE_INTEGER);
+      const ac = new AbortController();
+      void onTerminate().then(() => ac.abort());
+      try {
+        const w = (await getBackend()).watch(prefix, { signal: ac.signal, ...(fromRevision !== undefined ? { fromRevision } : {}) });
+        for await (const ev of w) out(opts.json ? JSON.stringify(ev) : describeKvEvent(ev));
+      } catch (e) {
+        if (!ac.signal.aborted) throw e;
+      }
+    });
+}
+
+function describeKvEvent(ev: WatchEvent): string {
+  switch (ev.type) {
+    case 'put': return `PUT ${ev.key} ${JSON.stringify(ev.kv.value)} rev=${ev.revision}`;
+    case 'delete': return `DELETE ${ev.key} rev=${ev.revision}`;
+    case 'synced': return `SYNCED rev=${ev.revision}`;
+    case 'reset': return `RESET rev=${ev.revision} keys=${ev.items.length}`;
+  }
+}
+
+function printServiceEvent(ev: WatchEvent, layout: Layout, service: string, known: Map<string, Instance>, json: boolean): void {
+  const emitPut = (kv: KeyValue, revision: number) => {
+    let inst: Instance | undefined;
+    try {
+      inst = layout.decode(service, kv);
+    } catch (e) {
+      process.stderr.write(`roster: skipping ${kv.key}: ${(e as Error).message}\n`);
+      return;
+    }
+    if (!inst) return;
+    known.set(kv.key, inst);
+    out(json ? JSON.stringify({ type: 'put', revision, instance: inst }) : `+ ${describeInstance(inst)}  rev=${revision}`);
+  };
+  switch (ev.type) {
+    case 'put':
+      emitPut(ev.kv, ev.revision);
+      break;
+    case 'delete': {
+      const inst = known.get(ev.key);
+      known.delete(ev.key);
+      if (!inst) break;
+      out(json ? JSON.stringify({ type: 'delete', revision: ev.revision, instance: inst }) : `- ${inst.service}/${inst.id}  rev=${ev.revision}`);
+      break;
+    }
+    case 'reset': {
+      const before = new Map(known);
+      known.clear();
+      if (json) out(JSON.stringify({ type: 'reset', revision: ev.revision }));
+      for (const kv of ev.items) {
+        before.delete(kv.key);
+        emitPut(kv, ev.revision);
+      }
+      for (const inst of before.values()) {
+        out(json ? JSON.stringify({ type: 'delete', revision: ev.revision, instance: inst }) : `- ${inst.service}/${inst.id}  rev=${ev.revision}`);
+      }
+      break;
+    }
+    case 'synced':
+      out(json ? JSON.stringify({ type: 'synced', revision: ev.revision }) : `= synced: ${known.size} instance(s)  rev=${ev.revision}`);
+      break;
+  }
+}
+

@@ -1,0 +1,65 @@
+/**
+ * The roster CLI. Every command resolves its backend from --backend, else $ROSTER_BACKEND, else the
+ * embedded default server at http://127.0.0.1:8470. Errors print one line to stderr and exit non-zero
+ * (1 for operational errors, 2 for usage errors); nothing here calls process.exit on a code path a
+ * library user could reach.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import type { Backend } from '../backend/types.js';
+import { openBackend } from '../backend/open.js';
+import { RosterError } from '../core/errors.js';
+import { registerCoreCommands } from './commands/core.js';
+import { registerRegistryCommands } from './commands/registry.js';
+import { registerRecipeCommands } from './commands/recipes.js';
+
+export const DEFAULT_BACKEND = 'http://127.0.0.1:8470';
+
+export function buildProgram(): { program: Command; closeBackend: () => Promise<void> } {
+  const program = new Command();
+  let backend: Promise<Backend> | undefined;
+  const getBackend = (): Promise<Backend> => {
+    const url = (program.opts().backend as string | undefined) ?? process.env.ROSTER_BACKEND ?? DEFAULT_BACKEND;
+    return (backend ??= openBackend(url));
+  };
+  program
+    .name('roster')
+    .description('service registration, discovery and coordination')
+    .addOption(new Option('-b, --backend <url>', `backend URL (default: $ROSTER_BACKEND or ${DEFAULT_BACKEND})`))
+    .showHelpAfterError()
+    .exitOverride();
+  registerCoreCommands(program, getBackend);
+  registerRegistryCommands(program, getBackend);
+  registerRecipeCommands(program, getBackend);
+  const closeBackend = async () => {
+    if (backend) await (await backend.catch(() => undefined))?.close();
+  };
+  return { program, closeBackend };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { program, closeBackend } = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version are "errors" to commander; they have already printed.
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? 0 : 2;
+    }
+    process.stderr.write(`roster: ${describeError(e)}\n`);
+    return 1;
+  } finally {
+    await closeBackend().catch((e: unknown) => {
+      process.stderr.write(`roster: closing the backend failed: ${describeError(e)}\n`);
+    });
+  }
+}
+
+export function describeError(e: unknown): string {
+  if (e instanceof RosterError) {
+    const cause = e.cause instanceof Error ? ` (${e.cause.message})` : '';
+    return `${e.message}${cause} [${e.code}]`;
+  }
+  if (e instanceof AggregateError) return `${e.message}: ${e.errors.map(describeError).join('; ')}`;
+  return e instanceof Error ? e.message : String(e);
+}

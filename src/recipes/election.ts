@@ -1,0 +1,237 @@
+/**
+ * Leader election, following etcd's client/v3/concurrency.Election key for key.
+ *
+ * Layout: `<prefix><session id>` → the proclaimed value, bound to the session; the leader is the key
+ * with the smallest createRevision. The default prefix is `elections/<name>/`. With
+ * `prefix: '<name>/'` on an etcd backend opened without a root prefix (etcd://host:2379), the keys
+ * are exactly Go's `concurrency.NewElection(s, "<name>")` keys (`<name>/<lease id in hex>`), so
+ * `etcdctl elect <name> <value>`, `etcdctl elect --listen <name>` and Go programs take part in the
+ * same election as roster.
+ *
+ * A campaign that is aborted (signal) or whose session is lost removes its key (resigns), so a
+ * process that gave up never becomes a leader nobody is acting as.
+ */
+import type { Backend, KeyValue, Session } from '../backend/types.js';
+import { anySignal, deferred, throwIfAborted } from '../core/async.js';
+import { ClosedError, InvalidArgumentError, isRosterError, LockLostError, type RosterErrorOptions } from '../core/errors.js';
+import { validateValue } from '../core/names.js';
+import { claimLocalKey, cleanupOnFailure, createOwnKey, DirView, directChild, oldest, Ownership, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+
+/** This participant is not (or no longer) the leader. Code LOCK_LOST (a subclass of LockLostError). */
+export class NotLeaderError extends LockLostError {
+  constructor(message: string, options?: RosterErrorOptions) {
+    super(message, options);
+  }
+}
+
+export interface Leader {
+  /** The leader's key (`<prefix><session id>`). */
+  readonly key: string;
+  /** The leader's current (proclaimed) value. */
+  readonly value: string;
+  /** The leader key's createRevision: it identifies one term of leadership and increases with every new leader. */
+  readonly createRevision: number;
+  /** Revision of the leader's last proclaim. */
+  readonly modRevision: number;
+  /** The revision of the backend state this answer was read at. */
+  readonly revision: number;
+}
+
+export interface ElectionOptions {
+  /** Key prefix instead of `elections/<name>/` (e.g. `<name>/` for etcdctl / Go interop). */
+  prefix?: string;
+}
+
+function toLeader(kv: KeyValue, revision: number): Leader {
+  return { key: kv.key, value: kv.value, createRevision: kv.createRevision, modRevision: kv.modRevision, revision };
+}
+
+export class Election {
+  /** The key directory of this election, ending in '/'. */
+  readonly prefix: string;
+  /** This participant's key. */
+  readonly key: string;
+  private own: Ownership | undefined;
+  private version = 0;
+  private releaseLocal: (() => void) | undefined;
+  private campaigning: { abort(): void; done: Promise<void> } | undefined;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly session: Session,
+    readonly name: string,
+    opts: ElectionOptions = {},
+  ) {
+    this.prefix = recipeDir('elections', name, opts.prefix);
+    this.key = this.prefix + sessionKeyPart(backend, session);
+  }
+
+  /** True while this participant is the leader (until resign or loss). */
+  get isLeader(): boolean {
+    return this.own !== undefined && !this.own.signal.aborted;
+  }
+
+  /** While leader: aborts when leadership is lost (session lost, key deleted) or resigned. */
+  get signal(): AbortSignal | undefined {
+    return this.own?.signal;
+  }
+
+  /** The fencing token of the current term (createRevision of our key) while leader. */
+  get term(): number | undefined {
+    return this.isLeader ? this.own!.createRevision : undefined;
+  }
+
+  /**
+   * Enter the election with `value` and resolve once leader. Calling it again while leader just
+   * proclaims the new value. Rejects (and removes our key) when the signal aborts or the session is
+   * lost first.
+   */
+  async campaign(value: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    validateValue(value);
+    if (this.isLeader) return this.proclaim(value, opts);
+    this.own?.release();
+    this.own = undefined;
+    this.releaseLocal?.();
+    const resigned = new AbortController();
+    const signal = anySignal(opts.signal, this.session.signal, resigned.signal)!;
+    throwIfAborted(signal);
+    const releaseLocal = claimLocalKey(this.session, this.key, `election ${this.name}`);
+    const done = deferred<void>();
+    this.campaigning = { abort: () => resigned.abort(new ClosedError(`campaign in election ${this.name} withdrawn by resign()`)), done: done.promise };
+    try {
+      const mine = await createOwnKey(this.backend, this.session, this.key, value);
+      this.own = await cleanupOnFailure(this.backend, this.session, this.key, async () => {
+        throwIfAborted(signal);
+        const view = new DirView(this.backend, this.prefix);
+        try {
+          await view.until(() => {
+            const kv = view.items.get(this.key);
+            if (!kv || kv.createRevision !== mine.createRevision) {
+              throwIfAborted(this.session.signal);
+              throw new NotLeaderError(`election ${this.name}: campaign key ${this.key} was deleted while waiting`);
+            }
+            return oldest(view) === kv ? true : undefined;
+          }, signal);
+        } catch (e) {
+          view.close();
+          throw e;
+        }
+        // Our value may have been proclaimed (by us) meanwhile; the view has the current version.
+        this.version = view.items.get(this.key)?.version ?? mine.version;
+        return new Ownership(this.session, view, this.key, mine.createRevision, `leadership of ${this.name}`);
+      });
+      this.releaseLocal = releaseLocal;
+    } catch (e) {
+      releaseLocal();
+      throw e;
+    } finally {
+      this.campaigning = undefined;
+      done.resolve();
+    }
+  }
+
+  /**
+   * Replace the leader's value. Compare-and-set on our key's version, so a participant that lost
+   * leadership (key deleted, session expired) cannot overwrite anything: it gets NotLeaderError.
+   */
+  async proclaim(value: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    validateValue(value);
+    if (!this.isLeader) throw new NotLeaderError(`not the leader of election ${this.name}`, this.own ? { cause: this.own.signal.reason } : {});
+    try {
+      const r = await this.backend.put(this.key, value, {
+        session: this.session,
+        ifVersion: this.version,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      this.version = r.kv.version;
+    } catch (e) {
+      if (isRosterError(e, 'CONFLICT') || isRosterError(e, 'SESSION_LOST')) {
+        throw new NotLeaderError(`no longer the leader of election ${this.name}`, { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Give up leadership, or withdraw a campaign still waiting (it rejects with ClosedError): either way
+   * our key is deleted when this resolves. Idempotent; a no-op when not campaigning.
+   */
+  async resign(_opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const pending = this.campaigning;
+    if (pending) {
+      pending.abort();
+      await pending.done;
+    }
+    const own = this.own;
+    if (!own) return;
+    this.own = undefined;
+    own.release();
+    try {
+      await removeOwnKey(this.backend, this.session, this.key);
+    } finally {
+      this.releaseLocal?.();
+      this.releaseLocal = undefined;
+    }
+  }
+
+  /** The current leader, or undefined when nobody campaigns. */
+  async leader(opts: { signal?: AbortSignal } = {}): Promise<Leader | undefined> {
+    const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
+    let first: KeyValue | undefined;
+    for (const kv of snap.items) if (directChild(this.prefix, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
+    return first && toLeader(first, snap.revision);
+  }
+
+  /**
+   * Every leader in turn, starting with the current one (if any): a new element when the leadership
+   * changes hands or the leader proclaims a new value; consecutive identical leaders are folded.
+   * Ends with the signal's reason when aborted; `break` stops it.
+   */
+  observe(opts: { signal?: AbortSignal } = {}): AsyncIterable<Leader> {
+    return observeLeaders(this.backend, this.prefix, opts.signal);
+  }
+}
+
+/**
+ * Observe an election's leaders without taking part (no session needed). The watch starts at once
+ * (not at the first next()), so no change between this call and the first read is missed.
+ * `break` / return() / the signal end it.
+ */
+export function observeLeaders(backend: Backend, prefix: string, signal?: AbortSignal): AsyncIterableIterator<Leader> {
+  if (!prefix.endsWith('/')) throw new InvalidArgumentError(`election prefix ${JSON.stringify(prefix)} must end with '/'`);
+  const watch = backend.watch(prefix, signal ? { signal } : {});
+  const it = watch[Symbol.asyncIterator]();
+  const items = new Map<string, KeyValue>();
+  let synced = false;
+  let last: Leader | undefined;
+  const next = async (): Promise<IteratorResult<Leader>> => {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return { done: true, value: undefined };
+      const ev = r.value;
+      if (ev.type === 'put') {
+        if (directChild(prefix, ev.key)) items.set(ev.key, ev.kv);
+      } else if (ev.type === 'delete') items.delete(ev.key);
+      else if (ev.type === 'reset') {
+        items.clear();
+        for (const kv of ev.items) if (directChild(prefix, kv.key)) items.set(kv.key, kv);
+      } else synced = true;
+      if (!synced) continue;
+      let first: KeyValue | undefined;
+      for (const kv of items.values()) if (!first || kv.createRevision < first.createRevision) first = kv;
+      if (!first) continue;
+      if (last && last.key === first.key && last.createRevision === first.createRevision && last.value === first.value) continue;
+      last = toLeader(first, ev.revision);
+      return { done: false, value: last };
+    }
+  };
+  const self: AsyncIterableIterator<Leader> = {
+    next,
+    return: async () => {
+      watch.close();
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]: () => self,
+  };
+  return self;
+}

@@ -1,0 +1,196 @@
+/**
+ * Distributed mutex with fencing tokens, following etcd's client/v3/concurrency.Mutex.
+ *
+ * Layout: `locks/<name>/<session id>` (or `<prefix>/<session id>`), an empty value, bound to the
+ * session. The holder is the key with the smallest createRevision; the others wait in createRevision
+ * order (fair, FIFO). On etcd with `prefix: '<name>'` the key is exactly Go's
+ * `concurrency.NewMutex(s, "<name>")` key, so `etcdctl lock <name>` and Go programs contend for the
+ * same lock.
+ *
+ * Fencing token: the holder key's createRevision. The contract makes createRevision monotonic across
+ * keys, and a key can only become the holder once every key created before it is gone, so tokens
+ * strictly increase in acquisition order. A lock cannot stop a paused process (GC, SIGSTOP) from
+ * acting after its lease expired; a resource that remembers the highest token it accepted and
+ * rejects lower ones (FencedResource) can.
+ *
+ * Waiting costs no requests: each waiter follows the directory through one watch, and only the
+ * waiter whose every predecessor is gone acts, so a release wakes exactly one process (no herd).
+ * A waiter that is aborted or whose session is lost removes its own key.
+ */
+import type { Backend, KeyValue, Session } from '../backend/types.js';
+import { anySignal, throwIfAborted } from '../core/async.js';
+import { ConflictError, LockLostError } from '../core/errors.js';
+import {
+  claimLocalKey,
+  cleanupOnFailure,
+  createOwnKey,
+  DirView,
+  directChild,
+  oldest,
+  Ownership,
+  recipeDir,
+  removeOwnKey,
+  sessionKeyPart,
+} from './internal.js';
+
+export interface LockOptions {
+  signal?: AbortSignal;
+  /** Replace the key directory `locks/<name>/` with `<prefix>/` (e.g. the bare lock name, for
+   *  interop with Go's concurrency.Mutex / `etcdctl lock`). */
+  prefix?: string;
+  /** Stored in the lock key, for humans looking at who holds it (default ''; Go stores '' too). */
+  value?: string;
+}
+
+export interface Lock {
+  readonly name: string;
+  readonly key: string;
+  /** Fencing token: strictly greater than every token handed out before for this lock. */
+  readonly token: number;
+  /** Aborts when the lock is lost (session lost or closed, key deleted): stop touching the guarded
+   *  resource. Also aborts (ClosedError) after unlock(). */
+  readonly signal: AbortSignal;
+  /** True once the lock was lost (not merely released). */
+  readonly lost: boolean;
+  /** Release: delete the key. Idempotent; safe after loss. */
+  unlock(): Promise<void>;
+}
+
+class HeldLock implements Lock {
+  private unlocking: Promise<void> | undefined;
+  constructor(
+    private readonly backend: Backend,
+    private readonly session: Session,
+    readonly name: string,
+    private readonly own: Ownership,
+    private readonly releaseLocal: () => void,
+  ) {}
+  get key(): string {
+    return this.own.key;
+  }
+  get token(): number {
+    return this.own.createRevision;
+  }
+  get signal(): AbortSignal {
+    return this.own.signal;
+  }
+  get lost(): boolean {
+    return this.own.lost;
+  }
+  unlock(): Promise<void> {
+    return (this.unlocking ??= (async () => {
+      this.own.release();
+      try {
+        await removeOwnKey(this.backend, this.session, this.key);
+      } finally {
+        this.releaseLocal();
+      }
+    })());
+  }
+}
+
+/**
+ * Acquire `name`, waiting as long as it takes (bound it with `signal`). Rejects with the signal's
+ * reason when aborted, SessionLostError when the session is lost while waiting, LockLostError if the
+ * waiter's key is deleted by someone else; in every case the waiter's key is removed.
+ */
+export async function lock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock> {
+  const dir = recipeDir('locks', name, opts.prefix);
+  const key = dir + sessionKeyPart(backend, session);
+  const signal = anySignal(opts.signal, session.signal)!;
+  throwIfAborted(signal);
+  const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
+  try {
+    const mine = await createOwnKey(backend, session, key, opts.value ?? '');
+    const own = await cleanupOnFailure(backend, session, key, async () => {
+      throwIfAborted(signal);
+      const view = new DirView(backend, dir);
+      try {
+        await view.until(() => {
+          const kv = view.items.get(key);
+          if (!kv || kv.createRevision !== mine.createRevision) {
+            throwIfAborted(session.signal);
+            throw new LockLostError(`lock ${name}: waiter key ${key} was deleted while waiting`);
+          }
+          return oldest(view) === kv ? true : undefined;
+        }, signal);
+      } catch (e) {
+        view.close();
+        throw e;
+      }
+      return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
+    });
+    return new HeldLock(backend, session, name, own, releaseLocal);
+  } catch (e) {
+    releaseLocal();
+    throw e;
+  }
+}
+
+/** Acquire `name` only if it is free right now; otherwise leave no trace and resolve undefined. */
+export async function tryLock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock | undefined> {
+  const dir = recipeDir('locks', name, opts.prefix);
+  const key = dir + sessionKeyPart(backend, session);
+  throwIfAborted(anySignal(opts.signal, session.signal));
+  const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
+  try {
+    const mine = await createOwnKey(backend, session, key, opts.value ?? '');
+    const held = await cleanupOnFailure(backend, session, key, async () => {
+      const snap = await backend.list(dir, opts.signal ? { signal: opts.signal } : {});
+      let first: KeyValue | undefined;
+      for (const kv of snap.items) if (directChild(dir, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
+      if (first?.key !== key) return undefined;
+      const view = new DirView(backend, dir, {}, snap.revision);
+      for (const kv of snap.items) view.items.set(kv.key, kv);
+      return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
+    });
+    if (!held) {
+      await removeOwnKey(backend, session, key);
+      releaseLocal();
+      return undefined;
+    }
+    return new HeldLock(backend, session, name, held, releaseLocal);
+  } catch (e) {
+    releaseLocal();
+    throw e;
+  }
+}
+
+/**
+ * The resource side of fencing: remembers the highest token it accepted and refuses lower ones.
+ * Equal tokens pass (one holder writes several times). Put it in front of anything a lock guards;
+ * tests and the safety check use it as the shared resource.
+ */
+export class FencedResource {
+  private highestToken = 0;
+  accepted = 0;
+  rejected = 0;
+
+  get highest(): number {
+    return this.highestToken;
+  }
+
+  /** True (and remembered) if `token` is not stale; false if a later holder has already written. */
+  admit(token: number): boolean {
+    if (!Number.isSafeInteger(token) || token <= 0) {
+      this.rejected++;
+      return false;
+    }
+    if (token < this.highestToken) {
+      this.rejected++;
+      return false;
+    }
+    this.highestToken = token;
+    this.accepted++;
+    return true;
+  }
+
+  /** Like admit(), but throws ConflictError (code CONFLICT) for a stale token. */
+  check(token: number): void {
+    if (!this.admit(token)) {
+      throw new ConflictError(`stale fencing token ${token}: a holder with token ${this.highestToken} has written since`, {
+        details: { token, highest: this.highestToken },
+      });
+    }
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * Counting semaphore: at most `limit` holders at a time, granted in arrival order.
+ *
+ * Layout: `semaphores/<name>/<session id>.<random>` bound to the session (one session may hold
+ * several permits). The holders are the `limit` keys with the smallest createRevision; everyone else
+ * waits, following the directory through one watch, so a release lets exactly the next waiter in.
+ * Every participant must use the same `limit`: it is not stored, each process applies its own (a
+ * participant with a larger limit would let itself in earlier).
+ *
+ * A permit's `signal` aborts when the permit is lost (session lost, key deleted). A waiter that is
+ * aborted or whose session is lost removes its own key.
+ */
+import type { Backend, KeyValue, Session } from '../backend/types.js';
+import { anySignal, throwIfAborted } from '../core/async.js';
+import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
+import { cleanupOnFailure, DirView, directChild, Ownership, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+
+export interface Permit {
+  readonly key: string;
+  /** createRevision of the permit key: a fencing token unique to this grant. */
+  readonly token: number;
+  /** Aborts when the permit is lost; also (ClosedError) after release(). */
+  readonly signal: AbortSignal;
+  readonly lost: boolean;
+  /** Give the permit back. Idempotent. */
+  release(): Promise<void>;
+}
+
+class HeldPermit implements Permit {
+  private releasing: Promise<void> | undefined;
+  constructor(
+    private readonly backend: Backend,
+    private readonly session: Session,
+    private readonly own: Ownership,
+  ) {}
+  get key(): string {
+    return this.own.key;
+  }
+  get token(): number {
+    return this.own.createRevision;
+  }
+  get signal(): AbortSignal {
+    return this.own.signal;
+  }
+  get lost(): boolean {
+    return this.own.lost;
+  }
+  release(): Promise<void> {
+    return (this.releasing ??= (async () => {
+      this.own.release();
+      await removeOwnKey(this.backend, this.session, this.key);
+    })());
+  }
+}
+
+/** Number of participants ahead of `mine` (smaller createRevision). */
+function ahead(items: Iterable<KeyValue>, dir: string, mine: KeyValue): number {
+  let n = 0;
+  for (const kv of items) if (directChild(dir, kv.key) && kv.createRevision < mine.createRevision) n++;
+  return n;
+}
+
+export class Semaphore {
+  readonly prefix: string;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly session: Session,
+    readonly name: string,
+    readonly limit: number,
+    opts: { prefix?: string } = {},
+  ) {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgumentError(`invalid semaphore limit ${limit}: expected a positive integer`);
+    this.prefix = recipeDir('semaphores', name, opts.prefix);
+  }
+
+  private async enter(): Promise<KeyValue> {
+    for (let attempt = 0; ; attempt++) {
+      const key = `${this.prefix}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+      try {
+        return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
+      } catch (e) {
+        if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
+      }
+    }
+  }
+
+  /** Wait for a permit. Rejects (leaving no key behind) on abort or session loss. */
+  async acquire(opts: { signal?: AbortSignal } = {}): Promise<Permit> {
+    const signal = anySignal(opts.signal, this.session.signal)!;
+    throwIfAborted(signal);
+    const mine = await this.enter();
+    const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
+      throwIfAborted(signal);
+      const view = new DirView(this.backend, this.prefix);
+      try {
+        await view.until(() => {
+          const kv = view.items.get(mine.key);
+          if (!kv || kv.createRevision !== mine.createRevision) {
+            throwIfAborted(this.session.signal);
+            throw new LockLostError(`semaphore ${this.name}: waiter key ${mine.key} was deleted while waiting`);
+          }
+          return ahead(view.items.values(), this.prefix, mine) < this.limit ? true : undefined;
+        }, signal);
+      } catch (e) {
+        view.close();
+        throw e;
+      }
+      return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
+    });
+    return new HeldPermit(this.backend, this.session, own);
+  }
+
+  /** A permit if one is free right now, otherwise undefined (and no key left behind). */
+  async tryAcquire(opts: { signal?: AbortSignal } = {}): Promise<Permit | undefined> {
+    throwIfAborted(anySignal(opts.signal, this.session.signal));
+    const mine = await this.enter();
+    const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
+      const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
+      if (ahead(snap.items, this.prefix, mine) >= this.limit) return undefined;
+      const view = new DirView(this.backend, this.prefix, {}, snap.revision);
+      for (const kv of snap.items) view.items.set(kv.key, kv);
+      return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
+    });
+    if (!own) {
+      await removeOwnKey(this.backend, this.session, mine.key);
+      return undefined;
+    }
+    return new HeldPermit(this.backend, this.session, own);
+  }
+
+  /** Current holders (oldest first) and waiters, read from one snapshot. */
+  async status(opts: { signal?: AbortSignal } = {}): Promise<{ holders: KeyValue[]; waiting: KeyValue[]; revision: number }> {
+    const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
+    const all = snap.items.filter((kv) => directChild(this.prefix, kv.key)).sort((a, b) => a.createRevision - b.createRevision);
+    return { holders: all.slice(0, this.limit), waiting: all.slice(this.limit), revision: snap.revision };
+  }
+}

@@ -1,0 +1,90 @@
+import { Channel } from '../core/channel.js';
+import { abortReason } from '../core/async.js';
+
+/** Event name → payload (an interface whose properties are the events). */
+export type EventMap = object;
+
+/** One event as a tagged union member, the form `events()` / `changes()` iterables yield. */
+export type Tagged<E extends EventMap> = { [K in keyof E & string]: { readonly type: K } & E[K] }[keyof E & string];
+
+type Listener<T> = (payload: T) => void;
+
+/**
+ * A small typed emitter. Listeners run synchronously in registration order. A listener that throws
+ * does not stop the others: its exception is re-emitted as an `error` event (when the map has one),
+ * and an exception thrown by an `error` listener is re-thrown on a later tick (an uncaught
+ * exception, never swallowed).
+ */
+export class Emitter<E extends EventMap> {
+  private listeners = new Map<keyof E, Set<Listener<never>>>();
+  private iterators = new Set<Channel<Tagged<E>>>();
+
+  on<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void {
+    let set = this.listeners.get(name);
+    if (!set) this.listeners.set(name, (set = new Set()));
+    set.add(fn as Listener<never>);
+    return () => this.off(name, fn);
+  }
+
+  off<K extends keyof E>(name: K, fn: Listener<E[K]>): void {
+    this.listeners.get(name)?.delete(fn as Listener<never>);
+  }
+
+  /** Listen for one event only. */
+  once<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void {
+    const off = this.on(name, (p) => {
+      off();
+      fn(p);
+    });
+    return off;
+  }
+
+  listenerCount(name: keyof E): number {
+    return this.listeners.get(name)?.size ?? 0;
+  }
+
+  protected emit<K extends keyof E & string>(name: K, payload: E[K]): void {
+    for (const ch of this.iterators) ch.push({ type: name, ...(payload as object) } as Tagged<E>);
+    const set = this.listeners.get(name);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        (fn as Listener<E[K]>)(payload);
+      } catch (e) {
+        if (name === 'error' || !this.listeners.has('error' as keyof E)) {
+          queueMicrotask(() => {
+            throw e;
+          });
+        } else {
+          this.emit('error' as K, { error: e, op: `${name} listener` } as E[K]);
+        }
+      }
+    }
+  }
+
+  /**
+   * Every event from now on as an async iterable (tagged with `type`). Unbounded buffer: events are
+   * never dropped; stop reading with `break` or the signal. Ends when the emitter ends
+   * (`endIterators`), with the signal's reason when it aborts.
+   */
+  protected iterate(opts: { signal?: AbortSignal | undefined } = {}): AsyncIterableIterator<Tagged<E>> {
+    const { signal } = opts;
+    const onAbort = () => ch.end(abortReason(signal!));
+    const ch: Channel<Tagged<E>> = new Channel<Tagged<E>>(() => {
+      this.iterators.delete(ch);
+      signal?.removeEventListener('abort', onAbort);
+    });
+    if (signal?.aborted) {
+      ch.end(abortReason(signal));
+      return ch;
+    }
+    this.iterators.add(ch);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    return ch;
+  }
+
+  /** Finish every open iterator normally (on close). */
+  protected endIterators(): void {
+    for (const ch of [...this.iterators]) ch.end();
+  }
+}

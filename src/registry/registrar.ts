@@ -1,0 +1,625 @@
+import type { Backend, KeyValue, Session } from '../backend/types.js';
+import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
+import { parseDuration, parseTtl } from '../core/duration.js';
+import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, RosterError } from '../core/errors.js';
+import { toInstance, type Instance, type InstanceInput } from '../core/model.js';
+import { Emitter, type Tagged } from './emitter.js';
+import { rosterLayout, type Layout } from './layout.js';
+
+export interface RegistrarOptions {
+  /** Session TTL: ms or a duration string ("10s"). An instance disappears at most about this long
+   *  after its process dies. */
+  ttl: number | string;
+  /** Key layout (default rosterLayout()). */
+  layout?: Layout;
+  /** Aborting it closes the registrar (failures surface as `error` events). */
+  signal?: AbortSignal;
+  /** Retry pacing while the backend is unavailable (full-jitter exponential). */
+  retry?: { baseMs?: number; capMs?: number };
+  /** Watch own keys and re-put them when someone else deletes them (default true). */
+  repair?: boolean;
+}
+
+/** What register() resolves to. */
+export interface Registration {
+  readonly instance: Instance;
+  /** The key it is stored under (layout.key(instance)). */
+  readonly key: string;
+  /** Deregister this instance (false if it was already deregistered or replaced). */
+  deregister(opts?: { signal?: AbortSignal }): Promise<boolean>;
+}
+
+export type RegistrarState = 'idle' | 'up' | 'recovering' | 'closed';
+
+export interface RegistrarEvents {
+  /** An instance was written (first registration or an update). */
+  registered: { readonly instance: Instance; readonly revision: number; readonly sessionId: string };
+  deregistered: { readonly instance: Instance };
+  /** The session carrying the registrations ended without close(): its keys must be presumed gone. */
+  lost: { readonly cause: unknown; readonly sessionId: string; readonly instances: number };
+  /** Every owned instance is registered again, under a new session. */
+  restored: { readonly sessionId: string; readonly previousSessionId: string; readonly instances: readonly Instance[]; readonly downtimeMs: number };
+  /** An owned key was deleted or re-bound behind the registrar's back, and put back. */
+  repaired: { readonly instance: Instance; readonly reason: 'deleted' | 'old-session' | 'missing' };
+  /** A background operation failed (it is retried where that makes sense). */
+  error: { readonly error: unknown; readonly op: string; readonly instance?: Instance };
+  /** drainOnSignals caught a signal and started draining. */
+  draining: { readonly signal: string; readonly drainMs: number };
+  closed: Record<string, never>;
+}
+
+export type RegistrarEvent = Tagged<RegistrarEvents>;
+
+export interface RegistrarStats {
+  /** Sessions created (1 + re-creations). */
+  sessions: number;
+  lost: number;
+  restored: number;
+  repairs: number;
+  errors: number;
+}
+
+export interface DrainOptions {
+  /** Signals that start the drain (default ['SIGTERM']). */
+  signals?: NodeJS.Signals[];
+  /** How long to keep serving after deregistering, so clients' caches drop the instances
+   *  (default 5000 ms; ms or a duration string). */
+  drainMs?: number | string;
+  /** Called when draining is over: 0 after a clean deregistration, 1 if it failed (default
+   *  process.exit). A second signal during the drain calls it at once with 1. */
+  exit?: (code: number) => void;
+}
+
+interface Entry {
+  readonly key: string;
+  instance: Instance;
+  value: string;
+  /** Revision / version of our last successful write, and the session it was bound to. */
+  revision: number;
+  version: number;
+  sessionId: string | undefined;
+  /** Tail of this key's write chain: writes and deletes of one key never overlap. */
+  chain: Promise<unknown>;
+}
+
+interface ServiceWatch {
+  refs: number;
+  ac: AbortController;
+}
+
+/**
+ * Registers instances under one shared session and keeps them registered.
+ *
+ * Desired state is the set of instances registered and not deregistered. When the session ends
+ * without close() (lease expired after a pause, revoked, server restarted without it, ZooKeeper
+ * session expiry) the registrar emits `lost`, creates a new session (jittered backoff while the
+ * backend is unavailable, retried until it succeeds or the registrar closes), re-puts every owned
+ * instance bound to it and emits `restored`. A put always overwrites: if a key still exists bound to
+ * the old session (Curator's "node still exists" race) it is re-bound to the new one, and where a
+ * backend cannot re-bind in place (the put reports the old session) the key is deleted and created
+ * again. With `repair` (default) it also watches its own keys and puts back any that someone else
+ * deletes or that are left bound to one of its old sessions; a key taken over by a foreign session
+ * is reported as an `error` (ConflictError), not fought over.
+ */
+export class Registrar extends Emitter<RegistrarEvents> {
+  readonly layout: Layout;
+  readonly ttl: number;
+  private readonly desired = new Map<string, Entry>();
+  private readonly retryBase: number;
+  private readonly retryCap: number;
+  private readonly repairEnabled: boolean;
+  private current: Session | undefined;
+  private creating: Promise<Session> | undefined;
+  private recovering: Promise<void> | undefined;
+  private readonly ownSessions = new Set<string>();
+  private readonly watches = new Map<string, ServiceWatch>();
+  private readonly closeAc = new AbortController();
+  private closing: Promise<void> | undefined;
+  private lastError: unknown;
+  private readonly counters: RegistrarStats = { sessions: 0, lost: 0, restored: 0, repairs: 0, errors: 0 };
+  private drainHandlers: (() => void) | undefined;
+
+  constructor(
+    readonly backend: Backend,
+    opts: RegistrarOptions,
+  ) {
+    super();
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('Registrar needs options: { ttl }');
+    this.ttl = parseTtl(opts.ttl);
+    this.layout = opts.layout ?? rosterLayout();
+    this.retryBase = opts.retry?.baseMs ?? 100;
+    this.retryCap = opts.retry?.capMs ?? 5000;
+    this.repairEnabled = opts.repair ?? true;
+    const signal = opts.signal;
+    if (signal) {
+      const onAbort = () => void this.close().catch((e: unknown) => this.report(e, 'close'));
+      if (signal.aborted) queueMicrotask(onAbort);
+      else signal.addEventListener('abort', onAbort, { once: true });
+      this.closeAc.signal.addEventListener('abort', () => signal.removeEventListener('abort', onAbort), { once: true });
+    }
+  }
+
+  // ------------------------------------------------------------------ observation
+
+  get state(): RegistrarState {
+    if (this.closing) return 'closed';
+    if (this.recovering) return 'recovering';
+    return this.current && !this.current.signal.aborted ? 'up' : 'idle';
+  }
+
+  /** The live session, if any (its id is what owned keys are bound to). */
+  get session(): Session | undefined {
+    return this.current && !this.current.signal.aborted ? this.current : undefined;
+  }
+
+  /** Every instance this registrar owns (desired state), in registration order. */
+  get instances(): readonly Instance[] {
+    return [...this.desired.values()].map((e) => e.instance);
+  }
+
+  get stats(): Readonly<RegistrarStats> {
+    return { ...this.counters };
+  }
+
+  /** The most recent background failure (also emitted as `error`). */
+  get error(): unknown {
+    return this.lastError;
+  }
+
+  /** Every event from now on; ends when the registrar closes. */
+  events(opts: { signal?: AbortSignal } = {}): AsyncIterableIterator<RegistrarEvent> {
+    const it = this.iterate(opts);
+    if (this.closing) this.endIterators();
+    return it;
+  }
+
+  // ------------------------------------------------------------------ API
+
+  /**
+   * Validate and register one instance (or replace the registration with the same service and id).
+   * Resolves once the key is written under the shared session (created on first use). On failure
+   * the instance is not kept: the caller decides whether to retry. While the registrar is
+   * recovering a lost session it waits for the recovery (bounded by `signal`).
+   */
+  async register(input: InstanceInput | Instance, opts: { signal?: AbortSignal } = {}): Promise<Registration> {
+    this.checkOpen();
+    throwIfAborted(opts.signal);
+    const instance = toInstance(input);
+    const key = this.layout.key(instance);
+    const value = this.layout.encode(instance, { registeredAt: Date.now() });
+    const prev = this.desired.get(key);
+    const entry: Entry = prev ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, chain: Promise.resolve() };
+    const before = prev && { instance: prev.instance, value: prev.value };
+    entry.instance = instance;
+    entry.value = value;
+    if (!prev) {
+      this.desired.set(key, entry);
+      this.retainWatch(instance.service);
+    }
+    try {
+      for (;;) {
+        const session = await this.liveSession(opts.signal);
+        try {
+          await this.exclusive(entry, () => this.write(entry, session, opts.signal));
+          break;
+        } catch (e) {
+          // The session died under us: the recovery started by its loss re-puts this entry too,
+          // so wait for it (liveSession does) and write again to confirm.
+          if (!isRosterError(e, 'SESSION_LOST') && !(session.signal.aborted && !this.closing)) throw e;
+          this.sessionFailed(session, e);
+        }
+      }
+    } catch (e) {
+      if (this.desired.get(key) === entry) {
+        if (before) {
+          entry.instance = before.instance;
+          entry.value = before.value;
+        } else {
+          this.desired.delete(key);
+          this.releaseWatch(instance.service);
+        }
+      }
+      throw e;
+    }
+    this.emit('registered', { instance, revision: entry.revision, sessionId: entry.sessionId! });
+    return {
+      instance,
+      key,
+      deregister: (o = {}) => (this.desired.get(key) === entry ? this.deregister(instance, o) : Promise.resolve(false)),
+    };
+  }
+
+  /**
+   * Deregister an owned instance by id (or { service, id }). Resolves true when it was owned and
+   * its key is gone (or now belongs to someone else), false when this registrar did not own it.
+   */
+  async deregister(ref: string | { service: string; id: string }, opts: { signal?: AbortSignal } = {}): Promise<boolean> {
+    this.checkOpen();
+    throwIfAborted(opts.signal);
+    const entry = this.find(ref);
+    if (!entry) return false;
+    this.desired.delete(entry.key);
+    this.releaseWatch(entry.instance.service);
+    await this.exclusive(entry, () => this.remove(entry, opts.signal));
+    this.emit('deregistered', { instance: entry.instance });
+    return true;
+  }
+
+  /**
+   * Deregister everything, close the session, stop watching. Every failure is reported in one
+   * AggregateError (the keys then expire with the TTL). Idempotent: later calls return the same
+   * outcome.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  /**
+   * Opt-in graceful drain: on one of `signals`, deregister everything (close()), keep serving for
+   * `drainMs` so clients' caches drop these instances, then call `exit`. Returns a function that
+   * removes the signal handlers. Nothing else in roster ever exits the process.
+   */
+  drainOnSignals(opts: DrainOptions = {}): () => void {
+    this.checkOpen();
+    const signals = opts.signals ?? ['SIGTERM'];
+    const drainMs = parseDuration(opts.drainMs ?? 5000, 'drainMs');
+    const exit = opts.exit ?? ((code: number) => process.exit(code));
+    let draining = false;
+    const handler = (sig: NodeJS.Signals) => {
+      if (draining) {
+        exit(1); // second signal: the operator wants out now
+        return;
+      }
+      draining = true;
+      this.emit('draining', { signal: sig, drainMs });
+      void (async () => {
+        let code = 0;
+        try {
+          await this.close();
+        } catch (e) {
+          code = 1;
+          this.report(e, 'drain');
+        }
+        await sleep(drainMs);
+        exit(code);
+      })();
+    };
+    for (const s of signals) process.on(s, handler);
+    const remove = () => {
+      for (const s of signals) process.off(s, handler);
+      if (this.drainHandlers === remove) this.drainHandlers = undefined;
+    };
+    this.drainHandlers?.();
+    this.drainHandlers = remove;
+    return remove;
+  }
+
+  // ------------------------------------------------------------------ sessions
+
+  private checkOpen(): void {
+    if (this.closing) throw new ClosedError('registrar is closed');
+  }
+
+  /** The live session: the current one, the one being created, or the one a recovery will give. */
+  private async liveSession(signal: AbortSignal | undefined): Promise<Session> {
+    for (;;) {
+      this.checkOpen();
+      throwIfAborted(signal);
+      const s = this.current;
+      if (s && !s.signal.aborted) return s;
+      if (this.recovering) {
+        await abortable(this.recovering, signal);
+        continue;
+      }
+      if (s && s.signal.aborted) this.onSessionEnd(s); // loss not yet processed (listener ordering)
+      if (this.recovering) continue;
+      this.creating ??= this.createSession(signal).finally(() => (this.creating = undefined));
+      return await abortable(this.creating, signal);
+    }
+  }
+
+  private async createSession(signal?: AbortSignal): Promise<Session> {
+    const s = await this.backend.session({ ttl: this.ttl, ...(signal ? { signal } : {}) });
+    if (this.closing) {
+      await s.close().catch((e: unknown) => this.report(e, 'session close'));
+      throw new ClosedError('registrar is closed');
+    }
+    this.install(s);
+    return s;
+  }
+
+  private install(s: Session): void {
+    this.counters.sessions++;
+    this.ownSessions.add(s.id);
+    this.current = s;
+    s.signal.addEventListener('abort', () => this.onSessionEnd(s), { once: true });
+  }
+
+  /** A write said the session is gone before its signal did: stop using it. */
+  private sessionFailed(s: Session, cause: unknown): void {
+    if (s.signal.aborted) return this.onSessionEnd(s);
+    if (this.current !== s) return;
+    this.current = undefined;
+    s.orphan(); // stop its keepalive; the backend already dropped it
+    this.startRecovery(s, cause);
+  }
+
+  private onSessionEnd(s: Session): void {
+    if (this.closing || this.current !== s) return;
+    this.current = undefined;
+    this.startRecovery(s, s.signal.reason);
+  }
+
+  private startRecovery(old: Session, cause: unknown): void {
+    if (this.desired.size === 0) return; // nothing was bound to it; the next register starts afresh
+    this.counters.lost++;
+    this.emit('lost', { cause, sessionId: old.id, instances: this.desired.size });
+    if (this.recovering) return;
+    const since = Date.now();
+    this.recovering = this.recover(old.id, since).finally(() => (this.recovering = undefined));
+  }
+
+  private async recover(previousSessionId: string, since: number): Promise<void> {
+    const signal = this.closeAc.signal;
+    let attempt = 0;
+    const pause = async () => {
+      await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
+    };
+    while (!this.closing) {
+      let s: Session;
+      try {
+        s = await this.backend.session({ ttl: this.ttl, signal });
+      } catch (e) {
+        if (this.closing) return;
+        // Keep trying whatever the error (a server shutting down may answer CLOSED for a while):
+        // giving up would leave the service silently unregistered. Timers are unref'd.
+        this.report(e, 'session');
+        await pause();
+        continue;
+      }
+      if (this.closing) {
+        await s.close().catch((e: unknown) => this.report(e, 'session close'));
+        return;
+      }
+      this.install(s);
+      // Put every owned entry under the new session; retry transient failures on the same session
+      // for as long as it lives.
+      let pending = [...this.desired.values()];
+      while (pending.length > 0 && !s.signal.aborted && !this.closing) {
+        const results = await Promise.allSettled(pending.map((e) => this.exclusive(e, () => (this.desired.get(e.key) === e ? this.write(e, s, signal) : Promise.resolve()))));
+        const failed: Entry[] = [];
+        results.forEach((r, i) => {
+          if (r.status === 'rejected') {
+            failed.push(pending[i]!);
+            this.report(r.reason, 'recover', pending[i]!.instance);
+            if (isRosterError(r.reason, 'SESSION_LOST') && this.current === s) {
+              this.current = undefined;
+              s.orphan();
+            }
+          }
+        });
+        pending = failed;
+        if (pending.length > 0 && !s.signal.aborted) await pause();
+      }
+      if (this.closing) return;
+      if (!s.signal.aborted && this.current === s) {
+        this.counters.restored++;
+        this.emit('restored', { sessionId: s.id, previousSessionId, instances: this.instances, downtimeMs: Date.now() - since });
+        return;
+      }
+      if (this.current === s) this.current = undefined;
+      await pause();
+    }
+  }
+
+  // ------------------------------------------------------------------ keys
+
+  private exclusive<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
+    const run = entry.chain.then(fn, fn);
+    entry.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Put the entry bound to `s`, re-creating the key if the backend kept it bound elsewhere. */
+  private async write(entry: Entry, s: Session, signal?: AbortSignal): Promise<void> {
+    const sig = signal ? { signal } : {};
+    let res = await this.backend.put(entry.key, entry.value, { session: s, ...sig });
+    if (res.kv.session !== undefined && res.kv.session !== s.id) {
+      // The backend updated the value but the key stayed owned by another (old) session, as a
+      // ZooKeeper ephemeral node does: delete exactly that version and create it under ours.
+      await this.backend.delete(entry.key, { ifVersion: res.kv.version, ...sig });
+      res = await this.backend.put(entry.key, entry.value, { session: s, ifAbsent: true, ...sig });
+    }
+    entry.revision = res.revision;
+    entry.version = res.kv.version;
+    entry.sessionId = s.id;
+  }
+
+  /** Delete the entry's key if it is still ours (bound to one of our sessions). */
+  private async remove(entry: Entry, signal?: AbortSignal): Promise<void> {
+    if (entry.sessionId === undefined) return; // never written
+    const sig = signal ? { signal } : {};
+    for (let i = 0; i < 3; i++) {
+      const kv = await this.backend.get(entry.key, sig);
+      if (!kv || !this.isOurs(kv)) return;
+      try {
+        await this.backend.delete(entry.key, { ifVersion: kv.version, ...sig });
+        return;
+      } catch (e) {
+        if (!isRosterError(e, 'CONFLICT')) throw e; // changed between get and delete: look again
+      }
+    }
+    throw new ConflictError(`could not deregister ${entry.key}: it keeps changing`);
+  }
+
+  private isOurs(kv: KeyValue): boolean {
+    return kv.session !== undefined && this.ownSessions.has(kv.session);
+  }
+
+  private find(ref: string | { service: string; id: string }): Entry | undefined {
+    if (typeof ref === 'object' && ref !== null) {
+      for (const e of this.desired.values()) if (e.instance.service === ref.service && e.instance.id === ref.id) return e;
+      return undefined;
+    }
+    if (typeof ref !== 'string') throw new InvalidArgumentError('deregister needs an instance id or { service, id }');
+    const hits = [...this.desired.values()].filter((e) => e.instance.id === ref);
+    if (hits.length > 1) {
+      throw new InvalidArgumentError(`instance id ${JSON.stringify(ref)} is registered for several services (${hits.map((h) => h.instance.service).join(', ')}): pass { service, id }`);
+    }
+    return hits[0];
+  }
+
+  // ------------------------------------------------------------------ repair (own-key watch)
+
+  private retainWatch(service: string): void {
+    if (!this.repairEnabled) return;
+    const w = this.watches.get(service);
+    if (w) {
+      w.refs++;
+      return;
+    }
+    const ac = new AbortController();
+    this.watches.set(service, { refs: 1, ac });
+    void this.watchLoop(service, ac.signal);
+  }
+
+  private releaseWatch(service: string): void {
+    const w = this.watches.get(service);
+    if (!w || --w.refs > 0) return;
+    this.watches.delete(service);
+    w.ac.abort();
+  }
+
+  private async watchLoop(service: string, signal: AbortSignal): Promise<void> {
+    const prefix = this.layout.servicePrefix(service);
+    let attempt = 0;
+    while (!signal.aborted && !this.closing) {
+      const seen = new Map<string, KeyValue>();
+      let synced = false;
+      try {
+        const watch = this.backend.watch(prefix, { signal });
+        for await (const ev of watch) {
+          if (ev.type === 'put') {
+            if (synced) this.checkPut(ev.kv, ev.revision);
+            else seen.set(ev.key, ev.kv);
+          } else if (ev.type === 'delete') {
+            seen.delete(ev.key);
+            if (synced) this.checkDelete(ev.key, ev.revision);
+          } else if (ev.type === 'reset') {
+            seen.clear();
+            for (const kv of ev.items) seen.set(kv.key, kv);
+            synced = false;
+          } else if (ev.type === 'synced') {
+            synced = true;
+            attempt = 0;
+            this.audit(service, seen, ev.revision);
+            seen.clear();
+          }
+        }
+        if (signal.aborted || this.closing) return;
+        throw new RosterError('UNAVAILABLE', `watch on ${prefix} ended`);
+      } catch (e) {
+        if (signal.aborted || this.closing) return;
+        this.report(e, 'watch');
+        await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Whether a repair makes sense now: a live session, no recovery (it rewrites everything). */
+  private repairable(entry: Entry | undefined, revision: number): entry is Entry {
+    return !!entry && !this.recovering && !this.closing && !!this.session && entry.sessionId === this.current!.id && revision > entry.revision;
+  }
+
+  private checkPut(kv: KeyValue, revision: number): void {
+    const entry = this.desired.get(kv.key);
+    if (!this.repairable(entry, revision) || kv.session === this.current!.id) return;
+    // A backend that does not report sessions on reads: our own value is not a foreign write.
+    if (kv.session === undefined && kv.value === entry.value) return;
+    if (kv.session !== undefined && this.ownSessions.has(kv.session)) return this.repair(entry, 'old-session', revision);
+    this.report(
+      new ConflictError(`key ${kv.key} of owned instance ${entry.instance.id} was overwritten by ${kv.session ? `session ${kv.session}` : 'a write without a session'}; not fighting over it`, {
+        details: { key: kv.key, session: kv.session ?? null },
+      }),
+      'repair',
+      entry.instance,
+    );
+    entry.revision = revision; // report once per foreign write
+  }
+
+  private checkDelete(key: string, revision: number): void {
+    const entry = this.desired.get(key);
+    if (this.repairable(entry, revision)) this.repair(entry, 'deleted', revision);
+  }
+
+  private audit(service: string, snapshot: Map<string, KeyValue>, revision: number): void {
+    for (const entry of this.desired.values()) {
+      if (entry.instance.service !== service || !this.repairable(entry, revision + 1) || entry.revision > revision) continue;
+      const kv = snapshot.get(entry.key);
+      if (!kv) this.repair(entry, 'missing', revision);
+      else if (kv.session !== this.current!.id) this.checkPut(kv, revision + 1);
+    }
+  }
+
+  private repair(entry: Entry, reason: 'deleted' | 'old-session' | 'missing', revision: number): void {
+    const s = this.current!;
+    entry.revision = Math.max(entry.revision, revision); // a second event for the same change is not a second repair
+    void this.exclusive(entry, async () => {
+      if (this.desired.get(entry.key) !== entry || s.signal.aborted || this.current !== s) return;
+      try {
+        await this.write(entry, s);
+        this.counters.repairs++;
+        this.emit('repaired', { instance: entry.instance, reason });
+      } catch (e) {
+        this.report(e, 'repair', entry.instance);
+        if (isRosterError(e, 'SESSION_LOST')) this.sessionFailed(s, e);
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  private report(error: unknown, op: string, instance?: Instance): void {
+    this.counters.errors++;
+    this.lastError = error;
+    this.emit('error', { error, op, ...(instance ? { instance } : {}) });
+  }
+
+  private async doClose(): Promise<void> {
+    this.closeAc.abort(new ClosedError('registrar is closed'));
+    this.drainHandlers?.();
+    for (const w of this.watches.values()) w.ac.abort();
+    this.watches.clear();
+    await this.recovering?.catch(() => undefined);
+    await this.creating?.catch(() => undefined);
+    const errors: unknown[] = [];
+    const entries = [...this.desired.values()];
+    this.desired.clear();
+    const results = await Promise.allSettled(entries.map((e) => this.exclusive(e, () => this.remove(e))));
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        const inst = entries[i]!.instance;
+        errors.push(new RosterError(isRosterError(r.reason) ? r.reason.code : 'UNAVAILABLE', `deregistering ${inst.service}/${inst.id}: ${errMsg(r.reason)}`, { cause: r.reason, details: { service: inst.service, id: inst.id } }));
+      } else {
+        this.emit('deregistered', { instance: entries[i]!.instance });
+      }
+    });
+    const s = this.current;
+    this.current = undefined;
+    if (s) {
+      try {
+        await s.close();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.emit('closed', {});
+    this.endIterators();
+    if (errors.length > 0) throw new AggregateError(errors, `closing the registrar: ${errors.length} failure(s); unremoved keys expire with the ${this.ttl} ms TTL`);
+  }
+}
+
+function errMsg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

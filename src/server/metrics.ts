@@ -1,0 +1,118 @@
+import type { Engine } from '../engine/engine.js';
+
+/**
+ * Prometheus text exposition (format 0.0.4) without a client library: a few counters kept in
+ * plain numbers on the route objects, rendered on scrape. Recording a request is a handful of
+ * integer operations and no allocation once a (method, status) pair has been seen.
+ */
+
+/** Upper bounds (seconds) of the request duration histogram. */
+export const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'OTHER'] as const;
+export type MethodIndex = number;
+
+export function methodIndex(m: string | undefined): MethodIndex {
+  switch (m) {
+    case 'GET': return 0;
+    case 'HEAD': return 1;
+    case 'POST': return 2;
+    case 'PUT': return 3;
+    case 'DELETE': return 4;
+    case 'PATCH': return 5;
+    case 'OPTIONS': return 6;
+    default: return 7;
+  }
+}
+
+export class RouteStats {
+  /** (method index * 1000 + status) → count */
+  readonly counts = new Map<number, number>();
+  /** Non-cumulative counts per bucket; the last slot is +Inf. */
+  readonly buckets = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
+  sum = 0;
+  count = 0;
+
+  constructor(readonly name: string) {}
+
+  observe(method: MethodIndex, status: number, seconds: number | undefined): void {
+    const k = method * 1000 + status;
+    this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
+    if (seconds === undefined) return;
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
+    this.buckets[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
+}
+
+export interface MetricsSources {
+  engine: Engine;
+  routes: readonly RouteStats[];
+  sseStreams: () => number;
+  sseDropped: () => number;
+  bodyRejected: () => number;
+  startedAt: number;
+}
+
+function fmt(n: number): string {
+  return Number.isFinite(n) ? String(n) : n > 0 ? '+Inf' : n < 0 ? '-Inf' : 'NaN';
+}
+
+export function renderMetrics(src: MetricsSources): string {
+  const out: string[] = [];
+  const metric = (name: string, type: string, help: string, value: number, labels = '') => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name}${labels} ${fmt(value)}`);
+  };
+
+  out.push('# HELP roster_http_requests_total HTTP requests handled, by route, method and status.', '# TYPE roster_http_requests_total counter');
+  for (const r of src.routes) {
+    for (const [k, n] of r.counts) {
+      const method = METHODS[Math.floor(k / 1000)] ?? 'OTHER';
+      out.push(`roster_http_requests_total{route="${r.name}",method="${method}",status="${k % 1000}"} ${n}`);
+    }
+  }
+  out.push(
+    '# HELP roster_http_request_duration_seconds Time from request start to response written (watch streams excluded).',
+    '# TYPE roster_http_request_duration_seconds histogram',
+  );
+  for (const r of src.routes) {
+    if (r.count === 0) continue;
+    let cum = 0;
+    for (let i = 0; i < DURATION_BUCKETS.length; i++) {
+      cum += r.buckets[i]!;
+      out.push(`roster_http_request_duration_seconds_bucket{route="${r.name}",le="${DURATION_BUCKETS[i]}"} ${cum}`);
+    }
+    cum += r.buckets[DURATION_BUCKETS.length]!;
+    out.push(`roster_http_request_duration_seconds_bucket{route="${r.name}",le="+Inf"} ${cum}`);
+    out.push(`roster_http_request_duration_seconds_sum{route="${r.name}"} ${fmt(r.sum)}`);
+    out.push(`roster_http_request_duration_seconds_count{route="${r.name}"} ${r.count}`);
+  }
+
+  const s = src.engine.stats();
+  metric('roster_keys', 'gauge', 'Keys in the store.', s.keys);
+  metric('roster_leases', 'gauge', 'Live sessions (leases).', s.leases);
+  metric('roster_watchers', 'gauge', 'Active engine watch subscriptions (SSE streams and in-process).', s.watchers);
+  metric('roster_watch_streams', 'gauge', 'Open Server-Sent Events watch streams.', src.sseStreams());
+  metric('roster_watch_streams_dropped_total', 'counter', 'Watch streams cut because the client read too slowly (it resumes by revision).', src.sseDropped());
+  metric('roster_revision', 'gauge', 'Current store revision (applied).', s.revision);
+  metric('roster_published_revision', 'gauge', 'Last durable revision, visible to readers and watchers.', src.engine.publishedRevision);
+  metric('roster_compacted_revision', 'gauge', 'History at or below this revision is gone; resuming from it yields a reset.', s.compactedRevision);
+  metric('roster_wal_fsyncs_total', 'counter', 'Write-ahead log fdatasync calls (each commits a batch of writes).', s.fsyncs);
+  metric('roster_leases_expired_total', 'counter', 'Sessions that expired because no keepalive arrived within their TTL.', src.engine.expiredLeases);
+  metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
+
+  const mem = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  metric('process_resident_memory_bytes', 'gauge', 'Resident set size in bytes.', mem.rss);
+  metric('nodejs_heap_size_total_bytes', 'gauge', 'V8 heap size in bytes.', mem.heapTotal);
+  metric('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap used in bytes.', mem.heapUsed);
+  metric('nodejs_external_memory_bytes', 'gauge', 'Memory of C++ objects bound to JavaScript objects, in bytes.', mem.external);
+  metric('process_cpu_user_seconds_total', 'counter', 'User CPU time spent in seconds.', cpu.user / 1e6);
+  metric('process_cpu_system_seconds_total', 'counter', 'System CPU time spent in seconds.', cpu.system / 1e6);
+  metric('process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', (cpu.user + cpu.system) / 1e6);
+  metric('process_start_time_seconds', 'gauge', 'Start time of the process since the Unix epoch in seconds.', Math.round(src.startedAt / 1000));
+  out.push('');
+  return out.join('\n');
+}

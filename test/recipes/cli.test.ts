@@ -1,0 +1,134 @@
+/**
+ * The recipe CLI commands, driven in-process over memory:// (the functions behind `roster lock` and
+ * `roster elect` take an AbortSignal where the command wires SIGINT/SIGTERM). The commands run real
+ * child processes.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend } from '../../src/backend/types.js';
+import { MemoryBackend } from '../../src/backends/memory.js';
+import { registerRecipeCommands, runElect, runLocked, runObserve } from '../../src/cli/commands/recipes.js';
+import { Election, lock } from '../../src/recipes/index.js';
+import { eventually } from '../helpers/watch.js';
+
+const name = `cli-${process.pid}`;
+let b: Backend;
+let dir: string;
+
+beforeAll(async () => {
+  b = await MemoryBackend.open(`memory://${name}`);
+  dir = mkdtempSync(join(tmpdir(), 'roster-cli-'));
+});
+afterAll(async () => {
+  await b.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const node = process.execPath;
+
+describe('roster lock -- <command>', () => {
+  it('passes the fencing token, returns the exit code, and releases the lock', async () => {
+    const out = join(dir, 'token');
+    const logs: string[] = [];
+    const status = await runLocked(b, 'job', [node, '-e', `require('fs').writeFileSync(${JSON.stringify(out)}, process.env.ROSTER_FENCING_TOKEN); process.exit(3)`], {
+      ttl: 1000,
+      log: (l) => logs.push(l),
+    });
+    expect(status).toBe(3);
+    const token = Number(readFileSync(out, 'utf8'));
+    expect(token).toBeGreaterThan(0);
+    expect(logs[0]).toContain(`fencing token ${token}`);
+    expect((await b.list('locks/job/')).items).toEqual([]);
+    // A second run gets a higher token.
+    const status2 = await runLocked(b, 'job', [node, '-e', `require('fs').writeFileSync(${JSON.stringify(out)}, process.env.ROSTER_FENCING_TOKEN)`], { ttl: 1000, log: () => undefined });
+    expect(status2).toBe(0);
+    expect(Number(readFileSync(out, 'utf8'))).toBeGreaterThan(token);
+  });
+
+  it('waits for the holder, and kills the command when the lock is lost (status never 0)', async () => {
+    const s = await b.session({ ttl: 1000 });
+    const held = await lock(b, s, 'busy');
+    const marker = join(dir, 'started');
+    const logs: string[] = [];
+    const run = runLocked(
+      b,
+      'busy',
+      [node, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x'); process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1000)`],
+      { ttl: 1000, log: (l) => logs.push(l), killGrace: 2000 },
+    );
+    await eventually(async () => (await b.list('locks/busy/')).items.length === 2, 5000, 'queued');
+    await held.unlock();
+    await eventually(() => logs.some((l) => l.startsWith('acquired')), 5000, 'acquired');
+    await eventually(() => {
+      try {
+        return readFileSync(marker, 'utf8') === 'x';
+      } catch {
+        return false;
+      }
+    }, 10_000, 'command started');
+    // Someone deletes the lock key: the lock is lost, the command is stopped.
+    const { items } = await b.list('locks/busy/');
+    await b.delete(items[0]!.key);
+    expect(await run).toBe(1); // the command exited 0 on SIGTERM, but the lock was lost
+    expect(logs.some((l) => l.includes('lost'))).toBe(true);
+    await s.close();
+  });
+
+  it('times out waiting with TIMEOUT and leaves no key; a missing program exits 127', async () => {
+    const s = await b.session({ ttl: 1000 });
+    const held = await lock(b, s, 'taken');
+    await expect(runLocked(b, 'taken', [node, '-e', '1'], { ttl: 1000, timeout: 200, log: () => undefined })).rejects.toMatchObject({ code: 'TIMEOUT' });
+    expect((await b.list('locks/taken/')).items.map((i) => i.key)).toEqual([held.key]);
+    await held.unlock();
+    await s.close();
+    expect(await runLocked(b, 'free', ['/nonexistent/program'], { ttl: 1000, log: () => undefined })).toBe(127);
+  });
+
+  it('is wired into commander as `lock <name> -- <command...>`', async () => {
+    const program = new Command().exitOverride();
+    registerRecipeCommands(program, async () => b);
+    const before = process.exitCode;
+    try {
+      await program.parseAsync(['node', 'roster', 'lock', 'wired', '--ttl', '1s', '--', node, '-e', 'process.exit(5)']);
+      expect(process.exitCode).toBe(5);
+    } finally {
+      process.exitCode = before;
+    }
+  });
+});
+
+describe('roster elect', () => {
+  it('campaigns, prints when elected, resigns on the signal; --observe prints each leader', async () => {
+    const observed: string[] = [];
+    const stopObs = new AbortController();
+    const obs = runObserve(b, 'leaders', { signal: stopObs.signal, print: (l) => observed.push(l), json: true });
+    const s = await b.session({ ttl: 1000 });
+    const incumbent = new Election(b, s, 'leaders');
+    await incumbent.campaign('first');
+    const printed: string[] = [];
+    const stop = new AbortController();
+    const run = runElect(b, 'leaders', 'second', { ttl: 1000, signal: stop.signal, print: (l) => printed.push(l) });
+    await eventually(async () => (await b.list('elections/leaders/')).items.length === 2, 5000, 'campaigning');
+    expect(printed).toEqual([]);
+    await incumbent.resign();
+    await eventually(() => printed.length === 1, 5000, 'elected line');
+    expect(printed[0]).toMatch(/^elected: leaders = second \(key elections\/leaders\/\w+, term \d+\)$/);
+    stop.abort(new Error('SIGTERM'));
+    expect(await run).toBe(0);
+    expect((await b.list('elections/leaders/')).items).toEqual([]);
+    await eventually(() => observed.length === 2, 5000, 'two leaders observed');
+    expect(observed.map((l) => (JSON.parse(l) as { value: string }).value)).toEqual(['first', 'second']);
+    stopObs.abort(new Error('SIGINT'));
+    await obs;
+    await s.close();
+  });
+
+  it('rejects a missing value', async () => {
+    const program = new Command().exitOverride();
+    registerRecipeCommands(program, async () => b);
+    await expect(program.parseAsync(['node', 'roster', 'elect', 'x'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});

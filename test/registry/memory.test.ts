@@ -1,0 +1,16 @@
+import { describe } from 'vitest';
+import { MemoryBackend } from '../../src/backends/memory.js';
+import { registrySuite } from './suite.js';
+
+describe('registry on memory://', () => {
+  const name = `registry-${process.pid}`;
+  let engineOwner: MemoryBackend | undefined;
+  registrySuite(() => ({
+    open: () => MemoryBackend.open(`memory://${name}`),
+    ttl: 600,
+    revoke: async (id) => {
+      engineOwner ??= await MemoryBackend.open(`memory://${name}`);
+      await engineOwner.engine.revoke(id);
+    },
+  }));
+});
