@@ -101,10 +101,10 @@ function gcd(a: number, b: number): number {
 }
 
 /**
- * nginx's smooth weighted round-robin, precomputed: one period (the sum of the gcd-reduced weights)
- * of nginx's exact sequence is laid out in a table at build time, so pick() is one array read. nginx
- * computes each pick in O(n); the table costs O(n * period) once, which is kept under
- * `scheduleBudget` steps. Beyond that the EDF selector below takes over.
+ * One precomputed period (the sum of the gcd-reduced weights) of a smooth weighted schedule, so
+ * pick() is one array read. Normally nginx's exact sequence: nginx computes each pick in O(n); laying
+ * out the period costs O(n * period) once, kept under `scheduleBudget` steps. For longer periods, one
+ * period of EDF (below) is laid out instead, and beyond `edfTableMax` EDF runs live.
  */
 class SmoothScheduleSelector implements Selector {
   get size(): number {
@@ -154,25 +154,20 @@ function smoothSchedule(weights: readonly number[], period: number): Int32Array 
  * Earliest-deadline-first weighted round-robin (what Envoy and gRPC use): each member's next
  * deadline advances by 1/weight when picked; a binary heap yields the earliest in O(log n). Same
  * long-run shares and the same smoothness guarantee as nginx's sequence, though not the identical
- * order. Used when the nginx period would be too long to precompute.
+ * order. Used when nginx's period is too long to precompute.
  */
-class EdfSelector implements Selector {
-  get size(): number {
-    return this.ms.length;
-  }
-  readonly ownsRamp = false;
-  inner: Pick | null = null;
-  // The heap keeps (deadline, member index) pairs side by side so sifting reads contiguous memory.
+class EdfHeap {
+  // (deadline, member index) pairs side by side so sifting reads contiguous memory.
   private readonly key: Float64Array;
   private readonly idx: Int32Array;
   private readonly step: Float64Array;
-  constructor(private readonly ms: readonly Member[]) {
-    const n = ms.length;
+  constructor(weights: readonly number[]) {
+    const n = weights.length;
     this.key = new Float64Array(n);
     this.idx = new Int32Array(n);
     this.step = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      this.step[i] = 1 / ms[i]!.weight;
+      this.step[i] = 1 / weights[i]!;
       this.key[i] = this.step[i]!;
       this.idx[i] = i;
     }
@@ -204,7 +199,8 @@ class EdfSelector implements Selector {
     key[i] = k;
     idx[i] = x;
   }
-  select(): Member {
+  /** The member with the earliest deadline; advances its deadline. */
+  next(): number {
     const i = this.idx[0]!;
     const d = (this.key[0] = this.key[0]! + this.step[i]!);
     if (d > 1e9) {
@@ -212,20 +208,48 @@ class EdfSelector implements Selector {
       for (let k = 0; k < this.key.length; k++) this.key[k] = this.key[k]! - 1e9;
     }
     this.down(0);
-    return this.ms[i]!;
+    return i;
+  }
+}
+
+class EdfSelector implements Selector {
+  get size(): number {
+    return this.ms.length;
+  }
+  readonly ownsRamp = false;
+  inner: Pick | null = null;
+  private readonly heap: EdfHeap;
+  constructor(private readonly ms: readonly Member[]) {
+    this.heap = new EdfHeap(ms.map((m) => m.weight));
+  }
+  select(): Member {
+    return this.ms[this.heap.next()]!;
   }
   reselect(): Member {
     return this.select();
   }
 }
 
+/** One period of EDF laid out in a table (O(period log n) to build, O(1) to pick). */
+function edfSchedule(weights: readonly number[], period: number): Int32Array {
+  const heap = new EdfHeap(weights);
+  const out = new Int32Array(period);
+  for (let t = 0; t < period; t++) out[t] = heap.next();
+  return out;
+}
+
 export interface WeightedOptions {
-  /** Max n * period steps spent precomputing nginx's exact sequence; beyond it, EDF. Default 4e6. */
+  /** Max n * period steps spent precomputing nginx's exact sequence (period = sum of the
+   *  gcd-reduced weights). Beyond it, one period of EDF is precomputed if the period is at most
+   *  `edfTableMax`, else EDF runs live in O(log n). Default 4e6. */
   scheduleBudget?: number;
+  /** Longest period laid out as an EDF table. Default 65536. */
+  edfTableMax?: number;
 }
 
 export function weightedLayer(opts: WeightedOptions = {}): Layer {
   const budget = opts.scheduleBudget ?? 4_000_000;
+  const edfTableMax = opts.edfTableMax ?? 65_536;
   return {
     name: 'weighted',
     tracksLatency: false,
@@ -239,6 +263,7 @@ export function weightedLayer(opts: WeightedOptions = {}): Layer {
       if (period * n <= budget && period <= 1 << 22) {
         return new SmoothScheduleSelector(active, smoothSchedule(weights, period), env.cfg.randomInt);
       }
+      if (period <= edfTableMax) return new SmoothScheduleSelector(active, edfSchedule(weights, period), env.cfg.randomInt);
       return new EdfSelector(active);
     },
   };

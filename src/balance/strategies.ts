@@ -16,6 +16,7 @@ import {
   type WeightedOptions,
   type ZoneAwareOptions,
 } from './selectors.js';
+import { nextPrime } from './hash.js';
 import { intSource, seededRandom } from './random.js';
 import type { BalanceOptions, OutlierOptions, SlowStartOptions, Strategy } from './types.js';
 
@@ -138,6 +139,7 @@ export function random(options: BalanceOptions = {}): BalancingStrategy {
  *  interleaved rather than in bursts. */
 export function weighted(options: BalanceOptions & WeightedOptions = {}): BalancingStrategy {
   if (options.scheduleBudget !== undefined) positiveInt(options.scheduleBudget, 'scheduleBudget', 0);
+  if (options.edfTableMax !== undefined) positiveInt(options.edfTableMax, 'edfTableMax', 0);
   return new BalancingStrategy('weighted', weightedLayer(options), config(options));
 }
 
@@ -156,10 +158,15 @@ export function p2c(options: BalanceOptions & P2COptions = {}): BalancingStrateg
 }
 
 /** Sticky keys by Maglev hashing: pick(key) is required; the same key maps to the same instance in
- *  every client, and a change in the set moves little more than the changed instances' share. */
+ *  every client (given the same ids and tableSize), and a change in the set moves little more than
+ *  the changed instances' share. Weights other than 0 are ignored. */
 export function consistentHash(options: BalanceOptions & ConsistentHashOptions = {}): BalancingStrategy {
   const tableSize = options.tableSize ?? 65537;
   positiveInt(tableSize, 'tableSize', 3, 1 << 24);
+  // Maglev's permutations cover the table only when its size is prime.
+  if (nextPrime(tableSize) !== tableSize) {
+    throw new InvalidArgumentError(`invalid tableSize ${tableSize}: must be a prime (e.g. ${nextPrime(tableSize)})`, { details: { field: 'tableSize' } });
+  }
   return new BalancingStrategy('consistent-hash', consistentHashLayer({ tableSize }), config(options));
 }
 

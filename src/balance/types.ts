@@ -51,15 +51,21 @@ export interface Picker {
   pick(key?: string): Pick;
 }
 
+/** Use one Strategy per service (per set of instances): building over another set forgets the
+ *  figures of every instance not in it, and makes instances seen again count as new (slow start).
+ *  Wrappers (outlierDetection, slowStart, zoneAware) return a new Strategy with its own figures. */
 export interface Strategy {
   readonly name: string;
-  /** Build a picker over this snapshot. Cheap enough to call on every change of the set. */
+  /** Build a picker over this snapshot. Cheap enough to call on every change of the set
+   *  (well under 1 ms at 1,000 instances, except consistent-hash: a few ms for its Maglev table). */
   build(instances: readonly Instance[]): Picker;
 }
 
 /** Sources of randomness and time, injectable so tests are deterministic. */
 export interface BalanceOptions {
-  /** Uniform in [0, 1). Default Math.random. `seededRandom(seed)` gives a reproducible one. */
+  /** Uniform in [0, 1). Default: a `seededRandom` seeded from Math.random. `seededRandom(seed)`
+   *  gives a reproducible one. Other functions work, but one returning fractions (Math.random
+   *  included) allocates a HeapNumber per call on Node 20, so picks would allocate. */
   random?: () => number;
   /** Monotonic milliseconds. Default performance.now. */
   now?: () => number;

@@ -36,8 +36,13 @@ const TAG_RE = /^[A-Za-z0-9._:/=-]{1,128}$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/;
 
+/** Quote untrusted input for an error message: non-ASCII and invisible characters are escaped
+ *  (\uXXXX) so a bidi override or zero-width space in a name is visible, not applied, in logs. */
 function describe(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? v.slice(0, 80) + '…' : v);
+  if (typeof v === 'string') {
+    const short = v.length > 80 ? v.slice(0, 80) + '...' : v;
+    return JSON.stringify(short).replace(/[^\x20-\x7e]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+  }
   return v === null ? 'null' : typeof v;
 }
 

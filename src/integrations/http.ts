@@ -28,7 +28,7 @@ export interface RosterHttpOptions {
   /** Map a URL host name to a service name, or undefined to pass the request through. Default:
    *  a single-label host ("orders", not "orders.example.com", "localhost" or an IP address). */
   match?: (hostname: string) => string | undefined;
-  /** Strategy (default: the discovery's, else round-robin). */
+  /** Strategy (default: the discovery's, else round-robin with outlier detection). */
   strategy?: StrategyLike;
   strategyOptions?: Record<string, unknown>;
   /** Attempts per request including the first (default 3). */
@@ -41,6 +41,8 @@ export interface RosterHttpOptions {
   keyHeader?: string;
   /** How long a first request waits for the service's cache to sync (default 5000 ms). */
   syncTimeoutMs?: number;
+  /** Called each time an attempt fails over to another instance (for logs and metrics). */
+  onRetry?: (info: { readonly service: string; readonly instance: Instance; readonly attempt: number; readonly reason: Error }) => void;
   /** Streamed bodies of retryable requests (fetch always streams) are buffered up to this many
    *  bytes so they can be replayed on another instance; larger ones are sent once (default 1 MiB). */
   maxBufferedBody?: number;
@@ -105,7 +107,15 @@ export function rosterInterceptor(discovery: Discovery, opts: RosterHttpOptions 
   const pickerFor = (service: string): CachePicker => {
     let p = pickers.get(service);
     if (!p || discovery.cache(service).closed) {
-      p = opts.strategy !== undefined ? discovery.picker(service, opts.strategy, opts.strategyOptions) : discovery.picker(service);
+      p =
+        opts.strategy !== undefined
+          ? discovery.picker(service, opts.strategy, opts.strategyOptions)
+          : discovery.strategy !== undefined
+            ? discovery.picker(service)
+            : // Default: round-robin with outlier detection, so an instance that refuses
+              // connections (killed, not yet expired from the registry) is set aside after a few
+              // failures instead of costing a failover on every n-th request until its lease ends.
+              discovery.picker(service, 'round-robin', { outlier: true });
       pickers.set(service, p);
     }
     return p;
@@ -142,6 +152,7 @@ export function rosterInterceptor(discovery: Discovery, opts: RosterHttpOptions 
           key,
           maxAttempts,
           retryStatuses,
+          onRetry: opts.onRetry,
         });
         try {
           const cache = discovery.cache(service);
@@ -190,6 +201,7 @@ interface RequestPolicy {
   key: string | undefined;
   maxAttempts: number;
   retryStatuses: Set<number>;
+  onRetry: RosterHttpOptions['onRetry'];
 }
 
 /** One caller request across its attempts; hands the caller a controller that follows the live attempt. */
@@ -288,6 +300,13 @@ class RosterRequest {
   retry(attempt: Attempt, err: Error): void {
     if (attempt !== this.current) return;
     this.lastError = err;
+    try {
+      this.policy.onRetry?.({ service: this.service, instance: attempt.instance, attempt: attempt.n, reason: err });
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e; // a throwing hook is the caller's bug: surface it, do not fail the request
+      });
+    }
     this.current = undefined;
     queueMicrotask(() => this.next());
   }

@@ -92,7 +92,7 @@ export async function cleanupOnFailure<T>(backend: Backend, session: Session, ke
     try {
       await removeOwnKey(backend, session, key);
     } catch (cleanupErr) {
-      throw new AggregateError([e, cleanupErr], `${describe(e)}; removing ${key} also failed, it stays until session ${session.id} ends`);
+      throw new AggregateError([e, cleanupErr], `${describe(e)}; removing ${key} also failed, it stays until session ${session.id} ends`, { cause: cleanupErr });
     }
     throw e;
   }

@@ -65,7 +65,7 @@ export interface DrainOptions {
   /** How long to keep serving after deregistering, so clients' caches drop the instances
    *  (default 5000 ms; ms or a duration string). */
   drainMs?: number | string;
-  /** Called when draining is over: 0 after a clean deregistration, 1 if it failed (default
+  /** Called once when draining is over: 0 after a clean deregistration, 1 if it failed (default
    *  process.exit). A second signal during the drain calls it at once with 1. */
   exit?: (code: number) => void;
 }
@@ -118,6 +118,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   private lastError: unknown;
   private readonly counters: RegistrarStats = { sessions: 0, lost: 0, restored: 0, repairs: 0, errors: 0 };
   private drainHandlers: (() => void) | undefined;
+  private draining = false;
 
   constructor(
     readonly backend: Backend,
@@ -266,12 +267,17 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const drainMs = parseDuration(opts.drainMs ?? 5000, 'drainMs');
     const exit = opts.exit ?? ((code: number) => process.exit(code));
     let draining = false;
+    let exited = false;
+    const finish = (code: number) => {
+      if (exited) return;
+      exited = true;
+      remove();
+      exit(code);
+    };
     const handler = (sig: NodeJS.Signals) => {
-      if (draining) {
-        exit(1); // second signal: the operator wants out now
-        return;
-      }
+      if (draining) return finish(1); // second signal: the operator wants out now
       draining = true;
+      this.draining = true;
       this.emit('draining', { signal: sig, drainMs });
       void (async () => {
         let code = 0;
@@ -282,7 +288,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
           this.report(e, 'drain');
         }
         await sleep(drainMs);
-        exit(code);
+        finish(code);
       })();
     };
     for (const s of signals) process.on(s, handler);
@@ -314,13 +320,14 @@ export class Registrar extends Emitter<RegistrarEvents> {
       }
       if (s && s.signal.aborted) this.onSessionEnd(s); // loss not yet processed (listener ordering)
       if (this.recovering) continue;
-      this.creating ??= this.createSession(signal).finally(() => (this.creating = undefined));
+      // Shared by concurrent callers, so it is bounded by close(), not by one caller's signal.
+      this.creating ??= this.createSession().finally(() => (this.creating = undefined));
       return await abortable(this.creating, signal);
     }
   }
 
-  private async createSession(signal?: AbortSignal): Promise<Session> {
-    const s = await this.backend.session({ ttl: this.ttl, ...(signal ? { signal } : {}) });
+  private async createSession(): Promise<Session> {
+    const s = await this.backend.session({ ttl: this.ttl, signal: this.closeAc.signal });
     if (this.closing) {
       await s.close().catch((e: unknown) => this.report(e, 'session close'));
       throw new ClosedError('registrar is closed');
@@ -588,7 +595,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
 
   private async doClose(): Promise<void> {
     this.closeAc.abort(new ClosedError('registrar is closed'));
-    this.drainHandlers?.();
+    if (!this.draining) this.drainHandlers?.(); // a drain in progress keeps them until it exits
     for (const w of this.watches.values()) w.ac.abort();
     this.watches.clear();
     await this.recovering?.catch(() => undefined);

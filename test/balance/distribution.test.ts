@@ -48,7 +48,8 @@ describe('smooth weighted round-robin', () => {
 
   for (const [label, opts] of [
     ['nginx schedule', {}],
-    ['EDF fallback', { scheduleBudget: 0 }],
+    ['EDF table', { scheduleBudget: 0 }],
+    ['live EDF', { scheduleBudget: 0, edfTableMax: 0 }],
   ] as const) {
     it(`is within 2% of the weights over 100k picks, weight 0 never picked (${label})`, () => {
       const picker = weighted({ random: seededRandom(3), ...opts }).build(fleet(weights.length, (i) => ({ weight: weights[i] })));
@@ -98,12 +99,34 @@ describe('smooth weighted round-robin', () => {
     expect(longest).toBeLessThanOrEqual(2);
   });
 
-  it('keeps shares at 1,000 instances with diverse weights (EDF path)', () => {
+  it.each([
+    ['EDF table', {}],
+    ['live EDF', { edfTableMax: 0 }],
+  ] as const)('gives exact shares per period at 1,000 instances with diverse weights (%s)', (_label, opts) => {
     const ws = Array.from({ length: 1000 }, (_, i) => 1 + (i % 10));
     const sum = ws.reduce((a, b) => a + b, 0);
-    const picker = weighted({ random: seededRandom(6) }).build(fleet(1000, (i) => ({ weight: ws[i] })));
-    const counts = countPicks(picker, sum * 20); // 20 full EDF rounds
+    const picker = weighted({ random: seededRandom(6), ...opts }).build(fleet(1000, (i) => ({ weight: ws[i] })));
+    const counts = countPicks(picker, sum * 20); // 20 full periods
     ws.forEach((w, i) => expect(counts.get(`i${i}`)).toBe(w * 20));
+  });
+
+  it('interleaves on the EDF paths too', () => {
+    for (const opts of [{ scheduleBudget: 0 }, { scheduleBudget: 0, edfTableMax: 0 }]) {
+      const picker = weighted({ random: seededRandom(5), ...opts }).build(fleet(4, (i) => ({ weight: i === 0 ? 1 : 9 })));
+      const seq = Array.from({ length: 280 }, () => {
+        const p = picker.pick();
+        p.done();
+        return p.instance.id;
+      });
+      let run = 1;
+      let longest = 1;
+      for (let i = 1; i < seq.length; i++) {
+        run = seq[i] === seq[i - 1] ? run + 1 : 1;
+        longest = Math.max(longest, run);
+      }
+      expect(longest).toBeLessThanOrEqual(2);
+      expect(seq.filter((id) => id === 'i0')).toHaveLength(10);
+    }
   });
 });
 

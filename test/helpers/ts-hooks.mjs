@@ -11,6 +11,8 @@ import { fileURLToPath, URL } from 'node:url';
 
 const cacheDir = join(tmpdir(), `roster-ts-cache-${process.getuid?.() ?? 0}`);
 mkdirSync(cacheDir, { recursive: true });
+// Bump when the transpile options below change, so stale cached output is not reused.
+const CACHE_VERSION = 'v1';
 let ts;
 
 export async function resolve(specifier, context, next) {
@@ -25,7 +27,7 @@ export async function load(url, context, next) {
   if (!url.startsWith('file:') || !url.endsWith('.ts')) return next(url, context);
   const file = fileURLToPath(url);
   const source = readFileSync(file, 'utf8');
-  const hash = createHash('sha1').update(file).update('\0').update(source).digest('hex');
+  const hash = createHash('sha1').update(CACHE_VERSION).update(file).update('\0').update(source).digest('hex');
   const cached = join(cacheDir, `${hash}.mjs`);
   try {
     return { format: 'module', source: readFileSync(cached, 'utf8'), shortCircuit: true };

@@ -16,7 +16,7 @@ import { NoInstanceError } from '../../src/core/errors.js';
 import type { Instance } from '../../src/core/model.js';
 import { rosterDispatcher, rosterFetch } from '../../src/integrations/http.js';
 import { Discovery, Registrar } from '../../src/registry/index.js';
-import { startInProcess, type InProcessServer } from '../helpers/server.js';
+import { ServerProcess } from '../helpers/server.js';
 import { eventually } from '../helpers/watch.js';
 import { killAllInstances, startInstance } from './fixtures/spawn.js';
 
@@ -240,12 +240,13 @@ describe('HTTP integration (in-process servers, memory://)', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('HTTP integration: kill -9 under load (child processes on a roster server)', () => {
-  let srv: InProcessServer;
+  let srv: ServerProcess;
   let client: Backend;
   let discovery: Discovery;
 
   beforeAll(async () => {
-    srv = await startInProcess();
+    // The roster server runs in its own process too, as it would in production.
+    srv = await ServerProcess.start();
     client = await RemoteBackend.open(srv.url);
     discovery = new Discovery(client);
   });
@@ -268,7 +269,8 @@ describe('HTTP integration: kill -9 under load (child processes on a roster serv
     await Promise.all([a, b, c].map((x) => x!.waitLine('REGISTERED')));
     const cache = await discovery.open(service);
     await eventually(() => cache.instances.length === 3, 5000, 'three instances');
-    const dispatcher = rosterDispatcher(discovery);
+    const retries: Record<string, number> = {};
+    const dispatcher = rosterDispatcher(discovery, { onRetry: ({ instance }) => void (retries[instance.id] = (retries[instance.id] ?? 0) + 1) });
 
     const TOTAL = 2000;
     const CONCURRENCY = 8;
@@ -320,8 +322,9 @@ describe('HTTP integration: kill -9 under load (child processes on a roster serv
     const lag = firstAt - registeredAt;
     console.log(
       `[http kill -9] ${TOTAL} requests in ${elapsed} ms, 0 failed; per instance ${JSON.stringify(counts)}; ` +
-        `killed b at request ${KILL_AT} (${killedAt - t0} ms in); d served its first request ${lag} ms after registering`,
+        `killed b at request ${KILL_AT} (${killedAt - t0} ms in); failed over ${JSON.stringify(retries)}; d served its first request ${lag} ms after registering`,
     );
+    expect(retries.b).toBeGreaterThan(0); // the kill did break requests: retries hid them
     expect(lag).toBeLessThanOrEqual(200);
     expect(counts.d).toBeGreaterThan(0);
     expect(counts.a).toBeGreaterThan(0);

@@ -330,6 +330,25 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
       expect(r.state).toBe('closed');
       expect(process.listenerCount('SIGUSR2')).toBe(0);
     });
+    it('drainOnSignals: a second signal during the drain exits at once with 1', async () => {
+      const s = svc();
+      const r = new Registrar(b, { ttl: 60_000 });
+      await r.register(inst(s, 1));
+      const codes: number[] = [];
+      const first = new Promise<void>((resolve) => {
+        r.drainOnSignals({ signals: ['SIGUSR2'], drainMs: 10_000, exit: (c) => (codes.push(c), resolve()) });
+      });
+      const closed = once(r, 'closed');
+      process.kill(process.pid, 'SIGUSR2');
+      await closed; // deregistered; now in the 10 s drain wait
+      const t0 = Date.now();
+      process.kill(process.pid, 'SIGUSR2');
+      await first;
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(codes).toEqual([1]);
+      expect(process.listenerCount('SIGUSR2')).toBe(0);
+      expect((await b2.list(layout.servicePrefix(s))).items).toEqual([]);
+    });
   });
 
   describe('ServiceCache', () => {

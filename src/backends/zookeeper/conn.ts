@@ -198,8 +198,6 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   private outstanding = new Set<Outstanding>();
   /** Highest reply zxid seen on this connection. */
   maxZxid = 0;
-  /** The library dedupes watchers by function identity: one dispatcher per connection. */
-  private readonly dispatch = (ev: Any) => this.emit('watch', { type: ev.getType() as number, path: ev.getPath() as string });
 
   constructor(private readonly opts: ZkConnOptions) {
     super();
@@ -224,6 +222,13 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
       }
     };
     cm.on('state', (s: number) => this.onState(s));
+    // Every notification the server sends goes to our listeners. The library would route it through
+    // watchers it registers only when the arming read's reply arrives, and ZooKeeper (3.6+, reads
+    // served concurrently with commits) can send the notification *before* that reply: the library
+    // then drops it. The server only notifies for watches this connection armed, so none is noise.
+    // (With no watchers registered in the library it sends no SetWatches on reconnect; the mirrors
+    // re-read and re-arm everything after a reconnect instead.)
+    cm.watcherManager.emit = (we: { type: number; path: string }) => this.emit('watch', { type: we.type, path: we.path });
     this.client.connect();
     this.arm();
   }
@@ -443,7 +448,7 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
     p.path = path;
     p.watch = watch;
     const r = await this.request(OP.GET_DATA, p, signal);
-    if (watch) this.cm.registerDataWatcher(path, this.dispatch);
+
     return { zxid: r.zxid, data: (r.payload.data as Buffer | undefined) ?? null, stat: parseStat(r.payload.stat) };
   }
 
@@ -452,7 +457,6 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
     p.path = path;
     p.watch = watch;
     const r = await this.request(OP.GET_CHILDREN2, p, signal);
-    if (watch) this.cm.registerChildWatcher(path, this.dispatch);
     return { zxid: r.zxid, children: (r.payload.children as string[] | undefined) ?? [], stat: parseStat(r.payload.stat) };
   }
 
@@ -463,11 +467,9 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
     p.watch = watch;
     try {
       const r = await this.request(OP.EXISTS, p, signal);
-      if (watch) this.cm.registerDataWatcher(path, this.dispatch);
       return { zxid: r.zxid, stat: parseStat(r.payload.stat) };
     } catch (e) {
       if (!isZk(e, ZK.NO_NODE)) throw e;
-      if (watch) this.cm.registerExistenceWatcher(path, this.dispatch);
       return { zxid: e.zxid, stat: null };
     }
   }

@@ -431,13 +431,11 @@ export class Mirror {
   private fill(rel: string, prev: KeyValue | undefined, cur: KeyValue, after: number): KeyValue[] {
     const vs = this.host.journal.versionsOf(this.host.toZk(rel), cur.createRevision);
     const top = vs.get(cur.version - 1);
-    if (process.env.ZKDEBUG && (!top || top.mzxid !== cur.modRevision || top.value !== cur.value)) console.log('FILLFAIL top', rel, cur, top, [...vs.keys()]);
     if (!top || top.mzxid !== cur.modRevision || top.value !== cur.value) return [cur];
     const from = prev && prev.createRevision === cur.createRevision ? prev.version : 0;
     const out: KeyValue[] = [];
     for (let sv = cur.version - 2; sv >= from; sv--) {
       const e = vs.get(sv);
-      if (process.env.ZKDEBUG && (!e || e.value === null || e.mzxid <= after)) console.log('FILLSTOP', rel, sv, from, e, after, cur);
       if (!e || e.value === null || e.mzxid <= after) break;
       out.push({
         key: rel,

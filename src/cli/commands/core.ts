@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { Backend, KeyValue, WatchEvent } from '../../backend/types.js';
 import { NotFoundError } from '../../core/errors.js';
@@ -51,7 +53,9 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
     .action(async (opts: { host: string; port: string; dataDir: string }) => {
       const port = parsePositiveInt(opts.port, 'port', 0, 65535);
       const { startServer } = await import('../../server/index.js');
-      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir });
+      // The dashboard ships in the package's ui/ folder (dist/cli/commands → ../../../ui).
+      const uiDir = fileURLToPath(new URL('../../../ui/', import.meta.url));
+      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, ...(existsSync(uiDir) ? { uiDir } : {}) });
       process.stdout.write(`roster server listening on ${server.url} (data: ${opts.dataDir}, dashboard: ${server.url}/ui)\n`);
       await onTerminate();
       process.stderr.write('roster: shutting down\n');
