@@ -259,7 +259,7 @@ class WatchStream {
     if (!res.body) throw new Error('no response body');
     const hb = Number(res.headers.get('roster-heartbeat-ms')) || 15_000;
     // The server's own rule: 2.5 heartbeat intervals of silence mean the connection is dead.
-    const silenceMs = Math.max(2.5 * hb, 1000);
+    const silenceMs = Math.max(2.5 * hb, 3000);
     this.opened = true;
     this.h.onOpen(this.lastId);
     let timer;
@@ -485,17 +485,18 @@ const stream = new WatchStream(ROOT, {
     ui.connSince = Date.now();
     ui.connError = '';
     ui.attempts = 0;
-    if (wasStale) addLog('info', fromRev || undefined, '', `live updates resumed after ${fmtDuration(staleFor)}${fromRev ? ` (from revision ${fromRev})` : ''}`);
+    if (wasStale) addLog('info', undefined, '', `live updates resumed after ${fmtDuration(staleFor)}${fromRev ? ` (from revision ${fromRev})` : ''}`);
     void pollHealth();
     schedule();
   },
   onDown(err, attempts) {
     ui.attempts = attempts;
-    ui.connError = errMsg(err);
+    // fetch() rejects with a bare TypeError ("Failed to fetch") when the server cannot be reached.
+    ui.connError = err instanceof TypeError ? 'cannot reach the server' : errMsg(err);
     if (ui.conn !== 'stale') {
       ui.conn = 'stale';
       ui.connSince = Date.now();
-      addLog('error', model.revision || undefined, '', `live updates interrupted: ${ui.connError}`);
+      addLog('error', undefined, '', `live updates interrupted at revision ${model.revision}: ${ui.connError}`);
       void pollHealth();
     }
     schedule();
@@ -848,19 +849,20 @@ function updateServiceItem(li, s, isSelected) {
   if (invalid) meta.push(h('span', { class: 'st-invalid' }, `${invalid} invalid`));
   if (zones.size) meta.push(h('span', { class: 'zones' }, `${zones.size} zone${zones.size > 1 ? 's' : ''}`));
   if (s.live.length === 0) meta.push(h('span', null, 'removed'));
-  const a = h(
-    'a',
-    {
-      href: `#/services/${encodeURIComponent(s.name)}`,
-      class: 'svc-link',
-      'aria-current': isSelected ? 'true' : null,
-      'aria-label': `${s.name}: ${s.live.length} instance${s.live.length === 1 ? '' : 's'}`,
-    },
+  // The link element is kept (only its content changes) so keyboard focus survives live updates.
+  let a = li.firstElementChild;
+  if (!a) {
+    a = h('a', { href: `#/services/${encodeURIComponent(s.name)}`, class: 'svc-link' });
+    li.append(a);
+  }
+  if (isSelected) a.setAttribute('aria-current', 'true');
+  else a.removeAttribute('aria-current');
+  a.setAttribute('aria-label', `${s.name}: ${s.live.length} instance${s.live.length === 1 ? '' : 's'}`);
+  a.replaceChildren(
     h('span', { class: 'svc-name' }, s.name),
     h('span', { class: 'svc-count', 'aria-hidden': 'true' }, String(s.live.length)),
     h('span', { class: 'svc-meta', 'aria-hidden': 'true' }, meta),
   );
-  li.replaceChildren(a);
 }
 
 // --- instances of the selected service

@@ -7,8 +7,8 @@
 //   url/options  what roster's openBackend(url, options) needs
 //   pid          the server process (CPU and RSS are read from /proc/<pid>/stat)
 //   counter      how a worker reads the server's request counter for keepalives (see readCounter)
-import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, openSync, closeSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -73,11 +73,11 @@ export async function startSystem(name, opts = {}) {
  * `roster server` in a child process. With `profileDir`, Node writes a CPU profile there when the
  * server exits (stop() sends SIGTERM so it exits cleanly).
  */
-export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir } = {}) {
+export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir, nodeArgs: extraArgs = [] } = {}) {
   const dir = dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'roster-bench-')));
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
-    const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+    const nodeArgs = [...extraArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
     const t0 = performance.now();
     const proc = spawn(process.execPath, [...nodeArgs, ROSTER_BIN, 'server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -360,11 +360,13 @@ export function versions() {
     v.etcd = 'unknown';
   }
   try {
-    const out = execFileSync('java', ['-version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    v.java = out.split('\n')[0];
-  } catch (e) {
-    v.java = String(e.stderr ?? '').split('\n')[0] || 'unknown';
+    const jar = readdirSync('/usr/share/java').find((f) => /^zookeeper-\d+\.\d+\.\d+\.jar$/.test(f));
+    v.zookeeper = jar ? jar.slice('zookeeper-'.length, -'.jar'.length) : 'unknown';
+  } catch {
+    v.zookeeper = 'unknown';
   }
+  const java = spawnSync('java', ['-version'], { encoding: 'utf8' });
+  v.java = `${java.stderr ?? ''}${java.stdout ?? ''}`.split('\n')[0] || 'unknown';
   return v;
 }
 

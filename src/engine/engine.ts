@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { KeyValue, ListResult, PutResult, DeleteResult, WatchEvent } from '../backend/types.js';
-import { ClosedError, ConflictError, InvalidArgumentError, SessionLostError } from '../core/errors.js';
+import { ClosedError, ConflictError, InvalidArgumentError, RosterError, SessionLostError } from '../core/errors.js';
 import { TTL_MAX_MS, TTL_MIN_MS } from '../core/duration.js';
 import { Wal, type SnapshotState, type WalRecord } from './wal.js';
 
@@ -22,16 +22,12 @@ import { Wal, type SnapshotState, type WalRecord } from './wal.js';
  *   the state at R (a watcher gets every later event once, none already in its snapshot).
  */
 
-interface StoredKv {
-  key: string;
-  value: string;
-  createRevision: number;
-  modRevision: number;
-  version: number;
-  lease: string | undefined;
-  /** The immutable KeyValue handed out for this incarnation (built once, shared by get/list/events). */
-  view: KeyValue;
-}
+/**
+ * A stored key is the immutable KeyValue handed out for its current incarnation: one frozen object
+ * per key, shared by get, list, snapshots and watch events (memory: no second copy of its fields).
+ * Its `session` is the lease the key is bound to.
+ */
+type StoredKv = KeyValue;
 
 /** Undo record for a change that is applied but not yet durable (see `pending`). */
 interface PendingChange {
@@ -44,10 +40,43 @@ interface Lease {
   id: string;
   ttl: number;
   expiresAt: number;
-  keys: Set<string>;
+  /** Keys bound to this lease, appended on binding. It may also hold stale entries (keys deleted or
+   *  re-bound since, or listed twice): each key's own `session` is the authority. An array costs a
+   *  third of a Set per key; it is compacted once more than half of it is stale. */
+  keys: string[];
+  /** Live keys bound to this lease. */
+  count: number;
 }
 
 export type EngineEvent = Extract<WatchEvent, { type: 'put' } | { type: 'delete' }>;
+type DeleteEvent = Extract<EngineEvent, { type: 'delete' }>;
+/** A history entry: a put is recorded as the KeyValue it wrote (its modRevision is the event's
+ *  revision), a delete as its event. The watch event of a put is built when it is delivered. */
+type HistoryEntry = StoredKv | DeleteEvent;
+
+function entryRevision(h: HistoryEntry): number {
+  return (h as DeleteEvent).type === 'delete' ? (h as DeleteEvent).revision : (h as StoredKv).modRevision;
+}
+
+function entryEvent(h: HistoryEntry): EngineEvent {
+  if ((h as DeleteEvent).type === 'delete') return h as DeleteEvent;
+  const kv = h as StoredKv;
+  return { type: 'put', key: kv.key, kv, revision: kv.modRevision };
+}
+
+interface PutOpts {
+  lease?: string;
+  ifAbsent?: boolean;
+  ifVersion?: number;
+}
+
+/** One write of Engine.batch. */
+export type BatchOp =
+  | { op: 'put'; key: string; value: string; lease?: string; ifAbsent?: boolean; ifVersion?: number }
+  | { op: 'delete'; key: string; ifVersion?: number };
+
+/** The outcome of one BatchOp: what put / delete would have returned, or the error it would have thrown. */
+export type BatchResult = PutResult | DeleteResult | { error: RosterError };
 
 export interface Subscriber {
   prefix: string;
@@ -85,14 +114,15 @@ export interface EngineStats {
 }
 
 export class Engine {
-  private kvs = new Map<string, StoredKv>();
-  /** Directory index: dir (key up to last '/') → keys in it, so a prefix list does not scan every key. */
+  /** The keys, by directory (key up to its last '/'), so a prefix list does not scan every key.
+   *  This is the only index: a key is looked up through its directory (see lookup). */
   private dirs = new Map<string, Map<string, StoredKv>>();
+  private keyCount = 0;
   private leases = new Map<string, Lease>();
   private heap: { at: number; id: string }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
-  private history: EngineEvent[] = [];
+  private history: HistoryEntry[] = [];
   private historyHead = 0;
   /** Changes with revision > published, in revision order, with the state each one replaced. */
   private pending: PendingChange[] = [];
@@ -160,7 +190,7 @@ export class Engine {
   stats(): EngineStats {
     return {
       revision: this.rev,
-      keys: this.kvs.size,
+      keys: this.keyCount,
       leases: this.leases.size,
       watchers: this.subCount,
       compactedRevision: this.compacted,
@@ -193,7 +223,7 @@ export class Engine {
 
   leaseInfo(id: string): { id: string; ttl: number; remaining: number; keys: number } | undefined {
     const l = this.leases.get(id);
-    return l && { id, ttl: l.ttl, remaining: Math.max(0, l.expiresAt - this.now()), keys: l.keys.size };
+    return l && { id, ttl: l.ttl, remaining: Math.max(0, l.expiresAt - this.now()), keys: l.count };
   }
 
   listLeases(): { id: string; ttl: number; remaining: number; keys: number }[] {
@@ -213,7 +243,7 @@ export class Engine {
    *  before it was acknowledged); writes still waiting for fsync are not. */
   async get(key: string): Promise<KeyValue | undefined> {
     this.check();
-    return this.readPublished(key)?.view;
+    return this.readPublished(key);
   }
 
   async list(prefix: string): Promise<ListResult> {
@@ -221,9 +251,16 @@ export class Engine {
     return this.snapshot(prefix);
   }
 
-  async put(key: string, value: string, opts: { lease?: string; ifAbsent?: boolean; ifVersion?: number } = {}): Promise<PutResult> {
+  async put(key: string, value: string, opts: PutOpts = {}): Promise<PutResult> {
     this.check();
-    const cur = this.kvs.get(key);
+    const r = this.putNow(key, value, opts);
+    await this.commit();
+    return r;
+  }
+
+  /** Check preconditions, apply and log one put; durable (and visible) only after the next commit. */
+  private putNow(key: string, value: string, opts: PutOpts): PutResult {
+    const cur = this.lookup(key);
     if (opts.ifAbsent && cur) {
       throw new ConflictError(`key ${JSON.stringify(key)} already exists`, { details: { key, version: cur.version } });
     }
@@ -236,28 +273,58 @@ export class Engine {
       throw new SessionLostError(`session ${opts.lease} not found: it expired or was revoked`);
     }
     const kv = this.applyPut(key, value, opts.lease);
-    this.wal?.append({ o: 'put', r: kv.modRevision, k: key, v: value, ...(opts.lease ? { l: opts.lease } : {}) });
-    await this.commit();
-    return { revision: kv.modRevision, kv: kv.view };
+    const r = kv.modRevision;
+    this.wal?.append(opts.lease === undefined ? { o: 'put', r, k: kv.key, v: value } : { o: 'put', r, k: kv.key, v: value, l: opts.lease });
+    return { revision: r, kv };
   }
 
   async delete(key: string, opts: { ifVersion?: number } = {}): Promise<DeleteResult> {
     this.check();
-    const cur = this.kvs.get(key);
+    const r = this.deleteNow(key, opts);
+    // A key that is absent may be so because of a delete still waiting for fsync: report only once
+    // that is durable (commit), with the revision it is durable at.
+    await this.commit();
+    return r.deleted ? r : { revision: this.published, deleted: false };
+  }
+
+  /** Check the precondition, apply and log one delete (revision 0 when there was nothing to delete). */
+  private deleteNow(key: string, opts: { ifVersion?: number }): DeleteResult {
+    const cur = this.lookup(key);
     if (opts.ifVersion !== undefined && (cur?.version ?? 0) !== opts.ifVersion) {
       throw new ConflictError(`key ${JSON.stringify(key)} is at version ${cur?.version ?? 0}, not ${opts.ifVersion}`, {
         details: { key, version: cur?.version ?? 0 },
       });
     }
-    if (!cur) {
-      // The key may be absent because of a delete still waiting for fsync: report only once that is durable.
-      await this.durable();
-      return { revision: this.published, deleted: false };
-    }
+    if (!cur) return { revision: 0, deleted: false };
     const r = this.applyDelete(key);
-    this.wal?.append({ o: 'del', r, k: key });
-    await this.commit();
+    this.wal?.append({ o: 'del', r, k: cur.key });
     return { revision: r, deleted: true };
+  }
+
+  /**
+   * Apply several independent writes in order with one group commit: each op succeeds or fails on
+   * its own (a failed precondition or a lost session is that op's `error`; nothing is rolled back),
+   * and the whole batch is acknowledged once every applied op is durable. Keys and values must be
+   * validated by the caller, as for put / delete.
+   */
+  async batch(ops: readonly BatchOp[]): Promise<BatchResult[]> {
+    this.check();
+    const out: BatchResult[] = new Array(ops.length);
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      try {
+        out[i] = op.op === 'put' ? this.putNow(op.key, op.value, op) : this.deleteNow(op.key, op);
+      } catch (e) {
+        if (!(e instanceof RosterError)) throw e;
+        out[i] = { error: e };
+      }
+    }
+    await this.commit();
+    for (let i = 0; i < out.length; i++) {
+      const r = out[i]!;
+      if ('deleted' in r && !r.deleted) out[i] = { revision: this.published, deleted: false };
+    }
+    return out;
   }
 
   // ---------------------------------------------------------------- watch
@@ -283,9 +350,10 @@ export class Engine {
       after = this.published;
     } else {
       for (let i = this.historyHead; i < this.history.length; i++) {
-        const ev = this.history[i]!;
-        if (ev.revision > this.published) break;
-        if (ev.revision > fromRevision && ev.key.startsWith(prefix)) backlog.push(ev);
+        const h = this.history[i]!;
+        const rev = entryRevision(h);
+        if (rev > this.published) break;
+        if (rev > fromRevision && h.key.startsWith(prefix)) backlog.push(entryEvent(h));
       }
       after = this.published;
     }
@@ -312,8 +380,8 @@ export class Engine {
 
   /** Drop history up to `revision` (default: everything published). Resumes from before it reset. */
   compact(revision = this.published): void {
-    while (this.historyHead < this.history.length && this.history[this.historyHead]!.revision <= revision) {
-      this.history[this.historyHead] = undefined as unknown as EngineEvent;
+    while (this.historyHead < this.history.length && entryRevision(this.history[this.historyHead]!) <= revision) {
+      this.history[this.historyHead] = undefined as unknown as HistoryEntry;
       this.historyHead++;
     }
     this.compacted = Math.max(this.compacted, Math.min(revision, this.published));
@@ -358,7 +426,7 @@ export class Engine {
     if (this.published >= upTo) return;
     // History is in revision order; find the first unpublished event from the end.
     let i = this.history.length;
-    while (i > this.historyHead && this.history[i - 1]!.revision > this.published) i--;
+    while (i > this.historyHead && entryRevision(this.history[i - 1]!) > this.published) i--;
     this.published = upTo;
     let p = this.pendingHead;
     while (p < this.pending.length && this.pending[p]!.revision <= upTo) p++;
@@ -372,25 +440,30 @@ export class Engine {
         this.pendingHead = 0;
       }
     }
+    if (this.subCount === 0) return;
     for (; i < this.history.length; i++) {
-      const ev = this.history[i]!;
-      if (ev.revision > upTo) break;
+      const h = this.history[i]!;
+      const rev = entryRevision(h);
+      if (rev > upTo) break;
+      // One event object per change, shared by every subscriber (the server renders it once).
+      let ev: EngineEvent | undefined;
       for (const [prefix, subs] of this.subsByPrefix) {
-        if (!ev.key.startsWith(prefix)) continue;
-        for (const s of subs) if (ev.revision > s.after) s.onEvent(ev);
+        if (!h.key.startsWith(prefix)) continue;
+        ev ??= entryEvent(h);
+        for (const s of subs) if (rev > s.after) s.onEvent(ev);
       }
     }
   }
 
-  private record(ev: EngineEvent): void {
-    this.history.push(ev);
+  private record(h: HistoryEntry): void {
+    this.history.push(h);
     const live = this.history.length - this.historyHead;
     // Never drop an unpublished event: watchers have not seen it yet, and there is no reset for that.
-    if (live > this.historyLimit && this.history[this.historyHead]!.revision <= this.published) {
+    if (live > this.historyLimit && entryRevision(this.history[this.historyHead]!) <= this.published) {
       const dropped = this.history[this.historyHead]!;
-      this.history[this.historyHead] = undefined as unknown as EngineEvent;
+      this.history[this.historyHead] = undefined as unknown as HistoryEntry;
       this.historyHead++;
-      this.compacted = dropped.revision;
+      this.compacted = entryRevision(dropped);
       if (this.historyHead > 4096 && this.historyHead * 2 > this.history.length) {
         this.history = this.history.slice(this.historyHead);
         this.historyHead = 0;
@@ -404,9 +477,9 @@ export class Engine {
     for (const [dir, entries] of this.dirs) {
       const dirSlash = dir === '' ? '' : dir + '/';
       if (dirSlash.startsWith(prefix)) {
-        for (const kv of entries.values()) items.push(kv.view);
+        for (const kv of entries.values()) items.push(kv);
       } else if (prefix.startsWith(dirSlash)) {
-        for (const kv of entries.values()) if (kv.key.startsWith(prefix)) items.push(kv.view);
+        for (const kv of entries.values()) if (kv.key.startsWith(prefix)) items.push(kv);
       }
     }
     let touched = false;
@@ -418,7 +491,7 @@ export class Engine {
       for (let i = this.pending.length - 1; i >= this.pendingHead; i--) {
         const c = this.pending[i]!;
         if (!c.key.startsWith(prefix)) continue;
-        if (c.prev) m.set(c.key, c.prev.view);
+        if (c.prev) m.set(c.key, c.prev);
         else m.delete(c.key);
       }
       items = [...m.values()];
@@ -433,43 +506,73 @@ export class Engine {
       const c = this.pending[i]!;
       if (c.key === key) return c.prev;
     }
-    return this.kvs.get(key);
+    return this.lookup(key);
+  }
+
+  private lookup(key: string): StoredKv | undefined {
+    return this.dirs.get(dirOf(key))?.get(key);
+  }
+
+  private bind(lease: string, key: string): void {
+    const l = this.leases.get(lease);
+    if (!l) return;
+    l.keys.push(key);
+    l.count++;
+  }
+
+  /** A key stopped being bound to `lease` (already reflected in the store). */
+  private unbind(lease: string): void {
+    const l = this.leases.get(lease);
+    if (!l) return;
+    l.count--;
+    if (l.keys.length > 16 && l.keys.length > 2 * l.count) l.keys = this.boundKeys(l);
+  }
+
+  /** The keys currently bound to a lease, each once. */
+  private boundKeys(l: Lease): string[] {
+    const out = new Set<string>();
+    for (const k of l.keys) if (this.lookup(k)?.session === l.id) out.add(k);
+    return [...out];
   }
 
   private applyGrant(id: string, ttl: number): void {
-    const l: Lease = { id, ttl, expiresAt: this.now() + ttl, keys: new Set() };
+    const l: Lease = { id, ttl, expiresAt: this.now() + ttl, keys: [], count: 0 };
     this.leases.set(id, l);
     this.heapPush({ at: l.expiresAt, id });
     this.armTimer();
   }
 
-  private applyPut(key: string, value: string, lease: string | undefined): StoredKv {
-    const cur = this.kvs.get(key);
-    const r = ++this.rev;
-    if (cur?.lease !== undefined && cur.lease !== lease) this.leases.get(cur.lease)?.keys.delete(key);
-    if (lease !== undefined) this.leases.get(lease)?.keys.add(key);
-    const kv = storedKv(key, value, cur ? cur.createRevision : r, r, cur ? cur.version + 1 : 1, lease);
-    this.kvs.set(key, kv);
-    this.pending.push({ revision: r, key, prev: cur });
-    const dir = dirOf(key);
+  private applyPut(input: string, value: string, lease: string | undefined): StoredKv {
+    const dir = dirOf(input);
     let d = this.dirs.get(dir);
     if (!d) this.dirs.set(dir, (d = new Map()));
+    const cur = d.get(input);
+    // An existing key keeps its string; a new one is stored flat (see flatKey).
+    const key = cur ? cur.key : flatKey(input);
+    const r = ++this.rev;
+    const kv = storedKv(key, value, cur ? cur.createRevision : r, r, cur ? cur.version + 1 : 1, lease);
     d.set(key, kv);
-    this.record({ type: 'put', key, kv: kv.view, revision: r });
+    if (!cur) this.keyCount++;
+    if (cur?.session !== lease) {
+      if (cur?.session !== undefined) this.unbind(cur.session);
+      if (lease !== undefined) this.bind(lease, key);
+    }
+    this.pending.push({ revision: r, key, prev: cur });
+    this.record(kv);
     return kv;
   }
 
   private applyDelete(key: string): number {
-    const cur = this.kvs.get(key)!;
-    const r = ++this.rev;
-    this.kvs.delete(key);
     const dir = dirOf(key);
-    const d = this.dirs.get(dir);
-    d?.delete(key);
-    if (d && d.size === 0) this.dirs.delete(dir);
-    if (cur.lease !== undefined) this.leases.get(cur.lease)?.keys.delete(key);
-    this.pending.push({ revision: r, key, prev: cur });
-    this.record({ type: 'delete', key, revision: r, prev: cur.view });
+    const d = this.dirs.get(dir)!;
+    const cur = d.get(key)!;
+    const r = ++this.rev;
+    d.delete(key);
+    if (d.size === 0) this.dirs.delete(dir);
+    this.keyCount--;
+    if (cur.session !== undefined) this.unbind(cur.session);
+    this.pending.push({ revision: r, key: cur.key, prev: cur });
+    this.record({ type: 'delete', key: cur.key, revision: r, prev: cur });
     return r;
   }
 
@@ -477,7 +580,7 @@ export class Engine {
   private endLease(id: string): void {
     const l = this.leases.get(id);
     if (!l) return;
-    for (const key of [...l.keys].sort()) {
+    for (const key of this.boundKeys(l).sort()) {
       const r = this.applyDelete(key);
       this.wal?.append({ o: 'del', r, k: key });
     }
@@ -488,7 +591,7 @@ export class Engine {
   private replay(r: WalRecord): void {
     switch (r.o) {
       case 'grant':
-        this.leases.set(r.id as string, { id: r.id as string, ttl: r.ttl as number, expiresAt: 0, keys: new Set() });
+        this.leases.set(r.id as string, { id: r.id as string, ttl: r.ttl as number, expiresAt: 0, keys: [], count: 0 });
         break;
       case 'revoke':
         this.leases.delete(r.id as string);
@@ -501,7 +604,7 @@ export class Engine {
       }
       case 'del':
         this.rev = (r.r as number) - 1;
-        if (this.kvs.has(r.k as string)) this.applyDelete(r.k as string);
+        if (this.lookup(r.k as string)) this.applyDelete(r.k as string);
         else this.rev++;
         break;
     }
@@ -513,22 +616,22 @@ export class Engine {
       revision: this.rev,
       compacted: this.rev,
       leases: [...this.leases.values()].map((l) => ({ id: l.id, ttl: l.ttl })),
-      kvs: [...this.kvs.values()].map((kv) => [kv.key, kv.value, kv.createRevision, kv.modRevision, kv.version, kv.lease ?? null]),
+      kvs: [...this.dirs.values()].flatMap((d) => [...d.values()].map((kv) => [kv.key, kv.value, kv.createRevision, kv.modRevision, kv.version, kv.session ?? null])),
     };
   }
 
   private loadSnapshot(s: SnapshotState): void {
     for (const l of s.leases as { id: string; ttl: number }[]) {
-      this.leases.set(l.id, { id: l.id, ttl: l.ttl, expiresAt: 0, keys: new Set() });
+      this.leases.set(l.id, { id: l.id, ttl: l.ttl, expiresAt: 0, keys: [], count: 0 });
     }
     for (const [key, value, createRevision, modRevision, version, lease] of s.kvs as [string, string, number, number, number, string | null][]) {
       const kv = storedKv(key, value, createRevision, modRevision, version, lease ?? undefined);
-      this.kvs.set(key, kv);
       const dir = dirOf(key);
       let d = this.dirs.get(dir);
       if (!d) this.dirs.set(dir, (d = new Map()));
+      if (!d.has(key)) this.keyCount++;
       d.set(key, kv);
-      if (kv.lease) this.leases.get(kv.lease)?.keys.add(key);
+      if (kv.session !== undefined) this.bind(kv.session, key);
     }
     this.rev = s.revision as number;
     // History before the snapshot is gone: a watcher resuming from before it gets a reset.
@@ -613,8 +716,19 @@ function dirOf(key: string): string {
 }
 
 function storedKv(key: string, value: string, createRevision: number, modRevision: number, version: number, lease: string | undefined): StoredKv {
-  const view: { -readonly [K in keyof KeyValue]: KeyValue[K] } = { key, value, createRevision, modRevision, version };
-  if (lease !== undefined) view.session = lease;
-  // Shared by every reader and watcher of this incarnation, so it must not change under them.
-  return { key, value, createRevision, modRevision, version, lease, view: Object.freeze(view) };
+  // Two literals rather than adding `session` afterwards: each shape keeps every field in-object.
+  // Frozen because every reader and watcher of this incarnation shares it.
+  return Object.freeze(
+    lease === undefined ? { key, value, createRevision, modRevision, version } : { key, value, createRevision, modRevision, version, session: lease },
+  );
+}
+
+/**
+ * A flat copy of a key. Keys usually arrive as a slice of a longer string (the request URL), which
+ * V8 keeps as a view that pins the whole parent string; a stored key would then hold a copy of its
+ * request line for as long as it lives. The JSON round trip is the cheapest portable way to get a
+ * flat string, and runs once per new key.
+ */
+function flatKey(key: string): string {
+  return key.length < 13 ? key : (JSON.parse(JSON.stringify(key)) as string);
 }

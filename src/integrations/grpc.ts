@@ -125,8 +125,13 @@ export function rosterResolverClass(scheme = 'roster'): ResolverConstructor {
 
     updateResolution(): void {
       // The cache is live: there is nothing to re-query; repeat the current state (asynchronously).
-      if (this.destroyed) this.start();
-      else if (this.cache) this.schedule();
+      if (this.destroyed || !this.cache) {
+        for (const off of this.offs) off();
+        this.offs = [];
+        this.start(); // after destroy(), or after a failed start (e.g. bound since)
+      } else {
+        this.schedule();
+      }
     }
 
     destroy(): void {

@@ -130,8 +130,8 @@ export function pickUntried(picker: { size: number; pick(key?: string): Pick }, 
   let p = picker.pick(key);
   if (tried.size === 0) return p;
   for (let i = 0; i < picker.size && tried.has(p.instance.id); i++) {
-    // Not used: report a neutral outcome so outstanding-request counters stay balanced.
-    p.done({});
+    // Not used: release it (unused records no latency or failure) so counters stay balanced.
+    p.done({ unused: true });
     p = picker.pick(key);
   }
   return p;

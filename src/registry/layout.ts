@@ -1,7 +1,7 @@
 import type { KeyValue } from '../backend/types.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { instanceEndpoint, toInstance, type Instance } from '../core/model.js';
-import { parseHostPort, validateKey } from '../core/names.js';
+import { LIMITS, parseHostPort, validateKey, validateMetadata } from '../core/names.js';
 
 /**
  * A Layout says where and how instances are stored in the key space, so roster can read and write
@@ -111,6 +111,16 @@ export function etcdEndpointsLayout(root = 'services'): Layout {
   };
 }
 
+/**
+ * Curator's ServiceInstance as its JsonInstanceSerializer (Jackson) writes it:
+ * `{"name","id","address","port","sslPort","payload","registrationTimeUTC","serviceType","uriSpec","enabled"}`.
+ * The payload carries its Java type in "@class" (@JsonTypeInfo(use = CLASS)); roster writes a
+ * LinkedHashMap of the metadata (plus "zone"). Reading, a payload with an object "metadata" (the
+ * ZookeeperInstance of Spring Cloud Zookeeper and Dubbo: {"@class", "id", "name", "metadata"}) gives
+ * that map; any other object payload is read as a flat map. Entries roster's metadata rules reject
+ * are skipped rather than hiding the instance. "enabled" (CURATOR-275; absent = true): false ↔
+ * status "draining". `port` falls back to `sslPort`.
+ */
 export function curatorLayout(root = 'services'): Layout {
   const r = normRoot(root);
   return {
@@ -129,22 +139,44 @@ export function curatorLayout(root = 'services'): Layout {
         registrationTimeUTC: extra?.registeredAt ?? Date.now(),
         serviceType: 'DYNAMIC',
         uriSpec: null,
+        enabled: i.status !== 'draining',
       }),
     decode(service, kv) {
       const leaf = leafOf(`${r}${service}/`, kv.key);
       if (leaf === undefined) return undefined;
-      const o = parseJson(kv.value, `Curator ServiceInstance at ${kv.key}`) as Record<string, unknown>;
-      const payload = o.payload && typeof o.payload === 'object' ? (o.payload as Record<string, unknown>) : {};
+      const o = parseJson(kv.value, `Curator ServiceInstance at ${kv.key}`);
+      if (!o || typeof o !== 'object' || Array.isArray(o)) {
+        throw new InvalidArgumentError(`malformed Curator ServiceInstance at ${kv.key}: expected a JSON object`);
+      }
+      const inst = o as Record<string, unknown>;
+      const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+      const payload = isMap(inst.payload) ? inst.payload : {};
+      const nested = isMap(payload.metadata) ? payload.metadata : undefined;
+      const source = nested ?? payload;
       const metadata: Record<string, string> = {};
-      for (const [k, v] of Object.entries(payload)) if (k !== '@class' && k !== 'zone' && v !== null) metadata[k] = typeof v === 'string' ? v : JSON.stringify(v);
-      const port = typeof o.port === 'number' ? o.port : typeof o.sslPort === 'number' ? o.sslPort : undefined;
+      let n = 0;
+      for (const [k, v] of Object.entries(source)) {
+        if (n >= LIMITS.metadataEntries) break;
+        if (k === '@class' || v === null || v === undefined || (!nested && k === 'zone')) continue;
+        const value = typeof v === 'string' ? v : JSON.stringify(v);
+        try {
+          validateMetadata({ [k]: value });
+        } catch {
+          continue; // a key or value roster cannot carry: skip it, keep the instance
+        }
+        metadata[k] = value;
+        n++;
+      }
+      const port = typeof inst.port === 'number' ? inst.port : typeof inst.sslPort === 'number' ? inst.sslPort : undefined;
+      const zone = typeof payload.zone === 'string' ? payload.zone : nested && typeof nested.zone === 'string' ? nested.zone : undefined;
       return toInstance({
         service,
-        id: typeof o.id === 'string' ? o.id : leaf,
-        address: o.address,
+        id: typeof inst.id === 'string' && inst.id !== '' ? inst.id : leaf,
+        address: inst.address,
         ...(port ? { port } : {}),
         metadata,
-        ...(typeof payload.zone === 'string' ? { zone: payload.zone } : {}),
+        ...(zone ? { zone } : {}),
+        status: inst.enabled === false ? 'draining' : 'up',
       });
     },
   };

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, resolve as resolvePath, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Engine, type EngineEvent, type Subscription } from '../engine/engine.js';
+import { Engine, type BatchOp, type EngineEvent, type Subscription } from '../engine/engine.js';
 import { InvalidArgumentError, NotFoundError, RosterError, UnavailableError } from '../core/errors.js';
 import { validateKey, validatePrefix, validateServiceName, validateValue } from '../core/names.js';
 import { parseTtl } from '../core/duration.js';
@@ -141,7 +141,7 @@ class HttpServer implements RosterServer {
   private bodyRejected = 0;
   /** One-entry cache: the engine delivers each event to every subscriber in a row. */
   private lastEvent: EngineEvent | undefined;
-  private lastFrame = '';
+  private lastFrame: Buffer = HEARTBEAT;
 
   constructor(
     readonly host: string,
@@ -170,6 +170,7 @@ class HttpServer implements RosterServer {
     this.exact.set(`${API}/services`, route('services', { GET: (c) => this.listServices(c) }));
     this.exact.set(`${API}/watch`, route('watch', { GET: (c) => this.watch(c) }));
     this.exact.set(`${API}/admin/compact`, route('admin_compact', { POST: (c) => this.compact(c) }));
+    this.exact.set(`${API}/batch`, route('batch', { POST: (c) => this.batch(c) }));
     this.keyRoute = route('key', { GET: (c) => this.getKey(c), PUT: (c) => this.putKey(c), DELETE: (c) => this.deleteKey(c) });
     this.sessionRoute = route('session', { GET: (c) => this.sessionInfo(c), DELETE: (c) => this.revokeSession(c) });
     this.keepaliveRoute = route('session_keepalive', { POST: (c) => this.keepAlive(c) });
@@ -415,24 +416,30 @@ class HttpServer implements RosterServer {
   private async putKey(ctx: Ctx): Promise<void> {
     parseQuery(ctx.query, []);
     const key = this.key(ctx);
-    const body = await readJsonObject(ctx.req, this.maxBody, ['value', 'session', 'ifAbsent', 'ifVersion']);
+    const body = await readJsonObject(ctx.req, this.maxBody, PUT_FIELDS);
     const value = validateValue(body.value);
-    const opts: { lease?: string; ifAbsent?: boolean; ifVersion?: number } = {};
-    if (body.session !== undefined && body.session !== null) {
-      if (typeof body.session !== 'string' || !SESSION_ID_RE.test(body.session)) {
-        throw new InvalidArgumentError(`invalid session ${describeValue(body.session)}: expected a session id string`, { details: { field: 'session' } });
-      }
-      opts.lease = body.session;
-    }
-    if (body.ifAbsent !== undefined && body.ifAbsent !== null) {
-      if (typeof body.ifAbsent !== 'boolean') {
-        throw new InvalidArgumentError(`invalid ifAbsent ${describeValue(body.ifAbsent)}: expected true or false`, { details: { field: 'ifAbsent' } });
-      }
-      if (body.ifAbsent) opts.ifAbsent = true;
-    }
-    if (body.ifVersion !== undefined && body.ifVersion !== null) opts.ifVersion = jsonNonNegativeInt(body.ifVersion, 'ifVersion');
-    const r = await this.engine.put(key, value, opts);
+    const r = await this.engine.put(key, value, putOptions(body, ''));
     this.reply(ctx, 200, JSON.stringify(r));
+  }
+
+  /** Several independent puts and deletes, applied in order with one group commit (protocol.md). */
+  private async batch(ctx: Ctx): Promise<void> {
+    parseQuery(ctx.query, []);
+    const body = await readJsonObject(ctx.req, this.maxBody, ['ops']);
+    const raw = body.ops;
+    if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_BATCH_OPS) {
+      throw new InvalidArgumentError(`invalid ops ${describeValue(raw)}: expected an array of 1-${MAX_BATCH_OPS} operations`, { details: { field: 'ops' } });
+    }
+    // Everything is validated before anything is applied: a malformed op fails the whole request.
+    const ops = raw.map(batchOp);
+    const results = await this.engine.batch(ops);
+    let out = `{"revision":${this.engine.publishedRevision},"results":[`;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (i > 0) out += ',';
+      out += 'error' in r ? `{"error":${JSON.stringify(r.error.toJSON())}}` : JSON.stringify(r);
+    }
+    this.reply(ctx, 200, out + ']}');
   }
 
   private async deleteKey(ctx: Ctx): Promise<void> {
@@ -516,6 +523,10 @@ class HttpServer implements RosterServer {
     } else {
       for (const ev of sub.backlog) first += frame(ev.type, ev.revision, JSON.stringify(ev));
     }
+    // A close-delimited body rather than chunked encoding: each event is then one socket write of
+    // one buffer, encoded once for every stream (see sendEvent). HTTP/1.1 allows it for a reply
+    // without a length; an event stream ends with its connection anyway.
+    res.useChunkedEncodingByDefault = false;
     res.writeHead(200, [
       'content-type', 'text/event-stream; charset=utf-8',
       'cache-control', 'no-store',
@@ -532,12 +543,12 @@ class HttpServer implements RosterServer {
   private sendEvent(s: SseStream, ev: EngineEvent): void {
     if (ev !== this.lastEvent) {
       this.lastEvent = ev;
-      this.lastFrame = frame(ev.type, ev.revision, JSON.stringify(ev));
+      this.lastFrame = Buffer.from(frame(ev.type, ev.revision, JSON.stringify(ev)));
     }
     this.write(s, this.lastFrame);
   }
 
-  private write(s: SseStream, chunk: string): void {
+  private write(s: SseStream, chunk: Buffer): void {
     if (s.closed) return;
     s.res.write(chunk);
     if (s.res.writableLength > s.base + this.maxStreamBuffer) {
@@ -548,7 +559,7 @@ class HttpServer implements RosterServer {
   }
 
   private beat(): void {
-    for (const s of this.streams) this.write(s, ':\n\n');
+    for (const s of this.streams) this.write(s, HEARTBEAT);
   }
 
   private dropStream(s: SseStream): void {
@@ -638,6 +649,58 @@ class HttpServer implements RosterServer {
     if (this.ownsEngine) this.engine.destroy();
   }
 }
+
+const PUT_FIELDS = ['value', 'session', 'ifAbsent', 'ifVersion'];
+const BATCH_PUT_FIELDS = ['op', 'key', ...PUT_FIELDS];
+const BATCH_DELETE_FIELDS = ['op', 'key', 'ifVersion'];
+/** Most operations one batch request may carry. */
+export const MAX_BATCH_OPS = 1000;
+
+/** Options of a put from a JSON body (`where` prefixes field names in errors, e.g. "ops[3].").
+ *  `ifAbsent: false` and null fields mean "not given". */
+function putOptions(body: Record<string, unknown>, where: string): { lease?: string; ifAbsent?: boolean; ifVersion?: number } {
+  const opts: { lease?: string; ifAbsent?: boolean; ifVersion?: number } = {};
+  if (body.session !== undefined && body.session !== null) {
+    if (typeof body.session !== 'string' || !SESSION_ID_RE.test(body.session)) {
+      throw new InvalidArgumentError(`invalid ${where}session ${describeValue(body.session)}: expected a session id string`, { details: { field: `${where}session` } });
+    }
+    opts.lease = body.session;
+  }
+  if (body.ifAbsent !== undefined && body.ifAbsent !== null) {
+    if (typeof body.ifAbsent !== 'boolean') {
+      throw new InvalidArgumentError(`invalid ${where}ifAbsent ${describeValue(body.ifAbsent)}: expected true or false`, { details: { field: `${where}ifAbsent` } });
+    }
+    if (body.ifAbsent) opts.ifAbsent = true;
+  }
+  if (body.ifVersion !== undefined && body.ifVersion !== null) opts.ifVersion = jsonNonNegativeInt(body.ifVersion, `${where}ifVersion`);
+  return opts;
+}
+
+/** One operation of a batch body, validated like the single-key endpoints validate theirs. */
+function batchOp(v: unknown, i: number): BatchOp {
+  const where = `ops[${i}].`;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new InvalidArgumentError(`invalid ops[${i}] ${describeValue(v)}: expected an object with op and key`, { details: { field: `ops[${i}]` } });
+  }
+  const o = v as Record<string, unknown>;
+  const fields = o.op === 'put' ? BATCH_PUT_FIELDS : o.op === 'delete' ? BATCH_DELETE_FIELDS : undefined;
+  if (fields === undefined) {
+    throw new InvalidArgumentError(`invalid ${where}op ${describeValue(o.op)}: expected "put" or "delete"`, { details: { field: `${where}op` } });
+  }
+  for (const k in o) {
+    if (!fields.includes(k)) {
+      throw new InvalidArgumentError(`unknown field ${JSON.stringify(k.slice(0, 64))} in ops[${i}]: expected ${fields.join(', ')}`, { details: { field: `${where}${k.slice(0, 64)}` } });
+    }
+  }
+  const key = validateKey(o.key, `${where}key`);
+  if (o.op === 'delete') {
+    return o.ifVersion === undefined || o.ifVersion === null ? { op: 'delete', key } : { op: 'delete', key, ifVersion: jsonNonNegativeInt(o.ifVersion, `${where}ifVersion`) };
+  }
+  const value = validateValue(o.value);
+  return { op: 'put', key, value, ...putOptions(o, where) };
+}
+
+const HEARTBEAT = Buffer.from(':\n\n');
 
 function frame(type: string, id: number, data: string): string {
   return `id: ${id}\nevent: ${type}\ndata: ${data}\n\n`;

@@ -133,7 +133,7 @@ export class ZooKeeperServer {
         '-XX:TieredStopAtLevel=1',
         '-Xshare:auto',
         '-Dzookeeper.admin.enableServer=false',
-        '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn',
+        `-Dorg.slf4j.simpleLogger.defaultLogLevel=${process.env.ZK_LOG_LEVEL ?? 'warn'}`,
         '-cp',
         cp,
         'org.apache.zookeeper.server.ZooKeeperServerMain',
@@ -188,6 +188,23 @@ export class ZooKeeperServer {
       return (await readFile(join(this.dataDir, 'zookeeper.log'), 'utf8')).split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
+    }
+  }
+
+  /** Session ids (hex, no 0x) the server currently tracks, from the `dump` 4-letter command. */
+  async sessions(): Promise<Set<string>> {
+    const dump = await fourLetter(this.port, 'dump');
+    const tracker = dump.split('ephemeral nodes dump:')[0] ?? '';
+    return new Set([...tracker.matchAll(/0x([0-9a-f]+)/g)].map((m) => m[1]!));
+  }
+
+  /** Wait until the server no longer tracks `sessionId` (it expired or was closed); bounded. */
+  async waitSessionGone(sessionId: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!(await this.sessions()).has(sessionId)) return;
+      if (Date.now() > deadline) throw new Error(`ZooKeeper still tracks session 0x${sessionId} after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50)); // polling the server's own answer, bounded above
     }
   }
 
@@ -284,6 +301,11 @@ export class ZkCli {
       this.listeners.add(check);
       check();
     });
+  }
+
+  /** Resolve once zkCli reports its session connected (bounded). */
+  async connected(timeoutMs = 30_000): Promise<void> {
+    await this.waitFor(/state:SyncConnected/, timeoutMs);
   }
 
   /** Send one command line; resolves once `until` appears after it (bounded). */
@@ -413,4 +435,57 @@ export class TcpProxy {
     this.cut('reset');
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * A plain ZooKeeper client (node-zookeeper-client, no roster code) for tests that need a foreign
+ * writer: another process's view of the same znodes. Paths are absolute znode paths.
+ */
+export interface RawZk {
+  create(path: string, data?: string | null, opts?: { ephemeral?: boolean }): Promise<void>;
+  setData(path: string, data: string, version?: number): Promise<void>;
+  remove(path: string, version?: number): Promise<void>;
+  getData(path: string): Promise<{ data: string | null; version: number; ephemeralOwner: string } | undefined>;
+  getChildren(path: string): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+export async function rawClient(connectString: string, opts: { sessionTimeout?: number; auth?: string } = {}): Promise<RawZk> {
+  const { createRequire } = await import('node:module');
+  const require = createRequire(import.meta.url);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const zk = require('node-zookeeper-client') as any;
+  const client = zk.createClient(connectString, { sessionTimeout: opts.sessionTimeout ?? 10_000, spinDelay: 100 });
+  if (opts.auth) client.addAuthInfo('digest', Buffer.from(opts.auth));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`raw ZooKeeper client: no connection to ${connectString} within 10 s`)), 10_000);
+    client.once('connected', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    client.connect();
+  });
+  const cb = <T>(fn: (done: (err: unknown, v?: T) => void) => void) =>
+    new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T))));
+  const buf = (d: string | null | undefined) => (d === null || d === undefined ? undefined : Buffer.from(d));
+  return {
+    create: (path, data = null, o = {}) =>
+      cb<void>((done) => client.create(path, buf(data), zk.ACL.OPEN_ACL_UNSAFE, o.ephemeral ? zk.CreateMode.EPHEMERAL : zk.CreateMode.PERSISTENT, done)),
+    setData: (path, data, version = -1) => cb<void>((done) => client.setData(path, Buffer.from(data), version, done)),
+    remove: (path, version = -1) => cb<void>((done) => client.remove(path, version, done)),
+    getData: (path) =>
+      new Promise((resolve, reject) =>
+        client.getData(path, (err: { getCode(): number } | null, data: Buffer | undefined, stat: { version: number; ephemeralOwner: Buffer }) => {
+          if (err) return err.getCode() === zk.Exception.NO_NODE ? resolve(undefined) : reject(err);
+          resolve({ data: data === undefined ? null : data.toString(), version: stat.version, ephemeralOwner: stat.ephemeralOwner.readBigUInt64BE(0).toString(16) });
+        }),
+      ),
+    getChildren: (path) => cb<string[]>((done) => client.getChildren(path, done)),
+    close: () =>
+      new Promise<void>((resolve) => {
+        client.once('disconnected', () => resolve());
+        client.close();
+        setTimeout(resolve, 2000).unref();
+      }),
+  };
 }

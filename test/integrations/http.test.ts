@@ -272,6 +272,11 @@ describe('HTTP integration: kill -9 under load (child processes on a roster serv
     const retries: Record<string, number> = {};
     const dispatcher = rosterDispatcher(discovery, { onRetry: ({ instance }) => void (retries[instance.id] = (retries[instance.id] ?? 0) + 1) });
 
+    let dSeenAt = 0;
+    cache.on('change', (ch) => {
+      if (!dSeenAt && ch.added.some((i) => i.id === 'd')) dSeenAt = Date.now();
+    });
+
     const TOTAL = 2000;
     const CONCURRENCY = 8;
     const KILL_AT = 500;
@@ -322,10 +327,15 @@ describe('HTTP integration: kill -9 under load (child processes on a roster serv
     const lag = firstAt - registeredAt;
     console.log(
       `[http kill -9] ${TOTAL} requests in ${elapsed} ms, 0 failed; per instance ${JSON.stringify(counts)}; ` +
-        `killed b at request ${KILL_AT} (${killedAt - t0} ms in); failed over ${JSON.stringify(retries)}; d served its first request ${lag} ms after registering`,
+        `killed b at request ${KILL_AT} (${killedAt - t0} ms in); failed over ${JSON.stringify(retries)}; d served its first request ${lag} ms after registering ` +
+        `(client cache saw it after ${dSeenAt - registeredAt} ms)`,
     );
     expect(retries.b).toBeGreaterThan(0); // the kill did break requests: retries hid them
-    expect(lag).toBeLessThanOrEqual(200);
+    // The registry's part (registration → client cache) must be within 200 ms. The first request
+    // additionally waits for a new connection and for the child process to be scheduled, which on two
+    // loaded cores (CI runs suites in parallel) has taken up to ~240 ms; bound it more loosely.
+    expect(dSeenAt - registeredAt).toBeLessThanOrEqual(200);
+    expect(lag).toBeLessThanOrEqual(1000);
     expect(counts.d).toBeGreaterThan(0);
     expect(counts.a).toBeGreaterThan(0);
     expect(counts.c).toBeGreaterThan(0);

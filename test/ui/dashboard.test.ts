@@ -17,6 +17,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startServer, type RosterServer } from '../../src/server/index.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Registrar, type Registration } from '../../src/registry/index.js';
+import { ServerProcess } from '../helpers/server.js';
 
 const UI_DIR = fileURLToPath(new URL('../../ui/', import.meta.url));
 const ARTIFACTS = process.env.ROSTER_UI_ARTIFACTS ?? join(tmpdir(), 'roster-ui-artifacts');
@@ -41,7 +42,7 @@ describe('dashboard in headless Chromium', () => {
   const registrarErrors: unknown[] = [];
   const shots: string[] = [];
 
-  const serverOptions = () => ({ port, dataDir, uiDir: UI_DIR, heartbeatMs: 500 });
+  const serverOptions = () => ({ port, dataDir, uiDir: UI_DIR, heartbeatMs: 1000 });
 
   async function shot(name: string): Promise<string> {
     const path = join(ARTIFACTS, `${name}.png`);
@@ -167,6 +168,8 @@ describe('dashboard in headless Chromium', () => {
   });
 
   it('removes a deregistered instance without a reload', async () => {
+    // Keyboard focus on the service stays put while its entry updates live.
+    await page.focus(`${serviceItem('orders')} a`);
     expect(await regs.get('orders/orders-2')!.deregister()).toBe(true);
     // It fades out, then leaves the DOM; the count drops at once.
     await page.waitForFunction(
@@ -175,6 +178,7 @@ describe('dashboard in headless Chromium', () => {
       { timeout: SHOW_MS },
     );
     await page.waitForSelector('#inst-body tr[data-id="orders-2"]', { state: 'detached', timeout: SHOW_MS });
+    expect(await page.evaluate(() => document.activeElement?.closest('li')?.getAttribute('data-service'))).toBe('orders');
     expect(await page.$$eval('#inst-body tr', (trs) => trs.map((tr) => tr.getAttribute('data-id')))).toEqual(['orders-1', 'orders-3']);
     const recent = await page.$$eval('#recent-log .entry', (lis) => lis.map((li) => li.textContent ?? ''));
     expect(recent[0]).toMatch(/delete.*orders\/orders-2/);
@@ -195,13 +199,9 @@ describe('dashboard in headless Chromium', () => {
     expect(chips).toEqual(['html/b=<b>bold</b>', `note=${XSS}`]);
 
     // The raw service shows up under its literal name and is flagged as invalid.
-    const raw = await page.waitForFunction(
-      (name) => [...document.querySelectorAll('#svc-list li')].find((li) => li.getAttribute('data-service') === name) ?? null,
-      RAW_SERVICE,
-      { timeout: SHOW_MS },
-    );
-    expect(await raw.evaluate((li) => li.querySelector('.svc-name')?.textContent)).toBe(RAW_SERVICE);
-    await raw.evaluate((li) => (li.querySelector('a') as HTMLAnchorElement).click());
+    const raw = await page.waitForSelector(serviceItem(RAW_SERVICE), { timeout: SHOW_MS });
+    expect(await raw.$eval('.svc-name', (e) => e.textContent)).toBe(RAW_SERVICE);
+    await raw.$eval('a', (a) => (a as HTMLAnchorElement).click());
     await page.waitForFunction((name) => document.getElementById('svc-title')?.textContent === name, RAW_SERVICE, { timeout: SHOW_MS });
     const rawRow = await page.waitForSelector('#inst-body tr[data-id="<i>id<i>"]', { timeout: SHOW_MS });
     expect(await rawRow.$eval('.status', (e) => e.textContent)).toBe('invalid');
@@ -213,7 +213,7 @@ describe('dashboard in headless Chromium', () => {
     // The event log shows the raw key literally too.
     await page.click('#tab-events');
     await page.waitForFunction(
-      (key) => [...document.querySelectorAll('#events-log .key')].some((e) => e.textContent === key),
+      (key) => Array.from(document.querySelectorAll('#events-log .key')).some((e) => e.textContent === key),
       `services/${RAW_SERVICE}/<i>id<i>`,
       { timeout: SHOW_MS },
     );
@@ -225,7 +225,11 @@ describe('dashboard in headless Chromium', () => {
 
   it('lists sessions and browses keys', async () => {
     const sid = registrar.session!.id;
-    await page.click('#tab-sessions');
+    // The tab list is keyboard operable (arrow keys move between views).
+    await page.focus('#tab-services');
+    await page.keyboard.press('ArrowRight');
+    await page.waitForSelector('#tab-sessions[aria-selected="true"]', { timeout: SHOW_MS });
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('tab-sessions');
     const row = await page.waitForSelector(`#sess-body tr[data-session="${sid}"]`, { timeout: SHOW_MS });
     const cells = await row.$$eval('td', (tds) => tds.map((td) => td.textContent ?? ''));
     expect(cells[1]).toBe('30s');
@@ -270,7 +274,7 @@ describe('dashboard in headless Chromium', () => {
     expect(consoleErrors.filter((m) => !m.includes('prefix=bad'))).toEqual([]);
   });
 
-  it('works at a narrow width', async () => {
+  it('works at a narrow width and in dark mode', async () => {
     await page.setViewportSize({ width: 700, height: 900 });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     expect(overflow).toBeLessThanOrEqual(0);
@@ -279,6 +283,10 @@ describe('dashboard in headless Chromium', () => {
     expect(label).toBe('"Endpoint"');
     await shot('dashboard-700-narrow');
     await page.setViewportSize({ width: 1280, height: 800 });
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(15, 19, 24)');
+    await shot('dashboard-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
   });
 
   it('goes stale when the server stops and live again when it is back', async () => {
@@ -306,5 +314,67 @@ describe('dashboard in headless Chromium', () => {
     expect(log.some((t) => /live updates resumed after \d+s \(from revision \d+\)/.test(t))).toBe(true);
     expect(log.some((t) => /live updates interrupted/.test(t))).toBe(true);
     expect(pageErrors).toEqual([]);
+  });
+});
+
+/**
+ * A hung server keeps the TCP connection open but sends nothing: no error ever reaches the page.
+ * The dashboard must notice the missing heartbeats, say it is stale, and recover when the server
+ * runs again; and after a kill -9 and restart it must resume as well.
+ */
+describe('dashboard against a server process', () => {
+  let proc: ServerProcess;
+  let browser: Browser;
+  let page: Page;
+  let stopped = false;
+
+  beforeAll(async () => {
+    proc = await ServerProcess.start({ options: { uiDir: UI_DIR, heartbeatMs: 1000 } });
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  });
+
+  afterAll(async () => {
+    if (stopped && proc?.pid) process.kill(proc.pid, 'SIGCONT');
+    await browser?.close();
+    await proc?.cleanup();
+  });
+
+  const put = (key: string, value: string) =>
+    fetch(`${proc.url}/api/v1/keys/${key}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ value }),
+      signal: AbortSignal.timeout(10_000),
+    });
+
+  it('goes stale when heartbeats stop (hung server) and recovers', async () => {
+    expect((await put('services/api/a1', '{"address":"10.1.0.1","port":80}')).status).toBe(200);
+    await page.goto(`${proc.url}/ui/#/services/api`);
+    await page.waitForSelector('#conn[data-conn="live"]', { timeout: SHOW_MS });
+    await page.waitForSelector('#inst-body tr[data-id="a1"]', { timeout: SHOW_MS });
+
+    process.kill(proc.pid!, 'SIGSTOP');
+    stopped = true;
+    // 2.5 heartbeat intervals (floored at 3 s) of silence, then stale.
+    await page.waitForSelector('#conn[data-conn="stale"]', { timeout: 15_000 });
+    expect(await page.textContent('#stale-banner')).toMatch(/no data or heartbeat for \d+s/);
+    process.kill(proc.pid!, 'SIGCONT');
+    stopped = false;
+    await page.waitForSelector('#conn[data-conn="live"]', { timeout: 20_000 });
+    expect((await put('services/api/a2', '{"address":"10.1.0.2","port":80}')).status).toBe(200);
+    await page.waitForSelector('#inst-body tr[data-id="a2"]', { timeout: SHOW_MS });
+  });
+
+  it('resumes after the server is killed and restarted', async () => {
+    await proc.restart();
+    // Written before the page can have reconnected: it must arrive through the resumed stream.
+    expect((await put('services/api/a3', '{"address":"10.1.0.3","port":80}')).status).toBe(200);
+    await page.waitForSelector('#inst-body tr[data-id="a3"]', { timeout: 20_000 });
+    await page.waitForSelector('#conn[data-conn="live"]', { timeout: SHOW_MS });
+    expect(await page.$$eval('#inst-body tr:not(.is-removed)', (trs) => trs.map((tr) => tr.getAttribute('data-id')))).toEqual(['a1', 'a2', 'a3']);
   });
 });

@@ -29,6 +29,7 @@ import {
 import { validateKey, validatePrefix, validateValue } from '../../core/names.js';
 import { parseTtl } from '../../core/duration.js';
 import { SseParser } from './sse.js';
+import { WriteBatcher } from './batch.js';
 
 /**
  * The backend contract over roster's HTTP API (docs/protocol.md), `http://host:port`.
@@ -52,6 +53,9 @@ export interface RemoteBackendOptions {
   /** Watch reconnect backoff base and cap, in ms (default 100 and 5000). */
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
+  /** Send the puts and deletes issued in one turn of the event loop as one batch request (default
+   *  true; see batch.ts). Each write keeps its own result and errors. */
+  batch?: boolean;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
@@ -96,6 +100,7 @@ export class RemoteBackend implements Backend {
   readonly reconnectCap: number;
   private readonly sessions = new Map<string, KeepaliveSession>();
   private readonly watches = new Set<RemoteWatch>();
+  private readonly batcher: WriteBatcher | undefined;
   private closed = false;
   private destroyed = false;
 
@@ -109,6 +114,8 @@ export class RemoteBackend implements Backend {
     const connections = num(opts.connections, 'connections', 32);
     this.agent = new Agent({ connections, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 30_000 });
     this.watchAgent = new Agent({ keepAliveTimeout: 4_000 });
+    if (opts.batch !== undefined && typeof opts.batch !== 'boolean') throw new InvalidArgumentError('invalid option batch: expected true or false');
+    this.batcher = opts.batch === false ? undefined : new WriteBatcher({ send: (body) => this.call('POST', '/api/v1/batch', body) });
   }
 
   /** Open a client for `http://host:port` (optionally with a base path). Connects lazily: an
@@ -265,8 +272,11 @@ export class RemoteBackend implements Backend {
     if (opts.ifAbsent) body += ',"ifAbsent":true';
     if (opts.ifVersion !== undefined) body += `,"ifVersion":${opts.ifVersion}`;
     body += '}';
+    const path = `/api/v1/keys/${encodeKeyPath(key)}`;
+    const single = () => this.call('PUT', path, body, opts.signal);
     try {
-      return (await this.call('PUT', `/api/v1/keys/${encodeKeyPath(key)}`, body, opts.signal)) as PutResult;
+      if (this.batcher) return (await this.batcher.submit(`{"op":"put","key":${JSON.stringify(key)},${body.slice(1)}`, single, opts.signal)) as PutResult;
+      return (await single()) as PutResult;
     } catch (e) {
       // The server no longer knows the lease: the session is lost, whatever its keepalive thinks.
       if (session && isRosterError(e, 'SESSION_LOST')) this.sessions.get(session.id)?.markLost(e);
@@ -279,7 +289,10 @@ export class RemoteBackend implements Backend {
     validateKey(key);
     checkVersion(opts.ifVersion);
     const q = opts.ifVersion === undefined ? '' : `?ifVersion=${opts.ifVersion}`;
-    return (await this.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}${q}`, undefined, opts.signal)) as DeleteResult;
+    const single = () => this.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}${q}`, undefined, opts.signal);
+    if (!this.batcher) return (await single()) as DeleteResult;
+    const json = `{"op":"delete","key":${JSON.stringify(key)}${opts.ifVersion === undefined ? '' : `,"ifVersion":${opts.ifVersion}`}}`;
+    return (await this.batcher.submit(json, single, opts.signal)) as DeleteResult;
   }
 
   async list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ListResult> {

@@ -222,6 +222,18 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
       }
     };
     cm.on('state', (s: number) => this.onState(s));
+    // Handshake deadline. A server that accepted the TCP connection must answer the connect request
+    // promptly; ZooKeeper 3.8.0 can leave such a socket open forever (a connection that arrives
+    // while it is still starting hits an exception in its close path), and the library waits on it.
+    const onConnected = cm.onSocketConnected as () => void;
+    cm.onSocketConnected = () => {
+      const sock = cm.socket;
+      const t = setTimeout(() => {
+        if (cm.socket === sock && cm.state === CM.CONNECTING) sock?.destroy();
+      }, this.handshakeTimeout());
+      t.unref();
+      onConnected.call(cm);
+    };
     // Every notification the server sends goes to our listeners. The library would route it through
     // watchers it registers only when the arming read's reply arrives, and ZooKeeper (3.6+, reads
     // served concurrently with commits) can send the notification *before* that reply: the library
@@ -246,6 +258,10 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   get sessionId(): string {
     return sessionHex(this.cm.getSessionId() as Buffer);
   }
+  private handshakeTimeout(): number {
+    return Math.min((this.opts.sessionTimeout * 2) / 3, 4000);
+  }
+
   silentFor(): number {
     return Date.now() - this.lastRecv;
   }

@@ -530,7 +530,14 @@ export class ZooKeeperBackend implements Backend {
         signal,
       );
       const name = baseName(path);
-      this.journal.addChild(parent, { zxid: z, kind: 'delete', name, czxid: cur.stat.czxid, isKey: cur.data !== null });
+      this.journal.addChild(parent, {
+        zxid: z,
+        kind: 'delete',
+        name,
+        czxid: cur.stat.czxid,
+        isKey: cur.data !== null,
+        ...(cur.data !== null ? { last: { version: cur.stat.version, mzxid: cur.stat.mzxid, value: cur.data.toString('utf8') } } : {}),
+      });
       this.journal.addChild(parent, { zxid: z, kind: 'create', name, czxid: z, isKey: true });
       this.journal.addVersion(path, { czxid: z, version: 0, mzxid: z, value, session: owner });
       return { revision: z, kv: { key, value, createRevision: z, modRevision: z, version: 1, ...(owner ? { session: owner } : {}) } };
@@ -581,7 +588,14 @@ export class ZooKeeperBackend implements Backend {
         const done = this.journal.begin([path, parent]);
         try {
           const z = await c.remove(path, cur.stat.version, signal);
-          this.journal.addChild(parent, { zxid: z, kind: 'delete', name: baseName(path), czxid: cur.stat.czxid, isKey: true });
+          this.journal.addChild(parent, {
+            zxid: z,
+            kind: 'delete',
+            name: baseName(path),
+            czxid: cur.stat.czxid,
+            isKey: true,
+            last: { version: cur.stat.version, mzxid: cur.stat.mzxid, value: cur.data.toString('utf8') },
+          });
           return { revision: z, deleted: true };
         } catch (e) {
           if (isZk(e, ZK.NOT_EMPTY)) {

@@ -39,6 +39,9 @@ export interface JChild {
   czxid: number;
   /** Whether the child was a key (had data) rather than a plain directory. */
   isKey: boolean;
+  /** For the delete of a key: the version it was deleted at (so the versions written just before
+   *  it can be filled in too, when the journal holds them). */
+  last?: { version: number; mzxid: number; value: string };
 }
 
 type Entry = { t: 'v'; path: string; e: JVersion; bytes: number } | { t: 'c'; path: string; e: JChild; bytes: number };
@@ -68,7 +71,7 @@ export class Journal {
     if (!d) this.children.set(dir, (d = { list: [], truncated: false }));
     if (d.list.some((x) => x.zxid === e.zxid && x.kind === e.kind && x.name === e.name)) return;
     d.list.push(e);
-    this.push({ t: 'c', path: dir, e, bytes: 64 + dir.length + e.name.length });
+    this.push({ t: 'c', path: dir, e, bytes: 64 + dir.length + e.name.length + (e.last?.value.length ?? 0) });
   }
 
   /** Journalled versions of one incarnation, by stat.version. */
@@ -82,11 +85,11 @@ export class Journal {
     return this.children.get(dir);
   }
 
-  /** The exact zxid at which this process deleted incarnation `czxid` of `dir/name`, if it did. */
-  deleteOf(dir: string, name: string, czxid: number): number | undefined {
+  /** This process's delete of incarnation `czxid` of `dir/name`, if it made it. */
+  deleteOf(dir: string, name: string, czxid: number): JChild | undefined {
     const d = this.children.get(dir);
     if (!d) return undefined;
-    for (const e of d.list) if (e.kind === 'delete' && e.name === name && e.czxid === czxid) return e.zxid;
+    for (const e of d.list) if (e.kind === 'delete' && e.name === name && e.czxid === czxid) return e;
     return undefined;
   }
 

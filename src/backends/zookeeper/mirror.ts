@@ -8,11 +8,13 @@
  * 1. Every node of the subtree is read with a watch left on it (getData + getChildren; ephemeral
  *    nodes cannot have children, so only getData). A notification marks the node dirty; dirty
  *    nodes are re-read (re-arming the watch), new children are read, vanished ones dropped.
- * 2. Quiescence = every read answered and no notification pending. ZooKeeper sends a watch
- *    notification before the reply to any request processed after the change, on the same
- *    connection; so at quiescence the assembled tree equals the server's state at Z = the largest
- *    reply zxid of the reads (no node changed between its read and Z, or we would hold its
- *    notification). That is the `revision` of a list() or of a watch's `synced`.
+ * 2. Quiescence = every read answered and no notification pending. ZooKeeper queues a watch
+ *    notification on the connection while applying the change, so it reaches us before the reply
+ *    to any read that reflects a later state (sometimes even before the reply of the read that
+ *    armed the watch, which is why conn.ts hands every notification over itself). So at quiescence
+ *    the assembled tree equals the server's state at Z = the largest reply zxid of the reads (no
+ *    node changed between its read and Z, or we would hold its notification). Z is the `revision`
+ *    of a list() and of a watch's `synced`.
  * 3. At each quiescence the new view is diffed against the view already delivered, and the
  *    difference is emitted in increasing revision order; every revision lies in (previous Z, Z].
  *    - put: revision = the node's mzxid (exact).
@@ -33,10 +35,10 @@
  * make those parents appear as keys with value ''.
  */
 import type { KeyValue } from '../../backend/types.js';
-import { isRosterError, RosterError } from '../../core/errors.js';
+import { InvalidArgumentError, isRosterError, RosterError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';
-import type { Journal } from './journal.js';
+import type { JVersion, Journal } from './journal.js';
 
 export type Change =
   | { readonly type: 'put'; readonly key: string; readonly kv: KeyValue; readonly revision: number }
@@ -235,7 +237,7 @@ export class Mirror {
       }
     } catch (e) {
       if (this.stopped || gen !== this.gen) return;
-      if (isTerminal(e)) return this.fail(e);
+      if (isTerminal(e)) return this.fail(terminalError(e, this.prefix));
       // Connection trouble: re-read everything once the connection is back, or after a backoff.
       this.waiting = true;
       const delay = backoff(this.failures++, 100, 5000);
@@ -323,6 +325,9 @@ export class Mirror {
   private gone(rel: string): void {
     const n = this.nodes.get(rel);
     if (!n) return;
+    // Forget it in its parent's child list too: if it is re-created before the parent's next read,
+    // that read must see it as new (and read it) rather than as a child it already knows.
+    if (rel !== this.root) this.nodes.get(parentOf(rel))?.children?.delete(nameOf(rel));
     this.nodes.delete(rel);
     this.touched.add(rel);
     this.dirtyData.delete(rel);
@@ -377,13 +382,11 @@ export class Mirror {
       const cur = this.kvOf(rel);
       const prev = this.delivered.get(rel);
       if (!cur) {
-        if (prev) evs.push({ type: 'delete', key: rel, revision: this.deleteRevision(rel, prev, undefined), prev });
+        if (prev) this.pushDelete(evs, rel, prev, undefined, prevRevision);
         continue;
       }
       if (prev && prev.createRevision === cur.createRevision && prev.modRevision === cur.modRevision) continue;
-      if (prev && prev.createRevision !== cur.createRevision) {
-        evs.push({ type: 'delete', key: rel, revision: this.deleteRevision(rel, prev, cur), prev });
-      }
+      if (prev && prev.createRevision !== cur.createRevision) this.pushDelete(evs, rel, prev, cur, prevRevision);
       for (const kv of this.fill(rel, prev, cur, prevRevision)) evs.push({ type: 'put', key: rel, kv, revision: kv.modRevision });
     }
     this.touched.clear();
@@ -405,9 +408,33 @@ export class Mirror {
     await this.processAttaches();
   }
 
+  /**
+   * The delete of `prev`'s incarnation, preceded by the versions written after `prev` and before
+   * the delete when this process made them (journal), so a value set just before a delete is not lost.
+   */
+  private pushDelete(evs: Change[], rel: string, prev: KeyValue, recreated: KeyValue | undefined, after: number): void {
+    const d = this.host.journal.deleteOf(this.host.toZk(parentOf(rel)), nameOf(rel), prev.createRevision);
+    if (d?.last) {
+      const vs = this.host.journal.versionsOf(this.host.toZk(rel), prev.createRevision);
+      const top = vs.get(d.last.version);
+      if (top && top.mzxid === d.last.mzxid && top.value === d.last.value) {
+        const out: KeyValue[] = [];
+        for (let sv = d.last.version; sv >= prev.version; sv--) {
+          const e = vs.get(sv);
+          if (!e || e.value === null || e.mzxid <= after) break;
+          out.push(journalKv(rel, e));
+        }
+        for (const kv of out.reverse()) evs.push({ type: 'put', key: rel, kv, revision: kv.modRevision });
+      }
+    }
+    // A key whose znode stays as a plain parent (its data was set to null) was deleted at its mzxid.
+    const n = this.nodes.get(rel);
+    const exact = d?.zxid ?? (n?.stat && n.data === null ? n.stat.mzxid : undefined);
+    evs.push({ type: 'delete', key: rel, revision: this.deleteRevision(rel, prev, recreated, exact), prev });
+  }
+
   /** Revision for the delete of `prev` (see the header): exact when journalled, else an upper bound. */
-  private deleteRevision(rel: string, prev: KeyValue, recreated: KeyValue | undefined): number {
-    const exact = this.host.journal.deleteOf(this.host.toZk(parentOf(rel)), nameOf(rel), prev.createRevision);
+  private deleteRevision(rel: string, prev: KeyValue, recreated: KeyValue | undefined, exact: number | undefined): number {
     let rev: number | undefined = exact;
     if (rev === undefined && recreated) rev = recreated.createRevision;
     if (rev === undefined) {
@@ -437,14 +464,7 @@ export class Mirror {
     for (let sv = cur.version - 2; sv >= from; sv--) {
       const e = vs.get(sv);
       if (!e || e.value === null || e.mzxid <= after) break;
-      out.push({
-        key: rel,
-        value: e.value,
-        createRevision: e.czxid,
-        modRevision: e.mzxid,
-        version: e.version + 1,
-        ...(e.session ? { session: e.session } : {}),
-      });
+      out.push(journalKv(rel, e));
     }
     out.reverse();
     out.push(cur);
@@ -542,9 +562,26 @@ export class Mirror {
   }
 }
 
+function terminalError(e: unknown, prefix: string): unknown {
+  if (!(e instanceof ZkCodeError)) return e;
+  const why = e.zkCode === ZK.NO_AUTH ? 'ZooKeeper denied access (ACL): check the auth and acl options' : 'ZooKeeper rejected the request as invalid';
+  return new InvalidArgumentError(`watch ${JSON.stringify(prefix)}: ${why}`, { cause: e });
+}
+
 function isTerminal(e: unknown): boolean {
   if (e instanceof ZkCodeError) return e.zkCode === ZK.NO_AUTH || e.zkCode === ZK.BAD_ARGUMENTS;
   return isRosterError(e, 'INVALID_ARGUMENT');
+}
+
+function journalKv(key: string, e: JVersion): KeyValue {
+  return {
+    key,
+    value: e.value!,
+    createRevision: e.czxid,
+    modRevision: e.mzxid,
+    version: e.version + 1,
+    ...(e.session ? { session: e.session } : {}),
+  };
 }
 
 export function toKv(key: string, data: Buffer, stat: ZStat): KeyValue {

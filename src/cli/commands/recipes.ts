@@ -170,6 +170,19 @@ export async function runObserve(backend: Backend, name: string, opts: { prefix?
   }
 }
 
+/**
+ * Keep the process alive while a command waits: sessions renew on unref()'d timers and an
+ * in-process backend holds no handle, so without this Node would exit in the middle of a wait.
+ */
+async function keepAlive<T>(work: () => Promise<T>): Promise<T> {
+  const t = setInterval(() => undefined, 1 << 30);
+  try {
+    return await work();
+  } finally {
+    clearInterval(t);
+  }
+}
+
 function describe(e: unknown): string {
   if (isRosterError(e)) return `${e.message} [${e.code}]`;
   return e instanceof Error ? e.message : String(e);
@@ -208,13 +221,13 @@ export function registerRecipeCommands(program: Command, getBackend: () => Promi
       const backend = await getBackend();
       const term = terminationSignal();
       try {
-        process.exitCode = await runLocked(backend, name, command, {
+        process.exitCode = await keepAlive(() => runLocked(backend, name, command, {
           ttl,
           killGrace,
           signal: term.signal,
           ...(timeout !== undefined ? { timeout } : {}),
           ...(opts.prefix ? { prefix: opts.prefix } : {}),
-        });
+        }));
       } finally {
         term.dispose();
       }
@@ -237,8 +250,8 @@ export function registerRecipeCommands(program: Command, getBackend: () => Promi
       const term = terminationSignal();
       try {
         const common = { signal: term.signal, ...(opts.prefix ? { prefix: opts.prefix } : {}), ...(opts.json ? { json: true } : {}) };
-        if (opts.observe) await runObserve(backend, name, common);
-        else process.exitCode = await runElect(backend, name, value!, { ttl, ...common });
+        if (opts.observe) await keepAlive(() => runObserve(backend, name, common));
+        else process.exitCode = await keepAlive(() => runElect(backend, name, value!, { ttl, ...common }));
       } finally {
         term.dispose();
       }

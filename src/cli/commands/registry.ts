@@ -45,7 +45,7 @@ export function registerRegistryCommands(program: Command, getBackend: () => Pro
       const registrar = new Registrar(backend, { ttl, layout: layoutFrom(opts) });
       registrar.on('lost', (e) => process.stderr.write(`roster: registration lost: ${describeError(e.cause ?? e)}; re-registering\n`));
       registrar.on('restored', () => process.stderr.write('roster: registration restored\n'));
-      registrar.on('error', (e) => process.stderr.write(`roster: ${describeError(e)}\n`));
+      registrar.on('error', (e) => process.stderr.write(`roster: ${e.op} failed: ${describeError(e.error)}\n`));
       const terminated = onTerminate();
       try {
         const reg = await registrar.register(input);

@@ -1,0 +1,465 @@
+// One benchmark workload against one running system, in its own process so that its CPU time is
+// the client's alone. Started by bench/run.mjs as
+//   node bench/worker.mjs '<json spec>'
+// Progress goes to stderr; the result is the last stdout line, `RESULT <json>`.
+//
+// Every workload goes through roster's own API (openBackend + Registrar / Backend.watch), except
+// the `raw-*` reference runs that use the etcd3 / node-zookeeper-client libraries directly.
+// Server CPU comes from /proc/<server pid>/stat sampled around the measured phase; client CPU
+// from process.cpuUsage() over the same phase.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import process from 'node:process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cpuDelta, percentile, pool, procStat, progress, selfIo, sleep, until } from './lib/util.mjs';
+import { DIST, jvmLiveHeap, readCounter, startSystem } from './lib/systems.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const roster = await import(pathToFileURL(path.join(DIST, 'index.js')).href);
+const { openBackend, Registrar, rosterLayout, toInstance } = roster;
+const layout = rosterLayout();
+
+/** The instance every workload registers: small metadata and one tag, like a typical service. */
+export function instanceInput(service, i) {
+  return {
+    service,
+    id: `i-${i}`,
+    address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+    port: 8080,
+    metadata: { version: '1.4.2' },
+    tags: ['http'],
+  };
+}
+
+function cpuUs() {
+  const u = process.cpuUsage();
+  return { user: u.user, sys: u.system, total: u.user + u.system };
+}
+
+function summary(lat) {
+  return { p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100) };
+}
+
+// ------------------------------------------------------------------ register
+
+async function register(spec) {
+  const { n, inflight, services, ttl, serverPid, warmup } = spec;
+  let put;
+  let cleanup;
+  if (spec.mode === 'raw-etcd') ({ put, cleanup } = await rawEtcd(spec));
+  else if (spec.mode === 'raw-zookeeper') ({ put, cleanup } = await rawZooKeeper(spec));
+  else {
+    const backend = await openBackend(spec.url, spec.options);
+    const reg = new Registrar(backend, { ttl, repair: false });
+    put = (input) => reg.register(input);
+    cleanup = () => backend.destroy();
+  }
+  // Warm-up on other keys: session, connections, JIT on both sides.
+  await pool(warmup, inflight, (i) => put(instanceInput('warmup', i)));
+  const lat = new Float64Array(n);
+  const prog = progress(`register ${spec.system}`, n);
+  let done = 0;
+  const s0 = procStat(serverPid);
+  const c0 = cpuUs();
+  const t0 = performance.now();
+  await pool(n, inflight, async (i) => {
+    const a = performance.now();
+    await put(instanceInput(`svc-${i % services}`, i));
+    lat[i] = performance.now() - a;
+    prog.tick(++done);
+  });
+  const wall = performance.now() - t0;
+  const c1 = cpuUs();
+  const s1 = procStat(serverPid);
+  const server = cpuDelta(s0, s1);
+  const client = { user: c1.user - c0.user, sys: c1.sys - c0.sys, total: c1.total - c0.total };
+  cleanup();
+  return {
+    n,
+    wallMs: wall,
+    opsPerSec: (n / wall) * 1000,
+    ...summary(lat),
+    serverCpuUsPerOp: server.total / n,
+    serverUserUsPerOp: server.user / n,
+    serverSysUsPerOp: server.sys / n,
+    clientCpuUsPerOp: client.total / n,
+  };
+}
+
+/** Reference: etcd3 directly, one lease, `lease.put(key).value(v)` (what roster's etcd backend
+ *  does is a txn with a put and a range, to return the written kv). */
+async function rawEtcd(spec) {
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({ hosts: `http://${spec.endpoint}` });
+  const lease = client.lease(Math.ceil(spec.ttl / 1000), { autoKeepAlive: true });
+  await lease.grant();
+  return {
+    put: (input) => {
+      const inst = toInstance(input);
+      return lease.put(`/${layout.key(inst)}`).value(layout.encode(inst, { registeredAt: Date.now() }));
+    },
+    cleanup: () => client.close(),
+  };
+}
+
+/** Reference: node-zookeeper-client directly, one session, ephemeral znodes under persistent
+ *  service znodes created beforehand. */
+async function rawZooKeeper(spec) {
+  const zk = (await import('node-zookeeper-client')).default;
+  const client = zk.createClient(spec.connectString, { sessionTimeout: spec.ttl, retries: 0 });
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('ZooKeeper connect timeout')), 15_000);
+    client.once('connected', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    client.connect();
+  });
+  const mkdirp = (p) => new Promise((resolve, reject) => client.mkdirp(p, (e) => (e ? reject(e) : resolve())));
+  for (let s = 0; s < spec.services; s++) await mkdirp(`/services/svc-${s}`);
+  await mkdirp('/services/warmup');
+  return {
+    put: (input) => {
+      const inst = toInstance(input);
+      const data = Buffer.from(layout.encode(inst, { registeredAt: Date.now() }));
+      return new Promise((resolve, reject) =>
+        client.create(`/${layout.key(inst)}`, data, zk.CreateMode.EPHEMERAL, (e) => (e ? reject(e) : resolve())),
+      );
+    },
+    cleanup: () => client.close(),
+  };
+}
+
+// ------------------------------------------------------------------ fleet: keepalive load and memory
+
+/**
+ * Register n instances over n / perSession sessions (one Registrar each, as n / perSession
+ * processes would), measure the server's RSS growth, then hold everything for holdMs and measure
+ * what keeping it alive costs: server CPU share, keepalive requests and client bytes per second.
+ */
+async function fleet(spec) {
+  const { n, perSession, ttl, holdMs, settleMs, serverPid, inflight } = spec;
+  const backend = await openBackend(spec.url, spec.options);
+  // Baseline after the client is connected and the server has served a request.
+  await backend.list('services/none/');
+  await sleep(500);
+  const rss0 = procStat(serverPid).rss;
+  const sessions = Math.ceil(n / perSession);
+  const regs = new Array(sessions);
+  const prog = progress(`fleet ${spec.system} setup`, n, 2000);
+  let done = 0;
+  const t0 = performance.now();
+  await pool(sessions, inflight, async (s) => {
+    const r = new Registrar(backend, { ttl, repair: false });
+    regs[s] = r;
+    for (let j = 0; j < perSession; j++) {
+      const i = s * perSession + j;
+      if (i >= n) break;
+      await r.register(instanceInput(`svc-${i % 50}`, i));
+      prog.tick(++done);
+    }
+  });
+  const setupMs = performance.now() - t0;
+  await sleep(settleMs);
+  const rss1 = procStat(serverPid).rss;
+  const heap = spec.system === 'zookeeper' && spec.liveHeap ? jvmLiveHeap(serverPid) : NaN;
+  const out = {
+    n,
+    sessions,
+    setupMs,
+    setupRate: (n / setupMs) * 1000,
+    rssBefore: rss0,
+    rssAfter: rss1,
+    rssPerInstance: (rss1 - rss0) / n,
+    liveHeapPerInstance: heap / n,
+  };
+  if (holdMs > 0) {
+    const k0 = await readCounter(spec.counter);
+    const s0 = procStat(serverPid);
+    const c0 = cpuUs();
+    const io0 = selfIo();
+    const h0 = performance.now();
+    const hp = progress(`fleet ${spec.system} hold`, Math.round(holdMs / 1000), 5000);
+    while (performance.now() - h0 < holdMs) {
+      await sleep(Math.min(1000, holdMs - (performance.now() - h0)));
+      hp.tick(Math.round((performance.now() - h0) / 1000));
+    }
+    const wall = performance.now() - h0;
+    const io1 = selfIo();
+    const c1 = cpuUs();
+    const s1 = procStat(serverPid);
+    const k1 = await readCounter(spec.counter);
+    const sec = wall / 1000;
+    const server = cpuDelta(s0, s1);
+    out.hold = {
+      seconds: sec,
+      serverCpuPct: (server.total / 1e6 / sec) * 100,
+      serverCpuUsPerInstanceSec: server.total / sec / n,
+      clientCpuPct: ((c1.total - c0.total) / 1e6 / sec) * 100,
+      requestsPerSec: (k1 - k0) / sec,
+      clientBytesPerSec: (io1.read - io0.read + io1.written - io0.written) / sec,
+      lost: regs.reduce((a, r) => a + (r?.stats.lost ?? 0), 0),
+    };
+  }
+  out.lostDuringRun = regs.reduce((a, r) => a + (r?.stats.lost ?? 0), 0);
+  backend.destroy();
+  return out;
+}
+
+// ------------------------------------------------------------------ watch fan-out
+
+/**
+ * `watchers` independent clients (one backend each, as separate processes would have) watch one
+ * service while a writer registers, then deregisters, `instances` instances, one operation every
+ * intervalMs. Latency = watcher sees the event − writer started the operation (same process, same
+ * clock). Every watcher must see every event exactly once.
+ */
+async function watch(spec) {
+  const { watchers, instances, intervalMs, serverPid } = spec;
+  const service = 'watched';
+  const prefix = layout.servicePrefix(service);
+  const sent = new Map();
+  const lat = new Float64Array(watchers * instances * 2);
+  let nLat = 0;
+  let unexpected = 0;
+  let synced = 0;
+  let failures = 0;
+  const got = new Int32Array(watchers);
+  const backends = [];
+  const ac = new AbortController();
+  const prog = progress(`watch ${spec.system} connect`, watchers, 2000);
+  await pool(watchers, 32, async (w) => {
+    const b = await openBackend(spec.url, spec.options);
+    backends[w] = b;
+    const stream = b.watch(prefix, { signal: ac.signal });
+    let isSynced = false;
+    const consume = async () => {
+      try {
+        for await (const ev of stream) {
+          if (ev.type === 'synced') {
+            if (!isSynced) synced++;
+            isSynced = true;
+            continue;
+          }
+          if (!isSynced || (ev.type !== 'put' && ev.type !== 'delete')) continue;
+          const t = sent.get(ev.type + ev.key);
+          if (t === undefined) {
+            unexpected++;
+            continue;
+          }
+          lat[nLat++] = performance.now() - t;
+          got[w]++;
+        }
+      } catch (e) {
+        if (!ac.signal.aborted) {
+          failures++;
+          process.stderr.write(`    watcher ${w} failed: ${e?.message ?? e}\n`);
+        }
+      }
+    };
+    void consume();
+    prog.tick(w + 1);
+  });
+  await until(() => synced === watchers, 120_000, `${watchers} watchers synced`, 20);
+  const writerBackend = await openBackend(spec.url, spec.options);
+  const writer = new Registrar(writerBackend, { ttl: 10_000, repair: false });
+  await writer.register(instanceInput('writer-warmup', 0));
+  const expected = watchers * instances * 2;
+  const s0 = procStat(serverPid);
+  const c0 = cpuUs();
+  const t0 = performance.now();
+  const wp = progress(`watch ${spec.system} writes`, instances * 2, 2000);
+  let k = 0;
+  const pace = async () => {
+    const due = t0 + k * intervalMs;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    k++;
+  };
+  for (let i = 0; i < instances; i++) {
+    await pace();
+    const input = instanceInput(service, i);
+    sent.set(`put${prefix}${input.id}`, performance.now());
+    await writer.register(input);
+    wp.tick(k);
+  }
+  for (let i = 0; i < instances; i++) {
+    await pace();
+    const id = `i-${i}`;
+    sent.set(`delete${prefix}${id}`, performance.now());
+    await writer.deregister({ service, id });
+    wp.tick(k);
+  }
+  const writesMs = performance.now() - t0;
+  // Deliveries still in flight: wait for all of them (bounded); whatever is missing then is lost.
+  try {
+    await until(() => nLat + unexpected >= expected || failures > 0, 30_000, 'all events delivered', 10);
+  } catch {
+    // reported below as lost events
+  }
+  const wall = performance.now() - t0;
+  const c1 = cpuUs();
+  const s1 = procStat(serverPid);
+  ac.abort();
+  const server = cpuDelta(s0, s1);
+  const l = lat.subarray(0, nLat);
+  let short = 0;
+  for (let w = 0; w < watchers; w++) if (got[w] !== instances * 2) short++;
+  for (const b of backends) b?.destroy();
+  writerBackend.destroy();
+  return {
+    watchers,
+    events: instances * 2,
+    expected,
+    delivered: nLat,
+    lost: expected - nLat,
+    unexpected,
+    watchersShort: short,
+    watcherFailures: failures,
+    ...summary(l),
+    writesMs,
+    wallMs: wall,
+    serverCpuUsPerDelivery: server.total / Math.max(1, nLat),
+    clientCpuUsPerDelivery: (c1.total - c0.total) / Math.max(1, nLat),
+  };
+}
+
+// ------------------------------------------------------------------ failure detection
+
+/**
+ * A separate process registers one instance (TTL `ttl`) and is then killed with SIGKILL (its
+ * session must expire) or stopped with SIGTERM (it deregisters on the way out). The time runs from
+ * the signal to the moment this process's watcher sees the instance's delete. The kill comes at a
+ * random moment between ttl/3 and ttl after the registration, so it lands at a random phase of the
+ * keepalive cycle (a kill right after a renewal is the worst case: about the whole TTL).
+ */
+async function failure(spec) {
+  const { kills, graceful, ttl } = spec;
+  const service = 'victim';
+  const prefix = layout.servicePrefix(service);
+  const backend = await openBackend(spec.url, spec.options);
+  const waiters = new Map();
+  const seen = new Set();
+  const ac = new AbortController();
+  let synced = false;
+  const stream = backend.watch(prefix, { signal: ac.signal });
+  void (async () => {
+    try {
+      for await (const ev of stream) {
+        if (ev.type === 'synced') synced = true;
+        if (ev.type !== 'put' && ev.type !== 'delete') continue;
+        const id = ev.type + ev.key;
+        seen.add(id);
+        const w = waiters.get(id);
+        if (w) {
+          waiters.delete(id);
+          w(performance.now());
+        }
+      }
+    } catch (e) {
+      if (!ac.signal.aborted) process.stderr.write(`    failure watcher failed: ${e?.message ?? e}\n`);
+    }
+  })();
+  await until(() => synced, 30_000, 'failure watcher synced');
+  const waitFor = (type, key, timeoutMs) =>
+    new Promise((resolve, reject) => {
+      const id = type + key;
+      if (seen.has(id)) return resolve(performance.now());
+      const t = setTimeout(() => {
+        waiters.delete(id);
+        reject(new Error(`no ${type} of ${key} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiters.set(id, (at) => {
+        clearTimeout(t);
+        resolve(at);
+      });
+    });
+  const trial = async (n, signal) => {
+    const id = `v-${process.pid}-${n}`;
+    const key = `${prefix}${id}`;
+    const putSeen = waitFor('put', key, 30_000);
+    const child = spawn(process.execPath, [path.join(here, 'victim.mjs')], {
+      env: { ...process.env, VICTIM: JSON.stringify({ url: spec.url, options: spec.options, ttl, service, id }) },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      await putSeen;
+      await sleep(ttl / 3 + Math.random() * ((2 * ttl) / 3));
+      const goneSeen = waitFor('delete', key, ttl * 5 + 15_000);
+      const t0 = performance.now();
+      child.kill(signal);
+      const t1 = await goneSeen;
+      await exited;
+      return t1 - t0;
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  };
+  const killMs = [];
+  const stopMs = [];
+  const total = kills + graceful;
+  const prog = progress(`failure ${spec.system}`, total, 0);
+  for (let i = 0; i < kills; i++) {
+    killMs.push(await trial(i, 'SIGKILL'));
+    prog.tick(i + 1, `SIGKILL → gone in ${killMs.at(-1).toFixed(0)} ms`);
+  }
+  for (let i = 0; i < graceful; i++) {
+    stopMs.push(await trial(kills + i, 'SIGTERM'));
+    prog.tick(kills + i + 1, `SIGTERM → gone in ${stopMs.at(-1).toFixed(0)} ms`);
+  }
+  ac.abort();
+  backend.destroy();
+  return {
+    ttl,
+    killMs,
+    stopMs,
+    killP50: percentile(killMs, 50),
+    killMax: percentile(killMs, 100),
+    killMin: percentile(killMs, 0),
+    stopP50: percentile(stopMs, 50),
+    stopMax: percentile(stopMs, 100),
+  };
+}
+
+// ------------------------------------------------------------------ cold start
+
+/** Spawn the server and time it until it has answered one request (roster: GET /healthz; etcd:
+ *  GET /health; ZooKeeper: the `srvr` command saying standalone). */
+async function coldstart(spec) {
+  const ms = [];
+  for (let i = 0; i < spec.repeats; i++) {
+    const t0 = performance.now();
+    const sys = await startSystem(spec.system);
+    let served = performance.now() - t0;
+    if (spec.system === 'roster') {
+      const res = await fetch(`${sys.url}/healthz`);
+      await res.text();
+      if (res.status !== 200) throw new Error(`roster /healthz answered ${res.status}`);
+      served = performance.now() - t0;
+    }
+    ms.push(served);
+    await sys.stop();
+    process.stderr.write(`    coldstart ${spec.system}: ${served.toFixed(0)} ms\n`);
+  }
+  return { ms, p50: percentile(ms, 50), min: percentile(ms, 0), max: percentile(ms, 100) };
+}
+
+// ------------------------------------------------------------------ main
+
+const WORKLOADS = { register, fleet, watch, failure, coldstart };
+
+const spec = JSON.parse(process.argv[2] ?? '{}');
+const fn = WORKLOADS[spec.workload];
+if (!fn) {
+  process.stderr.write(`worker: unknown workload ${spec.workload}\n`);
+  process.exit(2);
+}
+try {
+  const result = await fn(spec);
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+  process.exit(0);
+} catch (e) {
+  process.stderr.write(`worker ${spec.workload} ${spec.system}: ${e?.stack ?? e}\n`);
+  process.exit(1);
+}
