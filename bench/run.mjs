@@ -4,13 +4,14 @@
 //   npm run bench -- --quick                        smoke run (small sizes, 1 run); does not touch BENCHMARKS.md
 //   npm run bench -- --only register --runs 5       one scenario (comma-separated list allowed)
 //   npm run bench -- --fleet-sizes 10000,30000 --hold 10   scale the keepalive/memory case down
-//   npm run bench -- --profile                      also profile the roster server under register load
+//   npm run bench -- --quick --profile              also profile the roster server under register load (the full run does)
 //   node bench/run.mjs --render-only bench/results/latest.json   re-render BENCHMARKS.md from saved results
 //
 // Each scenario starts every system fresh (roster server, etcd, ZooKeeper on free loopback ports,
 // temporary data dirs), runs one workload process (bench/worker.mjs) against it through roster's
 // own API, and stops it. Systems alternate run by run (the order rotates), every figure is the
 // median over the runs, and ratios are to etcd. Results go to bench/results/latest.json.
+import { setTimeout, clearTimeout } from 'node:timers';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,7 +29,7 @@ const RESULTS = path.join(here, 'results');
 // ------------------------------------------------------------------ flags
 
 function parseArgs(argv) {
-  const o = { quick: false, only: undefined, runs: undefined, hold: undefined, fleetSizes: undefined, profile: false, render: undefined, renderOnly: undefined };
+  const o = { quick: false, only: undefined, runs: undefined, hold: undefined, fleetSizes: undefined, profile: undefined, render: undefined, renderOnly: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -43,6 +44,7 @@ function parseArgs(argv) {
       case '--hold': o.hold = Number(val()); break;
       case '--fleet-sizes': o.fleetSizes = val().split(',').map(Number); break;
       case '--profile': o.profile = true; break;
+      case '--no-profile': o.profile = false; break;
       case '--render': o.render = true; break;
       case '--no-render': o.render = false; break;
       case '--render-only': o.renderOnly = val(); break;
@@ -65,10 +67,11 @@ const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', '
 function config(o) {
   const q = o.quick;
   return {
+    quick: q,
     runs: o.runs ?? (q ? 1 : 3),
-    register: { sizes: q ? [1000, 3000] : [1000, 10000], services: 50, inflight: 64, ttl: 10_000, warmup: q ? 300 : 1000 },
+    register: { sizes: q ? [1000, 3000] : [1000, 10000], services: 50, inflight: 64, ttl: 10_000, warmup: q ? 300 : 1000, minOps: q ? 3000 : 10_000 },
     fleet: { sizes: o.fleetSizes ?? (q ? [2000, 10000] : [10_000, 100_000]), perSession: 10, ttl: 10_000, holdMs: (o.hold ?? (q ? 5 : 30)) * 1000, settleMs: 3000, inflight: 64 },
-    watch: { sizes: q ? [20, 100] : [100, 1000], instances: q ? 50 : 200, intervalMs: 10 },
+    watch: { sizes: q ? [20, 100] : [100, 1000], instances: q ? 50 : 200, intervalMs: 20 },
     failure: { kills: q ? 2 : 5, graceful: q ? 1 : 3, ttl: 2000 },
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
@@ -174,7 +177,7 @@ async function scenarioRegister(cfg) {
   for (const n of c.sizes) {
     const title = `register ${n}`;
     const byVariant = await alternate(title, [...SYSTEMS, 'etcd-raw', 'zookeeper-raw'], cfg.runs, (v) =>
-      once(v, 'register', { n, inflight: c.inflight, services: c.services, ttl: c.ttl, warmup: c.warmup }, 600_000),
+      once(v, 'register', { n, rounds: Math.max(1, Math.ceil(c.minOps / n)), inflight: c.inflight, services: c.services, ttl: c.ttl, warmup: c.warmup }, 600_000),
     );
     cases.push({ n, results: summarise(byVariant) });
   }
@@ -197,7 +200,7 @@ async function scenarioWatch(cfg) {
   const c = cfg.watch;
   const cases = [];
   for (const watchers of c.sizes) {
-    const byVariant = await alternate(`watch ${watchers}`, SYSTEMS, cfg.runs, (v) =>
+    const byVariant = await alternate(`watch ${watchers}`, [...SYSTEMS, 'etcd-raw', 'zookeeper-raw'], cfg.runs, (v) =>
       once(v, 'watch', { watchers, instances: c.instances, intervalMs: c.intervalMs }, 900_000),
     );
     cases.push({ n: watchers, results: summarise(byVariant) });
@@ -247,7 +250,8 @@ async function profileRegister(cfg) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'roster-prof-'));
   try {
     const c = cfg.register;
-    const n = Math.max(...c.sizes);
+    // Large enough for start-up (module loading) to be a small part of the profile.
+    const n = cfg.quick ? 10_000 : 50_000;
     log(`  [profile] roster server under register ${n} with --cpu-prof`);
     const result = await once('roster', 'register', { n, inflight: c.inflight, services: c.services, ttl: c.ttl, warmup: c.warmup }, 600_000, { profileDir: dir });
     const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
@@ -318,7 +322,8 @@ async function main() {
     save();
     printTables(results, [name]);
   }
-  if (o.profile) {
+  // The full run profiles the server under register load by default (where the time goes).
+  if (o.profile ?? (!o.quick && !o.only)) {
     results.profile = await profileRegister(cfg);
     save();
   }

@@ -4,7 +4,7 @@
 // Config comes as JSON in $VICTIM: { url, options, ttl, service, id }.
 import path from 'node:path';
 import process from 'node:process';
-import { setInterval } from 'node:timers';
+import { setInterval, clearInterval } from 'node:timers';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -7,6 +7,10 @@
 // the `raw-*` reference runs that use the etcd3 / node-zookeeper-client libraries directly.
 // Server CPU comes from /proc/<server pid>/stat sampled around the measured phase; client CPU
 // from process.cpuUsage() over the same phase.
+/* global fetch, AbortController */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import process from 'node:process';
@@ -56,18 +60,25 @@ async function register(spec) {
   }
   // Warm-up on other keys: session, connections, JIT on both sides.
   await pool(warmup, inflight, (i) => put(instanceInput('warmup', i)));
-  const lat = new Float64Array(n);
-  const prog = progress(`register ${spec.system}`, n);
+  // Small cases are repeated (fresh keys each round) so that the measured phase is long enough for
+  // /proc's 10 ms CPU clock; throughput and CPU are totals over the rounds.
+  const rounds = spec.rounds ?? 1;
+  const total = n * rounds;
+  const lat = new Float64Array(total);
+  const prog = progress(`register ${spec.system}`, total);
   let done = 0;
   const s0 = procStat(serverPid);
   const c0 = cpuUs();
   const t0 = performance.now();
-  await pool(n, inflight, async (i) => {
-    const a = performance.now();
-    await put(instanceInput(`svc-${i % services}`, i));
-    lat[i] = performance.now() - a;
-    prog.tick(++done);
-  });
+  for (let r = 0; r < rounds; r++) {
+    await pool(n, inflight, async (j) => {
+      const i = r * n + j;
+      const a = performance.now();
+      await put(instanceInput(`svc-${i % services}`, i));
+      lat[i] = performance.now() - a;
+      prog.tick(++done);
+    });
+  }
   const wall = performance.now() - t0;
   const c1 = cpuUs();
   const s1 = procStat(serverPid);
@@ -76,13 +87,14 @@ async function register(spec) {
   cleanup();
   return {
     n,
+    rounds,
     wallMs: wall,
-    opsPerSec: (n / wall) * 1000,
+    opsPerSec: (total / wall) * 1000,
     ...summary(lat),
-    serverCpuUsPerOp: server.total / n,
-    serverUserUsPerOp: server.user / n,
-    serverSysUsPerOp: server.sys / n,
-    clientCpuUsPerOp: client.total / n,
+    serverCpuUsPerOp: server.total / total,
+    serverUserUsPerOp: server.user / total,
+    serverSysUsPerOp: server.sys / total,
+    clientCpuUsPerOp: client.total / total,
   };
 }
 
@@ -219,45 +231,44 @@ async function watch(spec) {
   const service = 'watched';
   const prefix = layout.servicePrefix(service);
   const sent = new Map();
+  // Per event: when the first and the last watcher saw it (all watchers share this process, so the
+  // spread between the two is mostly this client working through its watchers one by one).
+  const first = new Map();
+  const last = new Map();
   const lat = new Float64Array(watchers * instances * 2);
   let nLat = 0;
   let unexpected = 0;
   let synced = 0;
   let failures = 0;
   const got = new Int32Array(watchers);
-  const backends = [];
+  const closers = [];
   const ac = new AbortController();
-  const prog = progress(`watch ${spec.system} connect`, watchers, 2000);
+  const deliver = (w, type, key) => {
+    const id = type + key;
+    const t = sent.get(id);
+    if (t === undefined) {
+      unexpected++;
+      return;
+    }
+    const l = performance.now() - t;
+    lat[nLat++] = l;
+    if (!first.has(id)) first.set(id, l);
+    last.set(id, l);
+    got[w]++;
+  };
+  const fail = (w, e) => {
+    if (ac.signal.aborted) return;
+    failures++;
+    process.stderr.write(`    watcher ${w} failed: ${e?.message ?? e}\n`);
+  };
+  const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : rosterWatcher;
+  const prog = progress(`watch ${spec.system}${spec.mode ? ` (${spec.mode})` : ''} connect`, watchers, 2000);
   await pool(watchers, 32, async (w) => {
-    const b = await openBackend(spec.url, spec.options);
-    backends[w] = b;
-    const stream = b.watch(prefix, { signal: ac.signal });
-    let isSynced = false;
-    const consume = async () => {
-      try {
-        for await (const ev of stream) {
-          if (ev.type === 'synced') {
-            if (!isSynced) synced++;
-            isSynced = true;
-            continue;
-          }
-          if (!isSynced || (ev.type !== 'put' && ev.type !== 'delete')) continue;
-          const t = sent.get(ev.type + ev.key);
-          if (t === undefined) {
-            unexpected++;
-            continue;
-          }
-          lat[nLat++] = performance.now() - t;
-          got[w]++;
-        }
-      } catch (e) {
-        if (!ac.signal.aborted) {
-          failures++;
-          process.stderr.write(`    watcher ${w} failed: ${e?.message ?? e}\n`);
-        }
-      }
-    };
-    void consume();
+    closers[w] = await open(spec, prefix, ac.signal, {
+      event: (type, key) => deliver(w, type, key),
+      synced: () => synced++,
+      fail: (e) => fail(w, e),
+    });
     prog.tick(w + 1);
   });
   await until(() => synced === watchers, 120_000, `${watchers} watchers synced`, 20);
@@ -305,7 +316,7 @@ async function watch(spec) {
   const l = lat.subarray(0, nLat);
   let short = 0;
   for (let w = 0; w < watchers; w++) if (got[w] !== instances * 2) short++;
-  for (const b of backends) b?.destroy();
+  for (const close of closers) close?.();
   writerBackend.destroy();
   return {
     watchers,
@@ -317,11 +328,83 @@ async function watch(spec) {
     watchersShort: short,
     watcherFailures: failures,
     ...summary(l),
+    firstP50: percentile([...first.values()], 50),
+    lastP50: percentile([...last.values()], 50),
     writesMs,
     wallMs: wall,
     serverCpuUsPerDelivery: server.total / Math.max(1, nLat),
     clientCpuUsPerDelivery: (c1.total - c0.total) / Math.max(1, nLat),
   };
+}
+
+/** A watcher through roster's API: its own backend (connection), Backend.watch on the prefix. */
+async function rosterWatcher(spec, prefix, signal, on) {
+  const b = await openBackend(spec.url, spec.options);
+  const stream = b.watch(prefix, { signal });
+  let isSynced = false;
+  void (async () => {
+    try {
+      for await (const ev of stream) {
+        if (ev.type === 'synced') {
+          if (!isSynced) on.synced();
+          isSynced = true;
+        } else if (isSynced && (ev.type === 'put' || ev.type === 'delete')) {
+          on.event(ev.type, ev.key);
+        }
+      }
+    } catch (e) {
+      on.fail(e);
+    }
+  })();
+  return () => b.destroy();
+}
+
+/** Reference: an etcd3 client of its own per watcher, one prefix watch (puts and deletes). */
+async function rawEtcdWatcher(spec, prefix, signal, on) {
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({ hosts: `http://${spec.endpoint}` });
+  const w = await client.watch().prefix(`/${prefix}`).create();
+  w.on('put', (kv) => on.event('put', kv.key.toString().slice(1)));
+  w.on('delete', (kv) => on.event('delete', kv.key.toString().slice(1)));
+  w.on('error', (e) => on.fail(e));
+  on.synced();
+  return () => client.close();
+}
+
+/** Reference: a node-zookeeper-client session of its own per watcher, the usual child watch
+ *  (getChildren with a watcher, re-armed on every notification; changes are the diff of the
+ *  child lists, so several changes between two reads all show). */
+async function rawZooKeeperWatcher(spec, prefix, signal, on) {
+  const zk = (await import('node-zookeeper-client')).default;
+  const client = zk.createClient(spec.connectString, { sessionTimeout: 30_000, retries: 0 });
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('ZooKeeper connect timeout')), 30_000);
+    client.once('connected', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    client.connect();
+  });
+  const dir = `/${prefix.slice(0, -1)}`;
+  await new Promise((resolve, reject) => client.mkdirp(dir, (e) => (e ? reject(e) : resolve())));
+  let known;
+  const list = () => {
+    if (signal.aborted) return;
+    client.getChildren(dir, () => list(), (e, children) => {
+      if (e) return on.fail(e);
+      const now = new Set(children);
+      if (known === undefined) {
+        known = now;
+        on.synced();
+        return;
+      }
+      for (const c of now) if (!known.has(c)) on.event('put', prefix + c);
+      for (const c of known) if (!now.has(c)) on.event('delete', prefix + c);
+      known = now;
+    });
+  };
+  list();
+  return () => client.close();
 }
 
 // ------------------------------------------------------------------ failure detection

@@ -10,6 +10,7 @@ function area(url, name) {
   if (name === '(program)') return 'native / outside JS';
   if (name === '(idle)') return 'idle';
   if (url === '' && name) return name.startsWith('(') ? 'native / outside JS' : 'V8 builtins';
+  if (/node:internal\/(modules|bootstrap)|node:internal\/vm/.test(url) || /^compile/.test(name)) return 'startup (module loading)';
   if (/node:_http_|node:http$/.test(url)) return 'node:http';
   if (/node:(net|stream|internal\/stream|internal\/streams|_stream|internal\/net|internal\/stream_base_commons)/.test(url)) return 'net / streams';
   if (/node:(internal\/)?(timers|process|async_hooks|internal\/process|events|internal\/async_hooks)/.test(url)) return 'event loop / timers / promises';

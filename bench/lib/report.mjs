@@ -37,7 +37,7 @@ function ratio(v, base) {
 /** Per scenario: a title per case and the rows to show (get reads a median result). */
 const DEFS = {
   register: {
-    title: (c, p) => `Register ${int(c.n)} instances over ${p.services} services, ${p.inflight} in flight`,
+    title: (c, p) => `Register ${int(c.n)} instances over ${p.services} services, ${p.inflight} in flight${p.minOps > c.n ? ` (${Math.ceil(p.minOps / c.n)} rounds on fresh keys, so the CPU figures rest on ${int(Math.ceil(p.minOps / c.n) * c.n)} registrations)` : ''}`,
     rows: [
       ['registrations/s', (m) => m.opsPerSec, int, 'higher'],
       ['latency p50 (ms)', (m) => m.p50, d2],
@@ -73,9 +73,11 @@ const DEFS = {
       ['delivery latency p50 (ms)', (m) => m.p50, d2],
       ['delivery latency p99 (ms)', (m) => m.p99, d2],
       ['delivery latency max (ms)', (m) => m.max, d2],
+      ['first watcher to see an event, p50 (ms)', (m) => m.firstP50, d2],
+      ['last watcher to see an event, p50 (ms)', (m) => m.lastP50, d2],
       ['delivered / expected', (m) => [m.delivered, m.expected], (v) => (Array.isArray(v) ? `${int(v[0])} / ${int(v[1])}` : '–'), 'none'],
       ['lost events (must be 0)', (m) => m.lost, int, 'none'],
-      ['server CPU per delivered event (µs)', (m) => m.serverCpuUsPerDelivery, d1],
+      ['server CPU per delivered event, writes included (µs)', (m) => m.serverCpuUsPerDelivery, d1],
       ['client CPU per delivered event (µs)', (m) => m.clientCpuUsPerDelivery, d1],
     ],
   },
@@ -135,7 +137,7 @@ function pickTable(scenario) {
   const rows = Object.entries(c.results).map(([name, r]) => {
     const m = r.median;
     if (m.error) return [name, 'failed', '', '', ''];
-    return [name, d1(m.ns), d1(m.nsMin), Number.isFinite(m.bytes) ? d2(m.bytes) : 'n/a', d2(m.buildMs)];
+    return [name, d1(m.ns), d1(m.nsMin), Number.isFinite(m.bytes) ? d2(Math.max(0, m.bytes)) : 'n/a', d2(m.buildMs)];
   });
   return [{ title: `Client pick() at ${int(c.n)} instances (bench/pick.mjs, one process per strategy)`, header, rows, errors: [], runs: 0 }];
 }
@@ -167,13 +169,6 @@ const ISSUE = {
   etcdReg: 2065,
   zkReg: 8587,
 };
-
-function med(results, scenario, n, variant) {
-  const s = results.scenarios[scenario];
-  const c = s?.cases.find((x) => n === undefined || x.n === n) ?? (n === 'max' ? s?.cases.at(-1) : undefined);
-  const m = c?.results[variant]?.median;
-  return m && !m.error ? m : undefined;
-}
 
 function lastCase(results, scenario) {
   return results.scenarios[scenario]?.cases.at(-1);
@@ -262,7 +257,7 @@ export function aims(results) {
   if (pk) {
     const ms = Object.values(pk.results).map((x) => x.median).filter((m) => m && !m.error);
     const worstNs = Math.max(...ms.map((m) => m.ns));
-    const worstB = Math.max(...ms.map((m) => (Number.isFinite(m.bytes) ? m.bytes : 0)));
+    const worstB = Math.max(0, ...ms.map((m) => (Number.isFinite(m.bytes) ? m.bytes : 0)));
     const best = Math.min(...ms.map((m) => m.ns));
     rows.push([
       `pick() at ${int(pk.n)} instances`,
@@ -300,6 +295,13 @@ export function barChart({ title, subtitle, unit, groups, aim, fmt = int }) {
   const scale = (W - left - right) / max;
   let y = top;
   const parts = [];
+  const height = groups.reduce((h, g) => h + g.bars.length * (barH + gap) - gap + groupGap, 0);
+  if (aim) {
+    // Drawn first, so bars and their labels sit on top of it.
+    const x = left + aim.value * scale;
+    parts.push(`<line x1="${x.toFixed(1)}" y1="${top - 6}" x2="${x.toFixed(1)}" y2="${top + height - groupGap + 4}" stroke="#c00" stroke-width="1.5" stroke-dasharray="5,3"/>`);
+    parts.push(`<text x="${x.toFixed(1)}" y="${top - 9}" text-anchor="middle" font-size="11" fill="#c00">${esc(aim.label)}</text>`);
+  }
   for (const g of groups) {
     const gh = g.bars.length * (barH + gap) - gap;
     parts.push(`<text x="${left - 10}" y="${y + gh / 2 + 4}" text-anchor="end" font-size="12" fill="#222">${esc(g.label)}</text>`);
@@ -313,11 +315,6 @@ export function barChart({ title, subtitle, unit, groups, aim, fmt = int }) {
     y += groupGap - gap;
   }
   const bottom = y;
-  if (aim) {
-    const x = left + aim.value * scale;
-    parts.push(`<line x1="${x.toFixed(1)}" y1="${top - 6}" x2="${x.toFixed(1)}" y2="${bottom - groupGap + 4}" stroke="#c00" stroke-width="1.5" stroke-dasharray="5,3"/>`);
-    parts.push(`<text x="${x.toFixed(1)}" y="${top - 9}" text-anchor="middle" font-size="11" fill="#c00">${esc(aim.label)}</text>`);
-  }
   const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.series)))];
   let lx = left;
   const legendY = bottom + 8;
@@ -391,8 +388,8 @@ function charts(results) {
   if (w) {
     const groups = [];
     for (const c of w.cases) {
-      groups.push({ label: `${int(c.n)} watchers p50`, bars: series(c, ['roster', 'etcd', 'zookeeper'], (m) => m.p50) });
-      groups.push({ label: `${int(c.n)} watchers p99`, bars: series(c, ['roster', 'etcd', 'zookeeper'], (m) => m.p99) });
+      groups.push({ label: `${int(c.n)} watchers p50`, bars: series(c, COLS, (m) => m.p50) });
+      groups.push({ label: `${int(c.n)} watchers p99`, bars: series(c, COLS, (m) => m.p99) });
     }
     out.push({
       file: 'watch-latency.svg',
@@ -469,7 +466,7 @@ export function renderMarkdown(results, { root, resultsDir }) {
   lines.push(
     `Method: every system runs on loopback, started fresh for each measurement with an empty data dir; the client is a separate Node process ` +
       `(bench/worker.mjs) on the same ${m.cpu.split(' x').pop()} cores, using roster's own API (\`openBackend(url)\` + \`Registrar\` / \`Backend.watch\`) ` +
-      `against every system, plus the raw \`etcd3\` / \`node-zookeeper-client\` libraries as a reference for registration. ` +
+      `against every system, plus the raw \`etcd3\` / \`node-zookeeper-client\` libraries as a reference for registration and watches. ` +
       `${m.runs} run(s) per system, systems alternated run by run (the order rotates), every figure the median over runs; ratios are to etcd. ` +
       `Server CPU is user + system time of the server process (all threads) from /proc/<pid>/stat around the measured phase; client CPU is the worker's own.`,
   );

@@ -7,6 +7,8 @@
 //   url/options  what roster's openBackend(url, options) needs
 //   pid          the server process (CPU and RSS are read from /proc/<pid>/stat)
 //   counter      how a worker reads the server's request counter for keepalives (see readCounter)
+import { performance } from 'node:perf_hooks';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, openSync, closeSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

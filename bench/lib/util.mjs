@@ -1,5 +1,6 @@
 // Small helpers shared by the benchmark orchestrator (bench/run.mjs) and its workers
 // (bench/worker.mjs): process figures from /proc, statistics, free ports, bounded waits.
+/* global fetch, AbortSignal */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import process from 'node:process';

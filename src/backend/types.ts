@@ -103,11 +103,22 @@ export type WatchEvent =
    *  view by `items`, which is the complete state at `revision`. Followed by `synced`. */
   | { readonly type: 'reset'; readonly revision: number; readonly items: readonly KeyValue[] };
 
+/** Connection state of a watch whose backend reconnects internally (remote, etcd, ZooKeeper). */
+export type WatchStatus =
+  /** The stream broke; the backend is reconnecting. What was delivered is still the last known state. */
+  | { readonly connected: false; readonly error: unknown }
+  /** The stream is back and resumed: everything that changed meanwhile is (being) delivered in order. */
+  | { readonly connected: true };
+
 export interface WatchOptions {
   /** Resume after this revision instead of starting with a snapshot: events with revision >
    *  fromRevision follow, no snapshot. If that history is gone, the stream starts with `reset`. */
   fromRevision?: number;
   signal?: AbortSignal;
+  /** Told when the underlying stream breaks (once per outage) and when it is resumed. Backends
+   *  that reconnect internally hide outages from the event stream (it stays gap-free); this is how a
+   *  consumer such as ServiceCache knows its view may be stale. Never called for memory://. */
+  onStatus?: (status: WatchStatus) => void;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Backend, KeyValue, Watch } from '../backend/types.js';
+import type { Backend, KeyValue, Watch, WatchStatus } from '../backend/types.js';
 import type { Pick, Picker, Strategy } from '../balance/types.js';
 import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
 import { Channel } from '../core/channel.js';
@@ -266,7 +266,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
       let snapshot: Map<string, KeyValue> | undefined = new Map();
       let watch: Watch;
       try {
-        watch = this.backend.watch(this.prefix, { signal });
+        watch = this.backend.watch(this.prefix, { signal, onStatus: (st) => this.onWatchStatus(st) });
       } catch (e) {
         if (isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT')) {
           // This client is closed (or rejects the prefix): no retry can succeed. Stay stale.
@@ -308,6 +308,22 @@ export class ServiceCache extends Emitter<CacheEvents> {
         this.watchFailed(e);
         await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
       }
+    }
+  }
+
+  /** The backend reconnects its stream by itself; it tells us when the view may be stale. */
+  private onWatchStatus(st: WatchStatus): void {
+    if (this._closed) return;
+    if (!st.connected) {
+      const becameStale = this._staleSince === undefined;
+      const since = (this._staleSince ??= Date.now());
+      if (becameStale) this.emit('stale', { since, error: st.error });
+    } else if (this._synced && this._staleSince !== undefined) {
+      // Resumed gap-free by revision: the view is current again once the backlog is applied, which
+      // the backend delivers before any later event.
+      this._staleSince = undefined;
+      this._syncedAt = Date.now();
+      this.emit('synced', { revision: this._revision });
     }
   }
 

@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 
 async function open(url: string, opts: Record<string, unknown> = {}): Promise<ZooKeeperBackend> {
-  const b = await ZooKeeperBackend.open(url, { requestTimeout: 3000, ...opts });
+  const b = await ZooKeeperBackend.open(url, { requestTimeout: 5000, ...opts });
   opened.push(b);
   return b;
 }

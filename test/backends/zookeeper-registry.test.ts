@@ -25,12 +25,12 @@ afterAll(async () => {
 /** Close session `id` from another connection, using its credentials (test-only internals). */
 async function expireSession(id: string): Promise<void> {
   for (const b of opened) {
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+     
     for (const s of (b as any).sessions as Set<any>) {
       if (s.id !== id) continue;
       const cm = s.conn.cm;
       const require = createRequire(import.meta.url);
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+       
       const lib = require('node-zookeeper-client') as any;
       // Attaching moves the session to `other` and drops the owner's connection; the owner may
       // re-attach before our close lands, so try again until the server no longer tracks it.

@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, KeyValue, WatchEvent } from '../../src/backend/types.js';
+import { openBackend } from '../../src/backend/open.js';
 import { ZooKeeperBackend, parseZkUrl } from '../../src/backends/zookeeper/index.js';
 import { RosterError } from '../../src/core/errors.js';
 import { conformance } from '../conformance/suite.js';
@@ -72,6 +73,9 @@ describe('zk:// specifics', () => {
     await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { bogus: 1 }), 'INVALID_ARGUMENT');
     await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { acl: 'creator' }), 'INVALID_ARGUMENT');
     expect(b.url).toBe(`zk://127.0.0.1:${zk.port}${CHROOT}`);
+    const viaOpen = await openBackend(zk.url(CHROOT));
+    opened.push(viaOpen);
+    expect(viaOpen.kind).toBe('zookeeper');
   });
 
   it('open() fails with UNAVAILABLE, bounded, when no server answers', async () => {

@@ -4,7 +4,7 @@
  * Each test works under its own random prefix so tests never see each other's keys.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, WatchEvent } from '../../src/backend/types.js';
+import type { Backend, WatchEvent, WatchStatus } from '../../src/backend/types.js';
 import { RosterError } from '../../src/core/errors.js';
 import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
 
@@ -418,7 +418,8 @@ export function conformance(getTarget: () => ConformanceTarget): void {
       const s = await b.session({ ttl: Math.max(ttl(), 3000) });
       await b.put(`${p}eph`, 'mine', { session: s });
       await b.put(`${p}durable`, 'kept');
-      const w = new Reader(b2.watch(p));
+      const statuses: WatchStatus[] = [];
+      const w = new Reader(b2.watch(p, { onStatus: (st) => statuses.push(st) }));
       await readSnapshot(w);
       await t.restart();
       // Writes after the restart must reach the watcher, in order, with nothing missed or repeated.
@@ -439,6 +440,8 @@ export function conformance(getTarget: () => ConformanceTarget): void {
       expect((await b2.get(`${p}durable`))?.value).toBe('kept');
       expect((await b2.get(`${p}eph`))?.value).toBe('mine');
       expect(s.lost).toBe(false);
+      // The outage was reported (once) and so was the resume, in that order.
+      expect(statuses.map((x) => x.connected)).toEqual([false, true]);
       await s.close();
       await w.return();
     }, 60_000);

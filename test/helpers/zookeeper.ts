@@ -23,6 +23,30 @@ const ZK_JAR = '/usr/share/java/zookeeper.jar';
 const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop.jar'];
 export const ZKCLI = '/usr/share/zookeeper/bin/zkCli.sh';
 
+/** Child processes (JVMs, zkCli) still running: killed if this process exits without stopping
+ *  them (a failed or timed-out test), so no orphaned server outlives the test run. */
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+function track<C extends ChildProcess>(c: C): C {
+  children.add(c);
+  // Test runners may kill their workers with a signal ('exit' handlers do not run then): a small
+  // watchdog kills the child once this process is gone. Polling once a second is its whole job.
+  const dog = c.pid
+    ? spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${c.pid} 2>/dev/null; do sleep 1; done; kill -9 ${c.pid} 2>/dev/null`], {
+        stdio: 'ignore',
+        detached: true,
+      })
+    : undefined;
+  dog?.unref();
+  c.once('exit', () => {
+    children.delete(c);
+    dog?.kill('SIGKILL');
+  });
+  return c;
+}
+
 export function zookeeperAvailable(): boolean {
   return existsSync(ZK_JAR);
 }
@@ -124,7 +148,7 @@ export class ZooKeeperServer {
     const logPath = join(this.dataDir, 'zookeeper.log');
     const fd = openSync(logPath, 'a');
     const cp = [ZK_JAR, ...LOG_JARS.filter((j) => existsSync(j)).slice(0, 1)].join(':');
-    const proc = spawn(
+    const proc = track(spawn(
       'java',
       [
         '-Xms32m',
@@ -140,7 +164,7 @@ export class ZooKeeperServer {
         cfgPath,
       ],
       { stdio: ['ignore', fd, fd], detached: false },
-    );
+    ));
     closeSync(fd);
     this.proc = proc;
     this.starts++;
@@ -239,7 +263,7 @@ export async function startZooKeeper(opts: ZooKeeperOptions = {}): Promise<ZooKe
 
 function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(ZKCLI, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ZOO_LOG4J_PROP: 'WARN,CONSOLE' } });
+    const p = track(spawn(ZKCLI, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ZOO_LOG4J_PROP: 'WARN,CONSOLE' } }));
     let out = '';
     p.stdout.on('data', (d) => (out += d.toString()));
     p.stderr.on('data', (d) => (out += d.toString()));
@@ -270,7 +294,7 @@ export class ZkCli {
   private exited: Promise<number | null>;
 
   constructor(server: string) {
-    this.proc = spawn(ZKCLI, ['-server', server], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZOO_LOG4J_PROP: 'WARN,CONSOLE' } });
+    this.proc = track(spawn(ZKCLI, ['-server', server], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZOO_LOG4J_PROP: 'WARN,CONSOLE' } }));
     const onData = (d: Buffer) => {
       this.out += d.toString();
       for (const l of [...this.listeners]) l();
@@ -453,7 +477,7 @@ export interface RawZk {
 export async function rawClient(connectString: string, opts: { sessionTimeout?: number; auth?: string } = {}): Promise<RawZk> {
   const { createRequire } = await import('node:module');
   const require = createRequire(import.meta.url);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+   
   const zk = require('node-zookeeper-client') as any;
   const client = zk.createClient(connectString, { sessionTimeout: opts.sessionTimeout ?? 10_000, spinDelay: 100 });
   if (opts.auth) client.addAuthInfo('digest', Buffer.from(opts.auth));

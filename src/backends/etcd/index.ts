@@ -337,6 +337,7 @@ export class EtcdBackend implements Backend {
       },
       opts.fromRevision,
       opts.signal,
+      opts.onStatus,
     );
     this.watches.add(w);
     return w.watch;

@@ -16,7 +16,7 @@
  */
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { IWatchRequest, IWatchResponse, IEvent, IKeyValue } from 'etcd3';
-import type { KeyValue, Watch, WatchEvent } from '../../backend/types.js';
+import type { KeyValue, Watch, WatchEvent, WatchStatus } from '../../backend/types.js';
 import { Channel } from '../../core/channel.js';
 import { abortReason, backoff } from '../../core/async.js';
 import { UnavailableError, type RosterError } from '../../core/errors.js';
@@ -54,12 +54,26 @@ export class EtcdWatch {
     private readonly deps: WatchDeps,
     fromRevision: number | undefined,
     private readonly signal: AbortSignal | undefined,
+    private readonly onStatus?: (status: WatchStatus) => void,
   ) {
     this.ch = new Channel<WatchEvent>(() => this.stop());
     this.watch = Object.assign(this.ch, { close: () => void this.ch.return() });
     this.onAbort = () => this.ch.end(abortReason(signal!));
     signal?.addEventListener('abort', this.onAbort, { once: true });
     void this.run(fromRevision);
+  }
+
+  /** True between a broken stream and the next created one (onStatus is told both edges). */
+  private down = false;
+
+  private status(st: WatchStatus): void {
+    if (!this.onStatus || this.stopped || this.down === !st.connected) return;
+    this.down = !st.connected;
+    try {
+      this.onStatus(st);
+    } catch (e) {
+      this.ch.end(e); // the consumer's callback threw: surface it through the stream, never drop it
+    }
   }
 
   /** End with an error (backend destroy) or normally. */
@@ -94,6 +108,7 @@ export class EtcdWatch {
         }
         if (out.err.code !== 'UNAVAILABLE') throw out.err;
         if (/invalid auth token/.test(out.err.message)) this.deps.onAuthExpired();
+        this.status({ connected: false, error: out.err });
         await this.pause();
       }
     } catch (e) {
@@ -117,6 +132,7 @@ export class EtcdWatch {
       } catch (e) {
         const err = toRosterError(e, 'etcd watch snapshot');
         if (err.code !== 'UNAVAILABLE') throw err;
+        this.status({ connected: false, error: err });
         await this.pause();
       }
     }
@@ -166,6 +182,7 @@ export class EtcdWatch {
         }
         if (res.created) {
           this.attempt = 0;
+          this.status({ connected: true });
           return;
         }
         if (res.events.length === 0) {

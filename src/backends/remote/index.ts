@@ -12,6 +12,7 @@ import type {
   Watch,
   WatchEvent,
   WatchOptions,
+  WatchStatus,
 } from '../../backend/types.js';
 import { KeepaliveSession } from '../../backend/session.js';
 import { Channel } from '../../core/channel.js';
@@ -307,7 +308,7 @@ export class RemoteBackend implements Backend {
     if (opts.fromRevision !== undefined && (!Number.isInteger(opts.fromRevision) || opts.fromRevision < 0)) {
       throw new InvalidArgumentError(`invalid fromRevision ${opts.fromRevision}: expected a non-negative integer`);
     }
-    const w = new RemoteWatch(this, prefix, opts.fromRevision, opts.signal, () => this.watches.delete(w));
+    const w = new RemoteWatch(this, prefix, opts.fromRevision, opts.signal, () => this.watches.delete(w), opts.onStatus);
     this.watches.add(w);
     w.start();
     return w.watch;
@@ -376,6 +377,7 @@ class RemoteWatch {
     fromRevision: number | undefined,
     private readonly signal: AbortSignal | undefined,
     private readonly onEnd: () => void,
+    private readonly onStatus?: (status: WatchStatus) => void,
   ) {
     this.last = fromRevision;
     this.ch = new Channel<WatchEvent>(() => this.teardown());
@@ -407,14 +409,29 @@ class RemoteWatch {
     this.onEnd();
   }
 
+  /** True between a broken stream and the next successful connect (onStatus is told both edges). */
+  private down = false;
+
+  private status(st: WatchStatus): void {
+    if (!this.onStatus || this.down === !st.connected) return;
+    this.down = !st.connected;
+    try {
+      this.onStatus(st);
+    } catch (e) {
+      this.ch.end(e); // the consumer's callback threw: surface it through the stream, never drop it
+    }
+  }
+
   private async run(): Promise<void> {
     while (!this.ch.ended) {
       try {
         await this.connect();
+        if (!this.ch.ended) this.status({ connected: false, error: new UnavailableError('watch stream ended by the server') });
       } catch (e) {
         if (this.ch.ended) return;
         if (e instanceof Terminal) return this.ch.end(e.error);
         this.lastError = e;
+        this.status({ connected: false, error: e });
       }
       if (this.ch.ended) return;
       try {
@@ -453,6 +470,7 @@ class RemoteWatch {
       throw err;
     }
     this.attempt = 0;
+    this.status({ connected: true });
     const hb = Number(res.headers['roster-heartbeat-ms']);
     const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
     let lastData = Date.now();

@@ -1,8 +1,7 @@
 /**
  * One ZooKeeper connection = one ZooKeeper session, over node-zookeeper-client's wire layer.
  *
- * We use the library for framing, the jute codec, reconnects and watch bookkeeping, but issue
- * requests ourselves (`ConnectionManager.queue`) so that every reply gives us the reply header's
+ * We use the library for framing, the jute codec and reconnects, but issue requests ourselves (`ConnectionManager.queue`) so that every reply gives us the reply header's
  * zxid: for a write it is the zxid of that write (the revision roster reports, also for a delete),
  * for a read it is the server's last applied zxid (the revision a read was done at).
  *
@@ -16,8 +15,12 @@
  *   never sent is removed from the send queue (so a timed-out write cannot be applied later).
  * - A hard `destroy()` that really stops reconnecting (the library would otherwise reconnect, and
  *   re-attach the session, from timers it already armed).
+ * - A handshake deadline (ZooKeeper 3.8.0 can leave a connection made during its startup
+ *   unanswered forever), and every watch notification handed to our listeners directly (see the
+ *   constructor: the library can drop one that arrives before the reply of the read that armed it).
  * - Unknown server error codes make the library throw inside its socket handler; we contain that
  *   by dropping the connection (requests in flight then fail with "connection loss").
+ * - Only persistent and ephemeral create modes are used (the library mis-encodes container / TTL).
  *
  * Paths given here are absolute ZooKeeper paths; the library's own chroot support is not used.
  */
@@ -28,12 +31,12 @@ import { abortReason, jitter } from '../../core/async.js';
 
 const require = createRequire(import.meta.url);
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+ 
 type Any = any;
 const lib = require('node-zookeeper-client') as Any;
 const jute = require('node-zookeeper-client/lib/jute/index.js') as Any;
 const CM = (require('node-zookeeper-client/lib/ConnectionManager.js') as Any).STATES as Record<string, number>;
-/* eslint-enable @typescript-eslint/no-explicit-any */
+ 
 
 /** ZooKeeper error codes (KeeperException.Code). */
 export const ZK = {
@@ -258,8 +261,10 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   get sessionId(): string {
     return sessionHex(this.cm.getSessionId() as Buffer);
   }
+  /** A healthy server answers a connect request in milliseconds; a stuck attempt is retried
+   *  (the session survives: reconnecting within its timeout is what sessions are for). */
   private handshakeTimeout(): number {
-    return Math.min((this.opts.sessionTimeout * 2) / 3, 4000);
+    return Math.min(2000, Math.max(250, this.opts.sessionTimeout / 4));
   }
 
   silentFor(): number {

@@ -215,7 +215,6 @@ export class ZooKeeperBackend implements Backend {
       },
       excluded: (rel) => base === '' && (rel === 'zookeeper' || rel.startsWith('zookeeper/')),
       journal: this.journal,
-      requestTimeout: this.requestTimeout,
     };
     this.main = this.newMain(0);
   }

@@ -25,9 +25,14 @@
  *    - Coalescing: a key changed several times between two reads yields one put with the latest
  *      value, unless the journal proves the intermediate versions (then each is emitted); a key
  *      created and deleted between two reads is not seen at all. No final state is ever missed.
+ *    Deletes under one parent found in the same diff can share a revision (ZooKeeper deletes all
+ *    ephemeral nodes of a closed session in one transaction, so they truly do).
  * 4. Reconnect (same session: the server may or may not replay watches) and session expiry (a new
  *    session has no watches): every known node is re-read and the result diffed against what was
  *    delivered, so the consumer gets exactly the difference, never a reset.
+ * 5. Watches on one prefix share one mirror per backend. A watch joining a running mirror gets its
+ *    snapshot only after a barrier read (see attach()), so it includes every write that completed
+ *    before watch() was called (read-your-writes, on a standalone server or the same server).
  *
  * Which znodes are keys: a znode whose data is non-null. Parents that roster creates for a key
  * path carry null data and are not keys (so an empty-string value, stored as zero bytes, is still
@@ -54,7 +59,6 @@ export interface MirrorHost {
   /** Subtrees never walked (ZooKeeper's own /zookeeper when there is no chroot). */
   excluded(rel: string): boolean;
   readonly journal: Journal;
-  readonly requestTimeout: number;
 }
 
 interface ZNode {
@@ -82,6 +86,9 @@ export type InitialState =
   | { kind: 'reset'; revision: number; items: KeyValue[] };
 
 const MAX_INFLIGHT = 512;
+/** How long a diff may wait for this process's in-flight writes to be journalled (their replies
+ *  usually land with the notification); past it, the change is emitted coalesced rather than late. */
+const JOURNAL_WAIT_MS = 2000;
 
 function join(rel: string, name: string): string {
   return rel === '' ? name : `${rel}/${name}`;
@@ -121,6 +128,12 @@ export class Mirror {
   private retryTimer: NodeJS.Timeout | undefined;
   private subs = new Set<Subscriber>();
   private attaching: Subscriber[] = [];
+  /** Per attaching subscriber: the notification count it needs processed before its snapshot
+   *  (undefined while its barrier read is in flight). See attach(). */
+  private needs = new Map<Subscriber, number | undefined>();
+  /** Notifications received (and resyncs), and how many of them the last diff covered. */
+  private notifSeq = 0;
+  private settledSeq = 0;
   private syncWaiters = new Set<{ resolve: () => void; reject: (e: unknown) => void }>();
   private error: unknown;
 
@@ -159,14 +172,44 @@ export class Mirror {
     return { revision: this.revision, items: sortedItems(this.delivered) };
   }
 
+  /**
+   * Add a subscriber. A mirror that is already running may not yet have processed the notification
+   * of a write that completed just before this call (made through another connection, say), and a
+   * snapshot without it would break read-your-writes. So first a barrier: one read on the shared
+   * connection. Every notification the server queued before processing it arrives before its reply;
+   * the snapshot is served once the diff covering those notifications is done.
+   */
   attach(sub: Subscriber): () => void {
     this.attaching.push(sub);
-    void this.processAttaches();
+    if (!this.synced) {
+      this.needs.set(sub, 0); // the initial walk starts after this call
+      void this.processAttaches();
+    } else {
+      this.needs.set(sub, undefined);
+      void this.barrier(sub);
+    }
     return () => {
       this.subs.delete(sub);
+      this.needs.delete(sub);
       const i = this.attaching.indexOf(sub);
       if (i >= 0) this.attaching.splice(i, 1);
     };
+  }
+
+  private async barrier(sub: Subscriber): Promise<void> {
+    const conn = this.host.conn();
+    if (conn) {
+      try {
+        await conn.exists(this.host.toZk(this.root), false);
+      } catch {
+        // The connection failed: resync() will re-read everything, which covers the barrier too.
+      }
+    }
+    if (!this.needs.has(sub)) return; // detached meanwhile
+    this.needs.set(sub, this.notifSeq);
+    if (!conn) return; // served after the resync's diff
+    if (!this.running && this.dirtyData.size === 0 && this.dirtyChildren.size === 0 && this.touched.size === 0) this.settledSeq = this.notifSeq;
+    await this.processAttaches();
   }
 
   // ------------------------------------------------------------------ scope
@@ -188,6 +231,7 @@ export class Mirror {
     if (rel === undefined || !this.nodes.has(rel)) return;
     if (ev.type === EV.CHILDREN_CHANGED) this.dirtyChildren.add(rel);
     else this.dirtyData.add(rel);
+    this.notifSeq++;
     this.kick();
   }
 
@@ -195,6 +239,7 @@ export class Mirror {
   resync(): void {
     if (this.stopped) return;
     this.gen++;
+    this.notifSeq++;
     this.waiting = false;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (!this.nodes.has(this.root)) this.nodes.set(this.root, {});
@@ -359,12 +404,14 @@ export class Mirror {
       // journalled: wait (bounded) for writes to the touched keys that are still in flight.
       const paths = [...this.touched].filter((r) => this.inView(r)).map((r) => this.host.toZk(r));
       if (this.host.journal.busy(paths)) {
-        await this.host.journal.idle(paths, this.host.requestTimeout);
+        await this.host.journal.idle(paths, JOURNAL_WAIT_MS);
         if (gen !== this.gen || this.stopped) return;
         if (this.dirtyData.size > 0 || this.dirtyChildren.size > 0) return; // read more first
       }
     }
     this.failures = 0;
+    // Every notification received so far has been read (no dirty node left): this diff covers them.
+    this.settledSeq = this.notifSeq;
     if (!this.synced) {
       this.delivered = this.currentView();
       this.revision = Math.max(this.revision, this.zmax);
@@ -475,16 +522,22 @@ export class Mirror {
 
   private async processAttaches(): Promise<void> {
     if (!this.synced || this.attaching.length === 0 || this.stopped) return;
-    const resumeDirs = this.attaching.some((s) => s.after !== undefined) ? this.dirPaths() : [];
+    const resumeDirs = this.attaching.some((s) => s.after !== undefined && this.needs.get(s) !== undefined) ? this.dirPaths() : [];
     if (resumeDirs.length > 0 && this.host.journal.busy(resumeDirs)) {
-      await this.host.journal.idle(resumeDirs, this.host.requestTimeout);
+      await this.host.journal.idle(resumeDirs, JOURNAL_WAIT_MS);
       if (this.stopped) return;
     }
     // The tree and the delivered view must describe the same instant: not in the middle of a pass
     // (every reply landing in the tree marks `touched` until the next diff); settle() calls again.
     if (this.touched.size > 0) return;
-    const list = this.attaching;
-    this.attaching = [];
+    const list: Subscriber[] = [];
+    this.attaching = this.attaching.filter((s) => {
+      const need = this.needs.get(s);
+      if (need === undefined || need > this.settledSeq) return true; // barrier not passed yet
+      list.push(s);
+      this.needs.delete(s);
+      return false;
+    });
     for (const s of list) {
       if (s.after === undefined) {
         s.start({ kind: 'snapshot', ...this.snapshot() });
@@ -559,6 +612,7 @@ export class Mirror {
     for (const s of [...this.subs, ...this.attaching]) s.fail(err);
     this.subs.clear();
     this.attaching = [];
+    this.needs.clear();
   }
 }
 

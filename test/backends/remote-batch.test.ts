@@ -1,0 +1,139 @@
+/**
+ * The remote backend's write batching (src/backends/remote/batch.ts): writes issued in one turn
+ * of the event loop go out as one POST /api/v1/batch, each keeping exactly its single-request
+ * outcome; a write alone goes out as its single request; a server without the endpoint gets single
+ * requests; `batch: false` turns it off.
+ */
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemoteBackend } from '../../src/backends/remote/index.js';
+import { isRosterError } from '../../src/core/errors.js';
+import { request } from '../helpers/http.js';
+import { uniquePrefix } from '../helpers/watch.js';
+import { startInProcess, type InProcessServer } from '../helpers/server.js';
+
+/** Requests the server has answered, by route (from its own /metrics). */
+async function routeCounts(url: string): Promise<Record<string, number>> {
+  const text = (await request(url, 'GET', '/metrics')).text;
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^roster_http_requests_total\{route="([^"]+)",method="[^"]+",status="\d+"\} (\d+)$/gm)) {
+    out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+function delta(a: Record<string, number>, b: Record<string, number>, route: string): number {
+  return (b[route] ?? 0) - (a[route] ?? 0);
+}
+
+describe('remote backend: write batching', () => {
+  let srv: InProcessServer;
+  let b: RemoteBackend;
+  beforeAll(async () => {
+    srv = await startInProcess();
+    b = await RemoteBackend.open(srv.url);
+  });
+  afterAll(async () => {
+    await b?.close();
+    await srv?.cleanup();
+  });
+
+  it('puts and deletes issued together go out as one request, each with its own result', async () => {
+    const p = uniquePrefix('rb');
+    await b.put(`${p}taken`, 'x');
+    await b.put(`${p}gone`, 'x');
+    const s = await b.session({ ttl: 5000 });
+    const before = await routeCounts(srv.url);
+    const puts = Array.from({ length: 50 }, (_, i) => b.put(`${p}k${i}`, `v${i}`, { session: s }));
+    const conflict = b.put(`${p}taken`, 'y', { ifAbsent: true });
+    const del = b.delete(`${p}gone`);
+    const delMissing = b.delete(`${p}missing`);
+    const results = await Promise.all(puts);
+    results.forEach((r, i) => expect(r.kv).toMatchObject({ key: `${p}k${i}`, value: `v${i}`, version: 1, session: s.id }));
+    // Revisions follow submission order.
+    for (let i = 1; i < results.length; i++) expect(results[i]!.revision).toBe(results[i - 1]!.revision + 1);
+    await expect(conflict).rejects.toSatisfy((e: unknown) => isRosterError(e, 'CONFLICT'));
+    expect(await del).toMatchObject({ deleted: true });
+    expect(await delMissing).toMatchObject({ deleted: false });
+    const after = await routeCounts(srv.url);
+    expect(delta(before, after, 'batch')).toBe(1);
+    expect(delta(before, after, 'key')).toBe(0);
+    await s.close();
+  });
+
+  it('a write alone is a single request; batch: false sends single requests', async () => {
+    const p = uniquePrefix('rb1');
+    let before = await routeCounts(srv.url);
+    await b.put(`${p}alone`, 'v');
+    let after = await routeCounts(srv.url);
+    expect(delta(before, after, 'key')).toBe(1);
+    expect(delta(before, after, 'batch')).toBe(0);
+    const plain = await RemoteBackend.open(srv.url, { batch: false });
+    try {
+      before = await routeCounts(srv.url);
+      await Promise.all(Array.from({ length: 5 }, (_, i) => plain.put(`${p}k${i}`, 'v')));
+      after = await routeCounts(srv.url);
+      expect(delta(before, after, 'key')).toBe(5);
+      expect(delta(before, after, 'batch')).toBe(0);
+    } finally {
+      await plain.close();
+    }
+    await expect(RemoteBackend.open(srv.url, { batch: 'yes' })).rejects.toSatisfy((e: unknown) => isRosterError(e, 'INVALID_ARGUMENT'));
+  });
+
+  it('a lost session fails only its writes and marks the session lost; an aborted write is not sent', async () => {
+    const p = uniquePrefix('rb2');
+    const s = await b.session({ ttl: 5000 });
+    await request(srv.url, 'DELETE', `/api/v1/sessions/${s.id}`); // revoked behind the client's back
+    const ac = new AbortController();
+    const bound = b.put(`${p}bound`, 'v', { session: s });
+    const free = b.put(`${p}free`, 'v');
+    const aborted = b.put(`${p}aborted`, 'v', { signal: ac.signal });
+    const abortedOutcome = aborted.then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
+    ac.abort(new Error('changed my mind'));
+    await expect(bound).rejects.toSatisfy((e: unknown) => isRosterError(e, 'SESSION_LOST'));
+    expect((await free).kv.key).toBe(`${p}free`);
+    expect(await abortedOutcome).toMatchObject({ message: 'changed my mind' });
+    expect(s.lost).toBe(true);
+    expect(await b.get(`${p}aborted`)).toBeUndefined();
+  });
+
+  it('a server without the batch endpoint gets single requests, from the first batch on', async () => {
+    // A real HTTP proxy in front of the server that answers the batch endpoint as an older server would.
+    let batchTries = 0;
+    const proxy: Server = createServer((req, res) => {
+      if (req.url?.startsWith('/api/v1/batch')) {
+        batchTries++;
+        req.resume();
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"error":{"code":"NOT_FOUND","message":"no such endpoint: POST \\"/api/v1/batch\\""}}');
+        return;
+      }
+      const u = new URL(srv.url);
+      const up = httpRequest({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+    const port = (proxy.address() as { port: number }).port;
+    const old = await RemoteBackend.open(`http://127.0.0.1:${port}`);
+    try {
+      const p = uniquePrefix('rb3');
+      const first = await Promise.all(Array.from({ length: 10 }, (_, i) => old.put(`${p}a${i}`, 'v')));
+      expect(first.map((r) => r.kv.key)).toEqual(Array.from({ length: 10 }, (_, i) => `${p}a${i}`));
+      expect(batchTries).toBe(1);
+      await Promise.all(Array.from({ length: 10 }, (_, i) => old.put(`${p}b${i}`, 'v')));
+      expect(batchTries).toBe(1);
+      expect((await b.list(p)).items).toHaveLength(20);
+    } finally {
+      await old.close();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+  });
+});
