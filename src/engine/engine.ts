@@ -418,10 +418,6 @@ export class Engine {
     this.publish(upTo);
   }
 
-  private async durable(): Promise<void> {
-    if (this.published < this.rev) await this.commit();
-  }
-
   private publish(upTo: number): void {
     if (this.published >= upTo) return;
     // History is in revision order; find the first unpublished event from the end.

@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RosterError } from '../core/errors.js';
@@ -155,7 +156,10 @@ export class Wal {
         const upTo = this.appendedSeq;
         this.pending = [];
         const buf = Buffer.from(batch.join('\n') + '\n');
-        await this.fh.write(buf, 0, buf.length);
+        // The write only fills the page cache: done here, it saves the commit a round trip through
+        // the thread pool (a wake-up each way); the fdatasync, which waits for the disk, stays off
+        // the event loop.
+        for (let off = 0; off < buf.length; ) off += writeSync(this.fh.fd, buf, off, buf.length - off);
         await this.fh.datasync();
         this.fsyncs++;
         this.size += buf.length;

@@ -7,11 +7,11 @@
  * in revision order, without a reset.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, KeyValue, Session, WatchEvent } from '../../src/backend/types.js';
+import type { Backend, KeyValue, Session, WatchEvent, WatchStatus } from '../../src/backend/types.js';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
 import { RosterError } from '../../src/core/errors.js';
 import { Registrar, ServiceCache, type RegistrarEvent } from '../../src/registry/index.js';
-import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
+import { eventually, Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
 import { startZooKeeper, TcpProxy, type ZooKeeperServer } from '../helpers/zookeeper.js';
 
 const CHROOT = '/roster-faults';
@@ -190,11 +190,17 @@ describe.each([
     const watcher = await open(proxy.url(CHROOT), { sessionTimeout });
     const watcherSession = (watcher as unknown as { main: { sessionId: string } }).main.sessionId;
     const view = new View(written);
-    const w = new Reader(watcher.watch(p));
+    const statuses: WatchStatus[] = [];
+    const w = new Reader(watcher.watch(p, { onStatus: (st) => statuses.push(st) }));
     for (const ev of await w.until((e) => e.type === 'synced', 10_000, 'synced')) view.apply(ev);
     expect(view.items.size).toBe(11);
 
     proxy.cut(mode);
+    // The outage is reported once the client notices it (at once for a reset; after its read
+    // timeout, 2/3 of the session timeout, for silence).
+    await eventually(() => statuses.length > 0, 10_000, 'onStatus told of the outage');
+    expect(statuses[0]).toMatchObject({ connected: false });
+    expect(code((statuses[0] as { error: unknown }).error)).toBe('UNAVAILABLE');
     if (expires) await zk.waitSessionGone(watcherSession, 10_000);
     // Changes while the watcher cannot hear anything.
     await put('k1', 'v1b');
@@ -213,6 +219,8 @@ describe.each([
 
     await converge(w, view, direct, p);
     expect(view.events.some((e) => e.type === 'reset')).toBe(false);
+    // One outage, one resume: told no later than the re-sync's diff that brought the view back.
+    expect(statuses.map((x) => x.connected)).toEqual([false, true]);
     const newSession = (watcher as unknown as { main: { sessionId: string } }).main.sessionId;
     if (expires) expect(newSession).not.toBe(watcherSession);
     else expect(newSession).toBe(watcherSession);
@@ -222,6 +230,32 @@ describe.each([
     const next = await w.next(5000);
     expect(next).toMatchObject({ type: 'put', key: `${p}after`, revision: r.revision });
     await w.return();
+  }, 60_000);
+});
+
+describe('watch onStatus', () => {
+  it('a watch opened during an outage hears it too; a throwing callback ends its stream with that error', async () => {
+    const p = uniquePrefix('status');
+    const direct = await open(zk.url(CHROOT));
+    const behind = await open(proxy.url(CHROOT));
+    await direct.put(`${p}a`, '1');
+    const boom = new Error('status callback failed');
+    const thrower = new Reader(behind.watch(p, { onStatus: (st) => { if (!st.connected) throw boom; } }));
+    await readSnapshot(thrower);
+    proxy.cut('reset');
+    await expect(thrower.next(10_000, 'the callback error')).rejects.toBe(boom);
+    // Opened while the shared connection is down: told at once, then told of the resume, and its
+    // snapshot (including a write made during the outage) follows.
+    const statuses: WatchStatus[] = [];
+    const late = new Reader(behind.watch(p, { onStatus: (st) => statuses.push(st) }));
+    await eventually(() => statuses.length === 1, 5000, 'outage reported to the late watch');
+    expect(statuses[0]).toMatchObject({ connected: false });
+    await direct.put(`${p}b`, '2');
+    proxy.heal();
+    const snap = await readSnapshot(late, 20_000);
+    expect([...snap.items.keys()]).toEqual([`${p}a`, `${p}b`]);
+    expect(statuses.map((x) => x.connected)).toEqual([false, true]);
+    await late.return();
   }, 60_000);
 });
 

@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startInProcess, type InProcessServer } from '../helpers/server.js';
+import { rm } from 'node:fs/promises';
+import { startInProcess, tempDir, type InProcessServer } from '../helpers/server.js';
 
 const BIN = fileURLToPath(new URL('../../dist/cli/bin.js', import.meta.url));
 
@@ -164,6 +165,30 @@ describe('roster CLI', () => {
       if (code === 1) expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
     }
   }, 60_000);
+
+  it('roster server: serves, stops gracefully on SIGTERM, and keeps acknowledged data across a restart', async () => {
+    const dataDir = await tempDir('roster-cli-srv');
+    try {
+      const start = async () => {
+        const p = new Proc(['server', '--port', '0', '--data-dir', dataDir]);
+        procs.push(p);
+        const line = (await p.waitLine((l) => l.includes('listening on'))).line;
+        return { p, url: /listening on (http:\/\/\S+)/.exec(line)![1]! };
+      };
+      const first = await start();
+      const health = await fetch(`${first.url}/healthz`);
+      expect(health.status).toBe(200);
+      expect((await run(['--backend', first.url, 'kv', 'put', 'kept/a', 'yes'])).code).toBe(0);
+      first.p.child.kill('SIGTERM');
+      expect(await first.p.exit).toBe(0);
+      const second = await start();
+      expect((await run(['--backend', second.url, 'kv', 'get', 'kept/a'])).stdout).toBe('yes');
+      second.p.child.kill('SIGINT');
+      expect(await second.p.exit).toBe(0);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('reads ROSTER_BACKEND when --backend is absent', async () => {
     await run(cli('kv', 'put', 'envtest', 'yes'));

@@ -6,7 +6,7 @@
  * lock-safety.test.ts and processes.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, Session } from '../../src/backend/types.js';
+import type { Backend, KeyValue, Session } from '../../src/backend/types.js';
 import { RosterError } from '../../src/core/errors.js';
 import {
   Barrier,
@@ -366,21 +366,30 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       const ps = await Promise.all(Array.from({ length: 4 }, () => proc()));
       const es = ps.map((p) => new Election(p.b, p.s, name));
       await es[0]!.campaign('p0');
-      const campaigns = es.slice(1).map((e, i) => e.campaign(`p${i + 1}`).then(() => i + 1));
-      await eventually(async () => (await ps[0]!.b.list(es[0]!.prefix)).items.length === 4, 5000, 'all campaign');
+      // The three campaign concurrently from different clients: their keys may be created in any
+      // order. The line is the order of createRevision (the contract), read back from the store.
+      const campaigns = es.map((e, i) => (i === 0 ? undefined : e.campaign(`p${i}`).then(() => i)));
+      let items: readonly KeyValue[] = [];
+      await eventually(async () => (items = (await ps[0]!.b.list(es[0]!.prefix)).items).length === 4, 5000, 'all campaign');
+      const line = [...items].sort((x, y) => x.createRevision - y.createRevision).map((kv) => es.findIndex((e) => e.key === kv.key));
+      expect(line[0]).toBe(0); // the leader's key is the oldest
+      expect([...line].sort()).toEqual([0, 1, 2, 3]);
+      const [, next, second, third] = line as [number, number, number, number];
       const t0 = Date.now();
       ps[0]!.s.orphan();
-      const winner = await Promise.race(campaigns);
+      const winner = await Promise.race(campaigns.slice(1));
       expect(Date.now() - t0).toBeLessThan(ps[0]!.s.ttl + 1000 + 500);
-      expect(winner).toBe(1); // the next in line
+      expect(winner).toBe(next); // the next in line: lowest createRevision among the waiters
       expect(es.filter((e) => e.isLeader)).toHaveLength(1);
-      expect((await es[2]!.leader())?.value).toBe('p1');
-      await es[2]!.resign(); // still campaigning: resign withdraws the candidacy
-      expect(code(await rejection(campaigns[1]!))).toBe('CLOSED');
-      await es[1]!.resign();
-      expect(await campaigns[2]).toBe(3);
-      expect((await es[1]!.leader())?.value).toBe('p3');
-      await es[3]!.resign();
+      expect(es[next]!.isLeader).toBe(true);
+      expect((await es[second]!.leader())?.value).toBe(`p${next}`);
+      await es[second]!.resign(); // still campaigning: resign withdraws the candidacy
+      expect(code(await rejection(campaigns[second]!))).toBe('CLOSED');
+      expect(es[third]!.isLeader).toBe(false); // withdrawing a waiter hands nothing over
+      await es[next]!.resign();
+      expect(await campaigns[third]).toBe(third);
+      expect((await es[next]!.leader())?.value).toBe(`p${third}`);
+      await es[third]!.resign();
     });
 
     it('prefix option: keys are <prefix><session id> with the value (Go concurrency.Election layout)', async () => {

@@ -467,6 +467,48 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
       expect(cache.counters.resyncs).toBe(1);
     }, 30_000);
 
+    it('server restart (kill -9): stale during the outage with its instances kept, synced again after', async (ctx) => {
+      if (!t.restart) return ctx.skip();
+      const s = svc();
+      const r = later(new Registrar(b, { ttl: Math.max(ttl(), 3000) }));
+      await r.register(inst(s, 1));
+      await r.register(inst(s, 2));
+      const cache = later(await ServiceCache.open(b2, s));
+      const picker = cache.picker(new RecordingStrategy());
+      const before = cache.instances;
+      expect(before.map((i) => i.id)).toEqual(['i1', 'i2']);
+      expect(cache.stale).toBe(false);
+      // Both listeners are in place before the restart; the state is sampled inside them, at the edge.
+      let atStale: { stale: boolean; since: number | undefined; ids: string[]; picked: string } | undefined;
+      const stale = once<{ since: number; error: unknown }>(cache, 'stale', 20_000, () => {
+        atStale = { stale: cache.stale, since: cache.staleSince, ids: cache.instances.map((i) => i.id), picked: picker.pick().instance.service };
+        return true;
+      });
+      const resynced = once<{ revision: number }>(cache, 'synced', 40_000, () => atStale !== undefined);
+      const restarting = t.restart();
+      const ev = await stale;
+      expect(ev.error).toBeDefined();
+      expect(atStale).toEqual({ stale: true, since: ev.since, ids: ['i1', 'i2'], picked: s });
+      await restarting;
+      await resynced;
+      expect(cache.stale).toBe(false);
+      expect(cache.staleSince).toBeUndefined();
+      expect(cache.instances.map((i) => i.id)).toEqual(['i1', 'i2']);
+      expect(picker.size).toBe(2);
+      // Current again, not just marked so: a change after the restart reaches it.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await r.register(inst(s, 3));
+          break;
+        } catch (e) {
+          if (attempt > 100 || code(e) !== 'UNAVAILABLE') throw e;
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      }
+      await eventually(() => cache.instances.map((i) => i.id).join() === 'i1,i2,i3', 20_000, 'the cache sees i3');
+      expect(cache.stale).toBe(false);
+    }, 60_000);
+
     it('survives its backend being destroyed: stays readable and stale, reports the error', async () => {
       const s = svc();
       const r = later(new Registrar(b, { ttl: 60_000 }));

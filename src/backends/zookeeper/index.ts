@@ -36,7 +36,9 @@
  *   diffing; coalescing rules; delete revisions). `watch({ fromRevision })` is honest about
  *   ZooKeeper having no history: it serves exactly the changes after R only when they are provable
  *   from ZooKeeper's counters plus this process's journal of its own writes (journal.ts), and
- *   otherwise starts with a `reset` holding the full current state.
+ *   otherwise starts with a `reset` holding the full current state. Watches survive outages of the
+ *   shared connection (re-synced by diff); `onStatus` hears `connected: false` when it is lost or its
+ *   session expires and `connected: true` once the re-sync's diff is delivered (mirror.ts, point 6).
  * - Consistency: ZooKeeper reads are served by the connected server and are sequentially
  *   consistent per connection. With an ensemble, a session's connection and the shared connection
  *   may sit on different servers, so a read may briefly miss a write made through the other
@@ -63,6 +65,7 @@ import type {
   Watch,
   WatchEvent,
   WatchOptions,
+  WatchStatus,
 } from '../../backend/types.js';
 import { Channel } from '../../core/channel.js';
 import { abortable, abortReason, throwIfAborted } from '../../core/async.js';
@@ -257,6 +260,12 @@ export class ZooKeeperBackend implements Backend {
     c.on('connected', () => {
       for (const m of this.live) m.resync();
     });
+    // Watches stay open across the outage (gap-free by re-sync); their onStatus hears of it.
+    c.on('disconnected', () => {
+      if (c !== this.main) return;
+      const err = new UnavailableError(`${this.url}: connection to ZooKeeper lost; watches re-sync when it is back`);
+      for (const m of [...this.live]) m.disconnected(err);
+    });
     c.on('expired', () => this.replaceMain(c));
     c.on('auth-failed', () => {
       const err = new InvalidArgumentError(`${this.url}: ZooKeeper rejected the credentials`);
@@ -270,6 +279,8 @@ export class ZooKeeperBackend implements Backend {
     if (this.closed || old !== this.main) return;
     old.destroy();
     this.main = this.newMain(old.maxZxid);
+    const err = new UnavailableError(`${this.url}: ZooKeeper session of the shared connection expired; watches re-sync on a new one`);
+    for (const m of [...this.live]) m.disconnected(err);
   }
 
   private toZk(rel: string): string {
@@ -664,6 +675,10 @@ export class ZooKeeperBackend implements Backend {
     const push = (evs: readonly Change[]) => {
       for (const ev of evs) ch.push(ev);
     };
+    // Edge-triggered per watch, as on the other backends; a throwing callback ends this stream
+    // with its error (surfaced to the consumer, never dropped).
+    const onStatus = opts.onStatus;
+    let down = false;
     detach = m.attach({
       ...(from !== undefined ? { after: from } : {}),
       start: (init) => {
@@ -674,6 +689,19 @@ export class ZooKeeperBackend implements Backend {
       },
       changes: push,
       fail: (err) => ch.end(err),
+      ...(onStatus
+        ? {
+            status: (st: WatchStatus) => {
+              if (ch.ended || down === !st.connected) return;
+              down = !st.connected;
+              try {
+                onStatus(st);
+              } catch (e) {
+                ch.end(e);
+              }
+            },
+          }
+        : {}),
     });
     this.watches.add(ch);
     signal?.addEventListener('abort', onAbort, { once: true });

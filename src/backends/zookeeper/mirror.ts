@@ -33,14 +33,19 @@
  * 5. Watches on one prefix share one mirror per backend. A watch joining a running mirror gets its
  *    snapshot only after a barrier read (see attach()), so it includes every write that completed
  *    before watch() was called (read-your-writes, on a standalone server or the same server).
+ * 6. Outages (WatchOptions.onStatus): the mirror is "down" from the moment the shared connection is
+ *    lost, its session expires, or a read fails for lack of a connection, until the first diff of a
+ *    re-sync started after that moment has been handed to the subscribers (so everything that
+ *    changed meanwhile is queued, in order, ahead of anything later). Each edge is told once to
+ *    every subscriber, including one that attaches during the outage.
  *
  * Which znodes are keys: a znode whose data is non-null. Parents that roster creates for a key
  * path carry null data and are not keys (so an empty-string value, stored as zero bytes, is still
  * a key). Foreign tools that create parents with empty data (Curator's mkdirs, `zkCli create /a ""`)
  * make those parents appear as keys with value ''.
  */
-import type { KeyValue } from '../../backend/types.js';
-import { InvalidArgumentError, isRosterError, RosterError } from '../../core/errors.js';
+import type { KeyValue, WatchStatus } from '../../backend/types.js';
+import { InvalidArgumentError, isRosterError, RosterError, UnavailableError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';
 import type { JVersion, Journal } from './journal.js';
@@ -78,6 +83,8 @@ export interface Subscriber {
   start(init: InitialState): void;
   changes(evs: readonly Change[]): void;
   fail(err: unknown): void;
+  /** Outage edges (point 6 of the header). Called at most once per edge by the mirror. */
+  status?(st: WatchStatus): void;
 }
 
 export type InitialState =
@@ -136,6 +143,9 @@ export class Mirror {
   private settledSeq = 0;
   private syncWaiters = new Set<{ resolve: () => void; reject: (e: unknown) => void }>();
   private error: unknown;
+  /** Set while down (point 6): why, and the generation that was current when it began (only a
+   *  re-sync, which starts a later generation, can end it). */
+  private outage: { error: unknown; gen: number } | undefined;
 
   constructor(
     private readonly host: MirrorHost,
@@ -181,6 +191,13 @@ export class Mirror {
    */
   attach(sub: Subscriber): () => void {
     this.attaching.push(sub);
+    if (this.outage) {
+      // Told after watch() returned (a throwing callback ends a stream that must exist by then).
+      queueMicrotask(() => {
+        const o = this.outage;
+        if (o && !this.stopped && (this.subs.has(sub) || this.attaching.includes(sub))) sub.status?.({ connected: false, error: o.error });
+      });
+    }
     if (!this.synced) {
       this.needs.set(sub, 0); // the initial walk starts after this call
       void this.processAttaches();
@@ -265,6 +282,7 @@ export class Mirror {
         while (this.dirtyData.size > 0 || this.dirtyChildren.size > 0) {
           const conn = this.host.conn();
           if (!conn) {
+            this.disconnected(new UnavailableError(`watch ${JSON.stringify(this.prefix)}: no connection to ZooKeeper; re-syncing when it is back`));
             this.waiting = true; // resync() runs when the connection is back
             return;
           }
@@ -284,6 +302,8 @@ export class Mirror {
       if (this.stopped || gen !== this.gen) return;
       if (isTerminal(e)) return this.fail(terminalError(e, this.prefix));
       // Connection trouble: re-read everything once the connection is back, or after a backoff.
+      // (The shared session is nobody's lease: its expiry is an outage to a watcher, not a loss.)
+      this.disconnected(isRosterError(e, 'SESSION_LOST') ? new UnavailableError(`watch ${JSON.stringify(this.prefix)}: ZooKeeper session of the shared connection expired; re-syncing`, { cause: e }) : e);
       this.waiting = true;
       const delay = backoff(this.failures++, 100, 5000);
       this.retryTimer = setTimeout(() => this.resync(), delay);
@@ -412,6 +432,8 @@ export class Mirror {
     this.failures = 0;
     // Every notification received so far has been read (no dirty node left): this diff covers them.
     this.settledSeq = this.notifSeq;
+    // A diff of a generation started after the outage began, on a live connection: the re-sync.
+    const resumed = this.outage !== undefined && gen > this.outage.gen && this.host.conn() !== undefined;
     if (!this.synced) {
       this.delivered = this.currentView();
       this.revision = Math.max(this.revision, this.zmax);
@@ -419,6 +441,7 @@ export class Mirror {
       this.synced = true;
       for (const w of this.syncWaiters) w.resolve();
       this.syncWaiters.clear();
+      if (resumed) this.reconnected();
       await this.processAttaches();
       return;
     }
@@ -452,7 +475,23 @@ export class Mirror {
         if (mine.length > 0) s.changes(mine);
       }
     }
+    if (resumed) this.reconnected();
     await this.processAttaches();
+  }
+
+  // ------------------------------------------------------------------ outages (point 6)
+
+  /** The stream broke (connection lost, session expired, reads failing): tell every subscriber once. */
+  disconnected(error: unknown): void {
+    if (this.stopped || this.outage) return;
+    this.outage = { error, gen: this.gen };
+    for (const s of [...this.subs, ...this.attaching]) s.status?.({ connected: false, error });
+  }
+
+  /** The re-sync's diff was handed over: the outage is over. */
+  private reconnected(): void {
+    this.outage = undefined;
+    for (const s of [...this.subs, ...this.attaching]) s.status?.({ connected: true });
   }
 
   /**
