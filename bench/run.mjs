@@ -5,6 +5,7 @@
 //   npm run bench -- --only register --runs 5       one scenario (comma-separated list allowed)
 //   npm run bench -- --fleet-sizes 10000,30000 --hold 10   scale the keepalive/memory case down
 //   npm run bench -- --quick --profile              also profile the roster server under register load (the full run does)
+//   npm run bench -- --only watch --merge           re-run scenarios into the saved results (then re-render)
 //   node bench/run.mjs --render-only bench/results/latest.json   re-render BENCHMARKS.md from saved results
 //
 // Each scenario starts every system fresh (roster server, etcd, ZooKeeper on free loopback ports,
@@ -48,6 +49,7 @@ function parseArgs(argv) {
       case '--render': o.render = true; break;
       case '--no-render': o.render = false; break;
       case '--render-only': o.renderOnly = val(); break;
+      case '--merge': o.merge = true; break;
       case '-h':
       case '--help':
         process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 12).map((l) => l.slice(3)).join('\n') + '\n');
@@ -71,7 +73,7 @@ function config(o) {
     runs: o.runs ?? (q ? 1 : 3),
     register: { sizes: q ? [1000, 3000] : [1000, 10000], services: 50, inflight: 64, ttl: 10_000, warmup: q ? 300 : 1000, minOps: q ? 3000 : 10_000 },
     fleet: { sizes: o.fleetSizes ?? (q ? [2000, 10000] : [10_000, 100_000]), perSession: 10, ttl: 10_000, holdMs: (o.hold ?? (q ? 5 : 30)) * 1000, settleMs: 3000, inflight: 64 },
-    watch: { sizes: q ? [20, 100] : [100, 1000], instances: q ? 50 : 200, intervalMs: 20 },
+    watch: { sizes: q ? [20, 100] : [100, 1000], instances: q ? 50 : 200, intervalMs: 50 },
     failure: { kills: q ? 2 : 5, graceful: q ? 1 : 3, ttl: 2000 },
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
@@ -298,17 +300,30 @@ async function main() {
     },
     scenarios: {},
   };
+  // --merge: the scenarios run now replace theirs in the saved results; the rest is kept.
+  const base = o.merge ? JSON.parse(readFileSync(path.join(RESULTS, 'latest.json'), 'utf8')) : undefined;
+  if (base) {
+    base.meta.merged = [...(base.meta.merged ?? []), { command: results.meta.command, date: results.meta.date, runs: cfg.runs, scenarios: o.only ?? SCENARIO_NAMES, loadavgStart: results.meta.loadavgStart }];
+    base.meta.config = { ...base.meta.config, ...Object.fromEntries(Object.entries(cfg).filter(([k]) => (o.only ?? SCENARIO_NAMES).some((n) => k === n || (k === 'fleet' && (n === 'keepalive' || n === 'memory'))))) };
+    results.meta = base.meta;
+    results.scenarios = base.scenarios;
+    results.profile = base.profile;
+  }
   const save = () => {
     mkdirSync(RESULTS, { recursive: true });
-    results.meta.loadavgEnd = loadavg();
-    results.meta.durationS = Math.round((Date.now() - started.getTime()) / 1000);
+    if (base) base.meta.merged.at(-1).loadavgEnd = loadavg();
+    else {
+      results.meta.loadavgEnd = loadavg();
+      results.meta.durationS = Math.round((Date.now() - started.getTime()) / 1000);
+    }
     writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(results, null, 1) + '\n');
   };
   log(`roster bench: ${cfg.runs} run(s) per system, load average ${results.meta.loadavgStart.join(' ')}`);
   const steps = [
     ['register', () => scenarioRegister(cfg)],
     ['keepalive', () => scenarioFleet(cfg, true)],
-    ['memory', () => (results.scenarios.keepalive ? results.scenarios.keepalive : scenarioFleet(cfg, false))],
+    // The keepalive run measures memory too; on its own, memory runs the same fleet without the hold.
+    ['memory', () => (want('keepalive') ? results.scenarios.keepalive : scenarioFleet(cfg, false))],
     ['watch', () => scenarioWatch(cfg)],
     ['failure', () => scenarioFailure(cfg)],
     ['pick', () => scenarioPick(cfg)],
@@ -328,8 +343,8 @@ async function main() {
     save();
   }
   save();
-  log(`\nresults: ${path.join(RESULTS, 'latest.json')} (${results.meta.durationS} s, load average now ${results.meta.loadavgEnd.join(' ')})`);
-  const render = o.render ?? (!o.quick && !o.only);
+  log(`\nresults: ${path.join(RESULTS, 'latest.json')} (load average now ${loadavg().join(' ')})`);
+  const render = o.render ?? ((!o.quick && !o.only) || (o.merge && !results.meta.quick));
   if (render) {
     renderMarkdown(results, { root: ROOT, resultsDir: RESULTS });
     log(`rendered ${path.join(ROOT, 'BENCHMARKS.md')}`);
