@@ -1,18 +1,13 @@
 /**
- * Register and watch latency over the etcd backend against a local etcd (figures for the docs):
- *   register = put bound to a session (one etcd txn with the lease), awaited one at a time;
- *   watch    = from just before a put on one client until a watcher on another client (its own
- *              gRPC connection) receives that put; one change in flight at a time.
- * 1,000 of each; p50/p99 printed. Assertions are completeness and order, plus a generous p99
- * ceiling that only a broken client (e.g. one polling instead of watching) would exceed.
+ * Register and watch latency over the etcd backend against a local etcd: register is one etcd txn
+ * with the lease; the watcher has its own gRPC connection.
  *   npx vitest run test/backends/etcd-latency.test.ts
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, it } from 'vitest';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
+import { measureRegisterAndWatch } from '../helpers/latency.js';
 
-const N = 1000;
 let etcd: EtcdServer;
 beforeAll(async () => {
   etcd = await startEtcd();
@@ -21,53 +16,4 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-function summary(name: string, ms: number[]): { p50: number; p99: number } {
-  const s = [...ms].sort((a, b) => a - b);
-  const r = { p50: pct(s, 50), p99: pct(s, 99) };
-  const f = (x: number) => x.toFixed(2);
-  console.log(`${name}: n=${ms.length} p50=${f(r.p50)} ms p99=${f(r.p99)} ms max=${f(s.at(-1)!)} ms mean=${f(ms.reduce((a, b) => a + b, 0) / ms.length)} ms`);
-  return r;
-}
-
-it(`register and watch latency over ${N} operations each`, async () => {
-  const writer = await EtcdBackend.open(etcd.url('/bench'));
-  const watcher = await EtcdBackend.open(etcd.url('/bench'));
-  try {
-    const p = uniquePrefix('lat');
-    const s = await writer.session({ ttl: 10_000 });
-    // Warm-up (connections, JIT) outside the measurement.
-    for (let i = 0; i < 50; i++) await writer.put(`${p}warm/${i}`, 'x', { session: s });
-
-    const register: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const t0 = performance.now();
-      await writer.put(`${p}reg/10.0.0.${i % 250}:${8000 + i}`, '{"metadata":{}}', { session: s });
-      register.push(performance.now() - t0);
-    }
-
-    const w = new Reader(watcher.watch(`${p}watch/`));
-    await readSnapshot(w);
-    const watch: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const t0 = performance.now();
-      const put = writer.put(`${p}watch/k${i}`, String(i), { session: s });
-      const ev = await w.next(5000, `event ${i}`);
-      watch.push(performance.now() - t0);
-      const r = await put;
-      expect(ev).toMatchObject({ type: 'put', key: `${p}watch/k${i}`, revision: r.revision });
-    }
-    await w.return();
-    await s.close();
-
-    const reg = summary('etcd register (put with lease)', register);
-    const wat = summary('etcd watch (put -> watcher event)', watch);
-    expect(reg.p99).toBeLessThan(500);
-    expect(wat.p99).toBeLessThan(500);
-  } finally {
-    await writer.close();
-    await watcher.close();
-  }
-}, 120_000);
+it('register and watch latency over 1,000 operations each', () => measureRegisterAndWatch('etcd', () => EtcdBackend.open(etcd.url('/bench'))), 120_000);
