@@ -372,3 +372,39 @@ export class Ownership {
     this.ac.abort(new ClosedError(`${this.what} released`));
   }
 }
+
+/**
+ * A key this process holds for a recipe (a lock, a semaphore permit): its fencing token and
+ * liveness come from the Ownership, and `releaseKey()` runs once however often it is called.
+ */
+export class HeldKey {
+  private releasing: Promise<void> | undefined;
+  constructor(
+    private readonly backend: Backend,
+    private readonly session: Session,
+    private readonly own: Ownership,
+    private readonly afterRelease: () => void = () => undefined,
+  ) {}
+  get key(): string {
+    return this.own.key;
+  }
+  get token(): number {
+    return this.own.createRevision;
+  }
+  get signal(): AbortSignal {
+    return this.own.signal;
+  }
+  get lost(): boolean {
+    return this.own.lost;
+  }
+  protected releaseKey(): Promise<void> {
+    return (this.releasing ??= (async () => {
+      this.own.release();
+      try {
+        await removeOwnKey(this.backend, this.session, this.key);
+      } finally {
+        this.afterRelease();
+      }
+    })());
+  }
+}

@@ -26,6 +26,7 @@ import {
   createOwnKey,
   DirView,
   directChild,
+  HeldKey,
   oldest,
   Ownership,
   recipeDir,
@@ -56,36 +57,12 @@ export interface Lock {
   unlock(): Promise<void>;
 }
 
-class HeldLock implements Lock {
-  private unlocking: Promise<void> | undefined;
-  constructor(
-    private readonly backend: Backend,
-    private readonly session: Session,
-    readonly name: string,
-    private readonly own: Ownership,
-    private readonly releaseLocal: () => void,
-  ) {}
-  get key(): string {
-    return this.own.key;
-  }
-  get token(): number {
-    return this.own.createRevision;
-  }
-  get signal(): AbortSignal {
-    return this.own.signal;
-  }
-  get lost(): boolean {
-    return this.own.lost;
+class HeldLock extends HeldKey implements Lock {
+  constructor(backend: Backend, session: Session, readonly name: string, own: Ownership, releaseLocal: () => void) {
+    super(backend, session, own, releaseLocal);
   }
   unlock(): Promise<void> {
-    return (this.unlocking ??= (async () => {
-      this.own.release();
-      try {
-        await removeOwnKey(this.backend, this.session, this.key);
-      } finally {
-        this.releaseLocal();
-      }
-    })());
+    return this.releaseKey();
   }
 }
 

@@ -13,7 +13,7 @@
 import type { Backend, KeyValue, Session } from '../backend/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, Ownership, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, DirView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
 
 export interface Permit {
   readonly key: string;
@@ -26,30 +26,9 @@ export interface Permit {
   release(): Promise<void>;
 }
 
-class HeldPermit implements Permit {
-  private releasing: Promise<void> | undefined;
-  constructor(
-    private readonly backend: Backend,
-    private readonly session: Session,
-    private readonly own: Ownership,
-  ) {}
-  get key(): string {
-    return this.own.key;
-  }
-  get token(): number {
-    return this.own.createRevision;
-  }
-  get signal(): AbortSignal {
-    return this.own.signal;
-  }
-  get lost(): boolean {
-    return this.own.lost;
-  }
+class HeldPermit extends HeldKey implements Permit {
   release(): Promise<void> {
-    return (this.releasing ??= (async () => {
-      this.own.release();
-      await removeOwnKey(this.backend, this.session, this.key);
-    })());
+    return this.releaseKey();
   }
 }
 

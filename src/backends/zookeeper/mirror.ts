@@ -318,17 +318,21 @@ export class Mirror {
     if (zxid > this.zmax) this.zmax = zxid;
   }
 
+  /** A watched read found `rel` gone: forget it (and, for the root, re-arm its existence watch). */
+  private async vanished(conn: ZkConn, rel: string, gen: number, zxid: number): Promise<void> {
+    if (gen !== this.gen) return;
+    this.bump(zxid);
+    this.gone(rel);
+    if (rel === this.root) await this.watchRoot(conn, gen);
+  }
+
   private async readData(conn: ZkConn, rel: string, gen: number): Promise<void> {
     let r;
     try {
       r = await conn.getData(this.host.toZk(rel), true);
     } catch (e) {
       if (!isZk(e, ZK.NO_NODE)) throw e;
-      if (gen !== this.gen) return;
-      this.bump(e.zxid);
-      this.gone(rel);
-      if (rel === this.root) await this.watchRoot(conn, gen);
-      return;
+      return this.vanished(conn, rel, gen, e.zxid);
     }
     if (gen !== this.gen) return;
     this.bump(r.zxid);
@@ -353,11 +357,7 @@ export class Mirror {
       r = await conn.getChildren(this.host.toZk(rel), true);
     } catch (e) {
       if (!isZk(e, ZK.NO_NODE)) throw e;
-      if (gen !== this.gen) return;
-      this.bump(e.zxid);
-      this.gone(rel);
-      if (rel === this.root) await this.watchRoot(conn, gen);
-      return;
+      return this.vanished(conn, rel, gen, e.zxid);
     }
     if (gen !== this.gen) return;
     this.bump(r.zxid);
