@@ -208,9 +208,17 @@ export class Wal {
     this.syncedSeq = this.appendedSeq;
   }
 
-  async close(): Promise<void> {
-    if (!this.failed) await this.sync().catch(() => undefined);
-    await this.fh.close().catch(() => undefined);
-    this.failed ??= new RosterError('CLOSED', 'write-ahead log closed');
+  private closing: Promise<void> | undefined;
+
+  /** Flush what is pending, then close. Idempotent. Rejects if the final flush or the close failed
+   *  (nothing acknowledged is affected: acknowledgements wait for sync), so the caller learns of it. */
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      let err: unknown;
+      if (!this.failed) await this.sync().catch((e: unknown) => void (err = e));
+      await this.fh.close().catch((e: unknown) => void (err ??= e));
+      this.failed ??= new RosterError('CLOSED', 'write-ahead log closed');
+      if (err !== undefined) throw err;
+    })());
   }
 }
