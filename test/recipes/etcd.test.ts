@@ -5,7 +5,7 @@
  * (which are that Go code) take part in the same election or contend for the same lock.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/backend/types.js';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { Election, lock, observeLeaders, tryLock, type Leader } from '../../src/recipes/index.js';
@@ -25,7 +25,9 @@ describe('recipes on etcd://', () => {
   recipesSuite(() => ({ open: () => EtcdBackend.open(etcd.url('/recipes')), ttl: 1000 }));
 });
 
-/** A long-running etcdctl whose stdout lines we follow. */
+const running = new Set<Ctl>();
+
+/** A long-running etcdctl whose stdout lines we follow. Killed after each test if still running. */
 class Ctl {
   readonly proc: ChildProcess;
   readonly lines: string[] = [];
@@ -44,6 +46,8 @@ class Ctl {
     this.proc.stderr!.setEncoding('utf8');
     this.proc.stderr!.on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((r) => this.proc.once('exit', (code) => r(code)));
+    running.add(this);
+    void this.exited.then(() => running.delete(this));
   }
   async stop(sig: NodeJS.Signals = 'SIGINT'): Promise<void> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(sig);
@@ -60,12 +64,15 @@ describe('interop with etcdctl (Go concurrency package)', () => {
   afterAll(async () => {
     await b?.close();
   });
+  afterEach(async () => {
+    await Promise.all([...running].map((c) => c.stop('SIGKILL')));
+  });
 
   it('`etcdctl elect --listen` sees roster\'s leader, and roster observes an `etcdctl elect` leader', async () => {
     const name = uniq('interop-elect');
     const s = await b.session({ ttl: 1000 });
     const mine = new Election(b, s, name, { prefix: `${name}/` });
-    await mine.campaign('from-roster');
+    await mine.campaign('from-roster', { signal: AbortSignal.timeout(10_000) });
     const listener = new Ctl(['elect', '--listen', name]);
     await eventually(() => listener.lines.includes('from-roster'), 10_000, `etcdctl elect --listen output (got ${JSON.stringify(listener.lines)} ${listener.stderr})`);
     expect(listener.lines).toContain(mine.key); // the key etcdctl reports is roster's key
@@ -82,7 +89,8 @@ describe('interop with etcdctl (Go concurrency package)', () => {
     expect(next.key).toMatch(new RegExp(`^${name}/[0-9a-f]+$`));
     await eventually(() => listener.lines.includes('from-etcdctl'), 10_000, 'listener sees etcdctl leader');
     // And roster waits behind etcdctl's leader until it goes.
-    const again = mine.campaign('roster-again');
+    // etcdctl resigns on SIGINT; its session TTL is 60 s, so a missed resign would stall here.
+    const again = mine.campaign('roster-again', { signal: AbortSignal.timeout(15_000) });
     await candidate.stop('SIGINT');
     await again;
     expect(await leaders.next(10_000, 'roster again')).toMatchObject({ value: 'roster-again', key: mine.key });

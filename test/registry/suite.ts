@@ -239,7 +239,7 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
       const r = later(new Registrar(b, { ttl: ttl() }));
       await r.register(inst(s, 1));
       const cache = later(await ServiceCache.open(b2, s));
-      const repaired = once<{ reason: string; instance: Instance }>(r, 'repaired', 5000);
+      const repaired = once<{ reason: string; instance: Instance }>(r, 'repaired', 15_000); // re-put after a watch round trip; generous for loaded CI
       await b2.delete(`${layout.servicePrefix(s)}i1`);
       expect((await repaired).reason).toBe('deleted');
       await eventually(() => cache.instances.length === 1, 5000, 'instance back in the cache');
