@@ -192,3 +192,51 @@ export function parseHostPort(s: string): { address: string; port?: number } {
   if (!/^\d{1,5}$/.test(portStr)) throw new InvalidArgumentError(`invalid port ${JSON.stringify(portStr)} in ${JSON.stringify(s)}: expected 1-65535`);
   return { address: host, port: validatePort(Number(portStr)) };
 }
+
+/**
+ * Go-style absolute names. Go programs, etcdctl and zkCli spell keys from the root of the store
+ * (`/services/web/10.0.0.1:8080`, `concurrency.NewMutex(s, "/locks/job")`, `/locks/job` in
+ * Curator); roster keys are relative to the backend's root (the etcd URL prefix, the ZooKeeper
+ * chroot). `resolveName` turns a name as such a program spells it into a roster key or prefix:
+ *
+ * - a name without a leading '/' is relative: returned unchanged (validated);
+ * - a name with a leading '/' is absolute: `root` (see `nameRoot`) is stripped from it, so
+ *   `/locks/job` under root `/` is `locks/job`, and `/app/locks/job` under `/app/` is `locks/job`;
+ * - an absolute name outside `root` is refused, never rewritten: an etcd URL prefix is often a
+ *   permission boundary, and a silent rewrite is how `/services/...` ends up looked for under
+ *   `services/...`. Root '' (etcd://host:2379 without a path, where etcd keys are used exactly as
+ *   given, so none starts with '/') refuses every absolute name, saying to add the '/'.
+ *
+ * A trailing '/' is kept (a prefix stays a prefix). `what` names the input in errors.
+ */
+export function resolveName(name: unknown, root: string, what = 'name'): string {
+  if (typeof name !== 'string' || name === '') throw new InvalidArgumentError(`invalid ${what} ${describe(name)}: expected a non-empty key or prefix`, { details: { field: what } });
+  if (!name.startsWith('/')) return validatePrefix(name);
+  if (root === '') {
+    throw new InvalidArgumentError(
+      `absolute ${what} ${describe(name)} cannot be used here: this backend's keys have no leading '/' (an etcd URL without a path); ` +
+        `open it with a trailing '/' (etcd://host:2379/) to use names as Go programs spell them, or drop the leading '/'`,
+      { details: { field: what } },
+    );
+  }
+  const r = root.endsWith('/') ? root : `${root}/`;
+  if (!name.startsWith(r) || name.length === r.length) {
+    throw new InvalidArgumentError(`absolute ${what} ${describe(name)} is outside this backend's root ${describe(r)}: use a name under it, or open the backend at a root that contains it`, {
+      details: { field: what },
+    });
+  }
+  return validatePrefix(name.slice(r.length));
+}
+
+/**
+ * The root absolute names are resolved against (see `resolveName`): for etcd, the URL's prefix
+ * as etcd spells it (`etcd://h:2379/` → '/', `etcd://h:2379/app` → '/app/', `etcd://h:2379` → '');
+ * for every other backend '/' (ZooKeeper paths inside the chroot; the roster server, memory and
+ * Consul have no leading '/' of their own).
+ */
+export function nameRoot(backend: { readonly kind: string; readonly url: string }): string {
+  if (backend.kind !== 'etcd') return '/';
+  const m = /^etcds?:\/\/[^/]*(\/.*)?$/i.exec(backend.url);
+  const path = m?.[1] ?? '';
+  return path === '' ? '' : path.endsWith('/') ? path : `${path}/`;
+}

@@ -186,6 +186,8 @@ export class Registrar extends Emitter<RegistrarEvents> {
     this.checkOpen();
     throwIfAborted(opts.signal);
     const instance = toInstance(input);
+    // A layout may adapt what it writes to what the service already holds (curator: payload class).
+    if (this.layout.prepare) await this.layout.prepare(this.backend, instance.service, opts);
     const key = this.layout.key(instance);
     const value = this.layout.encode(instance, { registeredAt: Date.now() });
     const prev = this.desired.get(key);
