@@ -46,6 +46,9 @@ func main() {
 	target := flag.String("target", "", "naming target, e.g. services/echo (dialled as etcd:///<target>)")
 	interval := flag.Duration("interval", 5*time.Millisecond, "pause between calls")
 	calls := flag.Int("calls", 0, "stop after this many answers (0 = until stdin closes)")
+	// grpc-go sends the dial target's endpoint ("services/echo") as :authority; Node's HTTP/2
+	// (nghttp2) refuses a '/' there with RST_STREAM PROTOCOL_ERROR, so name the authority.
+	authority := flag.String("authority", "localhost", ":authority sent with every call")
 	flag.Parse()
 	if *target == "" {
 		fmt.Fprintln(os.Stderr, "grpcclient: -target is required")
@@ -66,6 +69,7 @@ func main() {
 	conn, err := grpc.Dial("etcd:///"+*target,
 		grpc.WithResolvers(builder),
 		grpc.WithInsecure(),
+		grpc.WithAuthority(*authority),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingPolicy":"round_robin"}`),
 	)
 	if err != nil {
