@@ -10,6 +10,8 @@ import { parseTtl } from '../core/duration.js';
 import { jitter } from '../core/async.js';
 import { rosterLayout } from '../registry/layout.js';
 import { methodIndex, renderMetrics, RouteStats, type MethodIndex } from './metrics.js';
+import { startDnsServer, type DnsServer, type DnsServerOptions } from './dns/index.js';
+import { createPromSdHandler, type PromSdHandler } from './promsd/index.js';
 import {
   decodePath,
   describeValue,
@@ -54,6 +56,8 @@ export interface ServerOptions {
   closeTimeoutMs?: number;
   /** Reports unexpected failures (500 replies, socket errors). Default: one line on stderr. */
   onError?: (err: unknown) => void;
+  /** Also serve DNS (SRV, A / AAAA of healthy instances; src/server/dns). Off unless given. */
+  dns?: Omit<DnsServerOptions, 'engine' | 'backend'>;
 }
 
 export interface RosterServer {
@@ -62,6 +66,8 @@ export interface RosterServer {
   readonly host: string;
   readonly port: number;
   readonly engine: Engine;
+  /** The DNS interface, when started with `dns`. */
+  readonly dns?: DnsServer;
   /** Graceful: stop accepting, end watch streams (clients resume elsewhere / later), finish
    *  in-flight requests, flush and close the engine (if the server opened it). Idempotent. */
   close(): Promise<void>;
@@ -142,6 +148,8 @@ class HttpServer implements RosterServer {
   /** One-entry cache: the engine delivers each event to every subscriber in a row. */
   private lastEvent: EngineEvent | undefined;
   private lastFrame: Buffer = HEARTBEAT;
+  dns: DnsServer | undefined;
+  private readonly promSd: PromSdHandler;
 
   constructor(
     readonly host: string,
@@ -155,6 +163,7 @@ class HttpServer implements RosterServer {
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
     this.onError = opts.onError ?? ((e) => process.stderr.write(`roster server: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
     this.uiDir = opts.uiDir === undefined ? undefined : resolvePath(opts.uiDir);
+    this.promSd = createPromSdHandler({ engine });
 
     const route = (name: string, h: Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>): Route => {
       const stats = new RouteStats(name);
@@ -171,6 +180,7 @@ class HttpServer implements RosterServer {
     this.exact.set(`${API}/watch`, route('watch', { GET: (c) => this.watch(c) }));
     this.exact.set(`${API}/admin/compact`, route('admin_compact', { POST: (c) => this.compact(c) }));
     this.exact.set(`${API}/batch`, route('batch', { POST: (c) => this.batch(c) }));
+    this.exact.set(`${API}/prometheus/sd`, route('prometheus_sd', { GET: async (c) => this.reply(c, 200, await this.promSd.render(c.query)) }));
     this.keyRoute = route('key', { GET: (c) => this.getKey(c), PUT: (c) => this.putKey(c), DELETE: (c) => this.deleteKey(c) });
     this.sessionRoute = route('session', { GET: (c) => this.sessionInfo(c), DELETE: (c) => this.revokeSession(c) });
     this.keepaliveRoute = route('session_keepalive', { POST: (c) => this.keepAlive(c) });
@@ -635,6 +645,7 @@ class HttpServer implements RosterServer {
     this.http.closeAllConnections();
     await serverClosed;
     this.state = 'closed';
+    await Promise.all([this.dns?.close(), this.promSd.close()]);
     if (this.ownsEngine) await this.engine.close();
   }
 
@@ -646,6 +657,7 @@ class HttpServer implements RosterServer {
     for (const s of [...this.streams]) this.endStream(s, true);
     this.http.close();
     this.http.closeAllConnections();
+    void Promise.all([this.dns?.close(), this.promSd.close()]).catch(() => undefined);
     if (this.ownsEngine) this.engine.destroy();
   }
 }
@@ -749,6 +761,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RosterServe
   const server = new HttpServer(host, engine, opts.engine === undefined, opts);
   try {
     await server.listen(port);
+    if (opts.dns) server.dns = await startDnsServer({ ...opts.dns, engine }).catch((e: unknown) => server.close().then(() => Promise.reject(e)));
   } catch (e) {
     if (opts.engine === undefined) {
       try {
