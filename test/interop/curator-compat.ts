@@ -1,7 +1,7 @@
 /**
  * A reference implementation, in test code only, of the node naming and ordering roster's Lock and
  * Election must use on ZooKeeper to share a path with Curator's InterProcessMutex and LeaderLatch
- * (the rule is written out in docs/interop-wave2.md; the real change belongs in src/recipes and the
+ * (the rule is written out in docs/interop.md; the real change belongs in src/recipes and the
  * ZooKeeper backend). It talks to ZooKeeper through the raw node-zookeeper-client so
  * curator-recipes.test.ts can show the rule itself gives zero overlaps beside real Curator, before
  * roster's recipes adopt it.

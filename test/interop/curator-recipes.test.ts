@@ -10,7 +10,7 @@
  * `_c_<uuid>-lock-<seq>` / `_c_<uuid>-latch-<seq>` and orders every child by the text after the
  * last "lock-" / "latch-" (the whole name when absent). Curator sorts roster's node after its own,
  * so it takes the lock (leadership) while roster holds it. The change that makes this pass belongs
- * in src/recipes and the ZooKeeper backend (docs/interop-wave2.md); measured failures are there too.
+ * in src/recipes and the ZooKeeper backend (docs/interop.md); measured failures are there too.
  *
  * Not gated: the same loops with the rule that fixes it (curator-compat.ts, a reference
  * implementation over the raw ZooKeeper client: Curator's node names, Curator's order) in place of
