@@ -144,17 +144,21 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     return packet.encode(out);
   };
 
+  /** respond(), with an unexpected failure reported and answered SERVFAIL. */
+  const reply = (msg: Buffer, udp: boolean): Buffer | undefined => {
+    try {
+      return respond(msg, udp);
+    } catch (e) {
+      onError(e);
+      return msg.length >= 12 ? header(msg.readUInt16BE(0), 0, 'SERVFAIL') : undefined;
+    }
+  };
+
   const { udp, tcp, boundPort } = await bind(host, port, onError);
   udp.on('message', (msg, rinfo) => {
     stats.udpQueries++;
-    let reply: Buffer | undefined;
-    try {
-      reply = respond(msg, true);
-    } catch (e) {
-      onError(e);
-      reply = msg.length >= 12 ? header(msg.readUInt16BE(0), 0, 'SERVFAIL') : undefined;
-    }
-    if (reply) udp.send(reply, rinfo.port, rinfo.address, (e) => e && onError(e));
+    const out = reply(msg, true);
+    if (out) udp.send(out, rinfo.port, rinfo.address, (e) => e && onError(e));
   });
 
   const sockets = new Set<Socket>();
@@ -173,17 +177,11 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
         stats.tcpQueries++;
-        let reply: Buffer | undefined;
-        try {
-          reply = respond(msg, false);
-        } catch (e) {
-          onError(e);
-          reply = msg.length >= 12 ? header(msg.readUInt16BE(0), 0, 'SERVFAIL') : undefined;
-        }
-        if (!reply) return void sock.destroy();
-        const frame = Buffer.allocUnsafe(2 + reply.length);
-        frame.writeUInt16BE(reply.length, 0);
-        reply.copy(frame, 2);
+        const out = reply(msg, false);
+        if (!out) return void sock.destroy();
+        const frame = Buffer.allocUnsafe(2 + out.length);
+        frame.writeUInt16BE(out.length, 0);
+        out.copy(frame, 2);
         sock.write(frame);
       }
     });
