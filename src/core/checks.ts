@@ -53,7 +53,7 @@ export interface CheckInput {
   notes?: string;
   http?: string;
   method?: string;
-  header?: Record<string, string | string[]>;
+  header?: Readonly<Record<string, string | readonly string[]>>;
   body?: string;
   tlsSkipVerify?: boolean;
   tcp?: string;

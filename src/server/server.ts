@@ -10,6 +10,9 @@ import { parseTtl } from '../core/duration.js';
 import { jitter } from '../core/async.js';
 import { rosterLayout } from '../registry/layout.js';
 import { methodIndex, renderMetrics, RouteStats, type MethodIndex } from './metrics.js';
+import { createConsulApi, type ConsulApi, type ConsulApiOptions } from './consul/index.js';
+import { HealthChecker, type HealthCheckerOptions } from './health/checker.js';
+import { CHECKS_PATH, createHealthApi, type HealthApi } from './health/api.js';
 import {
   decodePath,
   describeValue,
@@ -54,6 +57,10 @@ export interface ServerOptions {
   closeTimeoutMs?: number;
   /** Reports unexpected failures (500 replies, socket errors). Default: one line on stderr. */
   onError?: (err: unknown) => void;
+  /** The Consul-compatible /v1 API (docs/consul.md); false turns it off. */
+  consul?: false | Omit<ConsulApiOptions, 'engine' | 'checker'>;
+  /** The active health checker (src/server/health); false turns it off. */
+  checks?: false | Omit<HealthCheckerOptions, 'engine'>;
 }
 
 export interface RosterServer {
@@ -62,6 +69,10 @@ export interface RosterServer {
   readonly host: string;
   readonly port: number;
   readonly engine: Engine;
+  /** The health checker, unless turned off. */
+  readonly checker: HealthChecker | undefined;
+  /** The Consul-compatible API, unless turned off. */
+  readonly consul: ConsulApi | undefined;
   /** Graceful: stop accepting, end watch streams (clients resume elsewhere / later), finish
    *  in-flight requests, flush and close the engine (if the server opened it). Idempotent. */
   close(): Promise<void>;
@@ -124,6 +135,11 @@ class HttpServer implements RosterServer {
   private readonly serviceRoute: Route;
   private readonly uiRoute: Route | undefined;
   private readonly notFound: Route;
+  private readonly consulRoute: Route;
+  private readonly checksRoute: Route;
+  readonly checker: HealthChecker | undefined;
+  readonly consul: ConsulApi | undefined;
+  private readonly healthApi: HealthApi | undefined;
   private readonly streams = new Set<SseStream>();
   private readonly maxBody: number;
   private readonly heartbeatMs: number;
@@ -177,6 +193,24 @@ class HttpServer implements RosterServer {
     this.serviceRoute = route('service', { GET: (c) => this.getService(c) });
     this.uiRoute = this.uiDir === undefined ? undefined : route('ui', { GET: (c) => this.serveUi(c) });
     this.notFound = route('not_found', {});
+    // Mounted modules answer their own requests; the server counts them like its own routes.
+    if (opts.checks !== false) {
+      this.checker = new HealthChecker({ onError: this.onError, ...(opts.checks ?? {}), engine });
+      this.checker.start();
+      this.healthApi = createHealthApi({ checker: this.checker });
+    }
+    if (opts.consul !== false) {
+      this.consul = createConsulApi({ onError: this.onError, maxBodyBytes: this.maxBody, ...(opts.consul ?? {}), engine, ...(this.checker ? { checker: this.checker } : {}) });
+    }
+    const mounted = (name: string, api: { handle(req: IncomingMessage, res: ServerResponse): Promise<void> } | undefined): Route => {
+      const h: Handler = (c) => (api ? this.mountedRequest(c, api) : this.fail(c, new NotFoundError(`${name} is turned off on this server`)));
+      return route(name, { GET: h, POST: h, PUT: h, DELETE: h });
+    };
+    this.consulRoute = mounted('consul_v1', this.consul);
+    this.checksRoute = mounted('checks', this.healthApi);
+    for (const m of ['HEAD', 'PATCH', 'OPTIONS', 'OTHER']) {
+      this.consulRoute.handlers[methodIndex(m)] = this.consulRoute.handlers[methodIndex('GET')];
+    }
 
     this.http = createServer(
       {
@@ -232,6 +266,10 @@ class HttpServer implements RosterServer {
           route = this.sessionRoute;
           param = rest;
         }
+      } else if (path.startsWith('/v1/') || path === '/v1/kv') {
+        route = this.consulRoute;
+      } else if (path === CHECKS_PATH || path.startsWith(`${CHECKS_PATH}/`)) {
+        route = this.checksRoute;
       } else if (path.startsWith(SERVICES_PREFIX)) {
         route = this.serviceRoute;
         param = path.slice(SERVICES_PREFIX.length);
@@ -320,6 +358,19 @@ class HttpServer implements RosterServer {
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
+  }
+
+  /** A request answered by a mounted module (Consul /v1, checks): counted, drained on close. */
+  private async mountedRequest(ctx: Ctx, api: { handle(req: IncomingMessage, res: ServerResponse): Promise<void> }): Promise<void> {
+    try {
+      await api.handle(ctx.req, ctx.res);
+    } finally {
+      if (!ctx.done) {
+        ctx.done = true;
+        ctx.route.stats.observe(ctx.method, ctx.res.statusCode, (performance.now() - ctx.t0) / 1000);
+        this.finished();
+      }
+    }
   }
 
   // ------------------------------------------------------------------ health and metrics
@@ -621,6 +672,9 @@ class HttpServer implements RosterServer {
     const serverClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeIdleConnections();
     for (const s of [...this.streams]) this.endStream(s, false);
+    // Parked blocking queries answer now with what is there; checks stop.
+    await this.consul?.close();
+    await this.checker?.close();
     if (this.inflight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.closeTimeoutMs);
@@ -644,6 +698,8 @@ class HttpServer implements RosterServer {
     this.closing ??= Promise.resolve();
     if (this.heartbeat) clearInterval(this.heartbeat);
     for (const s of [...this.streams]) this.endStream(s, true);
+    void this.consul?.close();
+    void this.checker?.close();
     this.http.close();
     this.http.closeAllConnections();
     if (this.ownsEngine) this.engine.destroy();

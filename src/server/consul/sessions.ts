@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { KeyValue } from '../../backend/types.js';
 import { TTL_MAX_MS } from '../../core/duration.js';
 import { InvalidArgumentError, isRosterError, NotFoundError } from '../../core/errors.js';
-import type { Engine, EngineEvent } from '../../engine/engine.js';
+import type { BatchOp, Engine, EngineEvent } from '../../engine/engine.js';
 import type { CheckChange, HealthChecker } from '../health/checker.js';
 import { KV_ROOT, SESSIONS_ROOT, type Hub } from './hub.js';
 import { decodeEntry, encodeEnvelope, engineKey, type KvStore, type SessionLookup } from './kv.js';
@@ -182,7 +182,8 @@ export class Sessions implements SessionLookup {
     if (!s || this.ending.has(id)) return true;
     this.ending.add(id);
     try {
-      await this.release(id, [...(this.held.get(id) ?? [])]);
+      // Behavior=delete keys go with the lease (one engine step); release ones are released first.
+      if (s.behavior === 'release') await this.release(id, [...(this.held.get(id) ?? [])]);
       await this.engine.revoke(s.lease).catch((e: unknown) => {
         if (!isRosterError(e, 'SESSION_LOST')) throw e;
       });
@@ -257,19 +258,24 @@ export class Sessions implements SessionLookup {
     if (keys.length > 0 && this.kv) void this.release(id, keys);
   }
 
-  /** Clear the session from keys it still holds (Behavior=release, or keys not bound to its lease). */
+  /**
+   * End the session's hold on keys it still holds: Behavior=release clears the session from them,
+   * Behavior=delete deletes them (normally already gone with the lease; this covers a key the lease
+   * did not carry, and a session whose record was lost). Lock-delay starts for each.
+   */
   private release(id: string, keys: string[]): Promise<void> {
     if (keys.length === 0 || !this.kv) return Promise.resolve();
     const s = this.byId.get(id);
     return this.kv.mutex
       .run(async () => {
-        const ops = [];
+        const ops: BatchOp[] = [];
         for (const k of keys) {
           const kv = await this.engine.get(engineKey(k));
           const e = kv && decodeEntry(kv);
           if (!e || e.session !== id) continue;
           if (s) this.delay(k, s.lockDelayMs);
-          ops.push({ op: 'put' as const, key: kv.key, value: encodeEnvelope(e.value, e.flags, e.lockIndex, undefined), ifVersion: kv.version });
+          if (s?.behavior === 'delete') ops.push({ op: 'delete', key: kv.key, ifVersion: kv.version });
+          else ops.push({ op: 'put', key: kv.key, value: encodeEnvelope(e.value, e.flags, e.lockIndex, undefined), ifVersion: kv.version });
         }
         if (ops.length > 0) await this.engine.batch(ops);
       })
