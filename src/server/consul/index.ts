@@ -642,7 +642,7 @@ class ConsulApiImpl implements ConsulApi {
     if (output.length > 4096) throw new InvalidArgumentError('invalid ?note: at most 4096 characters', { details: { field: 'note' } });
     await this.checkWrite(r, id);
     if (!this.checker) throw new NotFoundError(`Unknown check ID ${JSON.stringify(id)}`);
-    this.checker.updateTtl(id, status, output);
+    await this.checker.updateTtl(id, status, output);
     send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
   }
 
@@ -656,7 +656,7 @@ class ConsulApiImpl implements ConsulApi {
     if (output.length > 4096) throw new InvalidArgumentError('invalid Output: at most 4096 characters', { details: { field: 'Output' } });
     await this.checkWrite(r, id);
     if (!this.checker) throw new NotFoundError(`Unknown check ID ${JSON.stringify(id)}`);
-    this.checker.updateTtl(id, status, output);
+    await this.checker.updateTtl(id, status, output);
     send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
   }
 

@@ -70,7 +70,7 @@ export function createHealthApi(opts: { checker: HealthChecker; maxBodyBytes?: n
           if (body.output !== undefined && (typeof body.output !== 'string' || body.output.length > 4096)) {
             throw new InvalidArgumentError(`invalid output ${describeValue(body.output)}: expected a string of at most 4096 characters`, { details: { field: 'output' } });
           }
-          json(res, 200, { check: viewJson(checker.updateTtl(id, VERBS[verb], (body.output as string | undefined) ?? '')) });
+          json(res, 200, { check: viewJson(await checker.updateTtl(id, VERBS[verb]!, (body.output as string | undefined) ?? '')) });
           return;
         }
         if (req.method !== 'GET') throw methodNotAllowed(req.method, path, 'GET');

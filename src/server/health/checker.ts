@@ -67,7 +67,8 @@ interface Owner {
   instanceId?: string;
   kv: KeyValue;
   runners: Map<string, Runner>;
-  writing: boolean;
+  /** The write loop in flight, if any (resolves when the owner's value is up to date). */
+  writing: Promise<void> | undefined;
   dirty: boolean;
   closed: boolean;
 }
@@ -178,13 +179,15 @@ export class HealthChecker {
 
   /**
    * Update a TTL check (Consul's check/pass|warn|fail|update): set its status and output and
-   * restart its TTL. Not-found and not-a-TTL-check are errors; an ambiguous id is an error.
+   * restart its TTL. Resolves once a status change is durable in the engine, so a read after it
+   * sees it. Not-found and not-a-TTL-check are errors; an ambiguous id is an error.
    */
-  updateTtl(id: string, status: HealthStatus, output: string): CheckView {
+  async updateTtl(id: string, status: HealthStatus, output: string): Promise<CheckView> {
     const r = this.one(id);
     if (r.type !== 'ttl') throw new InvalidArgumentError(`check ${JSON.stringify(id)} is an ${r.type} check: only TTL checks are updated from outside`, { details: { check: id } });
     this.armTtl(r);
     this.record(r, status, output, true);
+    await r.owner.writing;
     return view(r);
   }
 
@@ -252,14 +255,14 @@ export class HealthChecker {
         this.owners.delete(kv.key);
         if (kv.value.includes('"checkStatus"')) {
           // Its checks were removed: take the checker's fields off again.
-          const o: Owner = { ...existing, kv, runners: new Map(), writing: false, dirty: false, closed: false };
+          const o: Owner = { ...existing, kv, runners: new Map(), writing: undefined, dirty: false, closed: false };
           this.owners.set(kv.key, o);
           this.persist(o);
         }
       }
       return;
     }
-    const owner: Owner = existing ?? { key: kv.key, kind, kv, runners: new Map(), writing: false, dirty: false, closed: false, ...(service ? { service, instanceId } : {}) };
+    const owner: Owner = existing ?? { key: kv.key, kind, kv, runners: new Map(), writing: undefined, dirty: false, closed: false, ...(service ? { service, instanceId } : {}) };
     owner.kv = kv;
     this.owners.set(kv.key, owner);
     const keep = new Set<string>();
@@ -464,8 +467,7 @@ export class HealthChecker {
       o.dirty = true;
       return;
     }
-    o.writing = true;
-    void (async () => {
+    o.writing = (async () => {
       try {
         for (let attempt = 0; attempt < 20 && !o.closed && !this.closed; attempt++) {
           o.dirty = false;
@@ -496,7 +498,7 @@ export class HealthChecker {
       } catch (e) {
         this.onError(e);
       } finally {
-        o.writing = false;
+        o.writing = undefined;
       }
     })();
   }
