@@ -163,6 +163,7 @@ class ConsulApiImpl implements ConsulApi {
     // agent
     ex('/v1/agent/self', { GET: (r) => this.agentSelf(r) });
     ex('/v1/agent/members', { GET: (r) => this.agentMembers(r) });
+    ex('/v1/agent/metrics', { GET: (r) => this.agentMetrics(r) });
     ex('/v1/agent/services', { GET: (r) => this.agentServices(r) });
     ex('/v1/agent/checks', { GET: (r) => this.agentChecks(r) });
     ex('/v1/agent/service/register', { PUT: (r) => this.registerService(r) });
@@ -382,6 +383,27 @@ class ConsulApiImpl implements ConsulApi {
       DelegateMax: 5,
       DelegateCur: 4,
     };
+  }
+
+  /** Consul's /v1/agent/metrics shape, with roster's own gauges (the bench reads these). */
+  private async agentMetrics(r: Req): Promise<void> {
+    await this.allow(r, 'agent', this.node.name, 'read');
+    const c = this.checker?.counters;
+    const body = {
+      Timestamp: new Date().toISOString(),
+      Gauges: [
+        { Name: 'roster.consul.blocking_queries_parked', Value: this.hub.parked, Labels: {} },
+        { Name: 'roster.health.checks', Value: this.checker?.size ?? 0, Labels: {} },
+      ],
+      Counters: [
+        { Name: 'roster.consul.blocking_query_wakeups', Count: this.hub.wakeups, Labels: {} },
+        { Name: 'roster.health.probes', Count: c?.probes ?? 0, Labels: {} },
+        { Name: 'roster.health.status_writes', Count: c?.writes ?? 0, Labels: {} },
+      ],
+      Points: [],
+      Samples: [],
+    };
+    send(r.res, 200, JSON.stringify(body), this.agentIndex());
   }
 
   private async agentMembers(r: Req): Promise<void> {
