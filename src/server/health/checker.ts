@@ -165,6 +165,12 @@ export class HealthChecker {
     for (const o of this.owners.values()) for (const r of o.runners.values()) yield view(r);
   }
 
+  /** Resolves once the statuses of this key's checks are written (now, if nothing is pending). */
+  async flushed(key: string): Promise<void> {
+    const o = this.owners.get(key);
+    while (o?.writing) await o.writing;
+  }
+
   /** Checks of one engine key (an instance or a node check). */
   checksOf(key: string): CheckView[] {
     const o = this.owners.get(key);
@@ -376,15 +382,18 @@ export class HealthChecker {
     let next = r.status;
     if (direct) {
       next = result;
-    } else if (result === 'passing') {
+    } else if (result !== 'critical') {
+      // Consul's StatusHandler: passing and warning count as successes.
       r.failures = 0;
       r.successes++;
-      if (r.successes >= (r.def.successBeforePassing ?? 0)) next = 'passing';
+      if (r.successes >= (r.def.successBeforePassing ?? 0)) next = result;
     } else {
       r.successes = 0;
       r.failures++;
-      if (r.failures >= (r.def.failuresBeforeCritical ?? 0)) next = result;
-      else if (r.failures >= (r.def.failuresBeforeWarning ?? 0)) next = 'warning';
+      const critical = r.def.failuresBeforeCritical ?? 0;
+      // FailuresBeforeWarning defaults to FailuresBeforeCritical (Consul 1.11+).
+      if (r.failures >= critical) next = 'critical';
+      else if (r.failures >= (r.def.failuresBeforeWarning ?? critical)) next = 'warning';
     }
     const previous = r.status;
     if (next === previous && output === r.output) return;

@@ -1,4 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { parseHostPort } from '../../core/names.js';
@@ -8,6 +8,12 @@ import type { CheckDefinition, HealthStatus } from '../../core/checks.js';
 export interface ProbeResult {
   status: HealthStatus;
   output: string;
+}
+
+interface Prepared {
+  options: RequestOptions;
+  send: typeof httpRequest;
+  what: string;
 }
 
 /** Bytes of a probed response body kept as output (Consul keeps 4 KiB). */
@@ -21,9 +27,13 @@ const OUTPUT_MAX = 4096;
  * between 1,000 TCP handshakes a second and none.
  */
 export class Prober {
-  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 1, timeout: 60_000 });
-  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 1, timeout: 60_000 });
-  private readonly insecureAgent = new HttpsAgent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 1, timeout: 60_000, rejectUnauthorized: false });
+  // Up to 8 connections per target host, all kept open between probes (a smaller free pool than
+  // the busy one makes the agent close and reopen connections at every burst).
+  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000 });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000 });
+  private readonly insecureAgent = new HttpsAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000, rejectUnauthorized: false });
+  /** Request options per check definition, built once (definitions are immutable). */
+  private readonly prepared = new WeakMap<CheckDefinition, Prepared>();
 
   probe(def: CheckDefinition, timeoutMs: number): Promise<ProbeResult> {
     if (def.http !== undefined) return this.http(def, timeoutMs);
@@ -37,15 +47,33 @@ export class Prober {
     this.insecureAgent.destroy();
   }
 
-  private http(def: CheckDefinition, timeoutMs: number): Promise<ProbeResult> {
+  private prepare(def: CheckDefinition): Prepared {
+    let p = this.prepared.get(def);
+    if (p) return p;
     const url = new URL(def.http!);
     const method = def.method ?? 'GET';
     const headers: Record<string, string | string[]> = { 'user-agent': 'Consul Health Check', accept: 'text/plain, text/*, */*' };
     for (const [k, v] of Object.entries(def.header ?? {})) headers[k.toLowerCase()] = [...v];
     const secure = url.protocol === 'https:';
-    const agent = secure ? (def.tlsSkipVerify ? this.insecureAgent : this.httpsAgent) : this.httpAgent;
-    const send = secure ? httpsRequest : httpRequest;
-    const what = `HTTP ${method} ${def.http}`;
+    p = {
+      options: {
+        protocol: url.protocol,
+        hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+        port: url.port || (secure ? 443 : 80),
+        path: url.pathname + url.search,
+        method,
+        headers,
+        agent: secure ? (def.tlsSkipVerify ? this.insecureAgent : this.httpsAgent) : this.httpAgent,
+      },
+      send: secure ? httpsRequest : httpRequest,
+      what: `HTTP ${method} ${def.http}`,
+    };
+    this.prepared.set(def, p);
+    return p;
+  }
+
+  private http(def: CheckDefinition, timeoutMs: number): Promise<ProbeResult> {
+    const { options, send, what } = this.prepare(def);
     return new Promise<ProbeResult>((resolve) => {
       let settled = false;
       const finish = (r: ProbeResult) => {
@@ -54,7 +82,7 @@ export class Prober {
         clearTimeout(timer);
         resolve(r);
       };
-      const req = send(url, { method, headers, agent }, (res: IncomingMessage) => {
+      const req = send(options, (res: IncomingMessage) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
