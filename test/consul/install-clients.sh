@@ -19,8 +19,15 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ ! -f "$dest/python3-consul/usr/lib/python3/dist-packages/consul/base.py" ]; then
   mkdir -p "$dest/download"
-  (cd "$dest/download" && rm -f python3-consul_*.deb && apt-get download python3-consul 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  fetch() { (cd "$dest/download" && rm -f python3-consul_*.deb && apt-get download python3-consul 2>&1 | grep -v '^W: Download is performed unsandboxed' || true); }
+  fetch
   deb=$(ls "$dest"/download/python3-consul_*.deb 2>/dev/null | head -1)
+  if [ -z "$deb" ]; then
+    # No package lists yet on a fresh machine: update once and try again.
+    apt-get update -qq
+    fetch
+    deb=$(ls "$dest"/download/python3-consul_*.deb 2>/dev/null | head -1)
+  fi
   if [ -z "$deb" ]; then
     echo "apt-get download python3-consul failed (run apt-get update first?)" >&2
     exit 1

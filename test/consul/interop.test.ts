@@ -117,6 +117,20 @@ describe('Consul clients and roster clients on one server', () => {
       const took = Date.now() - t0;
       expect(took).toBeLessThanOrEqual(1000 + 500 + 300); // interval + timeout (+ one write)
       expect(await consul.health.service({ service: 'search', passing: true })).toEqual([]);
+      // A second, healthy instance: roster's pickers skip the critical one while it is there.
+      const both = until(cache, (l) => l.length === 2, 'the healthy second instance');
+      await consul.agent.service.register({ name: 'search', id: 'search-2', address: '127.0.0.2', port: 9200 });
+      await both;
+      const picker = cache.picker('round-robin');
+      const picked = new Set<string>();
+      for (let i = 0; i < 20; i++) {
+        const p = picker.pick();
+        picked.add(p.instance.id);
+        p.done();
+      }
+      picker.close();
+      expect([...picked]).toEqual(['search-2']);
+      await consul.agent.service.deregister('search-2');
       const checks = (await consul.health.checks('search')) as { Status: string; Output: string }[];
       expect(checks[0]).toMatchObject({ Status: 'critical' });
       expect(checks[0]!.Output).toContain('500');

@@ -224,24 +224,33 @@ export async function blockingRead<T extends { index: number }>(
   topics: readonly string[],
   prefixes: readonly string[],
   read: () => Promise<T>,
+  /** The client went away: stop waiting (its parked entry is dropped at once, not at the deadline). */
+  gone?: { once(ev: 'close', fn: () => void): unknown; off(ev: 'close', fn: () => void): unknown },
 ): Promise<T> {
   if (block.index === 0n) return read();
   const deadline = Date.now() + block.waitMs;
-  for (;;) {
-    const w = hub.waiter(topics, prefixes);
-    let r: T;
-    try {
-      r = await read();
-    } catch (e) {
-      w.cancel();
-      throw e;
+  let current: Waiter | undefined;
+  const onGone = () => current?.cancel();
+  gone?.once('close', onGone);
+  try {
+    for (;;) {
+      const w = (current = hub.waiter(topics, prefixes));
+      let r: T;
+      try {
+        r = await read();
+      } catch (e) {
+        w.cancel();
+        throw e;
+      }
+      const left = deadline - Date.now();
+      if (BigInt(r.index) > block.index || left <= 0 || w.fired === 'closed') {
+        w.cancel();
+        return r;
+      }
+      const why = await w.wait(left);
+      if (why !== 'changed') return read();
     }
-    const left = deadline - Date.now();
-    if (BigInt(r.index) > block.index || left <= 0 || w.fired === 'closed') {
-      w.cancel();
-      return r;
-    }
-    const why = await w.wait(left);
-    if (why !== 'changed') return read();
+  } finally {
+    gone?.off('close', onGone);
   }
 }

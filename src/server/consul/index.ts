@@ -27,6 +27,7 @@ import {
   type ServiceRecord,
 } from './records.js';
 import { Sessions, sessionNotFound } from './sessions.js';
+import { decodePath } from '../http.js';
 import { Fields, Query, asObject, bodyDuration, parseBlocking, parseUint64, readJson, readRaw, send, type Blocking } from './wire.js';
 
 /**
@@ -267,6 +268,16 @@ class ConsulApiImpl implements ConsulApi {
     const auth = r.req.headers.authorization;
     const token = typeof h === 'string' && h !== '' ? h : auth?.startsWith('Bearer ') ? auth.slice(7) : r.q.get('token') || undefined;
     await this.authorize(token, { resource, name, access }, r.req);
+  }
+
+  /** A blocking read for this request (parked until a change, the wait, or the client leaving). */
+  private block<T extends { index: number }>(r: Req, block: Blocking, topics: readonly string[], prefixes: readonly string[], read: () => Promise<T>): Promise<T> {
+    return blockingRead(this.hub, block, topics, prefixes, read, r.res);
+  }
+
+  /** An agent write's empty 200 (Consul's). */
+  private ok(r: Req): void {
+    send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
   }
 
   private agentIndex(): number {
@@ -533,14 +544,14 @@ class ConsulApiImpl implements ConsulApi {
       if (okv && okv.session === undefined) await this.engine.delete(other, { ifVersion: okv.version }).catch(ignoreConflict);
     }
     await this.engine.put(key, value, prev?.session !== undefined ? { lease: prev.session } : {});
-    send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+    this.ok(r);
   }
 
   private async deregisterService(r: Req, rawId: string): Promise<void> {
     const rec = await this.serviceById(decodeSegment(rawId, 'service id'));
     await this.allow(r, 'service', rec.instance.service, 'write');
     await this.engine.delete(rec.kv.key).catch(ignoreConflict);
-    send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+    this.ok(r);
   }
 
   /** Maintenance mode = roster's `draining` status (both mean "send no new traffic here"). */
@@ -550,25 +561,14 @@ class ConsulApiImpl implements ConsulApi {
     const enable = r.q.flag('enable');
     const reason = r.q.get('reason') ?? '';
     if (reason.length > 1024) throw new InvalidArgumentError('invalid ?reason: at most 1024 characters', { details: { field: 'reason' } });
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const rec = await this.serviceById(decodeSegment(rawId, 'service id'));
-      await this.allow(r, 'service', rec.instance.service, 'write');
-      const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
+    await this.rewriteInstance(r, () => this.serviceById(decodeSegment(rawId, 'service id')), (raw, rec) => {
       raw.status = enable ? 'draining' : 'up';
       const ext = { ...(rec.ext as Record<string, unknown>) };
       if (enable && reason) ext.MaintenanceReason = reason;
       else delete ext.MaintenanceReason;
       if (Object.keys(ext).length) raw.consul = ext;
       else delete raw.consul;
-      try {
-        await this.engine.put(rec.kv.key, JSON.stringify(raw), { ifVersion: rec.kv.version, ...(rec.kv.session !== undefined ? { lease: rec.kv.session } : {}) });
-        send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
-        return;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT')) throw e;
-      }
-    }
-    throw new RosterError('CONFLICT', `service ${JSON.stringify(rawId)} kept changing: try again`);
+    });
   }
 
   /** PUT /v1/agent/check/register: with ServiceID the check joins that instance, else a node check. */
@@ -591,13 +591,10 @@ class ConsulApiImpl implements ConsulApi {
         checkStatus = undefined;
       }
       await this.engine.put(key, JSON.stringify({ checks: [def], ...(checkStatus ? { checkStatus } : {}) }));
-      send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+      this.ok(r);
       return;
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const rec = await this.serviceById(serviceId);
-      await this.allow(r, 'service', rec.instance.service, 'write');
-      const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
+    await this.rewriteInstance(r, () => this.serviceById(serviceId), (raw, rec) => {
       const list = [...(rec.instance.checks ?? []).filter((c) => c.id !== check.id), check];
       // Validate through the model before writing.
       const inst = toInstance({ ...raw, service: rec.instance.service, id: rec.instance.id, checks: list, health: undefined });
@@ -606,15 +603,7 @@ class ConsulApiImpl implements ConsulApi {
       for (const c of inst.checks!) st[c.id] = c.id === check.id ? initialStatus(c) : (rec.checkStatus[c.id] ?? initialStatus(c));
       raw.checkStatus = st;
       raw.health = worstStatus(Object.values(st));
-      try {
-        await this.engine.put(rec.kv.key, JSON.stringify(raw), { ifVersion: rec.kv.version, ...(rec.kv.session !== undefined ? { lease: rec.kv.session } : {}) });
-        send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
-        return;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT')) throw e;
-      }
-    }
-    throw new RosterError('CONFLICT', `service ${JSON.stringify(serviceId)} kept changing: try again`);
+    });
   }
 
   private async deregisterCheck(r: Req, rawId: string): Promise<void> {
@@ -627,15 +616,16 @@ class ConsulApiImpl implements ConsulApi {
     if (owner.startsWith(NODE_CHECKS_ROOT)) {
       await this.allow(r, 'node', this.node.name, 'write');
       await this.engine.delete(owner);
-      send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+      this.ok(r);
       return;
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
+    const load = async () => {
       const kv = await this.engine.get(owner);
       const rec = kv && decodeRecord(kv);
       if (!rec) throw new NotFoundError(`Unknown check ID ${JSON.stringify(id.slice(0, 128))}`, { details: { check: id } });
-      await this.allow(r, 'service', rec.instance.service, 'write');
-      const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
+      return rec;
+    };
+    await this.rewriteInstance(r, load, (raw, rec) => {
       const list = (rec.instance.checks ?? []).filter((c) => c.id !== id);
       if (list.length) {
         raw.checks = list;
@@ -648,15 +638,29 @@ class ConsulApiImpl implements ConsulApi {
         delete raw.health;
         delete raw.checkStatus;
       }
+    });
+  }
+
+  /**
+   * Rewrite one instance's stored value: compare-and-set on the version read, under the key's own
+   * session (a Registrar's key stays its own), retried when it changed underneath (a Registrar
+   * update, a checker write).
+   */
+  private async rewriteInstance(r: Req, load: () => Promise<ServiceRecord>, mutate: (raw: Record<string, unknown>, rec: ServiceRecord) => void): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const rec = await load();
+      await this.allow(r, 'service', rec.instance.service, 'write');
+      const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
+      mutate(raw, rec);
       try {
         await this.engine.put(rec.kv.key, JSON.stringify(raw), { ifVersion: rec.kv.version, ...(rec.kv.session !== undefined ? { lease: rec.kv.session } : {}) });
-        send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+        this.ok(r);
         return;
       } catch (e) {
         if (!isRosterError(e, 'CONFLICT')) throw e;
       }
     }
-    throw new RosterError('CONFLICT', `check ${JSON.stringify(id)} kept changing: try again`);
+    throw new RosterError('CONFLICT', 'the service kept changing during the update: try again');
   }
 
   private async ttlUpdate(r: Req, rawId: string, status: HealthStatus, output: string): Promise<void> {
@@ -665,7 +669,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.checkWrite(r, id);
     if (!this.checker) throw new NotFoundError(`Unknown check ID ${JSON.stringify(id)}`);
     await this.checker.updateTtl(id, status, output);
-    send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+    this.ok(r);
   }
 
   private async checkUpdate(r: Req, rawId: string): Promise<void> {
@@ -679,7 +683,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.checkWrite(r, id);
     if (!this.checker) throw new NotFoundError(`Unknown check ID ${JSON.stringify(id)}`);
     await this.checker.updateTtl(id, status, output);
-    send(r.res, 200, '', this.agentIndex(), 'text/plain; charset=utf-8');
+    this.ok(r);
   }
 
   private async checkWrite(r: Req, id: string): Promise<void> {
@@ -696,7 +700,7 @@ class ConsulApiImpl implements ConsulApi {
     const block = parseBlocking(r.q);
     const metaOk = this.nodeMetaMatches(r);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, ['catalog'], [], async () => {
+    const out = await this.block(r, block, ['catalog'], [], async () => {
       const { records, maxMod } = await this.records(SERVICES_ROOT);
       const services = new Map<string, Set<string>>();
       if (metaOk) {
@@ -721,7 +725,7 @@ class ConsulApiImpl implements ConsulApi {
     const tags = r.q.all('tag');
     const metaOk = this.nodeMetaMatches(r);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, [`svc:${name}`], [], async () => {
+    const out = await this.block(r, block, [`svc:${name}`], [], async () => {
       const { records, maxMod } = validName(name) ? await this.records(`${SERVICES_ROOT}${name}/`) : { records: [], maxMod: 0 };
       const list = [];
       if (metaOk) {
@@ -741,7 +745,7 @@ class ConsulApiImpl implements ConsulApi {
     const block = parseBlocking(r.q);
     const metaOk = this.nodeMetaMatches(r);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, ['catalog'], [], async () => {
+    const out = await this.block(r, block, ['catalog'], [], async () => {
       const n = nodeJson(this.node);
       const list = metaOk && (!filter || filter(n)) ? [n] : [];
       return { index: this.hub.catalogIndex(), body: JSON.stringify(list) };
@@ -754,7 +758,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.allow(r, 'node', node, 'read');
     const block = parseBlocking(r.q);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, ['catalog'], [], async () => {
+    const out = await this.block(r, block, ['catalog'], [], async () => {
       if (node !== this.node.name) return { index: this.hub.catalogIndex(), body: 'null' };
       const { records, maxMod } = await this.records(SERVICES_ROOT);
       const services: Record<string, unknown> = {};
@@ -777,7 +781,7 @@ class ConsulApiImpl implements ConsulApi {
     const tags = r.q.all('tag');
     const metaOk = this.nodeMetaMatches(r);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, [`svc:${name}`, 'nodechecks'], [], async () => {
+    const out = await this.block(r, block, [`svc:${name}`, 'nodechecks'], [], async () => {
       const { records, maxMod } = validName(name) ? await this.records(`${SERVICES_ROOT}${name}/`) : { records: [], maxMod: 0 };
       const nc = await this.nodeChecks();
       const entries: string[] = [];
@@ -802,7 +806,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.allow(r, 'service', name, 'read');
     const block = parseBlocking(r.q);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, [`svc:${name}`], [], async () => {
+    const out = await this.block(r, block, [`svc:${name}`], [], async () => {
       const { records, maxMod } = validName(name) ? await this.records(`${SERVICES_ROOT}${name}/`) : { records: [], maxMod: 0 };
       const list = records.flatMap((rec) => serviceChecksJson(rec, this.checker, this.node)).filter((c) => !filter || filter(c));
       return { index: Math.max(this.hub.serviceIndex(name), maxMod), body: JSON.stringify(list) };
@@ -818,7 +822,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.allow(r, 'service', '', 'read');
     const block = parseBlocking(r.q);
     const filter = this.filterOf(r);
-    const out = await blockingRead(this.hub, block, ['catalog', 'nodechecks'], [], async () => {
+    const out = await this.block(r, block, ['catalog', 'nodechecks'], [], async () => {
       const { records, maxMod } = await this.records(SERVICES_ROOT);
       const nc = await this.nodeChecks();
       const all = [...nc.checks, ...records.flatMap((rec) => serviceChecksJson(rec, this.checker, this.node))];
@@ -832,7 +836,7 @@ class ConsulApiImpl implements ConsulApi {
     const node = decodeSegment(rawNode, 'node name');
     await this.allow(r, 'node', node, 'read');
     const block = parseBlocking(r.q);
-    const out = await blockingRead(this.hub, block, ['catalog', 'nodechecks'], [], async () => {
+    const out = await this.block(r, block, ['catalog', 'nodechecks'], [], async () => {
       if (node !== this.node.name) return { index: this.hub.catalogIndex(), body: '[]' };
       const { records, maxMod } = await this.records(SERVICES_ROOT);
       const nc = await this.nodeChecks();
@@ -860,7 +864,7 @@ class ConsulApiImpl implements ConsulApi {
     await this.allow(r, 'key', key, 'read');
     const block = parseBlocking(r.q);
     const tree = recurse || keys;
-    const out = await blockingRead(this.hub, block, tree ? [] : [`kv:${escapeKey(key)}`], tree ? [escapeKey(key)] : [], async () => {
+    const out = await this.block(r, block, tree ? [] : [`kv:${escapeKey(key)}`], tree ? [escapeKey(key)] : [], async () => {
       if (!tree) {
         const e = await this.kv.get(key);
         return { index: Math.max(this.hub.kvIndex(), e?.kv.modRevision ?? 0), entries: e ? [e] : [] };
@@ -978,7 +982,7 @@ class ConsulApiImpl implements ConsulApi {
     const id = this.sessionIdParam(raw);
     await this.allow(r, 'session', id, 'read');
     const block = parseBlocking(r.q);
-    const out = await blockingRead(this.hub, block, ['sessions'], [], async () => {
+    const out = await this.block(r, block, ['sessions'], [], async () => {
       const s = this.sessions.record(id);
       return { index: Math.max(this.hub.sessionsIndex(), s?.kv.modRevision ?? 0), body: JSON.stringify(s ? [this.sessions.json(s)] : []) };
     });
@@ -989,7 +993,7 @@ class ConsulApiImpl implements ConsulApi {
     const node = rawNode === undefined ? undefined : decodeSegment(rawNode, 'node name');
     await this.allow(r, 'session', '', 'read');
     const block = parseBlocking(r.q);
-    const out = await blockingRead(this.hub, block, ['sessions'], [], async () => {
+    const out = await this.block(r, block, ['sessions'], [], async () => {
       const { items } = await this.engine.list(SESSIONS_ROOT);
       let max = 0;
       for (const kv of items) if (kv.modRevision > max) max = kv.modRevision;
@@ -1012,14 +1016,7 @@ function uuidFrom(s: string): string {
 }
 
 function decodeSegment(raw: string, what: string): string {
-  let s = raw;
-  if (raw.includes('%')) {
-    try {
-      s = decodeURIComponent(raw);
-    } catch (e) {
-      throw new InvalidArgumentError(`malformed percent-encoding in ${what}`, { cause: e });
-    }
-  }
+  const s = decodePath(raw, what);
   if (what !== 'key' && (s === '' || s.includes('/'))) throw new InvalidArgumentError(`missing or invalid ${what} ${JSON.stringify(s.slice(0, 64))}`, { details: { field: what } });
   return s;
 }

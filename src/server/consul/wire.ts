@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidArgumentError, RosterError } from '../../core/errors.js';
-import { readBody } from '../http.js';
+import { decodePath, readBody } from '../http.js';
 
 /**
  * The wire conventions of Consul's HTTP API, as its agent (agent/http.go) and clients expect them:
@@ -105,13 +105,7 @@ export class Query {
 }
 
 function decode(s: string, what: string): string {
-  const plus = s.includes('+') ? s.replace(/\+/g, ' ') : s;
-  if (!plus.includes('%')) return plus;
-  try {
-    return decodeURIComponent(plus);
-  } catch (e) {
-    throw new InvalidArgumentError(`malformed percent-encoding in ${what}`, { cause: e });
-  }
+  return decodePath(s.includes('+') ? s.replace(/\+/g, ' ') : s, what);
 }
 
 /** Go's strconv.ParseBool. */

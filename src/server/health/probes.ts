@@ -27,11 +27,12 @@ const OUTPUT_MAX = 4096;
  * between 1,000 TCP handshakes a second and none.
  */
 export class Prober {
-  // Up to 8 connections per target host, all kept open between probes (a smaller free pool than
-  // the busy one makes the agent close and reopen connections at every burst).
-  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000 });
-  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000 });
-  private readonly insecureAgent = new HttpsAgent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: 60_000, rejectUnauthorized: false });
+  // Up to 32 connections per target host (many instances often share one host), all kept open
+  // between probes: a smaller free pool than the busy one makes the agent close and reopen
+  // connections at every burst. The checker's own concurrency bound caps the total.
+  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 32, scheduling: 'lifo', timeout: 60_000 });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 32, scheduling: 'lifo', timeout: 60_000 });
+  private readonly insecureAgent = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 32, scheduling: 'lifo', timeout: 60_000, rejectUnauthorized: false });
   /** Request options per check definition, built once (definitions are immutable). */
   private readonly prepared = new WeakMap<CheckDefinition, Prepared>();
 
