@@ -81,8 +81,8 @@ export class Hub {
   private readonly listeners: HubListener[] = [];
   private subs: Subscription[] = [];
   private closed = false;
-  /** Initial contents, handed to the listeners that build state at start. */
-  readonly initial: { services: readonly KeyValue[]; consul: readonly KeyValue[] };
+  /** Initial contents, for the state built at start; dropped by releaseInitial() (it can be large). */
+  initial: { services: readonly KeyValue[]; consul: readonly KeyValue[] };
   /** Wake-ups delivered (for the bench: only the concerned requests wake). */
   wakeups = 0;
 
@@ -92,6 +92,11 @@ export class Hub {
     const b = engine.subscribe(CONSUL_ROOT, undefined, (ev) => this.onEvent(ev));
     this.subs = [a, b];
     this.initial = { services: a.snapshot?.items ?? [], consul: b.snapshot?.items ?? [] };
+  }
+
+  /** The initial snapshot has been used: let it be collected. */
+  releaseInitial(): void {
+    this.initial = { services: [], consul: [] };
   }
 
   listen(l: HubListener): void {

@@ -139,6 +139,7 @@ class ConsulApiImpl implements ConsulApi {
     this.sessions = new Sessions(this.engine, this.hub, this.node.name, this.checker, this.onError);
     this.kv = new KvStore(this.engine, this.sessions);
     this.sessions.attach(this.kv);
+    this.hub.releaseInitial();
     this.routes();
   }
 

@@ -5,7 +5,7 @@ import { InvalidArgumentError, isRosterError, NotFoundError } from '../../core/e
 import type { BatchOp, Engine, EngineEvent } from '../../engine/engine.js';
 import type { CheckChange, HealthChecker } from '../health/checker.js';
 import { KV_ROOT, SESSIONS_ROOT, type Hub } from './hub.js';
-import { decodeEntry, encodeEnvelope, engineKey, type KvStore, type SessionLookup } from './kv.js';
+import { decodeEntry, encodeEnvelope, engineKey, unescapeKey, type KvStore, type SessionLookup } from './kv.js';
 import { Fields, asObject, bodyDuration, formatGoDuration } from './wire.js';
 
 /**
@@ -47,8 +47,9 @@ const TTL_MAX = 24 * 3_600_000;
 
 export class Sessions implements SessionLookup {
   private readonly byId = new Map<string, SessionRecord>();
-  /** Keys (Consul names) each session holds, from the KV events. */
+  /** Keys (Consul names) each session holds, and each held key's session, from the KV events. */
   private readonly held = new Map<string, Set<string>>();
+  private readonly holder = new Map<string, string>();
   private readonly lockDelays = new Map<string, number>();
   private readonly ending = new Set<string>();
   private keeper: NodeJS.Timeout | undefined;
@@ -225,22 +226,26 @@ export class Sessions implements SessionLookup {
         this.ended(id);
       }
     } else if (ev.key.startsWith(KV_ROOT)) {
-      const prev = ev.type === 'delete' ? ev.prev && decodeEntry(ev.prev) : undefined;
-      const cur = ev.type === 'put' ? decodeEntry(ev.kv) : undefined;
-      const before = prev?.session;
-      if (ev.type === 'put') {
-        for (const [s, keys] of this.held) if (s !== cur?.session && cur && keys.delete(cur.key) && keys.size === 0) this.held.delete(s);
-        if (cur?.session) {
-          let set = this.held.get(cur.session);
-          if (!set) this.held.set(cur.session, (set = new Set()));
-          set.add(cur.key);
+      const key = unescapeKey(ev.key.slice(KV_ROOT.length));
+      const now = ev.type === 'put' ? decodeEntry(ev.kv)?.session : undefined;
+      const before = this.holder.get(key);
+      if (before !== now) {
+        if (before !== undefined) {
+          const set = this.held.get(before);
+          if (set?.delete(key) && set.size === 0) this.held.delete(before);
+          this.holder.delete(key);
         }
-      } else if (prev && before) {
-        const set = this.held.get(before);
-        if (set?.delete(prev.key) && set.size === 0) this.held.delete(before);
+        if (now !== undefined) {
+          let set = this.held.get(now);
+          if (!set) this.held.set(now, (set = new Set()));
+          set.add(key);
+          this.holder.set(key, now);
+        }
+      }
+      if (ev.type === 'delete' && before !== undefined) {
         // Deleted with its lease (Behavior=delete ending): lock-delay starts now.
         const s = this.byId.get(before);
-        if (s && ev.prev?.session !== undefined && !this.engine.leaseInfo(ev.prev.session)) this.delay(prev.key, s.lockDelayMs);
+        if (s && ev.prev?.session !== undefined && !this.engine.leaseInfo(ev.prev.session)) this.delay(key, s.lockDelayMs);
       }
     }
   }
