@@ -79,6 +79,15 @@ describe('Consul clients and roster clients on one server', () => {
       const [inst] = await seen;
       expect(inst).toMatchObject({ service: 'inventory', id: 'inv-1', address: '10.9.0.1', port: 7070, tags: ['blue', 'v3'], metadata: { version: '3.1', team: 'stock' }, status: 'up' });
       expect(inst!.health).toBeUndefined(); // no checks: passing
+      // Consul's maintenance mode is roster's draining status, both ways.
+      const draining = until(cache, (l) => l[0]?.status === 'draining', 'maintenance -> draining');
+      await consul.agent.service.maintenance({ id: 'inv-1', enable: true, reason: 'patching' });
+      await draining;
+      const maint = (await consul.health.service('inventory')) as { Checks: { CheckID: string; Status: string; Notes: string }[] }[];
+      expect(maint[0]!.Checks.find((c) => c.CheckID === '_service_maintenance:inv-1')).toMatchObject({ Status: 'critical', Notes: 'patching' });
+      const up = until(cache, (l) => l[0]?.status === 'up', 'maintenance off -> up');
+      await consul.agent.service.maintenance({ id: 'inv-1', enable: false });
+      await up;
       const gone = until(cache, (l) => l.length === 0, 'the Consul deregistration');
       await consul.agent.service.deregister('inv-1');
       await gone;
