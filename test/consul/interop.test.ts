@@ -104,6 +104,12 @@ describe('Consul clients and roster clients on one server', () => {
       expect(entries).toHaveLength(1);
       expect(entries[0]!.Service).toMatchObject({ ID: 'pay-1', Service: 'payments', Address: '10.9.1.1', Port: 9443, Tags: ['tls'], Meta: { region: 'eu' } });
       expect(await consul.catalog.service.list()).toMatchObject({ payments: ['tls'] });
+      // A Consul client deregistering it behind the Registrar's back: the Registrar puts it back
+      // (its contract: registered while its process lives), as it does for any delete.
+      const repaired = new Promise((resolve) => reg.once('repaired', resolve));
+      await consul.agent.service.deregister('pay-1');
+      expect(await repaired).toMatchObject({ reason: 'deleted' });
+      expect(((await consul.health.service('payments')) as unknown[]).length).toBe(1);
       await reg.deregister('pay-1');
       expect(await consul.health.service('payments')).toEqual([]);
     } finally {
