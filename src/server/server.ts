@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, resolve as resolvePath, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Engine, type BatchOp, type EngineEvent, type Subscription } from '../engine/engine.js';
+import { Engine, type BatchOp, type EngineEvent, type StorageOptions, type Subscription } from '../engine/engine.js';
+import { sseFrame, writeOpening } from './watch-stream.js';
 import { InvalidArgumentError, NotFoundError, RosterError, UnavailableError } from '../core/errors.js';
 import { validateKey, validatePrefix, validateServiceName, validateValue } from '../core/names.js';
 import { parseTtl } from '../core/duration.js';
@@ -39,6 +40,9 @@ export interface ServerOptions {
   dataDir?: string;
   /** Serve this engine instead of opening one. The caller keeps ownership: close() leaves it open. */
   engine?: Engine;
+  /** Durability settings of the engine the server opens (history bounds, compaction threshold,
+   *  --recover, storage retry): see EngineOptions. Ignored when `engine` is given. */
+  storage?: StorageOptions;
   /** Largest accepted request body in bytes (413 above). Default 6.25 MiB: a 1 MiB value in the
    *  worst case of JSON escaping (6 bytes per byte) plus the key and options. */
   maxBodyBytes?: number;
@@ -106,9 +110,9 @@ interface Route {
 
 class SseStream {
   closed = false;
+  /** Set once its snapshot or backlog is written (watch-stream.ts). */
+  live = false;
   sub: Subscription | undefined;
-  /** Bytes of the initial snapshot/backlog: allowed on top of the slow-consumer limit. */
-  base = 0;
   constructor(readonly res: ServerResponse) {}
 }
 
@@ -506,23 +510,13 @@ class HttpServer implements RosterServer {
 
     const res = ctx.res;
     const s = new SseStream(res);
-    const sub = this.engine.subscribe(prefix, from, (ev) => this.sendEvent(s, ev));
+    const sub = this.engine.subscribe(prefix, from, (ev) => this.sendEvent(s, ev), { streamBacklog: true });
     s.sub = sub;
     this.streams.add(s);
     res.on('close', () => {
       s.closed = true;
       this.dropStream(s);
     });
-    // The subscription delivers events only from later engine commits, so nothing can slip in
-    // between subscribing and writing the initial frames below.
-    let first = 'retry: 1000\n\n';
-    if (sub.snapshot) {
-      const rev = sub.snapshot.revision;
-      first += frame(sub.reset ? 'reset' : 'snapshot', rev, JSON.stringify(sub.snapshot));
-      first += frame('synced', rev, `{"revision":${rev}}`);
-    } else {
-      for (const ev of sub.backlog) first += frame(ev.type, ev.revision, JSON.stringify(ev));
-    }
     // A close-delimited body rather than chunked encoding: each event is then one socket write of
     // one buffer, encoded once for every stream (see sendEvent). HTTP/1.1 allows it for a reply
     // without a length; an event stream ends with its connection anyway.
@@ -533,17 +527,21 @@ class HttpServer implements RosterServer {
       'x-accel-buffering', 'no',
       'roster-heartbeat-ms', String(this.heartbeatMs),
     ]);
-    s.base = first.length;
-    res.write(first);
     ctx.done = true;
     ctx.route.stats.observe(ctx.method, 200, undefined);
     this.finished();
+    // Snapshot or backlog, streamed; then live (watch-stream.ts).
+    writeOpening(this.engine, s, sub, prefix, from, () => this.endStream(s, false)).catch((e: unknown) => {
+      this.onError(e);
+      this.endStream(s, true);
+    });
   }
 
   private sendEvent(s: SseStream, ev: EngineEvent): void {
+    if (!s.live) return; // still writing its opening, which reads this event from history
     if (ev !== this.lastEvent) {
       this.lastEvent = ev;
-      this.lastFrame = Buffer.from(frame(ev.type, ev.revision, JSON.stringify(ev)));
+      this.lastFrame = Buffer.from(sseFrame(ev.type, ev.revision, JSON.stringify(ev)));
     }
     this.write(s, this.lastFrame);
   }
@@ -551,7 +549,7 @@ class HttpServer implements RosterServer {
   private write(s: SseStream, chunk: Buffer): void {
     if (s.closed) return;
     s.res.write(chunk);
-    if (s.res.writableLength > s.base + this.maxStreamBuffer) {
+    if (s.res.writableLength > this.maxStreamBuffer) {
       // A client this far behind would hold unbounded memory here; it resumes by revision instead.
       this.sseDropped++;
       this.endStream(s, true);
@@ -559,7 +557,8 @@ class HttpServer implements RosterServer {
   }
 
   private beat(): void {
-    for (const s of this.streams) this.write(s, HEARTBEAT);
+    // (A stream writing its opening is busy sending; a comment must not split its snapshot frame.)
+    for (const s of this.streams) if (s.live) this.write(s, HEARTBEAT);
   }
 
   private dropStream(s: SseStream): void {
@@ -702,10 +701,6 @@ function batchOp(v: unknown, i: number): BatchOp {
 
 const HEARTBEAT = Buffer.from(':\n\n');
 
-function frame(type: string, id: number, data: string): string {
-  return `id: ${id}\nevent: ${type}\ndata: ${data}\n\n`;
-}
-
 /** TTL from a request body: integer milliseconds or a duration string ("10s"); fractions of a
  *  millisecond are rejected rather than rounded. */
 function requestTtl(v: unknown): number {
@@ -745,7 +740,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RosterServe
   if (opts.heartbeatMs !== undefined && (!Number.isFinite(opts.heartbeatMs) || opts.heartbeatMs < 10)) {
     throw new InvalidArgumentError(`invalid heartbeatMs ${describeValue(opts.heartbeatMs)}: expected at least 10`);
   }
-  const engine = opts.engine ?? (await Engine.open({ dataDir: opts.dataDir ?? './.roster' }));
+  const engine = opts.engine ?? (await Engine.open({ ...opts.storage, dataDir: opts.dataDir ?? './.roster' }));
   const server = new HttpServer(host, engine, opts.engine === undefined, opts);
   try {
     await server.listen(port);
