@@ -7,6 +7,7 @@ import { instanceEndpoint, type Instance } from '../../core/model.js';
 import { validateKey, validatePrefix, validateServiceName } from '../../core/names.js';
 import { layoutByName, type Layout } from '../../registry/layout.js';
 import { onTerminate, out, parsePositiveInt } from './util.js';
+import { storageFrom, storageOptions } from './storage-options.js';
 
 export function layoutOptions(cmd: Command): Command {
   return cmd
@@ -44,13 +45,13 @@ function decodeAll(layout: Layout, service: string, items: readonly KeyValue[]):
 }
 
 export function registerCoreCommands(program: Command, getBackend: () => Promise<Backend>): void {
-  program
+  storageOptions(program
     .command('server')
     .description('run the roster server (registry API, watch streams, metrics, dashboard)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on', '8470')
-    .option('--data-dir <dir>', 'where to keep data', './.roster')
-    .action(async (opts: { host: string; port: string; dataDir: string }) => {
+    .option('--data-dir <dir>', 'where to keep data', './.roster'))
+    .action(async (opts: { host: string; port: string; dataDir: string } & Parameters<typeof storageFrom>[0]) => {
       const port = parsePositiveInt(opts.port, 'port', 0, 65535);
       const { startServer } = await import('../../server/index.js');
       // Registered instances are long-lived: V8's young generation, grown to its 32 MB default under
@@ -59,7 +60,7 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
       (await import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
       // The dashboard ships in the package's ui/ folder (dist/cli/commands → ../../../ui).
       const uiDir = fileURLToPath(new URL('../../../ui/', import.meta.url));
-      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, ...(existsSync(uiDir) ? { uiDir } : {}) });
+      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, storage: storageFrom(opts), ...(existsSync(uiDir) ? { uiDir } : {}) });
       process.stdout.write(`roster server listening on ${server.url} (data: ${opts.dataDir}, dashboard: ${server.url}/ui)\n`);
       await onTerminate();
       process.stderr.write('roster: shutting down\n');
