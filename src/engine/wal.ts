@@ -391,6 +391,7 @@ function newSegment(first: number): SegmentInfo {
 
 /** An open segment file. Opened synchronously: rotation must not yield between capture and switch. */
 class SegmentFile {
+  private closed: Promise<void> | undefined;
   private constructor(readonly fd: number) {}
   static open(path: string, flags: 'a' | 'wx'): SegmentFile {
     return new SegmentFile(openSync(path, flags));
@@ -398,7 +399,8 @@ class SegmentFile {
   datasync(): Promise<void> {
     return fdatasync(this.fd);
   }
+  /** Idempotent: a descriptor closed twice could close whatever reused its number meanwhile. */
   close(): Promise<void> {
-    return closeFd(this.fd);
+    return (this.closed ??= closeFd(this.fd));
   }
 }
