@@ -53,9 +53,14 @@ export class CorruptDataError extends RosterError {
 export const UNSEALED = '00000000 ';
 const HEX = Buffer.from('0123456789abcdef');
 
-export function putJson(s: number, r: number, k: string, v: string, c: number, n: number, l: string | undefined): string {
-  const head = `{"t":"put","s":${s},"r":${r},"k":${JSON.stringify(k)},"v":${JSON.stringify(v)},"c":${c},"n":${n}`;
-  return l === undefined ? head + '}' : `${head},"l":${JSON.stringify(l)}}`;
+/** A record's JSON text, or its pieces in order (a big value is kept apart rather than copied
+ *  into one string: a 1 MiB value is then copied once, into the batch buffer). */
+export type RecordText = string | string[];
+
+export function putJson(s: number, r: number, k: string, v: string, c: number, n: number, l: string | undefined): RecordText {
+  const head = `{"t":"put","s":${s},"r":${r},"k":${JSON.stringify(k)},"v":`;
+  const tail = l === undefined ? `,"c":${c},"n":${n}}` : `,"c":${c},"n":${n},"l":${JSON.stringify(l)}}`;
+  return v.length > 4096 ? [head, JSON.stringify(v), tail] : head + JSON.stringify(v) + tail;
 }
 
 export function delJson(s: number, r: number, k: string): string {
@@ -78,6 +83,32 @@ export function line(value: object): string {
 
 function hex8(n: number): string {
   return n.toString(16).padStart(8, '0');
+}
+
+/** One buffer of complete lines for `records` (after an optional header), checksums filled in. */
+export function encodeBatch(records: readonly RecordText[], header: string | undefined): Buffer {
+  let size = header === undefined ? 0 : 10 + Buffer.byteLength(header);
+  for (const r of records) {
+    size += 10; // checksum, space, newline
+    if (typeof r === 'string') size += Buffer.byteLength(r);
+    else for (const piece of r) size += Buffer.byteLength(piece);
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let off = 0;
+  const start = () => (off += buf.write(UNSEALED, off, 'latin1'));
+  if (header !== undefined) {
+    start();
+    off += buf.write(header, off);
+    buf[off++] = 10;
+  }
+  for (const r of records) {
+    start();
+    if (typeof r === 'string') off += buf.write(r, off);
+    else for (const piece of r) off += buf.write(piece, off);
+    buf[off++] = 10;
+  }
+  sealLines(buf);
+  return buf;
 }
 
 /**

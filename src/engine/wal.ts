@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { UnavailableError } from '../core/errors.js';
 import type { StorageFaults } from './faults.js';
 import { fsyncDir, listDataDir, segmentName } from './files.js';
-import { delJson, FORMAT_VERSION, grantJson, putJson, revokeJson, sealLines, UNSEALED } from './records.js';
+import { delJson, encodeBatch, FORMAT_VERSION, grantJson, putJson, revokeJson, type RecordText } from './records.js';
 import { writeSnapshot, type SnapshotCapture } from './snapshot.js';
 
 /**
@@ -72,7 +72,7 @@ interface Active {
 const PROBE_BYTES = 64 * 1024;
 
 export class Wal {
-  private pending: string[] = [];
+  private pending: RecordText[] = [];
   /** Highest revision among pending records. */
   private pendingRev = 0;
   private appendedSeq: number;
@@ -183,8 +183,8 @@ export class Wal {
     return ++this.appendedSeq;
   }
 
-  private push(json: string, rev: number): void {
-    this.pending.push(UNSEALED + json);
+  private push(json: RecordText, rev: number): void {
+    this.pending.push(json);
     if (rev > this.pendingRev) this.pendingRev = rev;
   }
 
@@ -206,11 +206,8 @@ export class Wal {
         const a = this.active;
         const upTo = this.appendedSeq;
         const upToRev = this.pendingRev;
-        let text = this.pending.join('\n') + '\n';
+        const buf = encodeBatch(this.pending, a.needsHeader ? `{"t":"segment","v":${FORMAT_VERSION},"first":${a.info.first}}` : undefined);
         this.pending = [];
-        if (a.needsHeader) text = `${UNSEALED}{"t":"segment","v":${FORMAT_VERSION},"first":${a.info.first}}\n${text}`;
-        const buf = Buffer.from(text);
-        sealLines(buf);
         this.faults?.write?.(a.info.file, buf.length);
         for (let off = 0; off < buf.length; ) {
           const n = writeSync(a.fh.fd, buf, off, buf.length - off);

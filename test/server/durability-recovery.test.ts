@@ -154,7 +154,7 @@ describe('corruption', () => {
     const path = join(dir, snap);
     const buf = await readFile(path);
     const at = buf.indexOf('\n') + 1; // second line: the first entry
-    buf[at + 20] ^= 0x01;
+    buf[at + 20]! ^= 0x01;
     await writeFile(path, buf);
     for (const recover of [false, true]) {
       await expect(open(dir, { recover })).rejects.toMatchObject({
@@ -188,7 +188,7 @@ describe('roster server on a corrupt dir (CLI)', () => {
     const name = seg.split('/').pop()!;
     const at = await lineOffset(seg, 5);
     const buf = await readFile(seg);
-    buf[at + 30] ^= 0x04;
+    buf[at + 30]! ^= 0x04;
     await writeFile(seg, buf);
     const refused = await run(['--data-dir', dir], false);
     expect(refused.code).toBe(1);
