@@ -32,7 +32,7 @@ interface Acked {
 
 /** `n` writers putting fresh keys through `url` until a put fails (the server died) or `stop()`. */
 async function writeUntilDown(url: string, writers: number, valueBytes: number, prefix: string, stop: () => boolean = () => false): Promise<Acked[]> {
-  const b = await RemoteBackend.open(url, { connections: writers, requestTimeoutMs: 5000 });
+  const b = await RemoteBackend.open(url, { connections: writers, requestTimeout: 5000 });
   const acked: Acked[] = [];
   let next = 0;
   let down = false;
