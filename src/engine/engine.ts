@@ -241,7 +241,7 @@ export class Engine {
     if (opts.lease !== undefined && !s.leases.has(opts.lease)) {
       throw new SessionLostError(`session ${opts.lease} not found: it expired or was revoked`);
     }
-    const kv = s.put(key, value, opts.lease, true);
+    const kv = s.put(key, value, opts.lease, true, cur);
     this.wal?.appendPut(kv.modRevision, kv.key, value, kv.createRevision, kv.version, opts.lease);
     return { revision: kv.modRevision, kv };
   }

@@ -31,14 +31,14 @@ export class State {
   // ------------------------------------------------------------------ changes
 
   /** Put a key (preconditions already checked): one new revision. `live` changes are undoable
-   *  for readers until published; replayed ones are durable already. */
-  put(key: string, value: string, lease: string | undefined, live: boolean): StoredKv {
-    const cur = this.store.lookup(key);
+   *  for readers until published; replayed ones are durable already. `cur` is the key's current
+   *  incarnation when the caller has looked it up already. */
+  put(key: string, value: string, lease: string | undefined, live: boolean, cur = this.store.lookup(key)): StoredKv {
     // An existing key keeps its string; a new one is stored flat (see flatKey).
     const k = cur ? cur.key : flatKey(key);
     const r = ++this.rev;
     const kv = storedKv(k, value, cur ? cur.createRevision : r, r, cur ? cur.version + 1 : 1, lease);
-    this.store.set(kv, live);
+    this.store.set(kv, cur, live);
     if (cur?.session !== lease) {
       if (cur?.session !== undefined) this.leases.unbind(cur.session);
       if (lease !== undefined) this.leases.bind(lease, k);
@@ -88,7 +88,9 @@ export class State {
     lease: (l: LeaseEntry): void => this.leases.add(l.id, l.ttl, false),
     kv: (e: KvEntry): void => {
       const kv = storedKv(e.k, e.v, e.c, e.m, e.n, e.l);
-      if (this.store.set(kv, false) === undefined && kv.session !== undefined) this.leases.bind(kv.session, kv.key);
+      const cur = this.store.lookup(kv.key);
+      this.store.set(kv, cur, false);
+      if (cur === undefined && kv.session !== undefined) this.leases.bind(kv.session, kv.key);
     },
   };
 
@@ -142,7 +144,7 @@ export class State {
           return `put of ${JSON.stringify(rec.k)} records createRevision ${rec.c} and version ${rec.n}, the state gives ${c} and ${n}`;
         }
         if (rec.l !== undefined && !this.leases.has(rec.l)) return `put of ${JSON.stringify(rec.k)} is bound to unknown session ${rec.l}`;
-        this.put(rec.k, rec.v, rec.l, false);
+        this.put(rec.k, rec.v, rec.l, false, cur);
         break;
       }
       case 'del':

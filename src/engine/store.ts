@@ -30,17 +30,15 @@ export class Store {
     return this.dirs.get(dirOf(key))?.get(key);
   }
 
-  /** Store `kv` (a new incarnation of its key); returns what it replaced. `undo` records the change
-   *  as not yet durable (false during replay, where everything is). */
-  set(kv: StoredKv, undo: boolean): StoredKv | undefined {
+  /** Store `kv`, a new incarnation of its key, replacing `cur` (what lookup returns for it). `undo`
+   *  records the change as not yet durable (false during replay, where everything is). */
+  set(kv: StoredKv, cur: StoredKv | undefined, undo: boolean): void {
     const dir = dirOf(kv.key);
     let d = this.dirs.get(dir);
     if (!d) this.dirs.set(dir, (d = new Map()));
-    const cur = d.get(kv.key);
     d.set(kv.key, kv);
     if (!cur) this.keyCount++;
     if (undo) this.pending.push({ revision: kv.modRevision, key: kv.key, prev: cur });
-    return cur;
   }
 
   /** Remove a key at `revision`; returns what it held. */
