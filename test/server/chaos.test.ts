@@ -1,6 +1,6 @@
 /**
  * Chaos (issue 10): many writers and resuming watchers against a real server process that is
- * SIGKILLed at random moments while compaction runs every few hundred milliseconds (a 256 KiB
+ * SIGKILLed at random moments while compaction runs every few hundred milliseconds (a 128 KiB
  * segment threshold). After every restart, before anyone writes again, every key is checked against
  * what was acknowledged; at the end every watcher must have seen every revision exactly once, in
  * order, never a reset, and each acknowledged write at its revision.
@@ -26,7 +26,7 @@ const KILLS = Number(process.env.ROSTER_CHAOS_KILLS ?? 20);
 const WRITERS = 8;
 const KEYS_PER_WRITER = 40;
 const WATCHERS = 3;
-const COMPACT_BYTES = 256 * 1024;
+const COMPACT_BYTES = 128 * 1024;
 
 type Op = { type: 'put'; key: string; id: number; value: string } | { type: 'delete'; key: string; id: number };
 /** What an acknowledged operation left: the revision and value id of a put, or absence. */
@@ -97,7 +97,7 @@ class ResumingWatcher {
   }
 }
 
-describe('chaos: writers and resuming watchers, random SIGKILLs, compaction all the time', () => {
+describe('chaos: writers and resuming watchers, random SIGKILLs, compaction every few hundred ms', () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c();
@@ -185,10 +185,13 @@ describe('chaos: writers and resuming watchers, random SIGKILLs, compaction all 
       }
     };
 
+    const compacted = async () => Number(/^roster_compactions_total (\d+)$/m.exec(await fetch(`${proc.url}/metrics`).then((r) => r.text()))![1]);
     for (let kill = 0; kill < KILLS; kill++) {
-      await new Promise((r) => setTimeout(r, 100 + Math.random() * 600));
-      const metrics = await fetch(`${proc.url}/metrics`).then((r) => r.text(), () => '');
-      compactions += Number(/^roster_compactions_total (\d+)$/m.exec(metrics)?.[1] ?? 0);
+      // Each server life includes a compaction (however slow the machine), then runs a random
+      // while longer: compactions keep coming, so the kill lands anywhere, often inside one.
+      await eventually(async () => (await compacted()) >= 1, 20_000, 'a compaction');
+      await new Promise((r) => setTimeout(r, Math.random() * 500));
+      compactions += await compacted().catch(() => 0);
       down = deferred<void>();
       await proc.kill('SIGKILL');
       await eventually(() => parked === WRITERS, 20_000, 'writers parked');
