@@ -9,11 +9,13 @@ import type { RecoveryReport } from './recovery.js';
 import { State } from './state.js';
 import { Storage, type StorageHost } from './storage.js';
 import type { Wal } from './wal.js';
+import type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
 import { Watchers } from './watchers.js';
 
 export type { EngineEvent } from './history.js';
 export type { RecoveryReport } from './recovery.js';
 export type { Subscriber } from './watchers.js';
+export type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
 export * from './options.js';
 
 /**
@@ -35,53 +37,6 @@ export * from './options.js';
  * The parts: state.ts (store.ts, leases.ts, history.ts) is the state machine; wal.ts the log and
  * compaction; recovery.ts / snapshot.ts / records.ts the files; lock.ts one writer per data dir.
  */
-
-interface PutOpts {
-  lease?: string;
-  ifAbsent?: boolean;
-  ifVersion?: number;
-}
-
-/** One write of Engine.batch. */
-export type BatchOp =
-  | { op: 'put'; key: string; value: string; lease?: string; ifAbsent?: boolean; ifVersion?: number }
-  | { op: 'delete'; key: string; ifVersion?: number };
-
-/** The outcome of one BatchOp: what put / delete would have returned, or the error it would have thrown. */
-export type BatchResult = PutResult | DeleteResult | { error: RosterError };
-
-export interface Subscription {
-  /** Initial snapshot (when no fromRevision was given, or a reset was needed). */
-  snapshot?: ListResult;
-  /** Whether `snapshot` replaces a requested resume that could not be honoured (compacted history). */
-  reset: boolean;
-  /** Events between fromRevision and the subscription point (when resuming; empty with streamBacklog). */
-  backlog: EngineEvent[];
-  /** The subscription point: onEvent gets the events after it. */
-  revision: number;
-  cancel(): void;
-}
-
-export interface EngineStats {
-  revision: number;
-  keys: number;
-  leases: number;
-  watchers: number;
-  compactedRevision: number;
-  fsyncs: number;
-  historyEvents: number;
-  historyBytes: number;
-  /** Bytes of log segments and snapshot on disk. */
-  diskBytes: number;
-  segments: number;
-  compactions: number;
-  compactionFailures: number;
-  /** Torn last records cut when the data dir was opened, and their bytes. */
-  tornTails: number;
-  tornBytes: number;
-  storageFailures: number;
-  storageAvailable: boolean;
-}
 
 export class Engine {
   private state: State;
