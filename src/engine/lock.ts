@@ -1,4 +1,4 @@
-import { createServer, connect, type Server } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { readFileSync, unlinkSync } from 'node:fs';
 import { open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -52,24 +52,25 @@ export async function lockDataDir(dir: string): Promise<DirLock> {
     });
     server.unref();
     await writeFile(file, body).catch(() => undefined); // information only
-    return socketLock(server, file, body);
+    return releaser(file, body, () => server.close());
   }
   return fileLock(dir, file, body);
 }
 
-function socketLock(server: Server, file: string, body: string): DirLock {
+/** Give the dir up once: remove `file` if it is still ours (it never names the next holder
+ *  wrongly), then `after` (closing the socket frees the name at once). */
+function releaser(file: string, body: string, after: () => void = () => undefined): DirLock {
   let released = false;
   return {
     release() {
       if (released) return;
       released = true;
-      // Remove our LOCK file while still holding the socket, so it never names the next holder wrongly.
       try {
         if (readFileSync(file, 'utf8') === body) unlinkSync(file);
       } catch {
-        // information only
+        // already gone: it is information only
       }
-      server.close(); // closes the socket now: the name is free when this returns
+      after();
     },
   };
 }
@@ -109,18 +110,7 @@ async function fileLock(dir: string, file: string, body: string): Promise<DirLoc
       const fh = await open(file, 'wx');
       await fh.writeFile(body);
       await fh.close();
-      let released = false;
-      return {
-        release() {
-          if (released) return;
-          released = true;
-          try {
-            unlinkSync(file);
-          } catch {
-            // already gone
-          }
-        },
-      };
+      return releaser(file, body);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const text = await readFile(file, 'utf8').catch(() => '');
