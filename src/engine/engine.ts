@@ -34,8 +34,9 @@ export * from './options.js';
  *   once it takes writes, the state is reloaded from the log (dropping what never became durable)
  *   and writes resume. Nothing acknowledged is lost either way.
  *
- * The parts: state.ts (store.ts, leases.ts, history.ts) is the state machine; wal.ts the log and
- * compaction; recovery.ts / snapshot.ts / records.ts the files; lock.ts one writer per data dir.
+ * The parts: state.ts (store.ts, leases.ts, history.ts) is the state machine; watchers.ts the live
+ * subscribers; storage.ts a data dir in use: lock.ts (one writer per dir), wal.ts (the log and
+ * compaction), recovery.ts / snapshot.ts / records.ts (the files).
  */
 
 export class Engine {
@@ -84,12 +85,12 @@ export class Engine {
     return this.state.published;
   }
 
-  /** Healthy = open, and the storage (if any) accepts writes. */
   /** What opening the data dir found and did: torn tails cut, records set aside, migration. */
   get recovery(): RecoveryReport | undefined {
     return this.storage?.report;
   }
 
+  /** Healthy = open, and the storage (if any) accepts writes. */
   health(): { ok: boolean; reason?: string } {
     if (this.closed) return { ok: false, reason: 'engine is closed' };
     const err = this.storage?.error;

@@ -358,6 +358,8 @@ export class Wal {
       await p.close().catch(() => undefined);
       await unlink(probe).catch(() => undefined);
     }
+    // close() may have run meanwhile (it closed the old descriptor): stay closed.
+    if (this.closed) throw new UnavailableError('write-ahead log closed');
     const fh = SegmentFile.open(path, 'a');
     this.active = { info: last, fh, needsHeader: last.size === 0, dirDirty: true };
     this.appendedSeq = this.syncedSeq;

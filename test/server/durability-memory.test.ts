@@ -1,7 +1,7 @@
 /**
  * Memory stays within budget whatever valid writes arrive (issue 10): `roster server` (the real
  * CLI, in its own process) takes overwrites of one key with 1 MiB values (10,000 with ROSTER_SOAK=1,
- * 2,000 in `npm test`, where RSS has long reached its plateau); its peak RSS (VmHWM) stays under the
+ * 1,000 in `npm test`, where RSS has long reached its plateau); its peak RSS (VmHWM) stays under the
  * ceiling, because the watch history is bounded in bytes (64 MiB by default) and not only in events.
  * Then a watch resumed from before the history gets a reset (never a 500), and one resumed 40
  * events back gets those 40 MiB streamed, event by event.
@@ -20,7 +20,7 @@ import { openSse } from '../helpers/sse.js';
 import { tempDir } from '../helpers/server.js';
 
 const BIN = fileURLToPath(new URL('../../dist/cli/bin.js', import.meta.url));
-const PUTS = Number(process.env.ROSTER_MEMORY_PUTS ?? (process.env.ROSTER_SOAK ? 10_000 : 2_000));
+const PUTS = Number(process.env.ROSTER_MEMORY_PUTS ?? (process.env.ROSTER_SOAK ? 10_000 : 1_000));
 const IN_FLIGHT = 4;
 const MIB = 1024 * 1024;
 const CEILING = 640 * MIB;
