@@ -43,16 +43,19 @@ export async function lockDataDir(dir: string): Promise<DirLock> {
     const st = await stat(dir);
     const name = `\0roster-data-dir:${st.dev}:${st.ino}`;
     const server = createServer((c) => c.end(body));
-    await new Promise<void>((resolve, reject) => {
+    const bound = await new Promise<boolean>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => {
-        if (e.code !== 'EADDRINUSE') return reject(e);
+        // A kernel without abstract sockets (some sandboxes) refuses every bind alike: use the file.
+        if (e.code !== 'EADDRINUSE') return resolve(false);
         void describeHolder(name, file).then((who) => reject(inUse(dir, who)), reject);
       });
-      server.listen(name, () => resolve());
+      server.listen(name, () => resolve(true));
     });
-    server.unref();
-    await writeFile(file, body).catch(() => undefined); // information only
-    return releaser(file, body, () => server.close());
+    if (bound) {
+      server.unref();
+      await writeFile(file, body).catch(() => undefined); // information only
+      return releaser(file, body, () => server.close());
+    }
   }
   return fileLock(dir, file, body);
 }
