@@ -35,11 +35,12 @@ interface Holder {
 
 const LOCK_FILE = 'LOCK';
 
-export async function lockDataDir(dir: string): Promise<DirLock> {
+/** Lock `dir` for this process. `kind: 'file'` forces the LOCK-file lock (tests; other platforms). */
+export async function lockDataDir(dir: string, kind: 'auto' | 'file' = 'auto'): Promise<DirLock> {
   const me: Holder = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), argv: process.argv.slice(1, 4) };
   const body = JSON.stringify(me) + '\n';
   const file = join(dir, LOCK_FILE);
-  if (process.platform === 'linux') {
+  if (process.platform === 'linux' && kind === 'auto') {
     const st = await stat(dir);
     const name = `\0roster-data-dir:${st.dev}:${st.ino}`;
     const server = createServer((c) => c.end(body));

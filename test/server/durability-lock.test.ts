@@ -10,6 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Engine } from '../../src/engine/engine.js';
+import { lockDataDir } from '../../src/engine/lock.js';
+import { hostname } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { ServerProcess, tempDir } from '../helpers/server.js';
 
 const BIN = fileURLToPath(new URL('../../dist/cli/bin.js', import.meta.url));
@@ -87,5 +90,22 @@ describe('one writer per data dir', () => {
     b.destroy();
     // destroy() gives the dir up once its flush is done.
     await expect.poll(async () => Engine.open({ dataDir: dir }).then((e) => e.close().then(() => true), () => false), { timeout: 5000 }).toBe(true);
+  });
+
+  it('the LOCK-file fallback (no abstract sockets): refuses a live holder, takes over from a dead one', async () => {
+    const dir = await tempDir('roster-lock-file');
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const mine = await lockDataDir(dir, 'file');
+    await expect(lockDataDir(dir, 'file')).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining(`roster server pid ${process.pid}`) });
+    mine.release();
+    // Left behind by a process that no longer runs: taken over.
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: dead.pid, host: hostname(), startedAt: 'then', argv: [] }));
+    const taken = await lockDataDir(dir, 'file');
+    taken.release();
+    // Held by a live process (this test's parent): refused, naming it.
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: process.ppid, host: hostname(), startedAt: 'now', argv: [] }));
+    await expect(lockDataDir(dir, 'file')).rejects.toMatchObject({ message: expect.stringContaining(`roster server pid ${process.ppid}`) });
   });
 });
