@@ -5,8 +5,9 @@
  * library user could reach.
  */
 import { Command, CommanderError, Option } from 'commander';
-import type { Backend } from '../backend/types.js';
-import { openBackend } from '../backend/open.js';
+import type { Backend } from '../contract/types.js';
+import { openBackend } from '../contract/schemes.js';
+import '../backends/builtin.js';
 import { RosterError } from '../core/errors.js';
 import { registerCoreCommands } from './commands/core.js';
 import { registerRegistryCommands } from './commands/registry.js';

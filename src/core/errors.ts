@@ -44,7 +44,29 @@ export interface RosterErrorOptions {
   details?: Record<string, unknown>;
 }
 
+/**
+ * Brands (undici's trick): each error class marks its prototype with `Symbol.for(...)`, a symbol
+ * shared by every copy of roster loaded in one process. `isRosterError(e)` and `e instanceof X`
+ * check the brand, so an error raised by one installed copy of roster-sd (a library's own
+ * dependency, say) is recognised by another copy, code and all.
+ */
+function brandOf(name: string): symbol {
+  return Symbol.for(`roster-sd.error.${name}`);
+}
+const ROSTER_BRAND = brandOf('RosterError');
+
+/** Give an error class (a subclass of RosterError) its cross-copy brand; see RosterError. */
+export function brandError(cls: abstract new (...args: never[]) => RosterError): void {
+  Object.defineProperty(cls.prototype, brandOf(cls.name), { value: true });
+}
+
 export class RosterError extends Error {
+  /** `instanceof` by brand: true for an instance of this class from any copy of roster-sd. */
+  static override [Symbol.hasInstance](x: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, x)) return true;
+    return typeof x === 'object' && x !== null && (x as Record<symbol, unknown>)[brandOf(this.name)] === true;
+  }
+
   readonly code: ErrorCode;
   readonly details: Record<string, unknown> | undefined;
   constructor(code: ErrorCode, message: string, options: RosterErrorOptions = {}) {
@@ -134,6 +156,25 @@ export class LockLostError extends RosterError {
   }
 }
 
+for (const cls of [
+  RosterError,
+  InvalidArgumentError,
+  NotFoundError,
+  ConflictError,
+  SessionLostError,
+  ClosedError,
+  AbortedError,
+  TimeoutError,
+  UnavailableError,
+  CompactedError,
+  TooLargeError,
+  UnsupportedError,
+  NoInstanceError,
+  LockLostError,
+]) {
+  brandError(cls);
+}
+
 const CODES = new Set(Object.keys(HTTP_STATUS));
 
 /** Rebuild a typed error from its JSON form (the remote client uses this on server replies). */
@@ -161,6 +202,7 @@ export function errorFromJSON(body: unknown, fallbackStatus = 500): RosterError 
   }
 }
 
+/** True for an error from any copy of roster-sd (by brand), optionally with this `code`. */
 export function isRosterError(e: unknown, code?: ErrorCode): e is RosterError {
-  return e instanceof RosterError && (code === undefined || e.code === code);
+  return typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[ROSTER_BRAND] === true && (code === undefined || (e as RosterError).code === code);
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { KeyValue, ListResult, PutResult, DeleteResult, WatchEvent } from '../backend/types.js';
+import type { KeyValue, ListResult, PutResult, DeleteResult, WatchEvent } from '../core/kv.js';
 import { ClosedError, ConflictError, InvalidArgumentError, RosterError, SessionLostError } from '../core/errors.js';
 import { TTL_MAX_MS, TTL_MIN_MS } from '../core/duration.js';
 import { Wal, type SnapshotState, type WalRecord } from './wal.js';

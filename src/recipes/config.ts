@@ -10,7 +10,7 @@
  * Reading `.value` never blocks and never throws; `ready()` waits for the first valid value.
  */
 import { EventEmitter } from 'node:events';
-import type { Backend, WatchEvent } from '../backend/types.js';
+import type { Backend, WatchEvent } from '../contract/types.js';
 import { abortable, deferred, type Deferred } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import { Channel } from '../core/channel.js';

@@ -11,11 +11,11 @@
  * A campaign that is aborted (signal) or whose session is lost removes its key (resigns), so a
  * process that gave up never becomes a leader nobody is acting as.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, deferred, throwIfAborted } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, isRosterError, LockLostError, type RosterErrorOptions } from '../core/errors.js';
 import { validateValue } from '../core/names.js';
-import { claimLocalKey, cleanupOnFailure, createOwnKey, DirView, directChild, oldest, Ownership, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { claimLocalKey, cleanupOnFailure, createOwnKey, DirView, directChild, oldest, Ownership, recipeDir, removeOwnKey } from './internal.js';
 
 /** This participant is not (or no longer) the leader. Code LOCK_LOST (a subclass of LockLostError). */
 export class NotLeaderError extends LockLostError {
@@ -63,7 +63,7 @@ export class Election {
     opts: ElectionOptions = {},
   ) {
     this.prefix = recipeDir('elections', name, opts.prefix);
-    this.key = this.prefix + sessionKeyPart(backend, session);
+    this.key = this.prefix + backend.sessionKey(session);
   }
 
   /** True while this participant is the leader (until resign or loss). */

@@ -1,9 +1,9 @@
 /**
  * Building blocks shared by the recipes. Everything here is written over the backend contract only
- * (src/backend/types.ts), so every recipe runs unchanged on memory, the roster server, etcd and
+ * (src/contract/types.ts), so every recipe runs unchanged on memory, the roster server, etcd and
  * ZooKeeper.
  */
-import type { Backend, KeyValue, Session, Watch, WatchEvent } from '../backend/types.js';
+import type { Backend, KeyValue, Session, Watch, WatchEvent } from '../contract/types.js';
 import { abortReason, backoff, sleep } from '../core/async.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
 import { validateKey } from '../core/names.js';
@@ -23,16 +23,6 @@ export function recipeDir(root: string, name: string, prefix?: string): string {
   if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError(`invalid ${root} name ${JSON.stringify(name)}: expected a non-empty string`);
   validateKey(`${root}/${name}`, `${root} name`);
   return `${root}/${name}/`;
-}
-
-/**
- * The key segment identifying a session. On etcd it must equal Go's `fmt.Sprintf("%x", leaseID)`
- * (lowercase hex, no leading zeros) so Go programs and etcdctl compute the same key for the same
- * lease; the etcd backend's session id is the lease id in hex, which we normalise defensively.
- */
-export function sessionKeyPart(backend: Backend, session: Session): string {
-  if (backend.kind === 'etcd' && /^[0-9a-fA-F]+$/.test(session.id)) return BigInt(`0x${session.id}`).toString(16);
-  return session.id;
 }
 
 /** Smallest createRevision first (ties impossible: one revision per change). */

@@ -24,11 +24,11 @@
  * are shared out and the losers of a race simply wait for the next change).
  * Cost per item: one put (producer), one put (claim), two deletes (ack); no reads.
  */
-import type { Backend, KeyValue, Session, WatchEvent } from '../backend/types.js';
+import type { Backend, KeyValue, Session, WatchEvent } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ClosedError, isRosterError } from '../core/errors.js';
 import { validateValue } from '../core/names.js';
-import { cleanupOnFailure, DirView, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, DirView, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface QueueItem {
   /** Item id (stable across redeliveries). */
@@ -249,7 +249,7 @@ export class Queue {
     if (this.consumer) return this.consumer;
     const p = (async () => {
       for (let attempt = 0; ; attempt++) {
-        const key = `${this.takersDir}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+        const key = `${this.takersDir}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
         try {
           return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv.key;
         } catch (e) {

@@ -10,10 +10,10 @@
  * A permit's `signal` aborts when the permit is lost (session lost, key deleted). A waiter that is
  * aborted or whose session is lost removes its own key.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, DirView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Permit {
   readonly key: string;
@@ -55,7 +55,7 @@ export class Semaphore {
 
   private async enter(): Promise<KeyValue> {
     for (let attempt = 0; ; attempt++) {
-      const key = `${this.prefix}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+      const key = `${this.prefix}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
       try {
         return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
       } catch (e) {

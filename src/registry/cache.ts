@@ -1,11 +1,11 @@
-import type { Backend, KeyValue, Watch, WatchStatus } from '../backend/types.js';
+import type { Backend, KeyValue, Watch, WatchStatus } from '../contract/types.js';
 import type { Pick, Picker, Strategy } from '../balance/types.js';
 import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
 import { Channel } from '../core/channel.js';
 import { ClosedError, InvalidArgumentError, isRosterError, NoInstanceError, UnavailableError } from '../core/errors.js';
 import type { Instance, InstanceStatus } from '../core/model.js';
 import { validateMetadata, validateServiceName, validateTags } from '../core/names.js';
-import { Emitter } from './emitter.js';
+import { Emitter } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
 import { resolveStrategy, type StrategyLike } from './strategy.js';
 
@@ -266,7 +266,8 @@ export class ServiceCache extends Emitter<CacheEvents> {
       let snapshot: Map<string, KeyValue> | undefined = new Map();
       let watch: Watch;
       try {
-        watch = this.backend.watch(this.prefix, { signal, onStatus: (st) => this.onWatchStatus(st) });
+        watch = this.backend.watch(this.prefix, { signal });
+        watch.on('status', (st) => this.onWatchStatus(st));
       } catch (e) {
         if (isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT')) {
           // This client is closed (or rejects the prefix): no retry can succeed. Stay stale.

@@ -1,9 +1,9 @@
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
 import { parseDuration, parseTtl } from '../core/duration.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, RosterError } from '../core/errors.js';
 import { toInstance, type Instance, type InstanceInput } from '../core/model.js';
-import { Emitter, type Tagged } from './emitter.js';
+import { Emitter, type Tagged } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
 
 export interface RegistrarOptions {

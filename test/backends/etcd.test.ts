@@ -106,7 +106,7 @@ describe('etcd URL and key mapping', () => {
   it('rejects bad options with INVALID_ARGUMENT', async () => {
     await expect(EtcdBackend.open(etcd.url('/'), { tls: { ca: 'x' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { dialTimeout: 'soon' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(EtcdBackend.open(etcd.url('/'), { username: 42 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(EtcdBackend.open(etcd.url('/'), { username: 42 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { password: 'x' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 });

@@ -1,5 +1,6 @@
 import { describe } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
+import { engineOf } from '../../src/backends/memory/backend.js';
 import { conformance } from '../conformance/suite.js';
 
 describe('memory:// conformance', () => {
@@ -9,7 +10,7 @@ describe('memory:// conformance', () => {
     ttl: 600,
     compact: async () => {
       const b = await MemoryBackend.open(`memory://${name}`);
-      b.engine.compact();
+      engineOf(b).compact();
       await b.close();
     },
   }));

@@ -4,7 +4,7 @@
  * Each test works under its own random prefix so tests never see each other's keys.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, WatchEvent, WatchStatus } from '../../src/backend/types.js';
+import type { Backend, WatchEvent, WatchStatus } from '../../src/contract/types.js';
 import { RosterError } from '../../src/core/errors.js';
 import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
 
@@ -419,7 +419,9 @@ export function conformance(getTarget: () => ConformanceTarget): void {
       await b.put(`${p}eph`, 'mine', { session: s });
       await b.put(`${p}durable`, 'kept');
       const statuses: WatchStatus[] = [];
-      const w = new Reader(b2.watch(p, { onStatus: (st) => statuses.push(st) }));
+      const watch = b2.watch(p);
+      watch.on('status', (st) => statuses.push(st));
+      const w = new Reader(watch);
       await readSnapshot(w);
       await t.restart();
       // Writes after the restart must reach the watcher, in order, with nothing missed or repeated.

@@ -1,4 +1,4 @@
-import type { WatchEvent } from '../../src/backend/types.js';
+import type { WatchEvent } from '../../src/contract/types.js';
 
 /** Pull from an async iterator with a bounded wait; throws a clear error on timeout. */
 export class Reader<T> {

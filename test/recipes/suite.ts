@@ -6,7 +6,7 @@
  * lock-safety.test.ts and processes.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, KeyValue, Session } from '../../src/backend/types.js';
+import type { Backend, KeyValue, Session } from '../../src/contract/types.js';
 import { RosterError } from '../../src/core/errors.js';
 import {
   Barrier,

@@ -1,5 +1,6 @@
 import { describe } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
+import { engineOf } from '../../src/backends/memory/backend.js';
 import { registrySuite } from './suite.js';
 
 describe('registry on memory://', () => {
@@ -10,7 +11,7 @@ describe('registry on memory://', () => {
     ttl: 600,
     revoke: async (id) => {
       engineOwner ??= await MemoryBackend.open(`memory://${name}`);
-      await engineOwner.engine.revoke(id);
+      await engineOf(engineOwner).revoke(id);
     },
   }));
 });

@@ -4,7 +4,7 @@
  * server first (see memory.test.ts). Each test uses its own random service names.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import type { CallResult, Pick, Picker, Strategy } from '../../src/balance/types.js';
 import { NoInstanceError, RosterError } from '../../src/core/errors.js';
 import type { Instance, InstanceInput } from '../../src/core/model.js';

@@ -44,7 +44,7 @@
  * a key). Foreign tools that create parents with empty data (Curator's mkdirs, `zkCli create /a ""`)
  * make those parents appear as keys with value ''.
  */
-import type { KeyValue, WatchStatus } from '../../backend/types.js';
+import type { KeyValue, WatchStatus } from '../../contract/types.js';
 import { InvalidArgumentError, isRosterError, RosterError, UnavailableError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import type { Backend, KeyValue, WatchEvent } from '../../backend/types.js';
+import type { Backend, KeyValue, WatchEvent } from '../../contract/types.js';
 import { NotFoundError } from '../../core/errors.js';
 import { instanceEndpoint, type Instance } from '../../core/model.js';
 import { validateKey, validatePrefix, validateServiceName } from '../../core/names.js';

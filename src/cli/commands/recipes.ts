@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { parseDuration, parseTtl } from '../../core/duration.js';
 import { InvalidArgumentError, TimeoutError, isRosterError } from '../../core/errors.js';
 import { lock, type Lock } from '../../recipes/lock.js';

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { formatDuration, parseTtl } from '../../core/duration.js';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { instanceEndpoint } from '../../core/model.js';

@@ -1,21 +1,39 @@
-import { Channel } from '../core/channel.js';
-import { abortReason } from '../core/async.js';
+import { Channel } from './channel.js';
+import { abortReason } from './async.js';
+
+/**
+ * The one event style of the library (docs/design.md, "Events"): every object that reports
+ * something over time — a watch's connection status, a Registrar, a ServiceCache, a WatchedPrefix,
+ * a ConfigWatch — is an EventSource: typed listeners whose `on()` returns the function that removes
+ * them, plus (where it helps) the same events as an AsyncIterable.
+ */
 
 /** Event name → payload (an interface whose properties are the events). */
 export type EventMap = object;
 
-/** One event as a tagged union member, the form `events()` / `changes()` iterables yield. */
+/** One event as a tagged union member, the form the async-iterable views yield. */
 export type Tagged<E extends EventMap> = { [K in keyof E & string]: { readonly type: K } & E[K] }[keyof E & string];
 
-type Listener<T> = (payload: T) => void;
+export type Listener<T> = (payload: T) => void;
+
+/** The public face of an emitter: what callers may do with it. */
+export interface EventSource<E extends EventMap> {
+  /** Add a listener; returns the function that removes it. */
+  on<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void;
+  off<K extends keyof E>(name: K, fn: Listener<E[K]>): void;
+  /** Listen for one event only. */
+  once<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void;
+  listenerCount(name: keyof E): number;
+}
 
 /**
  * A small typed emitter. Listeners run synchronously in registration order. A listener that throws
- * does not stop the others: its exception is re-emitted as an `error` event (when the map has one),
- * and an exception thrown by an `error` listener is re-thrown on a later tick (an uncaught
- * exception, never swallowed).
+ * does not stop the others: its exception goes to `listenerFailed`, which by default re-emits it as
+ * an `error` event (when the map has one and someone listens) and otherwise re-throws it on a later
+ * tick (an uncaught exception, never swallowed). Subclasses may route it elsewhere (a watch stream
+ * ends with it).
  */
-export class Emitter<E extends EventMap> {
+export class Emitter<E extends EventMap> implements EventSource<E> {
   private listeners = new Map<keyof E, Set<Listener<never>>>();
   private iterators = new Set<Channel<Tagged<E>>>();
 
@@ -30,7 +48,6 @@ export class Emitter<E extends EventMap> {
     this.listeners.get(name)?.delete(fn as Listener<never>);
   }
 
-  /** Listen for one event only. */
   once<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void {
     const off = this.on(name, (p) => {
       off();
@@ -51,14 +68,19 @@ export class Emitter<E extends EventMap> {
       try {
         (fn as Listener<E[K]>)(payload);
       } catch (e) {
-        if (name === 'error' || !this.listeners.has('error' as keyof E)) {
-          queueMicrotask(() => {
-            throw e;
-          });
-        } else {
-          this.emit('error' as K, { error: e, op: `${name} listener` } as E[K]);
-        }
+        this.listenerFailed(name, e);
       }
+    }
+  }
+
+  /** A listener of `name` threw `error`. */
+  protected listenerFailed(name: keyof E & string, error: unknown): void {
+    if (name === 'error' || this.listenerCount('error' as keyof E) === 0) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    } else {
+      this.emit('error' as keyof E & string, { error, op: `${name} listener` } as E[keyof E & string]);
     }
   }
 
