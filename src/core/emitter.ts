@@ -34,18 +34,18 @@ export interface EventSource<E extends EventMap> {
  * ends with it).
  */
 export class Emitter<E extends EventMap> implements EventSource<E> {
-  private listeners = new Map<keyof E, Set<Listener<never>>>();
-  private iterators = new Set<Channel<Tagged<E>>>();
+  #listeners = new Map<keyof E, Set<Listener<never>>>();
+  #iterators = new Set<Channel<Tagged<E>>>();
 
   on<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void {
-    let set = this.listeners.get(name);
-    if (!set) this.listeners.set(name, (set = new Set()));
+    let set = this.#listeners.get(name);
+    if (!set) this.#listeners.set(name, (set = new Set()));
     set.add(fn as Listener<never>);
     return () => this.off(name, fn);
   }
 
   off<K extends keyof E>(name: K, fn: Listener<E[K]>): void {
-    this.listeners.get(name)?.delete(fn as Listener<never>);
+    this.#listeners.get(name)?.delete(fn as Listener<never>);
   }
 
   once<K extends keyof E>(name: K, fn: Listener<E[K]>): () => void {
@@ -57,12 +57,12 @@ export class Emitter<E extends EventMap> implements EventSource<E> {
   }
 
   listenerCount(name: keyof E): number {
-    return this.listeners.get(name)?.size ?? 0;
+    return this.#listeners.get(name)?.size ?? 0;
   }
 
   protected emit<K extends keyof E & string>(name: K, payload: E[K]): void {
-    for (const ch of this.iterators) ch.push({ type: name, ...(payload as object) } as Tagged<E>);
-    const set = this.listeners.get(name);
+    for (const ch of this.#iterators) ch.push({ type: name, ...(payload as object) } as Tagged<E>);
+    const set = this.#listeners.get(name);
     if (!set) return;
     for (const fn of [...set]) {
       try {
@@ -93,20 +93,20 @@ export class Emitter<E extends EventMap> implements EventSource<E> {
     const { signal } = opts;
     const onAbort = () => ch.end(abortReason(signal!));
     const ch: Channel<Tagged<E>> = new Channel<Tagged<E>>(() => {
-      this.iterators.delete(ch);
+      this.#iterators.delete(ch);
       signal?.removeEventListener('abort', onAbort);
     });
     if (signal?.aborted) {
       ch.end(abortReason(signal));
       return ch;
     }
-    this.iterators.add(ch);
+    this.#iterators.add(ch);
     signal?.addEventListener('abort', onAbort, { once: true });
     return ch;
   }
 
   /** Finish every open iterator normally (on close). */
   protected endIterators(): void {
-    for (const ch of [...this.iterators]) ch.end();
+    for (const ch of [...this.#iterators]) ch.end();
   }
 }

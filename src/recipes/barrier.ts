@@ -14,7 +14,7 @@
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
+import { cleanupOnFailure, recipeView, directChild, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Arrival {
   readonly key: string;
@@ -82,7 +82,7 @@ export class Barrier {
   /** Resolve once the barrier is released (at once if it already was). Leaves no key of its own. */
   async wait(opts: { signal?: AbortSignal } = {}): Promise<void> {
     throwIfAborted(opts.signal);
-    const view = new DirView(this.backend, this.prefix);
+    const view = recipeView(this.backend, this.prefix);
     try {
       await view.until(() => {
         if (view.items.has(this.releasedKey)) return true;

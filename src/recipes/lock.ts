@@ -24,7 +24,7 @@ import {
   claimLocalKey,
   cleanupOnFailure,
   createOwnKey,
-  DirView,
+  recipeView,
   directChild,
   HeldKey,
   oldest,
@@ -80,7 +80,7 @@ export async function lock(backend: Backend, session: Session, name: string, opt
     const mine = await createOwnKey(backend, session, key, opts.value ?? '');
     const own = await cleanupOnFailure(backend, session, key, async () => {
       throwIfAborted(signal);
-      const view = new DirView(backend, dir);
+      const view = recipeView(backend, dir);
       try {
         await view.until(() => {
           const kv = view.items.get(key);
@@ -116,8 +116,7 @@ export async function tryLock(backend: Backend, session: Session, name: string, 
       let first: KeyValue | undefined;
       for (const kv of snap.items) if (directChild(dir, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
       if (first?.key !== key) return undefined;
-      const view = new DirView(backend, dir, {}, snap.revision);
-      for (const kv of snap.items) view.items.set(kv.key, kv);
+      const view = recipeView(backend, dir, { revision: snap.revision, items: snap.items });
       return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
     });
     if (!held) {

@@ -13,7 +13,7 @@
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
+import { cleanupOnFailure, recipeView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Permit {
   readonly key: string;
@@ -71,7 +71,7 @@ export class Semaphore {
     const mine = await this.enter();
     const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
       throwIfAborted(signal);
-      const view = new DirView(this.backend, this.prefix);
+      const view = recipeView(this.backend, this.prefix);
       try {
         await view.until(() => {
           const kv = view.items.get(mine.key);
@@ -97,8 +97,7 @@ export class Semaphore {
     const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
       const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
       if (ahead(snap.items, this.prefix, mine) >= this.limit) return undefined;
-      const view = new DirView(this.backend, this.prefix, {}, snap.revision);
-      for (const kv of snap.items) view.items.set(kv.key, kv);
+      const view = recipeView(this.backend, this.prefix, { revision: snap.revision, items: snap.items });
       return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
     });
     if (!own) {

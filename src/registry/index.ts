@@ -11,7 +11,6 @@ export {
   type RegistrarState,
   type RegistrarStats,
   type Registration,
-  type DrainOptions,
 } from './registrar.js';
 export {
   ServiceCache,

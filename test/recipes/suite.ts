@@ -603,7 +603,7 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       const cfg = watchConfig(a.b, key, { parse });
       const changes = new Reader(cfg);
       const errors: Error[] = [];
-      cfg.on('error', (e) => errors.push(e));
+      cfg.on('error', (e) => errors.push(e.error));
       expect(await cfg.ready()).toEqual({ limit: 1 });
       expect((await changes.next()).value).toEqual({ limit: 1 });
       const r2 = await a.b.put(key, JSON.stringify({ limit: 2 }));
