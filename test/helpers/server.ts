@@ -48,7 +48,7 @@ export interface ServerProcessOptions {
   dataDir?: string;
   port?: number;
   /** Passed to startServer in the child (JSON-serialisable options only). */
-  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'engine' | 'onError'>;
+  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'onError'>;
   startTimeoutMs?: number;
 }
 
