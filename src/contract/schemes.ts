@@ -42,6 +42,13 @@ export function backendSchemes(): string[] {
 
 type KnownScheme = keyof BackendOptionsByScheme & string;
 
+/** The options type for a URL: its scheme's when the URL is a literal of a known scheme. */
+export type BackendOptionsFor<U extends string> = U extends `${infer S}://${string}`
+  ? Lowercase<S> extends KnownScheme
+    ? BackendOptionsByScheme[Lowercase<S>]
+    : Record<string, unknown>
+  : Record<string, unknown>;
+
 /**
  * Open a backend by URL, e.g.
  *   memory://[name]                     in-process (same name → same store within this process)
@@ -50,14 +57,12 @@ type KnownScheme = keyof BackendOptionsByScheme & string;
  *   zk://h1:2181[,h2:2181]/chroot       ZooKeeper
  * `options` are the backend's own (typed per scheme); unknown ones are INVALID_ARGUMENT.
  */
-export function openBackend<S extends KnownScheme>(url: `${S}://${string}`, options?: BackendOptionsByScheme[S]): Promise<Backend>;
-export function openBackend(url: string, options?: object): Promise<Backend>;
-export async function openBackend(url: string, options: object = {}): Promise<Backend> {
+export async function openBackend<U extends string>(url: U, options?: BackendOptionsFor<U>): Promise<Backend> {
   const m = typeof url === 'string' ? /^([a-z][a-z0-9+.-]*):\/\//i.exec(url) : null;
   const def = m ? registry.get(m[1]!.toLowerCase()) : undefined;
   if (!def) {
     const known = [...new Set(registry.values())].map((d) => d.example).join(', ');
     throw new InvalidArgumentError(`unsupported backend URL ${JSON.stringify(url)}: expected ${known || 'a registered backend scheme'}`);
   }
-  return def.open(url, options);
+  return def.open(url, options ?? {});
 }

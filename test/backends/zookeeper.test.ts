@@ -10,7 +10,7 @@ import type { Backend, KeyValue, WatchEvent } from '../../src/contract/types.js'
 import { openBackend } from '../../src/index.js';
 import { ZooKeeperBackend, parseZkUrl } from '../../src/backends/zookeeper/index.js';
 import { RosterError } from '../../src/core/errors.js';
-import { conformance } from '../conformance/suite.js';
+import { conformance } from '../../src/testing/conformance.js';
 import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
 import { rawClient, startZooKeeper, type RawZk, type ZooKeeperServer } from '../helpers/zookeeper.js';
 
@@ -36,11 +36,11 @@ async function rejectsWithCode(p: Promise<unknown>, expected: string): Promise<v
 }
 
 describe('zk:// conformance', () => {
-  conformance(() => ({
+  conformance({ describe, it, expect, beforeAll, afterAll }, {
     open: () => ZooKeeperBackend.open(zk.url('/roster-conformance'), { requestTimeout: 5000 }),
     ttl: 1000,
     restart: () => zk.restart(),
-  }));
+  });
 });
 
 describe('zk:// specifics', () => {

@@ -1,0 +1,132 @@
+/**
+ * What keeps a process alive (core/lifetime.ts): a process whose only work is a Registrar keeps
+ * running through a broken connection and registers again when the server is back, instead of
+ * exiting with code 0 because nothing was left on its event loop; it exits by itself once closed;
+ * `keepProcessAlive: false` opts out. Real processes, a real server killed with SIGKILL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RemoteBackend } from '../../src/backends/remote/index.js';
+import { ServerProcess } from '../helpers/server.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const REGISTER = pathToFileURL(join(here, '..', 'helpers', 'ts-register.mjs')).href;
+const WORKER = join(here, 'workers', 'registered.ts');
+
+interface Worker {
+  proc: ChildProcess;
+  lines: string[];
+  waitLine(prefix: string, count?: number, timeoutMs?: number): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+const workers = new Set<ChildProcess>();
+afterAll(() => {
+  for (const w of workers) w.kill('SIGKILL');
+});
+
+function startWorker(cfg: { backend: string; service: string; id: string; ttl: number; keepProcessAlive?: boolean }): Worker {
+  const proc = spawn(process.execPath, ['--import', REGISTER, WORKER], {
+    env: { ...process.env, ROSTER_TEST_REGISTERED: JSON.stringify(cfg) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  workers.add(proc);
+  let stderr = '';
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (d: string) => (stderr += d));
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  let buf = '';
+  proc.stdout!.setEncoding('utf8');
+  proc.stdout!.on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+    for (const w of [...waiters]) w();
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => (workers.delete(proc), resolve(code))));
+  return {
+    proc,
+    lines,
+    exited,
+    waitLine: (prefix, count = 1, timeoutMs = 20_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (lines.filter((l) => l.startsWith(prefix)).length < count) return;
+          waiters.delete(check);
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`worker: no ${count}x ${prefix} within ${timeoutMs} ms; stdout ${JSON.stringify(lines)}; stderr ${stderr.slice(0, 2000)}`));
+        }, timeoutMs);
+        waiters.add(check);
+        void exited.then(() => {
+          if (waiters.has(check)) {
+            waiters.delete(check);
+            clearTimeout(t);
+            reject(new Error(`worker exited before ${count}x ${prefix}; stdout ${JSON.stringify(lines)}; stderr ${stderr.slice(0, 2000)}`));
+          }
+        });
+        check();
+      }),
+  };
+}
+
+describe('a process that only holds a Registrar', () => {
+  it('rides out a server killed with SIGKILL: keeps retrying, registers again when it is back, drains on SIGTERM', async () => {
+    const srv = await ServerProcess.start();
+    const service = `lifetime-${process.pid}`;
+    const w = startWorker({ backend: srv.url, service, id: 'w1', ttl: 1000 });
+    try {
+      await w.waitLine('REGISTERED');
+      await srv.kill('SIGKILL');
+      // The session cannot be renewed, is presumed lost after a TTL, and every attempt to create a
+      // new one fails while the server is down: the process is alive and retrying, over and over.
+      await w.waitLine('LOST');
+      await w.waitLine('RETRY session', 5);
+      expect(w.proc.exitCode).toBeNull();
+      await srv.start();
+      await w.waitLine('RESTORED');
+      const check = await RemoteBackend.open(srv.url);
+      try {
+        expect((await check.get(`services/${service}/w1`))?.value).toContain('"address":"127.0.0.1"');
+        w.proc.kill('SIGTERM');
+        await w.waitLine('DRAINING');
+        expect(await w.exited).toBe(0);
+        expect(await check.get(`services/${service}/w1`)).toBeUndefined();
+      } finally {
+        await check.close();
+      }
+    } finally {
+      w.proc.kill('SIGKILL');
+      await srv.cleanup();
+    }
+  }, 60_000);
+
+  it('memory://: held open while registered (until SIGTERM); with keepProcessAlive: false it exits on its own', async () => {
+    const held = startWorker({ backend: 'memory://', service: 'held', id: 'h1', ttl: 1000 });
+    await held.waitLine('REGISTERED');
+    const free = startWorker({ backend: 'memory://', service: 'free', id: 'f1', ttl: 1000, keepProcessAlive: false });
+    try {
+      await free.waitLine('REGISTERED');
+      expect(await free.exited).toBe(0); // nothing holds it: it ends when its script does
+      // The behaviour under test is "still running as time passes": the held worker has been idle
+      // for longer than the free one's whole life, and stays up through another second of renewals.
+      const outcome = await Promise.race([held.exited.then(() => 'exited'), new Promise((r) => setTimeout(r, 1000, 'alive'))]);
+      expect(outcome).toBe('alive');
+      held.proc.kill('SIGTERM');
+      await held.waitLine('DRAINING');
+      expect(await held.exited).toBe(0);
+    } finally {
+      held.proc.kill('SIGKILL');
+      free.proc.kill('SIGKILL');
+    }
+  }, 30_000);
+});
