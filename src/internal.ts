@@ -10,7 +10,6 @@ export { Emitter, type EventMap, type Tagged } from './core/emitter.js';
 export { Channel } from './core/channel.js';
 export { systemClock } from './core/clock.js';
 export { holdProcess, maybeHold, processHolds } from './core/lifetime.js';
-export { brandError } from './core/errors.js';
 export { abortable, abortReason, anySignal, backoff, deferred, jitter, sleep, throwIfAborted, withTimeout, type Deferred } from './core/async.js';
 
 // Writing a backend: the base, the session state machine, the watch stream and its resume loop,

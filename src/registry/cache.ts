@@ -1,10 +1,13 @@
 import type { Backend, KeyValue } from '../contract/types.js';
 import { WatchedPrefix, type ViewChange } from '../contract/watched-prefix.js';
-import type { Pick, Picker, Strategy } from '../balance/types.js';
+import type { Strategy } from '../balance/types.js';
+import { BoundPicker, type CachePicker } from './picker.js';
+
+export type { CachePicker } from './picker.js';
 import { abortable, throwIfAborted } from '../core/async.js';
 import { Channel } from '../core/channel.js';
 import type { Clock } from '../core/clock.js';
-import { ClosedError, InvalidArgumentError, NoInstanceError } from '../core/errors.js';
+import { ClosedError, InvalidArgumentError } from '../core/errors.js';
 import type { Instance, InstanceStatus } from '../core/model.js';
 import { validateMetadata, validateServiceName, validateTags } from '../core/names.js';
 import { Emitter } from '../core/emitter.js';
@@ -58,12 +61,6 @@ export interface CacheEvents {
   closed: Record<string, never>;
 }
 
-/** A picker bound to a cache: always picks from the latest set (rebuilt eagerly on change). */
-export interface CachePicker extends Picker {
-  readonly strategy: Strategy;
-  /** Stop rebuilding this picker (it keeps its last set). */
-  close(): void;
-}
 
 interface Entry {
   readonly instance: Instance;
@@ -397,61 +394,4 @@ function normaliseFilter(f: CacheFilter): CacheFilter {
     out.match = f.match;
   }
   return out;
-}
-
-/** The picker a cache hands out: delegates to an immutable picker swapped on every change. */
-class BoundPicker implements CachePicker {
-  private current!: Picker;
-  isClosed = false;
-
-  constructor(
-    private readonly cache: ServiceCache,
-    readonly strategy: Strategy,
-    private readonly onClose: (p: BoundPicker) => void,
-  ) {}
-
-  rebuild(instances: readonly Instance[]): void {
-    if (instances.length === 0) {
-      this.current = new EmptyPicker(this.cache);
-      return;
-    }
-    try {
-      this.current = this.strategy.build(instances);
-    } catch (e) {
-      this.current = new EmptyPicker(this.cache, e);
-    }
-  }
-
-  get size(): number {
-    return this.current.size;
-  }
-
-  get instances(): readonly Instance[] {
-    return this.current.instances;
-  }
-
-  pick(key?: string): Pick {
-    return this.current.pick(key);
-  }
-
-  close(): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    this.onClose(this);
-  }
-}
-
-class EmptyPicker implements Picker {
-  readonly size = 0;
-  readonly instances = EMPTY;
-  constructor(
-    private readonly cache: ServiceCache,
-    private readonly cause?: unknown,
-  ) {}
-  pick(): Pick {
-    throw new NoInstanceError(this.cause ? `strategy failed to build a picker for service ${JSON.stringify(this.cache.service)}` : this.cache.describeEmpty(), {
-      ...(this.cause ? { cause: this.cause } : {}),
-      details: { service: this.cache.service, synced: this.cache.synced, stale: this.cache.stale },
-    });
-  }
 }

@@ -1,16 +1,5 @@
 import { registerBackend } from '../../contract/schemes.js';
 import type { RemoteBackendOptions } from './backend.js';
 
-declare module '../../contract/schemes.js' {
-  interface BackendOptionsByScheme {
-    http: RemoteBackendOptions;
-    https: RemoteBackendOptions;
-  }
-}
-
-registerBackend({
-  name: 'roster server',
-  schemes: ['http', 'https'],
-  example: 'http://host:port',
-  open: async (url, options) => (await import('./backend.js')).RemoteBackend.open(url, options as RemoteBackendOptions),
-});
+/** http(s):// — roster's server; the client loads when a URL of the scheme is first opened. */
+registerBackend({ name: 'roster server', schemes: ['http', 'https'], example: 'http://host:port', open: async (url, o) => (await import('./backend.js')).RemoteBackend.open(url, o as RemoteBackendOptions) });

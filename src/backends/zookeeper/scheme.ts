@@ -1,16 +1,5 @@
 import { registerBackend } from '../../contract/schemes.js';
 import type { ZooKeeperBackendOptions } from './backend.js';
 
-declare module '../../contract/schemes.js' {
-  interface BackendOptionsByScheme {
-    zk: ZooKeeperBackendOptions;
-    zookeeper: ZooKeeperBackendOptions;
-  }
-}
-
-registerBackend({
-  name: 'ZooKeeper',
-  schemes: ['zk', 'zookeeper'],
-  example: 'zk://host:port/chroot',
-  open: async (url, options) => (await import('./backend.js')).ZooKeeperBackend.open(url, options as ZooKeeperBackendOptions),
-});
+/** zk:// and zookeeper:// — the ZooKeeper client loads when a URL of the scheme is first opened. */
+registerBackend({ name: 'ZooKeeper', schemes: ['zk', 'zookeeper'], example: 'zk://host:port/chroot', open: async (url, o) => (await import('./backend.js')).ZooKeeperBackend.open(url, o as ZooKeeperBackendOptions) });
