@@ -9,6 +9,10 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
+import { processHolds } from '../../src/core/lifetime.js';
+import { WatchedPrefix } from '../../src/contract/watched-prefix.js';
+import { Registrar, ServiceCache } from '../../src/registry/index.js';
+import { memoryFixture } from '../../src/testing/fixtures.js';
 import { ServerProcess } from '../helpers/server.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -130,3 +134,41 @@ describe('a process that only holds a Registrar', () => {
     }
   }, 30_000);
 });
+
+describe('every holder lets go', () => {
+  it('sessions, watches, registrars, caches and views hold while live and release when closed, lost or ended', async () => {
+    const fx = await memoryFixture();
+    const b = await fx.open();
+    const base = processHolds();
+    const r = new Registrar(b, { ttl: 1000 });
+    expect(processHolds()).toBe(base); // owns nothing yet
+    await r.register({ service: 'holds', id: 'a', address: '127.0.0.1', port: 1 });
+    const held = processHolds();
+    expect(held).toBe(base + 3); // the registrar, its session, and the watch stream under its repair view
+    const cache = await ServiceCache.open(b, 'holds');
+    const view = new WatchedPrefix(b, 'x/');
+    const s = await b.session({ ttl: 1000 });
+    const w = b.watch('y/');
+    // The cache (through its view) and the view, each with its backend watch; a session; a watch.
+    expect(processHolds()).toBe(held + 6);
+    await cache.close();
+    view.close();
+    w.close();
+    s.orphan();
+    expect(processHolds()).toBe(held);
+    await r.close();
+    expect(processHolds()).toBe(base);
+    const lost = await b.session({ ttl: 1000 });
+    expect(processHolds()).toBe(base + 1);
+    await fx.revoke(lost.id);
+    await eventuallyLost(lost);
+    expect(processHolds()).toBe(base);
+    await b.close();
+    await fx.close();
+  });
+});
+
+async function eventuallyLost(s: { signal: AbortSignal }): Promise<void> {
+  if (s.signal.aborted) return;
+  await new Promise<void>((resolve) => s.signal.addEventListener('abort', () => resolve(), { once: true }));
+}
