@@ -4,83 +4,21 @@
  * exiting with code 0 because nothing was left on its event loop; it exits by itself once closed;
  * `keepProcessAlive: false` opts out. Real processes, a real server killed with SIGKILL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { processHolds } from '../../src/core/lifetime.js';
 import { WatchedPrefix } from '../../src/contract/watched-prefix.js';
 import { Registrar, ServiceCache } from '../../src/registry/index.js';
 import { memoryFixture } from '../../src/testing/fixtures.js';
 import { ServerProcess } from '../helpers/server.js';
+import { spawnWorker, type Worker } from '../integrations/fixtures/spawn.js';
 
-const here = fileURLToPath(new URL('.', import.meta.url));
-const REGISTER = pathToFileURL(join(here, '..', 'helpers', 'ts-register.mjs')).href;
-const WORKER = join(here, 'workers', 'registered.ts');
-
-interface Worker {
-  proc: ChildProcess;
-  lines: string[];
-  waitLine(prefix: string, count?: number, timeoutMs?: number): Promise<void>;
-  exited: Promise<number | null>;
-}
-
-const workers = new Set<ChildProcess>();
-afterAll(() => {
-  for (const w of workers) w.kill('SIGKILL');
-});
+const WORKER = join(fileURLToPath(new URL('.', import.meta.url)), 'workers', 'registered.ts');
 
 function startWorker(cfg: { backend: string; service: string; id: string; ttl: number; keepProcessAlive?: boolean }): Worker {
-  const proc = spawn(process.execPath, ['--import', REGISTER, WORKER], {
-    env: { ...process.env, ROSTER_TEST_REGISTERED: JSON.stringify(cfg) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  workers.add(proc);
-  let stderr = '';
-  proc.stderr!.setEncoding('utf8');
-  proc.stderr!.on('data', (d: string) => (stderr += d));
-  const lines: string[] = [];
-  const waiters = new Set<() => void>();
-  let buf = '';
-  proc.stdout!.setEncoding('utf8');
-  proc.stdout!.on('data', (d: string) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-    for (const w of [...waiters]) w();
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => (workers.delete(proc), resolve(code))));
-  return {
-    proc,
-    lines,
-    exited,
-    waitLine: (prefix, count = 1, timeoutMs = 20_000) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (lines.filter((l) => l.startsWith(prefix)).length < count) return;
-          waiters.delete(check);
-          clearTimeout(t);
-          resolve();
-        };
-        const t = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`worker: no ${count}x ${prefix} within ${timeoutMs} ms; stdout ${JSON.stringify(lines)}; stderr ${stderr.slice(0, 2000)}`));
-        }, timeoutMs);
-        waiters.add(check);
-        void exited.then(() => {
-          if (waiters.has(check)) {
-            waiters.delete(check);
-            clearTimeout(t);
-            reject(new Error(`worker exited before ${count}x ${prefix}; stdout ${JSON.stringify(lines)}; stderr ${stderr.slice(0, 2000)}`));
-          }
-        });
-        check();
-      }),
-  };
+  return spawnWorker(WORKER, { ROSTER_TEST_REGISTERED: JSON.stringify(cfg) }, `worker ${cfg.id}`);
 }
 
 describe('a process that only holds a Registrar', () => {
@@ -94,7 +32,7 @@ describe('a process that only holds a Registrar', () => {
       // The session cannot be renewed, is presumed lost after a TTL, and every attempt to create a
       // new one fails while the server is down: the process is alive and retrying, over and over.
       await w.waitLine('LOST');
-      await w.waitLine('RETRY session', 5);
+      await w.waitLine('RETRY session', 20_000, 5);
       expect(w.proc.exitCode).toBeNull();
       await srv.start();
       await w.waitLine('RESTORED');
