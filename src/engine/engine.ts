@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { ListResult, PutResult, DeleteResult, KeyValue } from '../backend/types.js';
+import type { ListResult, PutResult, DeleteResult, KeyValue } from '../core/kv.js';
 import { ClosedError, ConflictError, InvalidArgumentError, RosterError, SessionLostError } from '../core/errors.js';
 import { TTL_MAX_MS, TTL_MIN_MS } from '../core/duration.js';
 import { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, type EngineEvent } from './history.js';

@@ -1,4 +1,4 @@
-import type { WatchEvent } from '../backend/types.js';
+import type { WatchEvent } from '../core/kv.js';
 import type { StoredKv } from './store.js';
 
 export type EngineEvent = Extract<WatchEvent, { type: 'put' } | { type: 'delete' }>;

@@ -2,7 +2,7 @@ import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir, scanLines } from './files.js';
 import { CorruptDataError } from './records.js';
-import type { RecoveryReport } from './recovery.js';
+import type { RecoveryReport } from './types.js';
 
 /**
  * The data dir format before version 2, read once to migrate: `snapshot.json` (one JSON object:

@@ -6,6 +6,7 @@ import { fsyncDir, listDataDir, scanLines } from './files.js';
 import { loadLegacy, removeLegacy, type LegacyTarget } from './legacy.js';
 import { asLogRecord, asSegmentHeader, CorruptDataError, decodeLine, type LogRecord } from './records.js';
 import { readSnapshot, type SnapshotVisitor } from './snapshot.js';
+import type { Discarded, RecoveryReport } from './types.js';
 import type { SegmentInfo } from './wal.js';
 
 /**
@@ -34,27 +35,7 @@ export interface ReplayTarget {
   legacy: LegacyTarget;
 }
 
-export interface Discarded {
-  file: string;
-  offset: number;
-  reason: string;
-  /** Bytes set aside (the rest of `file` plus later segments). */
-  bytes: number;
-  lines: number;
-  /** Lines among them that were valid records (by checksum and shape): writes lost to recovery. */
-  validRecords: number;
-  /** Later segment files set aside whole. */
-  laterFiles: string[];
-  savedIn: string;
-}
-
-export interface RecoveryReport {
-  tornTails: { file: string; offset: number; bytes: number }[];
-  discarded: Discarded[];
-  /** Leftovers removed: temporary files, superseded snapshots, files of a finished migration. */
-  removed: string[];
-  migrated: boolean;
-}
+export type { Discarded, RecoveryReport } from './types.js';
 
 export interface LoadOptions {
   recover: boolean;

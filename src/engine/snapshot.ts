@@ -1,6 +1,6 @@
 import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { KeyValue } from '../backend/types.js';
+import type { KeyValue } from '../core/kv.js';
 import { fsyncDir, scanLines, snapshotName } from './files.js';
 import type { StorageFaults } from './faults.js';
 import {

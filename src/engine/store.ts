@@ -1,4 +1,4 @@
-import type { KeyValue, ListResult } from '../backend/types.js';
+import type { KeyValue, ListResult } from '../core/kv.js';
 
 /**
  * The key space: every live key as one immutable KeyValue, indexed by directory, plus the undo

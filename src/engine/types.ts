@@ -1,4 +1,4 @@
-import type { DeleteResult, ListResult, PutResult } from '../backend/types.js';
+import type { DeleteResult, ListResult, PutResult } from '../core/kv.js';
 import type { RosterError } from '../core/errors.js';
 import type { EngineEvent } from './history.js';
 
@@ -49,4 +49,27 @@ export interface EngineStats {
   tornBytes: number;
   storageFailures: number;
   storageAvailable: boolean;
+}
+
+/** What opening a data dir found and did (engine.recovery; docs/durability.md). */
+export interface Discarded {
+  file: string;
+  offset: number;
+  reason: string;
+  /** Bytes set aside (the rest of `file` plus later segments). */
+  bytes: number;
+  lines: number;
+  /** Lines among them that were valid records (by checksum and shape): writes lost to recovery. */
+  validRecords: number;
+  /** Later segment files set aside whole. */
+  laterFiles: string[];
+  savedIn: string;
+}
+
+export interface RecoveryReport {
+  tornTails: { file: string; offset: number; bytes: number }[];
+  discarded: Discarded[];
+  /** Leftovers removed: temporary files, superseded snapshots, files of a finished migration. */
+  removed: string[];
+  migrated: boolean;
 }

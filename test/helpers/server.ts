@@ -48,7 +48,7 @@ export interface ServerProcessOptions {
   dataDir?: string;
   port?: number;
   /** Passed to startServer in the child (JSON-serialisable options only). */
-  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'engine' | 'onError'>;
+  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'onError'>;
   startTimeoutMs?: number;
   /** Extra environment for the child (e.g. ROSTER_FAULTS); start(env) replaces it for later starts. */
   env?: Record<string, string>;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine, type EngineOptions } from '../../src/engine/engine.js';
-import { startServer } from '../../src/server/index.js';
+import { launchServer } from '../../src/server/server.js';
 import { request } from '../helpers/http.js';
 import { tempDir } from '../helpers/server.js';
 
@@ -71,7 +71,7 @@ describe('torn tail', () => {
       expect(logs.some((l) => l.includes(`cut a torn last record at byte offset ${size} (`) && l.includes(seg.split('/').pop()!))).toBe(true);
       expect(e.stats()).toMatchObject({ tornTails: 1, tornBytes: torn.length, revision: revisions.at(-1) });
       expect((await e.list('')).items).toHaveLength(20);
-      const server = await startServer({ engine: e, port: 0 });
+      const server = await launchServer({ engine: e, port: 0 });
       const metrics = (await request(server.url, 'GET', '/metrics')).text;
       expect(metrics).toContain('roster_wal_torn_tails_total 1\n');
       expect(metrics).toContain(`roster_wal_torn_bytes_total ${torn.length}\n`);

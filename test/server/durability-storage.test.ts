@@ -8,11 +8,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { WatchEvent } from '../../src/backend/types.js';
+import type { WatchEvent } from '../../src/core/kv.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Engine } from '../../src/engine/engine.js';
 import { errnoError } from '../../src/engine/faults.js';
-import { startServer } from '../../src/server/index.js';
+import { launchServer } from '../../src/server/server.js';
 import { request } from '../helpers/http.js';
 import { ServerProcess, tempDir } from '../helpers/server.js';
 import { eventually } from '../helpers/watch.js';
@@ -40,7 +40,7 @@ describe('storage failure (injected)', () => {
         },
       },
     });
-    const server = await startServer({ engine, port: 0 });
+    const server = await launchServer({ engine, port: 0 });
     const b = await RemoteBackend.open(server.url, { reconnectBaseMs: 20, reconnectCapMs: 100 });
     cleanups.push(async () => {
       b.destroy();

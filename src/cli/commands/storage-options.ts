@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../core/errors.js';
 import type { StorageOptions } from '../../engine/engine.js';
-import { parsePositiveInt } from './util.js';
+import { parsePositiveInt } from '../shared.js';
 
 /** `roster server`'s durability options (docs/durability.md). */
 export function storageOptions(cmd: Command): Command {
