@@ -1,4 +1,4 @@
-import type { KeyValue } from '../backend/types.js';
+import type { KeyValue } from '../contract/types.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { instanceEndpoint, toInstance, type Instance } from '../core/model.js';
 import { LIMITS, parseHostPort, validateKey, validateMetadata } from '../core/names.js';

@@ -1,5 +1,6 @@
 /**
- * roster's HTTP server (`roster server`): the engine behind the JSON API under /api/v1, watch
- * streams as Server-Sent Events, /healthz and /metrics. The wire protocol is docs/protocol.md.
+ * `roster-sd/server`: roster's HTTP server (`roster server`): the engine behind the JSON API under
+ * /api/v1, watch streams as Server-Sent Events, /healthz, /metrics and the dashboard. The wire
+ * protocol is docs/protocol.md.
  */
 export { startServer, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BODY_BYTES, type RosterServer, type ServerOptions } from './server.js';

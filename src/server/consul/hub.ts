@@ -1,4 +1,4 @@
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import type { Engine, EngineEvent, Subscription } from '../../engine/engine.js';
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import { initialStatus, isHealthStatus, toCheckDefinitions } from '../../core/checks.js';
 import { InvalidArgumentError, NotFoundError, RosterError, UnavailableError } from '../../core/errors.js';
 import type { Engine } from '../../engine/engine.js';
@@ -20,8 +20,8 @@ import { Query, send, type Blocking } from './wire.js';
 
 /**
  * roster server's Consul-compatible `/v1` API: agent, catalog, health, KV, txn, sessions and status,
- * over the same engine as roster's own API (docs/consul.md). Self-contained: mount it with
- * `if (path.startsWith('/v1/')) return api.handle(req, res)` and close it with the server.
+ * over the same engine as roster's own API (docs/consul.md). Self-contained: routes.ts mounts it
+ * as the server's `/v1/*` route group and closes it with the server.
  */
 
 /**

@@ -1,4 +1,4 @@
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import { ConflictError, InvalidArgumentError } from '../../core/errors.js';
 import type { BatchOp, Engine } from '../../engine/engine.js';
 import { KV_ROOT } from './hub.js';

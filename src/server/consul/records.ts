@@ -1,4 +1,4 @@
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import { initialStatus, isHealthStatus, type CheckDefinition, type HealthStatus } from '../../core/checks.js';
 import type { Instance } from '../../core/model.js';
 import { rosterLayout } from '../../registry/layout.js';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import { TTL_MAX_MS } from '../../core/duration.js';
 import { InvalidArgumentError, isRosterError, NotFoundError } from '../../core/errors.js';
 import type { BatchOp, Engine, EngineEvent } from '../../engine/engine.js';

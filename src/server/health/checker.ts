@@ -1,4 +1,4 @@
-import type { KeyValue } from '../../backend/types.js';
+import type { KeyValue } from '../../core/kv.js';
 import { CHECK_LIMITS, initialStatus, toCheckDefinitions, worstStatus, type CheckDefinition, type HealthStatus } from '../../core/checks.js';
 import { InvalidArgumentError, NotFoundError, RosterError, isRosterError } from '../../core/errors.js';
 import { toInstance } from '../../core/model.js';

@@ -1,7 +1,9 @@
 /**
  * The backend contract: the few primitives every engine (memory, roster server, etcd, ZooKeeper,
- * Consul) offers identically. Registry, balancing and recipes are written once over this and the
- * conformance suite (test/conformance/suite.ts) holds every backend to it.
+ * Consul) offers identically. Registry, balancing and recipes are written once over this, and the
+ * conformance suite (src/testing/conformance.ts, published as roster-sd/testing) holds every
+ * backend to it. Implementations extend BackendBase (base.ts), which owns everything that is the
+ * same for all of them.
  *
  * Keys are relative to the backend's own root (the URL's prefix / chroot) and obey
  * `validateKey` (core/names.ts): printable ASCII, '/'-separated, no empty segments.
@@ -9,24 +11,12 @@
  * key that starts with it, at any depth. (roster's own layers only ever use `<dir>/` prefixes,
  * so a hierarchical engine like ZooKeeper can map a prefix onto a subtree.)
  *
- * Revisions: every change gets a revision from one monotonic sequence per backend (etcd revision,
- * ZooKeeper zxid, roster engine revision, Consul index). Revisions are comparable within one
- * backend only; they need not be dense.
+ * Revisions and the key/value records: see core/kv.ts.
  */
+import type { EventSource } from '../core/emitter.js';
+import type { DeleteResult, KeyValue, ListResult, PutResult, WatchEvent } from '../core/kv.js';
 
-export interface KeyValue {
-  readonly key: string;
-  readonly value: string;
-  /** Revision of the change that created this incarnation of the key. Monotonic across keys:
-   *  a key created later has a greater createRevision (the lock recipe's fencing token). */
-  readonly createRevision: number;
-  /** Revision of the last change to the key. */
-  readonly modRevision: number;
-  /** 1 on create, +1 on every put. Compare-and-set compares this. */
-  readonly version: number;
-  /** Session id the key is bound to (ephemeral), if any. */
-  readonly session?: string;
-}
+export type { DeleteResult, KeyValue, ListResult, PutResult, WatchEvent } from '../core/kv.js';
 
 export interface PutOptions {
   /** Bind the key to this session: it is deleted when the session ends (close, expiry, loss). */
@@ -38,28 +28,10 @@ export interface PutOptions {
   signal?: AbortSignal;
 }
 
-export interface PutResult {
-  readonly revision: number;
-  readonly kv: KeyValue;
-}
-
 export interface DeleteOptions {
   /** Only if the key exists with exactly this version; otherwise ConflictError. */
   ifVersion?: number;
   signal?: AbortSignal;
-}
-
-export interface DeleteResult {
-  /** Revision of the delete, or the current revision when nothing was deleted. */
-  readonly revision: number;
-  readonly deleted: boolean;
-}
-
-export interface ListResult {
-  /** The revision this consistent snapshot was read at. */
-  readonly revision: number;
-  /** Sorted by key (byte order). */
-  readonly items: readonly KeyValue[];
 }
 
 export interface SessionOptions {
@@ -71,7 +43,9 @@ export interface SessionOptions {
 
 /**
  * A lease: the liveness root for ephemeral keys. Kept alive automatically (about every ttl/3,
- * jittered). One session carries many keys; one per process is the intended use.
+ * jittered). One session carries many keys; one per process is the intended use. A live session
+ * holds the process open (core/lifetime.ts) unless its backend was opened with
+ * `keepProcessAlive: false`.
  */
 export interface Session {
   /** Backend-specific id (etcd lease id in hex, ZooKeeper session id in hex, engine lease id). */
@@ -91,18 +65,6 @@ export interface Session {
   orphan(): void;
 }
 
-export type WatchEvent =
-  /** A key was created or updated. During the initial snapshot, `revision` is the snapshot's revision. */
-  | { readonly type: 'put'; readonly key: string; readonly kv: KeyValue; readonly revision: number }
-  /** A key was deleted (explicitly, by CAS, or because its session ended). */
-  | { readonly type: 'delete'; readonly key: string; readonly revision: number; readonly prev?: KeyValue }
-  /** The snapshot is complete: the consumer's view equals the store at `revision`. Emitted once after
-   *  the snapshot and again after each reset. */
-  | { readonly type: 'synced'; readonly revision: number }
-  /** History needed to resume was compacted (or a hierarchical engine lost track): replace the whole
-   *  view by `items`, which is the complete state at `revision`. Followed by `synced`. */
-  | { readonly type: 'reset'; readonly revision: number; readonly items: readonly KeyValue[] };
-
 /** Connection state of a watch whose backend reconnects internally (remote, etcd, ZooKeeper). */
 export type WatchStatus =
   /** The stream broke; the backend is reconnecting. What was delivered is still the last known state. */
@@ -115,10 +77,14 @@ export interface WatchOptions {
    *  fromRevision follow, no snapshot. If that history is gone, the stream starts with `reset`. */
   fromRevision?: number;
   signal?: AbortSignal;
-  /** Told when the underlying stream breaks (once per outage) and when it is resumed. Backends
-   *  that reconnect internally hide outages from the event stream (it stays gap-free); this is how a
-   *  consumer such as ServiceCache knows its view may be stale. Never called for memory://. */
-  onStatus?: (status: WatchStatus) => void;
+}
+
+export interface WatchEvents {
+  /** The underlying stream broke (once per outage) or was resumed. Backends that reconnect
+   *  internally hide outages from the event stream (it stays gap-free); this is how a consumer
+   *  such as ServiceCache knows its view may be stale. Never emitted by memory://. A listener
+   *  that throws ends the stream with its error. */
+  status: WatchStatus;
 }
 
 /**
@@ -126,8 +92,9 @@ export interface WatchOptions {
  * `synced`; then `put`/`delete` in revision order. Across reconnects the backend keeps it gap-free and
  * duplicate-free (resume by revision, or diff a fresh snapshot against what was delivered, or `reset`).
  * `break` / `return()` / `close()` / the signal end it. A terminal failure is thrown from the iterator.
+ * Connection changes are events (`on('status', ...)`), in the library's one event style.
  */
-export interface Watch extends AsyncIterable<WatchEvent> {
+export interface Watch extends AsyncIterable<WatchEvent>, EventSource<WatchEvents> {
   close(): void;
 }
 
@@ -145,6 +112,10 @@ export interface Backend extends BackendInfo {
   delete(key: string, opts?: DeleteOptions): Promise<DeleteResult>;
   list(prefix: string, opts?: { signal?: AbortSignal }): Promise<ListResult>;
   watch(prefix: string, opts?: WatchOptions): Watch;
+  /** The key segment that names `session` in recipe directories (locks/<name>/<part>). Backends
+   *  whose neighbours compute it themselves make it match them: etcd's is Go's
+   *  `fmt.Sprintf("%x", leaseID)`, so etcdctl and Go programs find the same key. */
+  sessionKey(session: Session): string;
   /** Graceful: close own sessions (revoking their leases), end watches, release connections.
    *  Idempotent. Using the backend afterwards throws ClosedError. */
   close(): Promise<void>;

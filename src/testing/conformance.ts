@@ -1,15 +1,25 @@
 /**
- * The backend conformance suite: the contract of src/backend/types.ts as tests. Every backend runs
- * it unchanged: `conformance(() => target)` inside a test file that starts the real server first.
- * Each test works under its own random prefix so tests never see each other's keys.
+ * The backend conformance suite: the contract of src/contract/types.ts as tests, published so that
+ * someone writing a backend runs the very suite roster's own backends pass (memory, the roster
+ * server, etcd and ZooKeeper run it unchanged).
+ *
+ *   import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+ *   import { conformance } from 'roster-sd/testing';
+ *   conformance({ describe, it, expect, beforeAll, afterAll }, { open: () => MyBackend.open(url) });
+ *
+ * The test framework comes in as a parameter, so importing roster-sd/testing never imports a test
+ * runner: vitest's functions fit as they are, jest's too (the suite uses only matchers both have:
+ * toBe, toEqual, toMatchObject, toContain, toHaveLength, toBeDefined, toBeUndefined, the numeric
+ * comparisons and `.rejects.toBe`). Each test works under its own random prefix so tests never see
+ * each other's keys. Tests that need a capability the target lacks (restart, compact) are
+ * registered as skipped.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, WatchEvent, WatchStatus } from '../../src/backend/types.js';
-import { RosterError } from '../../src/core/errors.js';
-import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
+import type { Backend, WatchEvent, WatchStatus } from '../contract/types.js';
+import { isRosterError } from '../core/errors.js';
+import { Reader, readSnapshot, uniquePrefix } from './watch.js';
 
 export interface ConformanceTarget {
-  /** Open a new, independent client to the same store. */
+  /** Open a new, independent client to the same store (called in beforeAll and in tests). */
   open(): Promise<Backend>;
   /** TTL to request for session tests (ms); backends with a minimum grant more and report it. */
   ttl?: number;
@@ -19,28 +29,57 @@ export interface ConformanceTarget {
   compact?(): Promise<void>;
 }
 
+/** The matchers the suite uses (vitest's and jest's `expect` provide them). */
+export interface Matchers {
+  toBe(expected: unknown): unknown;
+  toEqual(expected: unknown): unknown;
+  toMatchObject(expected: object): unknown;
+  toContain(expected: unknown): unknown;
+  toHaveLength(n: number): unknown;
+  toBeDefined(): unknown;
+  toBeUndefined(): unknown;
+  toBeGreaterThan(n: number): unknown;
+  toBeGreaterThanOrEqual(n: number): unknown;
+  toBeLessThan(n: number): unknown;
+  readonly rejects: { toBe(expected: unknown): PromiseLike<unknown> };
+}
+
+type TestFn = (name: string, fn: () => Promise<void> | void, timeout?: number) => unknown;
+
+/** The test framework the suite registers with. */
+export interface TestApi {
+  describe(name: string, fn: () => void): unknown;
+  it: TestFn & { skip?: TestFn };
+  beforeAll(fn: () => Promise<void> | void, timeout?: number): unknown;
+  afterAll(fn: () => Promise<void> | void, timeout?: number): unknown;
+  expect(actual: unknown, message?: string): Matchers;
+}
+
 function code(e: unknown): string | undefined {
-  return e instanceof RosterError ? e.code : undefined;
+  return isRosterError(e) ? e.code : undefined;
 }
 
-async function rejectsWithCode(p: Promise<unknown>, expected: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    expect(code(e), `expected ${expected}, got ${String(e)}`).toBe(expected);
-    return;
-  }
-  throw new Error(`expected a ${expected} error, but the call succeeded`);
-}
-
-export function conformance(getTarget: () => ConformanceTarget): void {
-  let t: ConformanceTarget;
+export function conformance(api: TestApi, t: ConformanceTarget): void {
+  const { describe, it, expect, beforeAll, afterAll } = api;
+  /** Register a test that needs `has`; without it, as skipped (when the framework can say so). */
+  const itWith = (has: unknown, name: string, fn: () => Promise<void>, timeout?: number) => {
+    if (has) it(name, fn, timeout);
+    else it.skip?.(name, fn, timeout);
+  };
+  const rejectsWithCode = async (p: Promise<unknown>, expected: string): Promise<void> => {
+    try {
+      await p;
+    } catch (e) {
+      expect(code(e), `expected ${expected}, got ${String(e)}`).toBe(expected);
+      return;
+    }
+    throw new Error(`expected a ${expected} error, but the call succeeded`);
+  };
   let b: Backend;
   let b2: Backend;
   const ttl = () => t.ttl ?? 1000;
 
   beforeAll(async () => {
-    t = getTarget();
     b = await t.open();
     b2 = await t.open();
   });
@@ -389,14 +428,13 @@ export function conformance(getTarget: () => ConformanceTarget): void {
   });
 
   describe('faults', () => {
-    it('compacted history: resuming from an old revision yields one reset with the full state', async (ctx) => {
-      if (!t.compact) return ctx.skip();
+    itWith(t.compact, 'compacted history: resuming from an old revision yields one reset with the full state', async () => {
       const p = uniquePrefix('compact');
       const r0 = await b.put(`${p}a`, '0');
       await b.put(`${p}b`, '1');
       await b.delete(`${p}a`);
       await b.put(`${p}c`, '2');
-      await t.compact();
+      await t.compact!();
       const w = new Reader(b2.watch(p, { fromRevision: r0.revision }));
       const first = await w.next(10_000, 'reset');
       expect(first.type).toBe('reset');
@@ -412,16 +450,17 @@ export function conformance(getTarget: () => ConformanceTarget): void {
       await w.return();
     }, 30_000);
 
-    it('restart: data survives, the watch continues gap-free, the live session keeps its keys', async (ctx) => {
-      if (!t.restart) return ctx.skip();
+    itWith(t.restart, 'restart: data survives, the watch continues gap-free, the live session keeps its keys', async () => {
       const p = uniquePrefix('restart');
       const s = await b.session({ ttl: Math.max(ttl(), 3000) });
       await b.put(`${p}eph`, 'mine', { session: s });
       await b.put(`${p}durable`, 'kept');
       const statuses: WatchStatus[] = [];
-      const w = new Reader(b2.watch(p, { onStatus: (st) => statuses.push(st) }));
+      const watch = b2.watch(p);
+      watch.on('status', (st) => statuses.push(st));
+      const w = new Reader(watch);
       await readSnapshot(w);
-      await t.restart();
+      await t.restart!();
       // Writes after the restart must reach the watcher, in order, with nothing missed or repeated.
       const writes: number[] = [];
       for (let i = 0; i < 5; i++) {
