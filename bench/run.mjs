@@ -23,6 +23,7 @@ import { median } from './lib/util.mjs';
 import { DIST, ROOT, SYSTEMS, startSystem, versions, ZK_TICK_MS } from './lib/systems.mjs';
 import { summarizeProfile } from './lib/profile.mjs';
 import { printTables, renderMarkdown } from './lib/report.mjs';
+import { CONSUL_DEFAULTS, consulRun } from './consul.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS = path.join(here, 'results');
@@ -64,7 +65,7 @@ function parseArgs(argv) {
   return o;
 }
 
-const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart'];
+const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul'];
 
 function config(o) {
   const q = o.quick;
@@ -77,6 +78,7 @@ function config(o) {
     failure: { kills: q ? 2 : 5, graceful: q ? 1 : 3, ttl: 2000 },
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
+    consul: CONSUL_DEFAULTS(q),
   };
 }
 
@@ -247,6 +249,12 @@ async function scenarioPick(cfg) {
   return { params: c, cases: [{ n: c.n, results: summarise(byCase) }] };
 }
 
+/** roster server's Consul API: parked blocking queries and active health checks (bench/consul.mjs). */
+async function scenarioConsul(cfg) {
+  const byVariant = await alternate('consul', ['roster'], cfg.runs, () => consulRun(cfg.consul, startSystem, log));
+  return { params: cfg.consul, cases: [{ n: cfg.consul.parked, results: summarise(byVariant) }] };
+}
+
 /** The roster server under the 10k register load with --cpu-prof: where its time goes. */
 async function profileRegister(cfg) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'roster-prof-'));
@@ -328,6 +336,7 @@ async function main() {
     ['failure', () => scenarioFailure(cfg)],
     ['pick', () => scenarioPick(cfg)],
     ['coldstart', () => scenarioColdstart(cfg)],
+    ['consul', () => scenarioConsul(cfg)],
   ];
   for (const [name, fn] of steps) {
     if (!want(name)) continue;

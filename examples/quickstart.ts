@@ -2,7 +2,8 @@
  * The README's TypeScript example. It is typechecked and linted with the rest of the code, and
  * test/cli/example.test.ts runs it against a real server, so the README cannot drift from the API.
  */
-import { lock, openBackend, Registrar, ServiceCache, strategy, watchConfig } from 'roster';
+import { lock, openBackend, Registrar, ServiceCache, strategy, watchConfig } from 'roster-sd';
+import { drainOnSignals } from 'roster-sd/process';
 
 const backend = await openBackend(process.env.ROSTER_BACKEND ?? 'http://127.0.0.1:8470');
 
@@ -11,7 +12,7 @@ const registrar = new Registrar(backend, { ttl: 10_000 });
 registrar.on('lost', (e) => console.warn('registration lost, re-registering:', e.cause));
 registrar.on('restored', (e) => console.info(`registered again after ${e.downtimeMs} ms`));
 await registrar.register({ service: 'orders', address: '127.0.0.1', port: 9001, metadata: { version: '1.4' } });
-registrar.drainOnSignals({ drainMs: 2_000 }); // on SIGTERM: deregister, let caches drop us, exit
+drainOnSignals(registrar, { drainMs: 2_000 }); // on SIGTERM: deregister, let caches drop us, exit
 
 // A client keeps a live cache (list + watch) and picks one instance per call.
 const orders = await ServiceCache.open(backend, 'orders');

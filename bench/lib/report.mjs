@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
+import { consulTables } from '../consul.mjs';
 
 const COLS = ['roster', 'etcd', 'zookeeper', 'etcd-raw', 'zookeeper-raw'];
 const NAMES = {
@@ -147,7 +148,7 @@ export function tables(results, names = Object.keys(results.scenarios)) {
   for (const name of names) {
     const s = results.scenarios[name];
     if (!s) continue;
-    out.push(...(name === 'pick' ? pickTable(s) : tableFor(name, s)).map((t) => ({ ...t, scenario: name })));
+    out.push(...(name === 'pick' ? pickTable(s) : name === 'consul' ? consulTables(s) : tableFor(name, s)).map((t) => ({ ...t, scenario: name })));
   }
   return out;
 }
@@ -552,6 +553,7 @@ export function renderMarkdown(results, { root, resultsDir }) {
   lines.push('npm run bench -- --only watch,failure --runs 5');
   lines.push('npm run bench -- --fleet-sizes 10000,30000 --hold 10   # scale the keepalive / memory case down');
   lines.push('npm run bench -- --profile        # also profile the roster server under the register load');
+  lines.push('npm run bench -- --only consul --merge   # the Consul API scenario (blocking queries, health checks) into these results');
   lines.push('```');
   lines.push('');
   lines.push(`Raw results of this run: [${rel}/latest.json](${rel}/latest.json).`);

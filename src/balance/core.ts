@@ -459,7 +459,8 @@ export class ChainPicker implements Picker {
     const t = this.table;
     this.epoch = t.epoch;
     const ms = this.members;
-    let act = ms.filter((m) => m.weight > 0 && !m.slot.ejected && m.instance.status === 'up');
+    // Failing health checks (critical) count like draining: used only when nothing else is left.
+    let act = ms.filter((m) => m.weight > 0 && !m.slot.ejected && m.instance.status === 'up' && m.instance.health !== 'critical');
     if (act.length === 0) act = ms.filter((m) => m.weight > 0 && !m.slot.ejected);
     // Panic routing (as Envoy does): if every candidate is ejected, ignore ejection rather than fail.
     if (act.length === 0) act = ms.filter((m) => m.weight > 0);

@@ -9,7 +9,8 @@ import type { Instance } from '../core/model.js';
  * from the latest build is forgotten (it starts afresh if it comes back).
  *
  * Every strategy excludes instances with weight 0 ("no traffic", see Instance.weight) and prefers
- * instances with status "up": "draining" instances are picked only when no "up" one is left.
+ * instances with status "up": "draining" instances, and instances whose health checks are
+ * "critical", are picked only when no other one is left.
  */
 
 /** What the caller reports when the call made with a picked instance finishes. */

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { describeError, main } from './main.js';
+import { main } from './main.js';
+import { describeError } from './shared.js';
 
 main(process.argv).then(
   (code) => {

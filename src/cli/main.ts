@@ -5,9 +5,10 @@
  * library user could reach.
  */
 import { Command, CommanderError, Option } from 'commander';
-import type { Backend } from '../backend/types.js';
-import { openBackend } from '../backend/open.js';
-import { RosterError } from '../core/errors.js';
+import type { Backend } from '../contract/types.js';
+import { openBackend } from '../contract/schemes.js';
+import '../backends/builtin.js';
+import { describeError } from './shared.js';
 import { registerCoreCommands } from './commands/core.js';
 import { registerRegistryCommands } from './commands/registry.js';
 import { registerRecipeCommands } from './commands/recipes.js';
@@ -53,13 +54,4 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`roster: closing the backend failed: ${describeError(e)}\n`);
     });
   }
-}
-
-export function describeError(e: unknown): string {
-  if (e instanceof RosterError) {
-    const cause = e.cause instanceof Error ? ` (${e.cause.message})` : '';
-    return `${e.message}${cause} [${e.code}]`;
-  }
-  if (e instanceof AggregateError) return `${e.message}: ${e.errors.map(describeError).join('; ')}`;
-  return e instanceof Error ? e.message : String(e);
 }

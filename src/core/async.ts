@@ -1,4 +1,5 @@
 import { AbortedError, TimeoutError } from './errors.js';
+import { systemClock, type Clock } from './clock.js';
 
 /** The reason an aborted signal carries, as a thrown value (undici / fetch convention). */
 export function abortReason(signal: AbortSignal): unknown {
@@ -9,19 +10,18 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortReason(signal);
 }
 
-/** Resolve after `ms`, or reject with the signal's reason. The timer is unref()'d. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolve after `ms` on `clock`, or reject with the signal's reason. Never holds the process open. */
+export function sleep(ms: number, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(abortReason(signal));
     const onAbort = () => {
-      clearTimeout(t);
+      t.clear();
       reject(abortReason(signal!));
     };
-    const t = setTimeout(() => {
+    const t = clock.setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
     }, ms);
-    t.unref?.();
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -44,11 +44,41 @@ export interface RosterErrorOptions {
   details?: Record<string, unknown>;
 }
 
+/**
+ * Brands (undici's trick): each error class's prototype carries `Symbol.for('roster-sd.error.<Class>')`,
+ * a symbol shared by every copy of roster loaded in one process (set, not enumerable, when the
+ * class is first instantiated). `isRosterError(e)` and `e instanceof X` check the brand, so an error
+ * raised by one installed copy of roster-sd (a library's own dependency, say) is recognised by
+ * another copy, code and all.
+ */
+function brandOf(name: string): symbol {
+  return Symbol.for(`roster-sd.error.${name}`);
+}
+const ROSTER_BRAND = brandOf('RosterError');
+
+/** Brand `proto` and every prototype above it up to Error (once per class). */
+function brandChain(proto: object): void {
+  for (let p = proto; p !== Error.prototype && p !== null; p = Object.getPrototypeOf(p) as object) {
+    const name = (p as { constructor: { name: string } }).constructor.name;
+    if (name === '') continue; // the anonymous per-code bases made by coded()
+    const key = brandOf(name);
+    if (Object.prototype.hasOwnProperty.call(p, key)) return;
+    Object.defineProperty(p, key, { value: true });
+  }
+}
+
 export class RosterError extends Error {
+  /** `instanceof` by brand: true for an instance of this class from any copy of roster-sd. */
+  static override [Symbol.hasInstance](x: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, x)) return true;
+    return typeof x === 'object' && x !== null && (x as Record<symbol, unknown>)[brandOf(this.name)] === true;
+  }
+
   readonly code: ErrorCode;
   readonly details: Record<string, unknown> | undefined;
   constructor(code: ErrorCode, message: string, options: RosterErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    brandChain(new.target.prototype);
     this.code = code;
     this.details = options.details;
     this.name = new.target.name;
@@ -61,106 +91,65 @@ export class RosterError extends Error {
   }
 }
 
-/** Bad input: the message says what was wrong and what is allowed. */
-export class InvalidArgumentError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('INVALID_ARGUMENT', message, options);
-  }
-}
-export class NotFoundError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('NOT_FOUND', message, options);
-  }
-}
-/** A compare-and-set or create-if-absent precondition did not hold. */
-export class ConflictError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('CONFLICT', message, options);
-  }
-}
-/** The session's lease expired or was revoked; keys bound to it are gone. */
-export class SessionLostError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('SESSION_LOST', message, options);
-  }
-}
-/** Use after close(). */
-export class ClosedError extends RosterError {
-  constructor(message = 'closed', options?: RosterErrorOptions) {
-    super('CLOSED', message, options);
-  }
-}
-export class AbortedError extends RosterError {
-  constructor(message = 'aborted', options?: RosterErrorOptions) {
-    super('ABORTED', message, options);
-  }
-}
-export class TimeoutError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('TIMEOUT', message, options);
-  }
-}
-/** The backend could not be reached; the operation may be retried. */
-export class UnavailableError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('UNAVAILABLE', message, options);
-  }
-}
-/** The requested revision is older than the history the engine keeps. */
-export class CompactedError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('COMPACTED', message, options);
-  }
-}
-export class TooLargeError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('TOO_LARGE', message, options);
-  }
-}
-export class UnsupportedError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('UNSUPPORTED', message, options);
-  }
-}
-/** No instance to pick: the set is empty or every instance is filtered out or ejected. */
-export class NoInstanceError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('NO_INSTANCE', message, options);
-  }
-}
-export class LockLostError extends RosterError {
-  constructor(message: string, options?: RosterErrorOptions) {
-    super('LOCK_LOST', message, options);
-  }
+/** The base of one error class per code: the code is fixed, the message may have a default. */
+function coded(code: ErrorCode, defaultMessage?: string) {
+  return class extends RosterError {
+    constructor(message: string = defaultMessage ?? code, options?: RosterErrorOptions) {
+      super(code, message, options);
+    }
+  };
 }
 
-const CODES = new Set(Object.keys(HTTP_STATUS));
+/** Bad input: the message says what was wrong and what is allowed. */
+export class InvalidArgumentError extends coded('INVALID_ARGUMENT') {}
+export class NotFoundError extends coded('NOT_FOUND') {}
+/** A compare-and-set or create-if-absent precondition did not hold. */
+export class ConflictError extends coded('CONFLICT') {}
+/** The session's lease expired or was revoked; keys bound to it are gone. */
+export class SessionLostError extends coded('SESSION_LOST') {}
+/** Use after close(). */
+export class ClosedError extends coded('CLOSED', 'closed') {}
+export class AbortedError extends coded('ABORTED', 'aborted') {}
+export class TimeoutError extends coded('TIMEOUT') {}
+/** The backend could not be reached; the operation may be retried. */
+export class UnavailableError extends coded('UNAVAILABLE') {}
+/** The requested revision is older than the history the engine keeps. */
+export class CompactedError extends coded('COMPACTED') {}
+export class TooLargeError extends coded('TOO_LARGE') {}
+export class UnsupportedError extends coded('UNSUPPORTED') {}
+/** No instance to pick: the set is empty or every instance is filtered out or ejected. */
+export class NoInstanceError extends coded('NO_INSTANCE') {}
+export class LockLostError extends coded('LOCK_LOST') {}
+
+/** The class of each code that has one (the others are plain RosterErrors). */
+const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterErrorOptions) => RosterError>> = {
+  INVALID_ARGUMENT: InvalidArgumentError,
+  NOT_FOUND: NotFoundError,
+  CONFLICT: ConflictError,
+  SESSION_LOST: SessionLostError,
+  CLOSED: ClosedError,
+  ABORTED: AbortedError,
+  TIMEOUT: TimeoutError,
+  UNAVAILABLE: UnavailableError,
+  COMPACTED: CompactedError,
+  TOO_LARGE: TooLargeError,
+  UNSUPPORTED: UnsupportedError,
+  NO_INSTANCE: NoInstanceError,
+  LOCK_LOST: LockLostError,
+};
 
 /** Rebuild a typed error from its JSON form (the remote client uses this on server replies). */
 export function errorFromJSON(body: unknown, fallbackStatus = 500): RosterError {
   const o = (body && typeof body === 'object' ? body : {}) as { code?: unknown; message?: unknown; details?: unknown };
   const message = typeof o.message === 'string' ? o.message : `server error (HTTP ${fallbackStatus})`;
   const details = o.details && typeof o.details === 'object' ? (o.details as Record<string, unknown>) : undefined;
-  const code = typeof o.code === 'string' && CODES.has(o.code) ? (o.code as ErrorCode) : 'INTERNAL';
+  const code = typeof o.code === 'string' && Object.hasOwn(HTTP_STATUS, o.code) ? (o.code as ErrorCode) : 'INTERNAL';
   const opts = details ? { details } : {};
-  switch (code) {
-    case 'INVALID_ARGUMENT': return new InvalidArgumentError(message, opts);
-    case 'NOT_FOUND': return new NotFoundError(message, opts);
-    case 'CONFLICT': return new ConflictError(message, opts);
-    case 'SESSION_LOST': return new SessionLostError(message, opts);
-    case 'CLOSED': return new ClosedError(message, opts);
-    case 'ABORTED': return new AbortedError(message, opts);
-    case 'TIMEOUT': return new TimeoutError(message, opts);
-    case 'UNAVAILABLE': return new UnavailableError(message, opts);
-    case 'COMPACTED': return new CompactedError(message, opts);
-    case 'TOO_LARGE': return new TooLargeError(message, opts);
-    case 'UNSUPPORTED': return new UnsupportedError(message, opts);
-    case 'NO_INSTANCE': return new NoInstanceError(message, opts);
-    case 'LOCK_LOST': return new LockLostError(message, opts);
-    default: return new RosterError(code, message, opts);
-  }
+  const cls = CLASSES[code];
+  return cls ? new cls(message, opts) : new RosterError(code, message, opts);
 }
 
+/** True for an error from any copy of roster-sd (by brand), optionally with this `code`. */
 export function isRosterError(e: unknown, code?: ErrorCode): e is RosterError {
-  return e instanceof RosterError && (code === undefined || e.code === code);
+  return typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[ROSTER_BRAND] === true && (code === undefined || (e as RosterError).code === code);
 }

@@ -7,6 +7,9 @@ import {
   validateServiceName,
   validateTags,
 } from './names.js';
+import { initialStatus, isHealthStatus, toCheckDefinitions, worstStatus, type CheckDefinition, type CheckInput, type HealthStatus } from './checks.js';
+
+export type { CheckDefinition, CheckInput, HealthStatus } from './checks.js';
 
 export type InstanceStatus = 'up' | 'draining';
 
@@ -23,6 +26,14 @@ export interface Instance {
   readonly weight: number;
   readonly zone?: string;
   readonly status: InstanceStatus;
+  /**
+   * Result of the instance's health checks, written by roster's server (src/server/health): the
+   * worst status of its checks. Absent = no checks = passing. Consumers that pick instances treat
+   * `critical` like an instance that is not there (Consul's `passing` filter).
+   */
+  readonly health?: HealthStatus;
+  /** Checks the server runs for this instance (TTL, HTTP, TCP). */
+  readonly checks?: readonly CheckDefinition[];
 }
 
 export type InstanceInput = {
@@ -35,6 +46,8 @@ export type InstanceInput = {
   weight?: number;
   zone?: string;
   status?: InstanceStatus;
+  health?: HealthStatus;
+  checks?: readonly (CheckInput | CheckDefinition)[];
 };
 
 /** `host:port` (IPv6 bracketed), or just the host when there is no port. */
@@ -67,6 +80,20 @@ export function toInstance(input: unknown): Instance {
     if (o.status !== 'up' && o.status !== 'draining') throw new InvalidArgumentError(`invalid status ${JSON.stringify(o.status)}: expected "up" or "draining"`);
     status = o.status;
   }
+  let checks: readonly CheckDefinition[] | undefined;
+  if (o.checks !== undefined && o.checks !== null) {
+    checks = toCheckDefinitions(o.checks, id);
+    if (checks.length === 0) checks = undefined;
+  }
+  let health: HealthStatus | undefined;
+  if (o.health !== undefined && o.health !== null) {
+    if (!isHealthStatus(o.health)) throw new InvalidArgumentError(`invalid health ${JSON.stringify(o.health)}: expected "passing", "warning" or "critical"`);
+    health = o.health;
+  } else if (checks) {
+    // Not checked yet: the checks' initial statuses (critical unless a check says otherwise), so a
+    // fresh registration is never shown healthier than its checks can vouch for.
+    health = worstStatus(checks.map(initialStatus));
+  }
   const inst: Instance = {
     service,
     id,
@@ -77,6 +104,8 @@ export function toInstance(input: unknown): Instance {
     weight,
     ...(zone === undefined ? {} : { zone }),
     status,
+    ...(health === undefined ? {} : { health }),
+    ...(checks === undefined ? {} : { checks }),
   };
   return Object.freeze(inst);
 }

@@ -1,144 +1,194 @@
-import { writeSync } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, type FileHandle } from 'node:fs/promises';
+import { close as closeCb, fdatasync as fdatasyncCb, openSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { open, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { RosterError } from '../core/errors.js';
+import { UnavailableError } from '../core/errors.js';
+import type { StorageFaults } from './faults.js';
+import { fsyncDir, listDataDir, segmentName } from './files.js';
+import { delJson, encodeBatch, FORMAT_VERSION, grantJson, putJson, revokeJson, type RecordText } from './records.js';
+import { writeSnapshot, type SnapshotCapture } from './snapshot.js';
 
 /**
- * Write-ahead log with group commit, plus a snapshot file that bounds replay time.
+ * The write-ahead log: segments of checksummed records (records.ts), group commit, and compaction
+ * into snapshots that can lose nothing.
  *
- * Durability contract: `sync()` resolves only after every record appended before the call has been
- * written and fdatasync'ed. The engine acknowledges a write (and publishes its watch event) only
- * after that, so whatever a client or watcher has seen survives `kill -9`.
+ * Durability contract: `sync()` resolves only after every record appended before the call is
+ * written and fdatasync'ed (and the directory entry of its segment fsync'ed). The engine
+ * acknowledges a write, and publishes its watch event, only after that.
  *
- * Files in the data dir:
- *   wal.log        one JSON record per line, each with a sequence number `s`
- *   snapshot.json  full state as of sequence `seq` (written to .tmp, fsynced, renamed)
- * Replay = snapshot, then log records with s > snapshot.seq. A torn last line (crash mid-write)
- * is dropped; a corrupt line elsewhere is an error, never silently skipped.
+ * Group commit: records appended while a batch is being fsync'ed form the next batch; one write and
+ * one fdatasync commit a whole batch. The write goes to the page cache from the event loop (it saves
+ * a round trip through the thread pool); the fdatasync, which waits for the disk, does not block it.
+ *
+ * Compaction, which never rewrites or truncates a segment:
+ *   1. when the active segment passes `compactBytes`, right after a batch is written and before any
+ *      further record is appended, the state is captured (it is then exactly the state after that
+ *      batch's last record, seq X) and a new segment `wal-<X+1>.log` is started; later records go
+ *      there and are acknowledged by its own fsyncs, so writers never wait for a snapshot;
+ *   2. once the old segment is fsync'ed, the capture is written as `snap-<X>.snap` in the background
+ *      (tmp, fdatasync, rename, directory fsync: snapshot.ts);
+ *   3. then older snapshots are removed, and so are the oldest segments that lie wholly at or below X
+ *      and hold no event the in-memory history still serves (they rebuild it after a restart).
+ * A crash anywhere leaves either the previous snapshot and every segment after it, or the new
+ * snapshot and at least every segment after it: replay (recovery.ts) reads snapshot + segments and
+ * skips records the snapshot covers. On disk: one snapshot, the segments the history needs, the
+ * active segment; transiently a second snapshot.
+ *
+ * Storage failure (ENOSPC, EIO, any write or fsync error): every waiting write is rejected with
+ * UNAVAILABLE and the log refuses appends; `resume()` cuts whatever was written past the last
+ * durable batch, checks that the disk takes writes again, and reopens the log.
  */
-export interface WalRecord {
-  s: number;
-  o: 'put' | 'del' | 'grant' | 'revoke';
-  [k: string]: unknown;
-}
 
-export interface SnapshotState {
-  seq: number;
-  [k: string]: unknown;
+export interface SegmentInfo {
+  file: string;
+  /** Sequence number of its first record (also in its name). */
+  first: number;
+  /** Sequence number of its last record (first - 1 when empty). */
+  last: number;
+  /** Highest revision of its put / del records (0 if none). */
+  maxRev: number;
+  size: number;
+  /** Bytes known to be fsync'ed. */
+  durableSize: number;
 }
 
 export interface WalOptions {
-  /** Rewrite a snapshot and truncate the log when it grows beyond this many bytes. */
-  compactBytes?: number;
+  compactBytes: number;
+  faults?: StorageFaults | undefined;
+  log: (line: string) => void;
 }
 
+const fdatasync = promisify(fdatasyncCb);
+const closeFd = promisify(closeCb);
+
+interface Active {
+  info: SegmentInfo;
+  fh: SegmentFile;
+  needsHeader: boolean;
+  /** Its directory entry is not yet fsync'ed. */
+  dirDirty: boolean;
+}
+
+const PROBE_BYTES = 64 * 1024;
+
 export class Wal {
-  private fh: FileHandle;
-  private pending: string[] = [];
+  private pending: RecordText[] = [];
+  /** Highest revision among pending records. */
+  private pendingRev = 0;
   private appendedSeq: number;
   private syncedSeq: number;
   private waiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private running = false;
-  private failed: Error | undefined;
-  private size: number;
-  private snapshotFn: (() => SnapshotState) | undefined;
-  private readonly compactBytes: number;
-  /** Records written since open (for metrics). */
+  private failed: UnavailableError | undefined;
+  private closed = false;
+  private compacting: Promise<void> | undefined;
+  private stopCompaction = false;
+  private capture: ((seq: number) => SnapshotCapture) | undefined;
+  private neededFrom: () => number = () => Infinity;
+  private snapshot: { file: string; seq: number; bytes: number } | undefined;
+  private readonly faults: StorageFaults | undefined;
+  /** Called once per failure, after the waiting writes were rejected. */
+  onFailure: ((e: UnavailableError) => void) | undefined;
   fsyncs = 0;
+  compactions = 0;
+  compactionFailures = 0;
 
   private constructor(
     private readonly dir: string,
-    fh: FileHandle,
+    private segments: SegmentInfo[],
+    private active: Active,
     seq: number,
-    size: number,
-    opts: WalOptions,
+    snapshot: { file: string; seq: number; bytes: number } | undefined,
+    private readonly opts: WalOptions,
   ) {
-    this.fh = fh;
-    this.appendedSeq = seq;
-    this.syncedSeq = seq;
-    this.size = size;
-    this.compactBytes = opts.compactBytes ?? 64 * 1024 * 1024;
+    this.appendedSeq = this.syncedSeq = seq;
+    this.snapshot = snapshot;
+    this.faults = opts.faults;
   }
 
-  /** Open (creating) the data dir and return the WAL and what to replay. */
-  static async open(dir: string, opts: WalOptions = {}): Promise<{ wal: Wal; snapshot: SnapshotState | undefined; records: WalRecord[] }> {
-    await mkdir(dir, { recursive: true });
-    let snapshot: SnapshotState | undefined;
-    try {
-      snapshot = JSON.parse(await readFile(join(dir, 'snapshot.json'), 'utf8')) as SnapshotState;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new RosterError('INTERNAL', `cannot read snapshot in ${dir}: ${(e as Error).message}`, { cause: e });
+  /** Continue the log found by recovery: append to its last segment, or start one at seq + 1. */
+  static async open(dir: string, found: { seq: number; segments: SegmentInfo[]; snapshot?: { file: string; seq: number; bytes: number } | undefined }, opts: WalOptions): Promise<Wal> {
+    const segments = found.segments.slice();
+    let last = segments.at(-1);
+    if (last && last.last !== found.seq) {
+      // An empty segment named for a sequence the log does not reach (cannot be appended to).
+      if (last.size === 0) {
+        await unlink(join(dir, last.file));
+        segments.pop();
       }
+      last = undefined;
     }
-    const logPath = join(dir, 'wal.log');
-    let text = '';
-    try {
-      text = await readFile(logPath, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let active: Active;
+    if (last) {
+      active = { info: last, fh: SegmentFile.open(join(dir, last.file), 'a'), needsHeader: last.size === 0, dirDirty: false };
+    } else {
+      const info = newSegment(found.seq + 1);
+      active = { info, fh: SegmentFile.open(join(dir, info.file), 'wx'), needsHeader: true, dirDirty: true };
+      segments.push(info);
     }
-    const records: WalRecord[] = [];
-    const lines = text.split('\n');
-    let validBytes = 0;
-    const base = snapshot?.seq ?? 0;
-    let seq = base;
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!;
-      const isLast = i === lines.length - 1;
-      if (line === '') {
-        if (!isLast) validBytes += 1;
-        continue;
-      }
-      let rec: WalRecord;
-      try {
-        rec = JSON.parse(line) as WalRecord;
-      } catch (e) {
-        // Only the tail can be torn: it was being written when the process died, so it was never acknowledged.
-        if (isLast || lines.slice(i + 1).every((l) => l === '')) break;
-        throw new RosterError('INTERNAL', `corrupt record at line ${i + 1} of ${logPath}`, { cause: e });
-      }
-      if (isLast) break; // no trailing newline: the write was cut short, never fsynced as a whole
-      validBytes += Buffer.byteLength(line) + 1;
-      if (rec.s > seq) {
-        records.push(rec);
-        seq = rec.s;
-      }
-    }
-    const fh = await open(logPath, 'a+');
-    // Cut a torn tail so new records start on a clean line.
-    const st = await stat(logPath);
-    if (st.size !== validBytes) {
-      await fh.truncate(validBytes);
-      await fh.datasync();
-    }
-    return { wal: new Wal(dir, fh, seq, validBytes, opts), snapshot, records };
+    return new Wal(dir, segments, active, found.seq, found.snapshot, opts);
   }
 
-  /** Give the WAL a way to capture full state for log compaction. */
-  setSnapshotSource(fn: () => SnapshotState): void {
-    this.snapshotFn = fn;
+  /** How to capture the full state as of the last appended record (for compaction). */
+  setSnapshotSource(capture: (seq: number) => SnapshotCapture): void {
+    this.capture = capture;
+  }
+
+  /** The oldest revision the in-memory history still serves: segments with events from there on are kept. */
+  setRetention(neededFrom: () => number): void {
+    this.neededFrom = neededFrom;
   }
 
   get seq(): number {
     return this.appendedSeq;
   }
 
-  /** The error that stopped the log (write or fsync failure, or close), if any. */
-  get failure(): Error | undefined {
+  /** Why the log refuses writes (storage failure), if it does. */
+  get failure(): UnavailableError | undefined {
     return this.failed;
   }
 
-  /** Append a record (buffered). Returns its sequence number. Call sync() to make it durable. */
-  append(rec: Omit<WalRecord, 's'>): number {
-    if (this.failed) throw this.failed;
-    const s = ++this.appendedSeq;
-    // Same line as JSON.stringify({ s, ...rec }), without building the merged object.
-    this.pending.push(`{"s":${s},${JSON.stringify(rec).slice(1)}`);
-    return s;
+  /** Bytes of the log's segments and snapshot on disk. */
+  get diskBytes(): number {
+    let n = this.snapshot?.bytes ?? 0;
+    for (const s of this.segments) n += s.size;
+    return n;
   }
 
-  /** Resolves when everything appended so far is on disk. */
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  // ------------------------------------------------------------------ appending (buffered until sync)
+
+  appendPut(r: number, k: string, v: string, c: number, n: number, l: string | undefined): void {
+    this.push(putJson(this.next(), r, k, v, c, n, l), r);
+  }
+
+  appendDel(r: number, k: string): void {
+    this.push(delJson(this.next(), r, k), r);
+  }
+
+  appendGrant(id: string, ttl: number): void {
+    this.push(grantJson(this.next(), id, ttl), 0);
+  }
+
+  appendRevoke(id: string): void {
+    this.push(revokeJson(this.next(), id), 0);
+  }
+
+  private next(): number {
+    if (this.failed) throw this.failed;
+    if (this.closed) throw new UnavailableError('write-ahead log closed');
+    return ++this.appendedSeq;
+  }
+
+  private push(json: RecordText, rev: number): void {
+    this.pending.push(json);
+    if (rev > this.pendingRev) this.pendingRev = rev;
+  }
+
+  /** Resolves when everything appended so far is durable. */
   sync(): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     const target = this.appendedSeq;
@@ -150,26 +200,53 @@ export class Wal {
 
   private async loop(): Promise<void> {
     this.running = true;
+    let rotatedFrom: SegmentFile | undefined;
     try {
-      while (this.pending.length > 0) {
-        const batch = this.pending;
+      while (this.pending.length > 0 && !this.failed) {
+        const a = this.active;
         const upTo = this.appendedSeq;
+        const upToRev = this.pendingRev;
+        const buf = encodeBatch(this.pending, a.needsHeader ? `{"t":"segment","v":${FORMAT_VERSION},"first":${a.info.first}}` : undefined);
         this.pending = [];
-        const buf = Buffer.from(batch.join('\n') + '\n');
-        // The write only fills the page cache: done here, it saves the commit a round trip through
-        // the thread pool (a wake-up each way); the fdatasync, which waits for the disk, stays off
-        // the event loop.
-        for (let off = 0; off < buf.length; ) off += writeSync(this.fh.fd, buf, off, buf.length - off);
-        await this.fh.datasync();
+        this.faults?.write?.(a.info.file, buf.length);
+        for (let off = 0; off < buf.length; ) {
+          const n = writeSync(a.fh.fd, buf, off, buf.length - off);
+          off += n;
+          a.info.size += n; // counted as written, so a failure after a partial write cuts it (resume)
+        }
+        a.needsHeader = false;
+        a.info.last = upTo;
+        if (upToRev > a.info.maxRev) a.info.maxRev = upToRev;
+        // Step 1 of compaction, synchronously after the write: nothing else was appended since, so
+        // the capture is exactly the state after record `upTo`.
+        let cap: SnapshotCapture | undefined;
+        if (a.info.size >= this.opts.compactBytes && this.capture && !this.compacting) {
+          cap = this.capture(upTo);
+          this.faults?.point?.('rotate');
+          this.rotate(upTo + 1);
+          rotatedFrom = a.fh;
+          this.faults?.point?.('rotated');
+        }
+        await this.faults?.sync?.(a.info.file);
+        await a.fh.datasync();
         this.fsyncs++;
-        this.size += buf.length;
-        if (this.size > this.compactBytes && this.snapshotFn) await this.compact();
-        this.syncedSeq = Math.max(this.syncedSeq, upTo);
+        if (a.dirDirty) {
+          await this.faults?.sync?.(this.dir);
+          await fsyncDir(this.dir);
+          a.dirDirty = false;
+        }
+        a.info.durableSize = a.info.size;
+        this.syncedSeq = upTo;
         this.release();
+        if (cap) {
+          rotatedFrom = undefined;
+          const done = a.fh.close().catch(() => undefined).then(() => this.compact(cap));
+          this.compacting = done.finally(() => (this.compacting = undefined));
+        }
       }
     } catch (e) {
-      this.failed = new RosterError('INTERNAL', `write-ahead log failed in ${this.dir}: ${(e as Error).message}; refusing further writes`, { cause: e });
-      for (const w of this.waiters.splice(0)) w.reject(this.failed);
+      if (rotatedFrom) void rotatedFrom.close().catch(() => undefined);
+      this.fail(e);
     } finally {
       this.running = false;
     }
@@ -181,44 +258,148 @@ export class Wal {
     for (const w of this.waiters.splice(0, i)) w.resolve();
   }
 
-  /** Snapshot the full in-memory state (which includes everything appended, even still pending),
-   *  then truncate the log. Runs inside the flush loop, so no write is in flight. */
-  private async compact(): Promise<void> {
-    const state = this.snapshotFn!();
-    state.seq = this.appendedSeq;
-    const tmp = join(this.dir, 'snapshot.json.tmp');
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(JSON.stringify(state));
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(this.dir, 'snapshot.json'));
-    const dfh = await open(this.dir, 'r');
-    try {
-      await dfh.sync();
-    } finally {
-      await dfh.close();
-    }
-    await this.fh.truncate(0);
-    await this.fh.datasync();
+  private rotate(first: number): void {
+    const info = newSegment(first);
+    const fh = SegmentFile.open(join(this.dir, info.file), 'wx');
+    this.segments.push(info);
+    this.active = { info, fh, needsHeader: true, dirDirty: true };
+  }
+
+  private fail(e: unknown): void {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    this.failed = new UnavailableError(
+      `storage unavailable: ${(e as Error).message} (data dir ${this.dir}); writes are refused until the disk accepts writes again`,
+      { cause: e, details: { storage: code } },
+    );
     this.pending = [];
-    this.size = 0;
-    this.syncedSeq = this.appendedSeq;
+    this.stopCompaction = true;
+    for (const w of this.waiters.splice(0)) w.reject(this.failed);
+    this.onFailure?.(this.failed);
+  }
+
+  // ------------------------------------------------------------------ compaction
+
+  /** Write a snapshot of the state as of the last appended record now (used to migrate an old data dir
+   *  on open, when nothing is pending). */
+  async compactNow(): Promise<void> {
+    await this.compacting;
+    await this.compact(this.capture!(this.appendedSeq), true);
+  }
+
+  private async compact(cap: SnapshotCapture, rethrow = false): Promise<void> {
+    try {
+      const written = await writeSnapshot(this.dir, cap, { faults: this.faults, aborted: () => this.stopCompaction || this.closed });
+      this.snapshot = { ...written, seq: cap.seq };
+      this.compactions++;
+      await this.cleanup();
+    } catch (e) {
+      if (rethrow) throw e;
+      if (this.stopCompaction || this.closed) return;
+      this.compactionFailures++;
+      this.opts.log(`compaction failed, the log keeps every record and it is retried at the next threshold: ${(e as Error).message}`);
+    }
+  }
+
+  /** Remove what the newest snapshot made unnecessary: older snapshots and old segments (step 3). */
+  async cleanup(): Promise<void> {
+    const snap = this.snapshot;
+    if (!snap) return;
+    let removed = 0;
+    const gone = () => {
+      if (removed++ === 0) this.faults?.point?.('cleanup-partial');
+    };
+    for (const s of (await listDataDir(this.dir)).snapshots) {
+      if (s.seq >= snap.seq) continue;
+      await unlink(join(this.dir, s.file));
+      gone();
+    }
+    const neededFrom = this.neededFrom();
+    // Oldest first, and only a prefix, so the segments kept stay contiguous.
+    while (this.segments.length > 1) {
+      const s = this.segments[0]!;
+      if (s === this.active.info || s.last > snap.seq || s.maxRev >= neededFrom) break;
+      await unlink(join(this.dir, s.file));
+      this.segments.shift();
+      gone();
+    }
+    this.faults?.point?.('cleanup-done');
+  }
+
+  // ------------------------------------------------------------------ failure and lifecycle
+
+  /**
+   * After a storage failure: cut every segment back to what was durable, check that the disk takes a
+   * write and an fsync, and accept appends again. Rejects (and stays failed) if the disk does not.
+   * Appended-but-undurable records are gone: the caller reloads its state from the log.
+   */
+  async resume(): Promise<void> {
+    if (!this.failed || this.closed) return;
+    await this.compacting;
+    await this.active.fh.close().catch(() => undefined);
+    while (this.segments.length > 1 && this.segments.at(-1)!.first > this.syncedSeq) {
+      await unlink(join(this.dir, this.segments.pop()!.file)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+    }
+    const last = this.segments.at(-1)!;
+    const path = join(this.dir, last.file);
+    if ((await stat(path)).size !== last.durableSize) await truncate(path, last.durableSize);
+    last.size = last.durableSize;
+    last.last = Math.max(last.first - 1, Math.min(last.last, this.syncedSeq));
+    // The probe: a write and an fdatasync of a scratch file (*.tmp files are removed on open).
+    const probe = join(this.dir, 'probe.tmp');
+    const p = await open(probe, 'w');
+    try {
+      this.faults?.write?.(probe, PROBE_BYTES);
+      await p.write(Buffer.alloc(PROBE_BYTES));
+      await this.faults?.sync?.(probe);
+      await p.datasync();
+    } finally {
+      await p.close().catch(() => undefined);
+      await unlink(probe).catch(() => undefined);
+    }
+    // close() may have run meanwhile (it closed the old descriptor): stay closed.
+    if (this.closed) throw new UnavailableError('write-ahead log closed');
+    const fh = SegmentFile.open(path, 'a');
+    this.active = { info: last, fh, needsHeader: last.size === 0, dirDirty: true };
+    this.appendedSeq = this.syncedSeq;
+    this.pendingRev = 0;
+    this.stopCompaction = false;
+    this.failed = undefined;
   }
 
   private closing: Promise<void> | undefined;
 
-  /** Flush what is pending, then close. Idempotent. Rejects if the final flush or the close failed
-   *  (nothing acknowledged is affected: acknowledgements wait for sync), so the caller learns of it. */
+  /** Flush what is pending, stop compaction, close. Idempotent. Rejects if the final flush or the
+   *  close failed (nothing acknowledged is affected: acknowledgements wait for sync). */
   close(): Promise<void> {
     return (this.closing ??= (async () => {
       let err: unknown;
       if (!this.failed) await this.sync().catch((e: unknown) => void (err = e));
-      await this.fh.close().catch((e: unknown) => void (err ??= e));
-      this.failed ??= new RosterError('CLOSED', 'write-ahead log closed');
+      this.closed = true;
+      await this.compacting;
+      await this.active.fh.close().catch((e: unknown) => void (err ??= e));
       if (err !== undefined) throw err;
     })());
+  }
+}
+
+function newSegment(first: number): SegmentInfo {
+  return { file: segmentName(first), first, last: first - 1, maxRev: 0, size: 0, durableSize: 0 };
+}
+
+/** An open segment file. Opened synchronously: rotation must not yield between capture and switch. */
+class SegmentFile {
+  private closed: Promise<void> | undefined;
+  private constructor(readonly fd: number) {}
+  static open(path: string, flags: 'a' | 'wx'): SegmentFile {
+    return new SegmentFile(openSync(path, flags));
+  }
+  datasync(): Promise<void> {
+    return fdatasync(this.fd);
+  }
+  /** Idempotent: a descriptor closed twice could close whatever reused its number meanwhile. */
+  close(): Promise<void> {
+    return (this.closed ??= closeFd(this.fd));
   }
 }

@@ -46,7 +46,7 @@ const bindings = new Map<string, Map<string, Binding>>();
 /** The address list for grpc: up instances (draining ones only if none is up), weight > 0, with a port. */
 export function endpointsOf(instances: readonly Instance[], opts: Pick<RosterResolverOptions, 'tags' | 'portMetadataKey'> = {}): Endpoint[] {
   const usable = instances.filter((i) => i.weight > 0 && (!opts.tags || opts.tags.every((t) => i.tags.includes(t))));
-  const up = usable.filter((i) => i.status === 'up');
+  const up = usable.filter((i) => i.status === 'up' && i.health !== 'critical');
   const out: Endpoint[] = [];
   for (const i of up.length > 0 ? up : usable) {
     const raw = opts.portMetadataKey !== undefined ? i.metadata[opts.portMetadataKey] : undefined;

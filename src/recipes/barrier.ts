@@ -11,10 +11,10 @@
  * once, even if members have left or died since. `reset()` closes it again for reuse.
  * Every participant must use the same `count`.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, recipeView, directChild, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Arrival {
   readonly key: string;
@@ -61,7 +61,7 @@ export class Barrier {
     throwIfAborted(anySignal(opts.signal, this.session.signal));
     let kv: KeyValue | undefined;
     for (let attempt = 0; !kv; attempt++) {
-      const key = `${this.arrivedDir}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+      const key = `${this.arrivedDir}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
       try {
         kv = (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
       } catch (e) {
@@ -82,7 +82,7 @@ export class Barrier {
   /** Resolve once the barrier is released (at once if it already was). Leaves no key of its own. */
   async wait(opts: { signal?: AbortSignal } = {}): Promise<void> {
     throwIfAborted(opts.signal);
-    const view = new DirView(this.backend, this.prefix);
+    const view = recipeView(this.backend, this.prefix);
     try {
       await view.until(() => {
         if (view.items.has(this.releasedKey)) return true;

@@ -9,11 +9,12 @@
  *
  * Reading `.value` never blocks and never throws; `ready()` waits for the first valid value.
  */
-import { EventEmitter } from 'node:events';
-import type { Backend, WatchEvent } from '../backend/types.js';
+import type { Backend } from '../contract/types.js';
+import { WatchedPrefix, type ViewChange } from '../contract/watched-prefix.js';
 import { abortable, deferred, type Deferred } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import { Channel } from '../core/channel.js';
+import { Emitter, type EventSource } from '../core/emitter.js';
 import { validateKey } from '../core/names.js';
 
 export interface ConfigOptions<T> {
@@ -33,7 +34,15 @@ export interface ConfigChange<T> {
   readonly present: boolean;
 }
 
-export interface ConfigWatch<T> extends AsyncIterable<ConfigChange<T>> {
+export interface ConfigEvents<T> {
+  /** A new valid value is in force. */
+  change: ConfigChange<T>;
+  /** A value was rejected (op 'parse'), the key was deleted without a default (op 'delete'), or
+   *  the watch ended unexpectedly (op 'watch'); the last valid value stays in force. */
+  error: { readonly error: Error; readonly op: string };
+}
+
+export interface ConfigWatch<T> extends AsyncIterable<ConfigChange<T>>, EventSource<ConfigEvents<T>> {
   /** The current valid value (undefined until the first one, unless a default was given). */
   readonly value: T | undefined;
   /** Revision the current value was read at. */
@@ -42,14 +51,11 @@ export interface ConfigWatch<T> extends AsyncIterable<ConfigChange<T>> {
   readonly error: Error | undefined;
   /** Resolves with the first valid value (at once if there is one). Rejects if the watch ends first. */
   ready(opts?: { signal?: AbortSignal }): Promise<T>;
-  on(event: 'change', listener: (change: ConfigChange<T>) => void): this;
-  on(event: 'error', listener: (err: Error) => void): this;
-  off(event: 'change' | 'error', listener: (...args: any[]) => void): this;
   /** Stop watching. Idempotent; iterators finish. */
   close(): void;
 }
 
-class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
+class ConfigWatchImpl<T> extends Emitter<ConfigEvents<T>> implements ConfigWatch<T> {
   value: T | undefined;
   revision = 0;
   error: Error | undefined;
@@ -59,7 +65,8 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
   private readonly first: Deferred<T> = deferred<T>();
   private closed = false;
   private failure: unknown;
-  private readonly watch;
+  /** The key itself watched as a prefix, keeping only the exact key (a sibling `key2` matches too). */
+  private readonly view: WatchedPrefix;
 
   constructor(
     backend: Backend,
@@ -73,42 +80,25 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
       this.hasValue = true;
       this.first.resolve(opts.default);
     }
-    // Watch the key itself as a prefix and keep only exact matches (a sibling `key2` would match too).
-    this.watch = backend.watch(key, opts.signal ? { signal: opts.signal } : {});
-    void this.pump();
+    this.view = new WatchedPrefix(backend, key, { retry: false, filter: (k) => k === key, ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.view.on('change', (c) => this.onChange(c));
+    this.view.on('ended', ({ error }) => {
+      this.failure = error;
+      this.finish();
+    });
   }
 
-  private async pump(): Promise<void> {
-    let present = false;
-    let pendingRaw: string | undefined;
-    let pendingRev = 0;
-    let synced = false;
-    try {
-      for await (const ev of this.watch as AsyncIterable<WatchEvent>) {
-        if (ev.type === 'put' && ev.key === this.key) {
-          present = true;
-          pendingRaw = ev.kv.value;
-          pendingRev = ev.kv.modRevision;
-          if (synced) this.apply(pendingRaw, pendingRev);
-        } else if (ev.type === 'delete' && ev.key === this.key) {
-          present = false;
-          if (synced) this.absent(ev.revision);
-        } else if (ev.type === 'reset') {
-          const kv = ev.items.find((i) => i.key === this.key);
-          present = kv !== undefined;
-          pendingRaw = kv?.value;
-          pendingRev = kv?.modRevision ?? ev.revision;
-          synced = false;
-        } else if (ev.type === 'synced' && !synced) {
-          synced = true;
-          if (present) this.apply(pendingRaw!, pendingRev);
-          else this.absent(ev.revision);
-        }
-      }
-    } catch (e) {
-      this.failure = e;
+  private onChange(c: ViewChange): void {
+    if (c.resync) {
+      const kv = this.view.items.get(this.key);
+      if (kv) this.apply(kv.value, kv.modRevision);
+      else this.absent(c.revision);
+      return;
     }
-    this.finish();
+    for (const ch of c.changes) {
+      if (ch.type === 'put') this.apply(ch.kv.value, ch.kv.modRevision);
+      else this.absent(c.revision);
+    }
   }
 
   private apply(raw: string, revision: number): void {
@@ -120,7 +110,7 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
     try {
       v = this.opts.parse(raw, this.key);
     } catch (e) {
-      this.reject(new InvalidArgumentError(`invalid config ${this.key} at revision ${revision}: ${e instanceof Error ? e.message : String(e)}; keeping the last valid value`, { cause: e, details: { key: this.key, revision } }));
+      this.reject('parse', new InvalidArgumentError(`invalid config ${this.key} at revision ${revision}: ${e instanceof Error ? e.message : String(e)}; keeping the last valid value`, { cause: e, details: { key: this.key, revision } }));
       return;
     }
     this.lastRaw = raw;
@@ -130,7 +120,7 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
   private absent(revision: number): void {
     this.lastRaw = undefined;
     if (this.opts.default !== undefined) return this.set(this.opts.default, revision, false);
-    if (this.hasValue) this.reject(new NotFoundError(`config ${this.key} was deleted at revision ${revision}; keeping the last valid value`, { details: { key: this.key, revision } }));
+    if (this.hasValue) this.reject('delete', new NotFoundError(`config ${this.key} was deleted at revision ${revision}; keeping the last valid value`, { details: { key: this.key, revision } }));
   }
 
   private set(value: T, revision: number, present: boolean): void {
@@ -144,11 +134,10 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
     this.emit('change', change);
   }
 
-  private reject(err: Error): void {
+  /** Keep the error in `.error` and tell listeners (a process without one keeps its last value). */
+  private reject(op: string, err: Error): void {
     this.error = err;
-    // EventEmitter throws an unhandled 'error'; here the error is kept in `.error` instead, so a
-    // process without a listener keeps running on its last valid value.
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    this.emit('error', { error: err, op });
   }
 
   private finish(): void {
@@ -159,7 +148,7 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
     this.first.reject(err ?? (this.opts.signal?.aborted ? this.opts.signal.reason : new ClosedError(`config watch on ${this.key} closed`)));
     for (const it of this.iterators) it.end(err);
     this.iterators.clear();
-    if (err && this.listenerCount('error') > 0) this.emit('error', err instanceof Error ? err : new ClosedError(String(err)));
+    if (err) this.emit('error', { error: err instanceof Error ? err : new ClosedError(String(err)), op: 'watch' });
   }
 
   ready(opts: { signal?: AbortSignal } = {}): Promise<T> {
@@ -180,7 +169,7 @@ class ConfigWatchImpl<T> extends EventEmitter implements ConfigWatch<T> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.watch.close();
+    this.view.close();
   }
 }
 

@@ -11,11 +11,13 @@
  * A campaign that is aborted (signal) or whose session is lost removes its key (resigns), so a
  * process that gave up never becomes a leader nobody is acting as.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, deferred, throwIfAborted } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, isRosterError, LockLostError, type RosterErrorOptions } from '../core/errors.js';
 import { validateValue } from '../core/names.js';
-import { claimLocalKey, cleanupOnFailure, createOwnKey, DirView, directChild, oldest, Ownership, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { WatchedPrefix } from '../contract/watched-prefix.js';
+import { Channel } from '../core/channel.js';
+import { claimLocalKey, cleanupOnFailure, createOwnKey, recipeView, directChild, oldest, Ownership, recipeDir, removeOwnKey } from './internal.js';
 
 /** This participant is not (or no longer) the leader. Code LOCK_LOST (a subclass of LockLostError). */
 export class NotLeaderError extends LockLostError {
@@ -63,7 +65,7 @@ export class Election {
     opts: ElectionOptions = {},
   ) {
     this.prefix = recipeDir('elections', name, opts.prefix);
-    this.key = this.prefix + sessionKeyPart(backend, session);
+    this.key = this.prefix + backend.sessionKey(session);
   }
 
   /** True while this participant is the leader (until resign or loss). */
@@ -102,7 +104,7 @@ export class Election {
       const mine = await createOwnKey(this.backend, this.session, this.key, value);
       this.own = await cleanupOnFailure(this.backend, this.session, this.key, async () => {
         throwIfAborted(signal);
-        const view = new DirView(this.backend, this.prefix);
+        const view = recipeView(this.backend, this.prefix);
         try {
           await view.until(() => {
             const kv = view.items.get(this.key);
@@ -195,43 +197,20 @@ export class Election {
 /**
  * Observe an election's leaders without taking part (no session needed). The watch starts at once
  * (not at the first next()), so no change between this call and the first read is missed.
- * `break` / return() / the signal end it.
+ * `break` / return() / the signal end it (the signal with its reason).
  */
 export function observeLeaders(backend: Backend, prefix: string, signal?: AbortSignal): AsyncIterableIterator<Leader> {
   if (!prefix.endsWith('/')) throw new InvalidArgumentError(`election prefix ${JSON.stringify(prefix)} must end with '/'`);
-  const watch = backend.watch(prefix, signal ? { signal } : {});
-  const it = watch[Symbol.asyncIterator]();
-  const items = new Map<string, KeyValue>();
-  let synced = false;
+  const view = new WatchedPrefix(backend, prefix, { retry: false, filter: (k) => directChild(prefix, k), ...(signal ? { signal } : {}) });
+  const out: Channel<Leader> = new Channel<Leader>(() => view.close());
   let last: Leader | undefined;
-  const next = async (): Promise<IteratorResult<Leader>> => {
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return { done: true, value: undefined };
-      const ev = r.value;
-      if (ev.type === 'put') {
-        if (directChild(prefix, ev.key)) items.set(ev.key, ev.kv);
-      } else if (ev.type === 'delete') items.delete(ev.key);
-      else if (ev.type === 'reset') {
-        items.clear();
-        for (const kv of ev.items) if (directChild(prefix, kv.key)) items.set(kv.key, kv);
-      } else synced = true;
-      if (!synced) continue;
-      let first: KeyValue | undefined;
-      for (const kv of items.values()) if (!first || kv.createRevision < first.createRevision) first = kv;
-      if (!first) continue;
-      if (last && last.key === first.key && last.createRevision === first.createRevision && last.value === first.value) continue;
-      last = toLeader(first, ev.revision);
-      return { done: false, value: last };
-    }
-  };
-  const self: AsyncIterableIterator<Leader> = {
-    next,
-    return: async () => {
-      watch.close();
-      return { done: true, value: undefined };
-    },
-    [Symbol.asyncIterator]: () => self,
-  };
-  return self;
+  view.on('change', ({ revision }) => {
+    const first = oldest(view);
+    if (!first) return;
+    if (last && last.key === first.key && last.createRevision === first.createRevision && last.value === first.value) return;
+    last = toLeader(first, revision);
+    out.push(last);
+  });
+  view.on('ended', ({ error }) => out.end(error));
+  return out;
 }

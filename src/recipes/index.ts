@@ -1,5 +1,5 @@
 /**
- * Coordination recipes, written once over the backend contract (src/backend/types.ts) so they run on
+ * Coordination recipes, written once over the backend contract (src/contract/types.ts) so they run on
  * every backend. Modelled on etcd's client/v3/concurrency: each recipe takes a backend and a Session
  * (the liveness root of its keys); a waiter that is aborted or whose session is lost removes its key.
  */

@@ -1,10 +1,11 @@
 /**
  * Building blocks shared by the recipes. Everything here is written over the backend contract only
- * (src/backend/types.ts), so every recipe runs unchanged on memory, the roster server, etcd and
+ * (src/contract/types.ts), so every recipe runs unchanged on memory, the roster server, etcd and
  * ZooKeeper.
  */
-import type { Backend, KeyValue, Session, Watch, WatchEvent } from '../backend/types.js';
-import { abortReason, backoff, sleep } from '../core/async.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
+import { WatchedPrefix } from '../contract/watched-prefix.js';
+import { backoff, sleep } from '../core/async.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
 import { validateKey } from '../core/names.js';
 
@@ -23,21 +24,6 @@ export function recipeDir(root: string, name: string, prefix?: string): string {
   if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError(`invalid ${root} name ${JSON.stringify(name)}: expected a non-empty string`);
   validateKey(`${root}/${name}`, `${root} name`);
   return `${root}/${name}/`;
-}
-
-/**
- * The key segment identifying a session. On etcd it must equal Go's `fmt.Sprintf("%x", leaseID)`
- * (lowercase hex, no leading zeros) so Go programs and etcdctl compute the same key for the same
- * lease; the etcd backend's session id is the lease id in hex, which we normalise defensively.
- */
-export function sessionKeyPart(backend: Backend, session: Session): string {
-  if (backend.kind === 'etcd' && /^[0-9a-fA-F]+$/.test(session.id)) return BigInt(`0x${session.id}`).toString(16);
-  return session.id;
-}
-
-/** Smallest createRevision first (ties impossible: one revision per change). */
-export function byCreate(a: KeyValue, b: KeyValue): number {
-  return a.createRevision - b.createRevision;
 }
 
 /**
@@ -102,156 +88,19 @@ function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Turn an AbortSignal into the thrown value a waiter rejects with. */
-export function reasonOf(signal: AbortSignal): unknown {
-  return abortReason(signal);
-}
-
 /**
- * A consistent, continuously updated view of one directory, fed by a single watch (snapshot, then
- * ordered events). Recipes wait on predicates over this view instead of polling or re-listing, so a
- * change costs no backend request at all for the waiters it does not concern: a release wakes (and
+ * The view a recipe follows its directory through: the library's WatchedPrefix, without retry. A
+ * waiter or holder must not paper over a gap in what it saw: when the watch fails the view ends,
+ * waiters reject and holders presume the lock, leadership or permit lost (LockLostError). Waiting
+ * on it costs no backend request for the waiters a change does not concern: a release wakes (and
  * makes act) only the waiter whose condition became true.
- *
- * `onEvent` lets a recipe keep its own index incrementally (the queue's FIFO order).
  */
-export class DirView {
-  readonly items = new Map<string, KeyValue>();
-  revision = 0;
-  synced = false;
-  private readonly watch: Watch;
-  private readonly listeners = new Set<() => void>();
-  private failure: unknown;
-  private finished = false;
-  private closed = false;
-
-  constructor(
-    backend: Backend,
-    readonly prefix: string,
-    private readonly hooks: { onEvent?: (ev: WatchEvent, view: DirView) => void } = {},
-    fromRevision?: number,
-  ) {
-    this.watch = backend.watch(prefix, fromRevision === undefined ? {} : { fromRevision });
-    if (fromRevision !== undefined) {
-      this.synced = true;
-      this.revision = fromRevision;
-    }
-    void this.pump();
-  }
-
-  /** The watch failed or ended: further waiting is pointless. */
-  get ended(): boolean {
-    return this.finished;
-  }
-
-  private async pump(): Promise<void> {
-    try {
-      for await (const ev of this.watch) {
-        switch (ev.type) {
-          case 'put':
-            this.items.set(ev.key, ev.kv);
-            break;
-          case 'delete':
-            this.items.delete(ev.key);
-            break;
-          case 'reset':
-            this.items.clear();
-            for (const kv of ev.items) this.items.set(kv.key, kv);
-            break;
-          case 'synced':
-            this.synced = true;
-            break;
-        }
-        this.revision = Math.max(this.revision, ev.revision);
-        this.hooks.onEvent?.(ev, this);
-        if (this.synced) this.notify();
-      }
-      if (!this.closed) this.failure = new ClosedError(`watch on ${this.prefix} ended`);
-    } catch (e) {
-      this.failure = e;
-    }
-    this.finished = true;
-    this.notify();
-  }
-
-  private notify(): void {
-    for (const l of [...this.listeners]) l();
-  }
-
-  /** Subscribe to "the view changed" (after sync). Returns the unsubscribe function. */
-  onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /**
-   * Resolve with the first non-undefined result of `check`, evaluated once the view is synced and
-   * again after every change. Rejects if `check` throws, the signal aborts, or the watch fails.
-   * `check` may start asynchronous work by returning a promise; while one is pending the view is not
-   * re-checked, and if it resolves to undefined the check runs again at the next change.
-   */
-  until<T>(check: () => T | undefined | Promise<T | undefined>, signal?: AbortSignal): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let busy = false;
-      let dirty = false;
-      let settled = false;
-      const finish = (fn: () => void) => {
-        if (settled) return;
-        settled = true;
-        off();
-        signal?.removeEventListener('abort', onAbort);
-        fn();
-      };
-      const run = () => {
-        if (settled) return;
-        if (busy) {
-          dirty = true;
-          return;
-        }
-        if (this.finished) return finish(() => reject(this.failure ?? new ClosedError(`watch on ${this.prefix} closed`)));
-        if (!this.synced) return;
-        let r: T | undefined | Promise<T | undefined>;
-        try {
-          r = check();
-        } catch (e) {
-          return finish(() => reject(e));
-        }
-        if (r instanceof Promise) {
-          busy = true;
-          dirty = false;
-          r.then(
-            (v) => {
-              busy = false;
-              if (v !== undefined) return finish(() => resolve(v));
-              if (dirty || this.finished) run();
-            },
-            (e: unknown) => {
-              busy = false;
-              finish(() => reject(e));
-            },
-          );
-        } else if (r !== undefined) {
-          const v = r;
-          finish(() => resolve(v));
-        }
-      };
-      const onAbort = () => finish(() => reject(abortReason(signal!)));
-      if (signal?.aborted) return reject(abortReason(signal));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const off = this.onChange(run);
-      run();
-    });
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.watch.close();
-  }
+export function recipeView(backend: Backend, dir: string, from?: { revision: number; items: Iterable<KeyValue> }): WatchedPrefix {
+  return new WatchedPrefix(backend, dir, { retry: false, ...(from ? { from } : {}) });
 }
 
 /** The key in `view` with the smallest createRevision among those passing `filter`. */
-export function oldest(view: DirView, filter: (kv: KeyValue) => boolean = (kv) => directChild(view.prefix, kv.key)): KeyValue | undefined {
+export function oldest(view: WatchedPrefix, filter: (kv: KeyValue) => boolean = (kv) => directChild(view.prefix, kv.key)): KeyValue | undefined {
   let best: KeyValue | undefined;
   for (const kv of view.items.values()) if (filter(kv) && (!best || kv.createRevision < best.createRevision)) best = kv;
   return best;
@@ -260,23 +109,6 @@ export function oldest(view: DirView, filter: (kv: KeyValue) => boolean = (kv) =
 /** `key` is `<prefix><leaf>` with no further '/' (participants are direct children of a recipe dir). */
 export function directChild(prefix: string, key: string): boolean {
   return key.length > prefix.length && key.startsWith(prefix) && !key.includes('/', prefix.length);
-}
-
-/** An AbortController whose signal also follows `parents` (any aborts → it aborts with that reason). */
-export function linkedController(...parents: (AbortSignal | undefined)[]): { ac: AbortController; unlink: () => void } {
-  const ac = new AbortController();
-  const offs: (() => void)[] = [];
-  for (const p of parents) {
-    if (!p) continue;
-    if (p.aborted) {
-      ac.abort(p.reason);
-      break;
-    }
-    const on = () => ac.abort(p.reason);
-    p.addEventListener('abort', on, { once: true });
-    offs.push(() => p.removeEventListener('abort', on));
-  }
-  return { ac, unlink: () => offs.forEach((f) => f()) };
 }
 
 /**
@@ -319,14 +151,19 @@ export class Ownership {
 
   constructor(
     private readonly session: Session,
-    readonly view: DirView,
+    readonly view: WatchedPrefix,
     readonly key: string,
     readonly createRevision: number,
     private readonly what: string,
     private readonly onLost?: () => void,
   ) {
     this.onSession = () => this.lose(session.signal.reason);
-    this.offView = view.onChange(() => this.check());
+    const offChange = view.on('change', () => this.check());
+    const offEnded = view.on('ended', () => this.check());
+    this.offView = () => {
+      offChange();
+      offEnded();
+    };
     session.signal.addEventListener('abort', this.onSession, { once: true });
     if (session.signal.aborted) this.onSession();
     else this.check();

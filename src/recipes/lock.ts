@@ -17,21 +17,20 @@
  * waiter whose every predecessor is gone acts, so a release wakes exactly one process (no herd).
  * A waiter that is aborted or whose session is lost removes its own key.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ConflictError, LockLostError } from '../core/errors.js';
 import {
   claimLocalKey,
   cleanupOnFailure,
   createOwnKey,
-  DirView,
+  recipeView,
   directChild,
   HeldKey,
   oldest,
   Ownership,
   recipeDir,
   removeOwnKey,
-  sessionKeyPart,
 } from './internal.js';
 
 export interface LockOptions {
@@ -73,7 +72,7 @@ class HeldLock extends HeldKey implements Lock {
  */
 export async function lock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock> {
   const dir = recipeDir('locks', name, opts.prefix);
-  const key = dir + sessionKeyPart(backend, session);
+  const key = dir + backend.sessionKey(session);
   const signal = anySignal(opts.signal, session.signal)!;
   throwIfAborted(signal);
   const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
@@ -81,7 +80,7 @@ export async function lock(backend: Backend, session: Session, name: string, opt
     const mine = await createOwnKey(backend, session, key, opts.value ?? '');
     const own = await cleanupOnFailure(backend, session, key, async () => {
       throwIfAborted(signal);
-      const view = new DirView(backend, dir);
+      const view = recipeView(backend, dir);
       try {
         await view.until(() => {
           const kv = view.items.get(key);
@@ -107,7 +106,7 @@ export async function lock(backend: Backend, session: Session, name: string, opt
 /** Acquire `name` only if it is free right now; otherwise leave no trace and resolve undefined. */
 export async function tryLock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock | undefined> {
   const dir = recipeDir('locks', name, opts.prefix);
-  const key = dir + sessionKeyPart(backend, session);
+  const key = dir + backend.sessionKey(session);
   throwIfAborted(anySignal(opts.signal, session.signal));
   const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
   try {
@@ -117,8 +116,7 @@ export async function tryLock(backend: Backend, session: Session, name: string, 
       let first: KeyValue | undefined;
       for (const kv of snap.items) if (directChild(dir, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
       if (first?.key !== key) return undefined;
-      const view = new DirView(backend, dir, {}, snap.revision);
-      for (const kv of snap.items) view.items.set(kv.key, kv);
+      const view = recipeView(backend, dir, { revision: snap.revision, items: snap.items });
       return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
     });
     if (!held) {

@@ -24,11 +24,12 @@
  * are shared out and the losers of a race simply wait for the next change).
  * Cost per item: one put (producer), one put (claim), two deletes (ack); no reads.
  */
-import type { Backend, KeyValue, Session, WatchEvent } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
+import type { ViewChange, WatchedPrefix } from '../contract/watched-prefix.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ClosedError, isRosterError } from '../core/errors.js';
 import { validateValue } from '../core/names.js';
-import { cleanupOnFailure, DirView, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, randomSuffix, recipeDir, recipeView, removeOwnKey } from './internal.js';
 
 export interface QueueItem {
   /** Item id (stable across redeliveries). */
@@ -58,7 +59,6 @@ class QueueIndex {
   items = new Map<string, KeyValue>();
   claims = new Set<string>();
   takers = new Map<string, number>();
-  private needsSort = true;
 
   constructor(private readonly dir: string) {}
 
@@ -87,33 +87,18 @@ class QueueIndex {
     else this.takers.delete(key);
   }
 
-  onEvent = (ev: WatchEvent, view: DirView): void => {
-    switch (ev.type) {
-      case 'put':
-        this.apply('put', ev.key, ev.kv);
-        // Live events arrive in revision order, so a new item (createRevision = its revision) sorts last.
-        break;
-      case 'delete':
-        this.apply('delete', ev.key);
-        break;
-      case 'reset':
-        this.order = [];
-        this.head = 0;
-        this.items.clear();
-        this.claims.clear();
-        this.takers.clear();
-        for (const kv of view.items.values()) this.apply('put', kv.key, kv);
-        this.needsSort = true;
-        break;
-      case 'synced':
-        if (this.needsSort) {
-          // Snapshots come in key order; FIFO is createRevision order.
-          this.order = this.order.slice(this.head).filter((id) => this.items.has(id));
-          this.order.sort((a, b) => this.items.get(a)!.createRevision - this.items.get(b)!.createRevision);
-          this.head = 0;
-          this.needsSort = false;
-        }
-        break;
+  /** Apply one batch of the view's changes. Live changes arrive in revision order, so a new item
+   *  (createRevision = its revision) sorts last; a resync (snapshot, reset) is re-sorted. */
+  onChange = (c: ViewChange): void => {
+    for (const ch of c.changes) {
+      if (ch.type === 'put') this.apply('put', ch.key, ch.kv);
+      else this.apply('delete', ch.key);
+    }
+    if (c.resync) {
+      // Snapshots come in key order; FIFO is createRevision order.
+      this.order = [...new Set(this.order.slice(this.head))].filter((id) => this.items.has(id));
+      this.order.sort((a, b) => this.items.get(a)!.createRevision - this.items.get(b)!.createRevision);
+      this.head = 0;
     }
   };
 
@@ -191,7 +176,7 @@ export class Queue {
   private readonly itemsDir: string;
   private readonly claimsDir: string;
   private readonly takersDir: string;
-  private view: DirView | undefined;
+  private view: WatchedPrefix | undefined;
   private index: QueueIndex | undefined;
   private closed = false;
   /** This consumer's takers/ key (created by the first take()). */
@@ -235,12 +220,14 @@ export class Queue {
     }
   }
 
-  private ensureView(): { view: DirView; index: QueueIndex } {
+  private ensureView(): { view: WatchedPrefix; index: QueueIndex } {
     if (!this.view || this.view.ended) {
       this.view?.close();
       const index = new QueueIndex(this.prefix);
       this.index = index;
-      this.view = new DirView(this.backend, this.prefix, { onEvent: index.onEvent });
+      this.view = recipeView(this.backend, this.prefix);
+      // First listener: the index is current before any waiter's check runs.
+      this.view.on('change', index.onChange);
     }
     return { view: this.view, index: this.index! };
   }
@@ -249,7 +236,7 @@ export class Queue {
     if (this.consumer) return this.consumer;
     const p = (async () => {
       for (let attempt = 0; ; attempt++) {
-        const key = `${this.takersDir}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+        const key = `${this.takersDir}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
         try {
           return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv.key;
         } catch (e) {
@@ -302,7 +289,7 @@ export class Queue {
     }
   }
 
-  private async claim(id: string, view: DirView, index: QueueIndex): Promise<ClaimedItem | undefined> {
+  private async claim(id: string, view: WatchedPrefix, index: QueueIndex): Promise<ClaimedItem | undefined> {
     const claimKey = `${this.claimsDir}${id}`;
     let revision: number;
     try {

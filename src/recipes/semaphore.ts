@@ -10,10 +10,10 @@
  * A permit's `signal` aborts when the permit is lost (session lost, key deleted). A waiter that is
  * aborted or whose session is lost removes its own key.
  */
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { cleanupOnFailure, DirView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey, sessionKeyPart } from './internal.js';
+import { cleanupOnFailure, recipeView, directChild, HeldKey, Ownership, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Permit {
   readonly key: string;
@@ -55,7 +55,7 @@ export class Semaphore {
 
   private async enter(): Promise<KeyValue> {
     for (let attempt = 0; ; attempt++) {
-      const key = `${this.prefix}${sessionKeyPart(this.backend, this.session)}.${randomSuffix()}`;
+      const key = `${this.prefix}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
       try {
         return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
       } catch (e) {
@@ -71,7 +71,7 @@ export class Semaphore {
     const mine = await this.enter();
     const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
       throwIfAborted(signal);
-      const view = new DirView(this.backend, this.prefix);
+      const view = recipeView(this.backend, this.prefix);
       try {
         await view.until(() => {
           const kv = view.items.get(mine.key);
@@ -97,8 +97,7 @@ export class Semaphore {
     const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
       const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
       if (ahead(snap.items, this.prefix, mine) >= this.limit) return undefined;
-      const view = new DirView(this.backend, this.prefix, {}, snap.revision);
-      for (const kv of snap.items) view.items.set(kv.key, kv);
+      const view = recipeView(this.backend, this.prefix, { revision: snap.revision, items: snap.items });
       return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
     });
     if (!own) {

@@ -1,11 +1,16 @@
-import type { Backend, KeyValue, Watch, WatchStatus } from '../backend/types.js';
-import type { Pick, Picker, Strategy } from '../balance/types.js';
-import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
+import type { Backend, KeyValue } from '../contract/types.js';
+import { WatchedPrefix, type ViewChange } from '../contract/watched-prefix.js';
+import type { Strategy } from '../balance/types.js';
+import { BoundPicker, type CachePicker } from './picker.js';
+
+export type { CachePicker } from './picker.js';
+import { abortable, throwIfAborted } from '../core/async.js';
 import { Channel } from '../core/channel.js';
-import { ClosedError, InvalidArgumentError, isRosterError, NoInstanceError, UnavailableError } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import { ClosedError, InvalidArgumentError } from '../core/errors.js';
 import type { Instance, InstanceStatus } from '../core/model.js';
 import { validateMetadata, validateServiceName, validateTags } from '../core/names.js';
-import { Emitter } from './emitter.js';
+import { Emitter } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
 import { resolveStrategy, type StrategyLike } from './strategy.js';
 
@@ -30,6 +35,10 @@ export interface ServiceCacheOptions {
   signal?: AbortSignal;
   /** Re-watch pacing after the watch fails (full-jitter exponential). */
   retry?: { baseMs?: number; capMs?: number };
+  /** Time source for staleness stamps and retry pacing (default: the system clock). */
+  clock?: Clock;
+  /** Hold the process open until the cache is closed (default true; see core/lifetime.ts). */
+  keepProcessAlive?: boolean;
 }
 
 export interface CacheChange {
@@ -52,12 +61,6 @@ export interface CacheEvents {
   closed: Record<string, never>;
 }
 
-/** A picker bound to a cache: always picks from the latest set (rebuilt eagerly on change). */
-export interface CachePicker extends Picker {
-  readonly strategy: Strategy;
-  /** Stop rebuilding this picker (it keeps its last set). */
-  close(): void;
-}
 
 interface Entry {
   readonly instance: Instance;
@@ -67,15 +70,16 @@ interface Entry {
 const EMPTY: readonly Instance[] = Object.freeze([]);
 
 /**
- * A live, always-readable view of one service's instances: list + watch, never polling.
+ * A live, always-readable view of one service's instances: the WatchedPrefix of the service's
+ * key prefix (list + watch, never polling), decoded by the layout and filtered.
  *
  * `instances` is a frozen array sorted by key whose identity changes only when the set does.
  * While the watch is broken the cache keeps the last known instances (`stale`, `staleSince`) and
- * re-watches with jittered backoff; a fresh snapshot then replaces the set (that is the backend
- * telling the truth). An outage alone never empties a non-empty list; deletes the backend reports
- * always apply. Entries the layout cannot decode are reported as `error` and skipped. The loop
- * stops only on close(), or when this backend client is closed (watch() throws CLOSED): then the
- * cache stays stale with its last instances.
+ * the view re-watches with jittered backoff; a fresh snapshot then replaces the set (that is the
+ * backend telling the truth). An outage alone never empties a non-empty list; deletes the backend
+ * reports always apply. Entries the layout cannot decode are reported as `error` and skipped. The
+ * view stops only on close(), or when this backend client is closed (watch() throws CLOSED): then
+ * the cache stays stale with its last instances. An open cache holds the process open.
  */
 export class ServiceCache extends Emitter<CacheEvents> {
   readonly layout: Layout;
@@ -83,14 +87,10 @@ export class ServiceCache extends Emitter<CacheEvents> {
   private readonly filter: CacheFilter | undefined;
   private readonly entries = new Map<string, Entry>();
   private view: readonly Instance[] = EMPTY;
-  private _revision = 0;
-  private _syncedAt: number | undefined;
+  /** The list + watch view of the service's prefix this cache decodes. */
+  private readonly watched: WatchedPrefix;
   private _synced = false;
-  private _staleSince: number | undefined;
   private _closed = false;
-  private readonly ac = new AbortController();
-  private readonly retryBase: number;
-  private readonly retryCap: number;
   private readonly pickers = new Set<BoundPicker>();
   private readonly defaultPickers = new Map<string, BoundPicker>();
   private readonly strategyPickers = new WeakMap<Strategy, BoundPicker>();
@@ -131,15 +131,31 @@ export class ServiceCache extends Emitter<CacheEvents> {
     this.layout = opts.layout ?? rosterLayout();
     this.prefix = this.layout.servicePrefix(service);
     this.filter = opts.filter && normaliseFilter(opts.filter);
-    this.retryBase = opts.retry?.baseMs ?? 100;
-    this.retryCap = opts.retry?.capMs ?? 5000;
+    this.watched = new WatchedPrefix(backend, this.prefix, {
+      retry: { baseMs: opts.retry?.baseMs ?? 100, capMs: opts.retry?.capMs ?? 5000 },
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.keepProcessAlive !== undefined ? { keepProcessAlive: opts.keepProcessAlive } : {}),
+    });
+    const w = this.watched;
+    w.on('change', (c) => this.apply(c));
+    w.on('stale', (e) => this.emit('stale', e));
+    w.on('fresh', ({ revision }) => this.emit('synced', { revision }));
+    w.on('error', ({ error }) => {
+      this.counters.watchErrors++;
+      this.emit('error', { error, op: 'watch' });
+    });
+    w.on('ended', ({ error }) => {
+      // This client is closed (or rejects the prefix): no retry can succeed. Stay stale.
+      if (this._closed || error === undefined) return;
+      this.terminal = error;
+      for (const r of this.readyWaiters.splice(0)) r.reject(error);
+    });
     const signal = opts.signal;
     if (signal) {
       const onAbort = () => void this.close();
       signal.addEventListener('abort', onAbort, { once: true });
-      this.ac.signal.addEventListener('abort', () => signal.removeEventListener('abort', onAbort), { once: true });
+      this.once('closed', () => signal.removeEventListener('abort', onAbort));
     }
-    void this.run();
   }
 
   // ------------------------------------------------------------------ reading
@@ -150,11 +166,11 @@ export class ServiceCache extends Emitter<CacheEvents> {
   }
   /** Revision of the last change applied (0 before the first sync). */
   get revision(): number {
-    return this._revision;
+    return this.watched.revision;
   }
   /** When the view was last known to equal the backend (ms since epoch). */
   get syncedAt(): number | undefined {
-    return this._syncedAt;
+    return this.watched.syncedAt;
   }
   /** True once the first snapshot arrived. */
   get synced(): boolean {
@@ -162,21 +178,29 @@ export class ServiceCache extends Emitter<CacheEvents> {
   }
   /** True while the watch is broken (the view may be out of date). */
   get stale(): boolean {
-    return this._staleSince !== undefined;
+    return this.watched.stale;
   }
   get staleSince(): number | undefined {
-    return this._staleSince;
+    return this.watched.staleSince;
   }
   get closed(): boolean {
     return this._closed;
   }
 
-  /** Resolve once the cache is synced (at once if it is). Rejects on close or abort. */
-  ready(opts: { signal?: AbortSignal } = {}): Promise<this> {
+  /**
+   * Resolve once the cache is synced (at once if it is). Rejects on close or abort, and with
+   * `failFast` as soon as the registry proves unreachable before the first sync (a one-shot
+   * reader wants the failure, not a wait for the registry to come back).
+   */
+  ready(opts: { signal?: AbortSignal; failFast?: boolean } = {}): Promise<this> {
     if (this._synced) return Promise.resolve(this);
     if (this._closed) return Promise.reject(new ClosedError(`cache for ${this.service} is closed`));
     if (this.terminal !== undefined) return Promise.reject(this.terminal);
     const p = new Promise<this>((resolve, reject) => this.readyWaiters.push({ resolve: () => resolve(this), reject }));
+    if (opts.failFast) {
+      const failed = this.watched.ready({ failFast: true }).then(() => this);
+      return abortable(Promise.race([p, failed]), opts.signal);
+    }
     return abortable(p, opts.signal);
   }
 
@@ -244,7 +268,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
   async close(): Promise<void> {
     if (this._closed) return;
     this._closed = true;
-    this.ac.abort(new ClosedError(`cache for ${this.service} is closed`));
+    this.watched.close();
     const err = new ClosedError(`cache for ${this.service} closed before it synced`);
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
     this.emit('closed', {});
@@ -253,86 +277,37 @@ export class ServiceCache extends Emitter<CacheEvents> {
 
   /** Why the picker has nothing (used in NoInstanceError messages). */
   describeEmpty(): string {
-    const why = !this._synced ? 'the cache has not synced yet' : this.stale ? `the registry has been unreachable since ${new Date(this._staleSince!).toISOString()}` : 'none is registered and up';
+    const why = !this._synced ? 'the cache has not synced yet' : this.stale ? `the registry has been unreachable since ${new Date(this.staleSince!).toISOString()}` : 'none is registered and up';
     return `no instance of service ${JSON.stringify(this.service)} available: ${why}`;
   }
 
-  // ------------------------------------------------------------------ watch loop
+  // ------------------------------------------------------------------ applying the view
 
-  private async run(): Promise<void> {
-    const signal = this.ac.signal;
-    let attempt = 0;
-    while (!this._closed) {
-      let snapshot: Map<string, KeyValue> | undefined = new Map();
-      let watch: Watch;
-      try {
-        watch = this.backend.watch(this.prefix, { signal, onStatus: (st) => this.onWatchStatus(st) });
-      } catch (e) {
-        if (isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT')) {
-          // This client is closed (or rejects the prefix): no retry can succeed. Stay stale.
-          this.watchFailed(e);
-          this.terminal = e;
-          for (const w of this.readyWaiters.splice(0)) w.reject(e);
-          return;
-        }
-        this.watchFailed(e);
-        await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
-        continue;
-      }
-      try {
-        for await (const ev of watch) {
-          if (this._closed) return;
-          switch (ev.type) {
-            case 'put':
-              if (snapshot) snapshot.set(ev.key, ev.kv);
-              else this.applyPut(ev.kv, ev.revision);
-              break;
-            case 'delete':
-              if (snapshot) snapshot.delete(ev.key);
-              else this.applyDelete(ev.key, ev.revision);
-              break;
-            case 'reset':
-              snapshot = new Map(ev.items.map((kv) => [kv.key, kv]));
-              break;
-            case 'synced':
-              if (snapshot) this.applySnapshot(snapshot, ev.revision);
-              snapshot = undefined;
-              attempt = 0;
-              break;
-          }
-        }
-        if (this._closed) return;
-        throw new UnavailableError(`watch on ${this.prefix} ended`);
-      } catch (e) {
-        if (this._closed) return;
-        this.watchFailed(e);
-        await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
-      }
-    }
-  }
-
-  /** The backend reconnects its stream by itself; it tells us when the view may be stale. */
-  private onWatchStatus(st: WatchStatus): void {
+  /** Decode the view's changes into instances; publish once per batch. */
+  private apply(c: ViewChange): void {
     if (this._closed) return;
-    if (!st.connected) {
-      const becameStale = this._staleSince === undefined;
-      const since = (this._staleSince ??= Date.now());
-      if (becameStale) this.emit('stale', { since, error: st.error });
-    } else if (this._synced && this._staleSince !== undefined) {
-      // Resumed gap-free by revision: the view is current again once the backlog is applied, which
-      // the backend delivers before any later event.
-      this._staleSince = undefined;
-      this._syncedAt = Date.now();
-      this.emit('synced', { revision: this._revision });
+    const added: Instance[] = [];
+    const removed: Instance[] = [];
+    const updated: Instance[] = [];
+    const passes = (i: Instance) => this.passes(i);
+    for (const ch of c.changes) {
+      const old = this.entries.get(ch.key);
+      let n: Entry | undefined;
+      if (ch.type === 'put') {
+        const inst = this.decode(ch.kv);
+        n = inst && { instance: inst, modRevision: ch.kv.modRevision };
+      }
+      if (n) this.entries.set(ch.key, n);
+      else this.entries.delete(ch.key);
+      diffOne(old, n, passes, added, removed, updated);
     }
-  }
-
-  private watchFailed(e: unknown): void {
-    this.counters.watchErrors++;
-    const becameStale = this._staleSince === undefined;
-    const since = (this._staleSince ??= Date.now());
-    this.emit('error', { error: e, op: 'watch' });
-    if (becameStale) this.emit('stale', { since, error: e });
+    if (!c.resync) return this.publish(added, removed, updated);
+    const wasSynced = this._synced;
+    this._synced = true;
+    if (wasSynced) this.counters.resyncs++;
+    this.publish(added, removed, updated);
+    this.emit('synced', { revision: c.revision });
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
   }
 
   private decode(kv: KeyValue): Instance | undefined {
@@ -364,58 +339,6 @@ export class ServiceCache extends Emitter<CacheEvents> {
     return true;
   }
 
-  private applySnapshot(items: Map<string, KeyValue>, revision: number): void {
-    const next = new Map<string, Entry>();
-    for (const [key, kv] of items) {
-      const inst = this.decode(kv);
-      if (inst) next.set(key, { instance: inst, modRevision: kv.modRevision });
-    }
-    const added: Instance[] = [];
-    const removed: Instance[] = [];
-    const updated: Instance[] = [];
-    for (const [key, old] of this.entries) {
-      const n = next.get(key);
-      diffOne(old, n, (i) => this.passes(i), added, removed, updated);
-    }
-    for (const [key, n] of next) if (!this.entries.has(key)) diffOne(undefined, n, (i) => this.passes(i), added, removed, updated);
-    this.entries.clear();
-    for (const [k, v] of next) this.entries.set(k, v);
-    this._revision = Math.max(this._revision, revision);
-    const wasSynced = this._synced;
-    this._synced = true;
-    this._syncedAt = Date.now();
-    this._staleSince = undefined;
-    if (wasSynced) this.counters.resyncs++;
-    this.publish(added, removed, updated);
-    this.emit('synced', { revision });
-    for (const w of this.readyWaiters.splice(0)) w.resolve();
-  }
-
-  private applyPut(kv: KeyValue, revision: number): void {
-    const old = this.entries.get(kv.key);
-    const inst = this.decode(kv);
-    const n = inst && { instance: inst, modRevision: kv.modRevision };
-    if (n) this.entries.set(kv.key, n);
-    else this.entries.delete(kv.key);
-    this.live(revision, old, n);
-  }
-
-  private applyDelete(key: string, revision: number): void {
-    const old = this.entries.get(key);
-    this.entries.delete(key);
-    this.live(revision, old, undefined);
-  }
-
-  private live(revision: number, old: Entry | undefined, n: Entry | undefined): void {
-    this._revision = Math.max(this._revision, revision);
-    this._syncedAt = Date.now();
-    const added: Instance[] = [];
-    const removed: Instance[] = [];
-    const updated: Instance[] = [];
-    diffOne(old, n, (i) => this.passes(i), added, removed, updated);
-    this.publish(added, removed, updated);
-  }
-
   /** Recompute the view, rebuild pickers, notify (only when the visible set changed). */
   private publish(added: Instance[], removed: Instance[], updated: Instance[]): void {
     if (added.length === 0 && removed.length === 0 && updated.length === 0) return;
@@ -428,7 +351,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
     this.view = Object.freeze(view);
     for (const p of this.pickers) p.rebuild(this.view);
     this.counters.changes++;
-    this.emit('change', { added, removed, updated, instances: this.view, revision: this._revision });
+    this.emit('change', { added, removed, updated, instances: this.view, revision: this.revision });
   }
 }
 
@@ -471,61 +394,4 @@ function normaliseFilter(f: CacheFilter): CacheFilter {
     out.match = f.match;
   }
   return out;
-}
-
-/** The picker a cache hands out: delegates to an immutable picker swapped on every change. */
-class BoundPicker implements CachePicker {
-  private current!: Picker;
-  isClosed = false;
-
-  constructor(
-    private readonly cache: ServiceCache,
-    readonly strategy: Strategy,
-    private readonly onClose: (p: BoundPicker) => void,
-  ) {}
-
-  rebuild(instances: readonly Instance[]): void {
-    if (instances.length === 0) {
-      this.current = new EmptyPicker(this.cache);
-      return;
-    }
-    try {
-      this.current = this.strategy.build(instances);
-    } catch (e) {
-      this.current = new EmptyPicker(this.cache, e);
-    }
-  }
-
-  get size(): number {
-    return this.current.size;
-  }
-
-  get instances(): readonly Instance[] {
-    return this.current.instances;
-  }
-
-  pick(key?: string): Pick {
-    return this.current.pick(key);
-  }
-
-  close(): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    this.onClose(this);
-  }
-}
-
-class EmptyPicker implements Picker {
-  readonly size = 0;
-  readonly instances = EMPTY;
-  constructor(
-    private readonly cache: ServiceCache,
-    private readonly cause?: unknown,
-  ) {}
-  pick(): Pick {
-    throw new NoInstanceError(this.cause ? `strategy failed to build a picker for service ${JSON.stringify(this.cache.service)}` : this.cache.describeEmpty(), {
-      ...(this.cause ? { cause: this.cause } : {}),
-      details: { service: this.cache.service, synced: this.cache.synced, stale: this.cache.stale },
-    });
-  }
 }

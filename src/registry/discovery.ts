@@ -1,4 +1,4 @@
-import type { Backend } from '../backend/types.js';
+import type { Backend } from '../contract/types.js';
 import { throwIfAborted } from '../core/async.js';
 import { ClosedError } from '../core/errors.js';
 import { validateServiceName } from '../core/names.js';

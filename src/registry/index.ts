@@ -3,7 +3,6 @@
  * (a live view of one service), Discovery (caches by service name), call / broadcast.
  * Layouts are exported from the package root via ./layout.js.
  */
-export { Emitter, type EventMap, type Tagged } from './emitter.js';
 export {
   Registrar,
   type RegistrarOptions,
@@ -12,7 +11,6 @@ export {
   type RegistrarState,
   type RegistrarStats,
   type Registration,
-  type DrainOptions,
 } from './registrar.js';
 export {
   ServiceCache,

@@ -1,4 +1,4 @@
-import type { Backend, KeyValue } from '../backend/types.js';
+import type { Backend, KeyValue } from '../contract/types.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { instanceEndpoint, toInstance, type Instance } from '../core/model.js';
 import { LIMITS, parseHostPort, validateKey, validateMetadata, validateServiceName, validateTags } from '../core/names.js';

@@ -1,9 +1,12 @@
-import type { Backend, KeyValue, Session } from '../backend/types.js';
+import type { Backend, KeyValue, Session } from '../contract/types.js';
+import { WatchedPrefix } from '../contract/watched-prefix.js';
 import { abortable, backoff, sleep, throwIfAborted } from '../core/async.js';
-import { parseDuration, parseTtl } from '../core/duration.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { parseTtl } from '../core/duration.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, RosterError } from '../core/errors.js';
+import { holdProcess } from '../core/lifetime.js';
 import { toInstance, type Instance, type InstanceInput } from '../core/model.js';
-import { Emitter, type Tagged } from './emitter.js';
+import { Emitter, type Tagged } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
 
 export interface RegistrarOptions {
@@ -18,6 +21,12 @@ export interface RegistrarOptions {
   retry?: { baseMs?: number; capMs?: number };
   /** Watch own keys and re-put them when someone else deletes them (default true). */
   repair?: boolean;
+  /** Time source for retry pacing and the timestamps it reports (default: the system clock). */
+  clock?: Clock;
+  /** Hold the process open while the registrar owns at least one registration (default true):
+   *  a process whose only job is to stay registered keeps running through an outage and
+   *  re-registers, instead of exiting because nothing else was left on its event loop. */
+  keepProcessAlive?: boolean;
 }
 
 /** What register() resolves to. */
@@ -43,8 +52,6 @@ export interface RegistrarEvents {
   repaired: { readonly instance: Instance; readonly reason: 'deleted' | 'old-session' | 'missing' };
   /** A background operation failed (it is retried where that makes sense). */
   error: { readonly error: unknown; readonly op: string; readonly instance?: Instance };
-  /** drainOnSignals caught a signal and started draining. */
-  draining: { readonly signal: string; readonly drainMs: number };
   closed: Record<string, never>;
 }
 
@@ -57,17 +64,6 @@ export interface RegistrarStats {
   restored: number;
   repairs: number;
   errors: number;
-}
-
-export interface DrainOptions {
-  /** Signals that start the drain (default ['SIGTERM']). */
-  signals?: NodeJS.Signals[];
-  /** How long to keep serving after deregistering, so clients' caches drop the instances
-   *  (default 5000 ms; ms or a duration string). */
-  drainMs?: number | string;
-  /** Called once when draining is over: 0 after a clean deregistration, 1 if it failed (default
-   *  process.exit). A second signal during the drain calls it at once with 1. */
-  exit?: (code: number) => void;
 }
 
 interface Entry {
@@ -84,7 +80,7 @@ interface Entry {
 
 interface ServiceWatch {
   refs: number;
-  ac: AbortController;
+  view: WatchedPrefix;
 }
 
 /**
@@ -117,8 +113,10 @@ export class Registrar extends Emitter<RegistrarEvents> {
   private closing: Promise<void> | undefined;
   private lastError: unknown;
   private readonly counters: RegistrarStats = { sessions: 0, lost: 0, restored: 0, repairs: 0, errors: 0 };
-  private drainHandlers: (() => void) | undefined;
-  private draining = false;
+  private readonly clock: Clock;
+  private readonly keepProcessAlive: boolean;
+  /** Releases the process hold; set while at least one registration is owned. */
+  private releaseHold: (() => void) | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -131,6 +129,8 @@ export class Registrar extends Emitter<RegistrarEvents> {
     this.retryBase = opts.retry?.baseMs ?? 100;
     this.retryCap = opts.retry?.capMs ?? 5000;
     this.repairEnabled = opts.repair ?? true;
+    this.clock = opts.clock ?? systemClock;
+    this.keepProcessAlive = opts.keepProcessAlive ?? true;
     const signal = opts.signal;
     if (signal) {
       const onAbort = () => void this.close().catch((e: unknown) => this.report(e, 'close'));
@@ -189,7 +189,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     // A layout may adapt what it writes to what the service already holds (curator: payload class).
     if (this.layout.prepare) await this.layout.prepare(this.backend, instance.service, opts);
     const key = this.layout.key(instance);
-    const value = this.layout.encode(instance, { registeredAt: Date.now() });
+    const value = this.layout.encode(instance, { registeredAt: this.clock.now() });
     const prev = this.desired.get(key);
     const entry: Entry = prev ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, chain: Promise.resolve() };
     const before = prev && { instance: prev.instance, value: prev.value };
@@ -198,6 +198,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (!prev) {
       this.desired.set(key, entry);
       this.retainWatch(instance.service);
+      this.holdIfOwning();
     }
     try {
       for (;;) {
@@ -220,6 +221,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
         } else {
           this.desired.delete(key);
           this.releaseWatch(instance.service);
+          this.holdIfOwning();
         }
       }
       throw e;
@@ -243,6 +245,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (!entry) return false;
     this.desired.delete(entry.key);
     this.releaseWatch(entry.instance.service);
+    this.holdIfOwning();
     await this.exclusive(entry, () => this.remove(entry, opts.signal));
     this.emit('deregistered', { instance: entry.instance });
     return true;
@@ -258,55 +261,20 @@ export class Registrar extends Emitter<RegistrarEvents> {
     return this.closing;
   }
 
-  /**
-   * Opt-in graceful drain: on one of `signals`, deregister everything (close()), keep serving for
-   * `drainMs` so clients' caches drop these instances, then call `exit`. Returns a function that
-   * removes the signal handlers. Nothing else in roster ever exits the process.
-   */
-  drainOnSignals(opts: DrainOptions = {}): () => void {
-    this.checkOpen();
-    const signals = opts.signals ?? ['SIGTERM'];
-    const drainMs = parseDuration(opts.drainMs ?? 5000, 'drainMs');
-    const exit = opts.exit ?? ((code: number) => process.exit(code));
-    let draining = false;
-    let exited = false;
-    const finish = (code: number) => {
-      if (exited) return;
-      exited = true;
-      remove();
-      exit(code);
-    };
-    const handler = (sig: NodeJS.Signals) => {
-      if (draining) return finish(1); // second signal: the operator wants out now
-      draining = true;
-      this.draining = true;
-      this.emit('draining', { signal: sig, drainMs });
-      void (async () => {
-        let code = 0;
-        try {
-          await this.close();
-        } catch (e) {
-          code = 1;
-          this.report(e, 'drain');
-        }
-        await sleep(drainMs);
-        finish(code);
-      })();
-    };
-    for (const s of signals) process.on(s, handler);
-    const remove = () => {
-      for (const s of signals) process.off(s, handler);
-      if (this.drainHandlers === remove) this.drainHandlers = undefined;
-    };
-    this.drainHandlers?.();
-    this.drainHandlers = remove;
-    return remove;
-  }
-
   // ------------------------------------------------------------------ sessions
 
   private checkOpen(): void {
     if (this.closing) throw new ClosedError('registrar is closed');
+  }
+
+  /** Hold the process open exactly while something is owned (and the registrar is open). */
+  private holdIfOwning(): void {
+    const owning = this.desired.size > 0 && !this.closing;
+    if (owning && !this.releaseHold && this.keepProcessAlive) this.releaseHold = holdProcess();
+    else if (!owning && this.releaseHold) {
+      this.releaseHold();
+      this.releaseHold = undefined;
+    }
   }
 
   /** The live session: the current one, the one being created, or the one a recovery will give. */
@@ -365,7 +333,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     this.counters.lost++;
     this.emit('lost', { cause, sessionId: old.id, instances: this.desired.size });
     if (this.recovering) return;
-    const since = Date.now();
+    const since = this.clock.now();
     this.recovering = this.recover(old.id, since).finally(() => (this.recovering = undefined));
   }
 
@@ -373,7 +341,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const signal = this.closeAc.signal;
     let attempt = 0;
     const pause = async () => {
-      await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
+      await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal, this.clock).catch(() => undefined);
     };
     while (!this.closing) {
       let s: Session;
@@ -382,7 +350,8 @@ export class Registrar extends Emitter<RegistrarEvents> {
       } catch (e) {
         if (this.closing) return;
         // Keep trying whatever the error (a server shutting down may answer CLOSED for a while):
-        // giving up would leave the service silently unregistered. Timers are unref'd.
+        // giving up would leave the service silently unregistered. The registrar holds the
+        // process open meanwhile (it owns registrations); close() ends the attempts.
         this.report(e, 'session');
         await pause();
         continue;
@@ -414,7 +383,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
       if (this.closing) return;
       if (!s.signal.aborted && this.current === s) {
         this.counters.restored++;
-        this.emit('restored', { sessionId: s.id, previousSessionId, instances: this.instances, downtimeMs: Date.now() - since });
+        this.emit('restored', { sessionId: s.id, previousSessionId, instances: this.instances, downtimeMs: this.clock.now() - since });
         return;
       }
       if (this.current === s) this.current = undefined;
@@ -488,52 +457,31 @@ export class Registrar extends Emitter<RegistrarEvents> {
       w.refs++;
       return;
     }
-    const ac = new AbortController();
-    this.watches.set(service, { refs: 1, ac });
-    void this.watchLoop(service, ac.signal);
+    // The registrar holds the process itself (while it owns registrations): the view need not.
+    const view = new WatchedPrefix(this.backend, this.layout.servicePrefix(service), {
+      retry: { baseMs: this.retryBase, capMs: this.retryCap },
+      clock: this.clock,
+      keepProcessAlive: false,
+    });
+    view.on('change', (c) => {
+      if (this.closing) return;
+      if (c.resync) return this.audit(service, view.items, c.revision);
+      for (const ch of c.changes) {
+        if (ch.type === 'put') this.checkPut(ch.kv, c.revision);
+        else this.checkDelete(ch.key, c.revision);
+      }
+    });
+    view.on('error', ({ error }) => {
+      if (!this.closing) this.report(error, 'watch');
+    });
+    this.watches.set(service, { refs: 1, view });
   }
 
   private releaseWatch(service: string): void {
     const w = this.watches.get(service);
     if (!w || --w.refs > 0) return;
     this.watches.delete(service);
-    w.ac.abort();
-  }
-
-  private async watchLoop(service: string, signal: AbortSignal): Promise<void> {
-    const prefix = this.layout.servicePrefix(service);
-    let attempt = 0;
-    while (!signal.aborted && !this.closing) {
-      const seen = new Map<string, KeyValue>();
-      let synced = false;
-      try {
-        const watch = this.backend.watch(prefix, { signal });
-        for await (const ev of watch) {
-          if (ev.type === 'put') {
-            if (synced) this.checkPut(ev.kv, ev.revision);
-            else seen.set(ev.key, ev.kv);
-          } else if (ev.type === 'delete') {
-            seen.delete(ev.key);
-            if (synced) this.checkDelete(ev.key, ev.revision);
-          } else if (ev.type === 'reset') {
-            seen.clear();
-            for (const kv of ev.items) seen.set(kv.key, kv);
-            synced = false;
-          } else if (ev.type === 'synced') {
-            synced = true;
-            attempt = 0;
-            this.audit(service, seen, ev.revision);
-            seen.clear();
-          }
-        }
-        if (signal.aborted || this.closing) return;
-        throw new RosterError('UNAVAILABLE', `watch on ${prefix} ended`);
-      } catch (e) {
-        if (signal.aborted || this.closing) return;
-        this.report(e, 'watch');
-        await sleep(backoff(attempt++, this.retryBase, this.retryCap), signal).catch(() => undefined);
-      }
-    }
+    w.view.close();
   }
 
   /** Whether a repair makes sense now: a live session, no recovery (it rewrites everything). */
@@ -562,7 +510,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (this.repairable(entry, revision)) this.repair(entry, 'deleted', revision);
   }
 
-  private audit(service: string, snapshot: Map<string, KeyValue>, revision: number): void {
+  private audit(service: string, snapshot: ReadonlyMap<string, KeyValue>, revision: number): void {
     for (const entry of this.desired.values()) {
       if (entry.instance.service !== service || !this.repairable(entry, revision + 1) || entry.revision > revision) continue;
       const kv = snapshot.get(entry.key);
@@ -597,8 +545,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
 
   private async doClose(): Promise<void> {
     this.closeAc.abort(new ClosedError('registrar is closed'));
-    if (!this.draining) this.drainHandlers?.(); // a drain in progress keeps them until it exits
-    for (const w of this.watches.values()) w.ac.abort();
+    for (const w of this.watches.values()) w.view.close();
     this.watches.clear();
     await this.recovering?.catch(() => undefined);
     await this.creating?.catch(() => undefined);
@@ -623,6 +570,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
         errors.push(e);
       }
     }
+    this.holdIfOwning();
     this.emit('closed', {});
     this.endIterators();
     if (errors.length > 0) throw new AggregateError(errors, `closing the registrar: ${errors.length} failure(s); unremoved keys expire with the ${this.ttl} ms TTL`);

@@ -1,7 +1,7 @@
 /**
- * roster's HTTP server (`roster server`): the engine behind the JSON API under /api/v1, watch
- * streams as Server-Sent Events, /healthz and /metrics; DNS and Prometheus HTTP SD for consumers
- * without a roster library. The wire protocol is docs/protocol.md.
+ * `roster-sd/server`: roster's HTTP server (`roster server`): the engine behind the JSON API under
+ * /api/v1, watch streams as Server-Sent Events, /healthz, /metrics and the dashboard; DNS and
+ * Prometheus HTTP SD for consumers without a roster library. The wire protocol is docs/protocol.md.
  */
 export { startServer, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BODY_BYTES, type RosterServer, type ServerOptions } from './server.js';
 export { startDnsServer, DEFAULT_DNS_PORT, type DnsServer, type DnsServerOptions } from './dns/index.js';

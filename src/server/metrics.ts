@@ -100,6 +100,16 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_published_revision', 'gauge', 'Last durable revision, visible to readers and watchers.', src.engine.publishedRevision);
   metric('roster_compacted_revision', 'gauge', 'History at or below this revision is gone; resuming from it yields a reset.', s.compactedRevision);
   metric('roster_wal_fsyncs_total', 'counter', 'Write-ahead log fdatasync calls (each commits a batch of writes).', s.fsyncs);
+  metric('roster_wal_torn_tails_total', 'counter', 'Torn last log records (writes cut by a crash, never acknowledged) cut when the data dir was opened.', s.tornTails);
+  metric('roster_wal_torn_bytes_total', 'counter', 'Bytes of torn last log records cut when the data dir was opened.', s.tornBytes);
+  metric('roster_storage_available', 'gauge', '1 while the data dir accepts writes; 0 after a write or fsync error (ENOSPC, EIO) until it does again.', s.storageAvailable ? 1 : 0);
+  metric('roster_storage_failures_total', 'counter', 'Write or fsync errors of the data dir (each refuses writes until the disk accepts them again).', s.storageFailures);
+  metric('roster_compactions_total', 'counter', 'Snapshots written by log compaction.', s.compactions);
+  metric('roster_compaction_failures_total', 'counter', 'Compactions that failed (the log keeps every record; retried at the next threshold).', s.compactionFailures);
+  metric('roster_data_dir_bytes', 'gauge', 'Bytes of log segments and snapshot in the data dir.', s.diskBytes);
+  metric('roster_wal_segments', 'gauge', 'Log segment files in the data dir.', s.segments);
+  metric('roster_history_events', 'gauge', 'Events kept in memory for watchers to resume from.', s.historyEvents);
+  metric('roster_history_bytes', 'gauge', 'Bytes charged to the events kept for resume (bounded by the history byte limit).', s.historyBytes);
   metric('roster_leases_expired_total', 'counter', 'Sessions that expired because no keepalive arrived within their TTL.', src.engine.expiredLeases);
   metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
 

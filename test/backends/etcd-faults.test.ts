@@ -5,7 +5,7 @@
  * lasts N ms, a session that must survive a TTL); everything else waits for the event itself.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, WatchEvent } from '../../src/backend/types.js';
+import type { Backend, WatchEvent } from '../../src/contract/types.js';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { RosterError } from '../../src/core/errors.js';
 import { Registrar, ServiceCache } from '../../src/registry/index.js';

@@ -1,16 +1,25 @@
-import { describe } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
-import { conformance } from '../conformance/suite.js';
+/**
+ * memory:// against the conformance suite, imported the way a user imports it: through the package
+ * name (`roster-sd/testing`, resolved by the package's own `exports`, i.e. the built dist/), with
+ * the published memory fixture. A backend author's test file looks like this one.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { conformance, memoryFixture, type MemoryFixture } from 'roster-sd/testing';
 
-describe('memory:// conformance', () => {
-  const name = `conf-${process.pid}`;
-  conformance(() => ({
-    open: () => MemoryBackend.open(`memory://${name}`),
-    ttl: 600,
-    compact: async () => {
-      const b = await MemoryBackend.open(`memory://${name}`);
-      b.engine.compact();
-      await b.close();
+describe('memory:// conformance (through roster-sd/testing)', () => {
+  let fx: MemoryFixture;
+  beforeAll(async () => {
+    fx = await memoryFixture();
+  });
+  afterAll(async () => {
+    await fx?.close();
+  });
+  conformance(
+    { describe, it, expect, beforeAll, afterAll },
+    {
+      open: () => fx.open(),
+      ttl: 600,
+      compact: () => fx.compact(),
     },
-  }));
+  );
 });

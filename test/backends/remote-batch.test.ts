@@ -78,7 +78,7 @@ describe('remote backend: write batching', () => {
     } finally {
       await plain.close();
     }
-    await expect(RemoteBackend.open(srv.url, { batch: 'yes' })).rejects.toSatisfy((e: unknown) => isRosterError(e, 'INVALID_ARGUMENT'));
+    await expect(RemoteBackend.open(srv.url, { batch: 'yes' } as never)).rejects.toSatisfy((e: unknown) => isRosterError(e, 'INVALID_ARGUMENT'));
   });
 
   it('a lost session fails only its writes and marks the session lost; an aborted write is not sent', async () => {

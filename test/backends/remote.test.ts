@@ -3,7 +3,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { isRosterError } from '../../src/core/errors.js';
-import { conformance } from '../conformance/suite.js';
+import { conformance } from '../../src/testing/conformance.js';
 import { ServerProcess, startInProcess } from '../helpers/server.js';
 import { eventually, Reader } from '../helpers/watch.js';
 
@@ -16,7 +16,7 @@ describe('http:// (roster server) conformance', () => {
   afterAll(async () => {
     await proc?.cleanup();
   });
-  conformance(() => ({
+  conformance({ describe, it, expect, beforeAll, afterAll }, {
     open: () => RemoteBackend.open(proc.url, { reconnectBaseMs: 50, reconnectCapMs: 500 }),
     ttl: 1000,
     restart: () => proc.restart(),
@@ -24,7 +24,7 @@ describe('http:// (roster server) conformance', () => {
       const res = await fetch(`${proc.url}/api/v1/admin/compact`, { method: 'POST' });
       if (res.status !== 200) throw new Error(`compact failed: HTTP ${res.status} ${await res.text()}`);
     },
-  }));
+  });
 });
 
 describe('http:// client specifics', () => {

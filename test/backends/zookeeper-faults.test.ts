@@ -7,7 +7,7 @@
  * in revision order, without a reset.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, KeyValue, Session, WatchEvent, WatchStatus } from '../../src/backend/types.js';
+import type { Backend, KeyValue, Session, WatchEvent, WatchStatus } from '../../src/contract/types.js';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
 import { RosterError } from '../../src/core/errors.js';
 import { Registrar, ServiceCache, type RegistrarEvent } from '../../src/registry/index.js';
@@ -191,14 +191,16 @@ describe.each([
     const watcherSession = (watcher as unknown as { main: { sessionId: string } }).main.sessionId;
     const view = new View(written);
     const statuses: WatchStatus[] = [];
-    const w = new Reader(watcher.watch(p, { onStatus: (st) => statuses.push(st) }));
+    const watch = watcher.watch(p);
+    watch.on('status', (st) => statuses.push(st));
+    const w = new Reader(watch);
     for (const ev of await w.until((e) => e.type === 'synced', 10_000, 'synced')) view.apply(ev);
     expect(view.items.size).toBe(11);
 
     proxy.cut(mode);
     // The outage is reported once the client notices it (at once for a reset; after its read
     // timeout, 2/3 of the session timeout, for silence).
-    await eventually(() => statuses.length > 0, 10_000, 'onStatus told of the outage');
+    await eventually(() => statuses.length > 0, 10_000, 'the status event telling of the outage');
     expect(statuses[0]).toMatchObject({ connected: false });
     expect(code((statuses[0] as { error: unknown }).error)).toBe('UNAVAILABLE');
     if (expires) await zk.waitSessionGone(watcherSession, 10_000);
@@ -233,21 +235,27 @@ describe.each([
   }, 60_000);
 });
 
-describe('watch onStatus', () => {
-  it('a watch opened during an outage hears it too; a throwing callback ends its stream with that error', async () => {
+describe('watch status events', () => {
+  it('a watch opened during an outage hears it too; a throwing status listener ends its stream with that error', async () => {
     const p = uniquePrefix('status');
     const direct = await open(zk.url(CHROOT));
     const behind = await open(proxy.url(CHROOT));
     await direct.put(`${p}a`, '1');
     const boom = new Error('status callback failed');
-    const thrower = new Reader(behind.watch(p, { onStatus: (st) => { if (!st.connected) throw boom; } }));
+    const throwing = behind.watch(p);
+    throwing.on('status', (st) => {
+      if (!st.connected) throw boom;
+    });
+    const thrower = new Reader(throwing);
     await readSnapshot(thrower);
     proxy.cut('reset');
     await expect(thrower.next(10_000, 'the callback error')).rejects.toBe(boom);
     // Opened while the shared connection is down: told at once, then told of the resume, and its
     // snapshot (including a write made during the outage) follows.
     const statuses: WatchStatus[] = [];
-    const late = new Reader(behind.watch(p, { onStatus: (st) => statuses.push(st) }));
+    const lateWatch = behind.watch(p);
+    lateWatch.on('status', (st) => statuses.push(st));
+    const late = new Reader(lateWatch);
     await eventually(() => statuses.length === 1, 5000, 'outage reported to the late watch');
     expect(statuses[0]).toMatchObject({ connected: false });
     await direct.put(`${p}b`, '2');

@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
 import { registrySuite } from '../registry/suite.js';
 import { startZooKeeper, type ZooKeeperServer } from '../helpers/zookeeper.js';
@@ -26,9 +26,10 @@ afterAll(async () => {
 async function expireSession(id: string): Promise<void> {
   for (const b of opened) {
      
+    // BackendBase tracks the sessions; the ZooKeeper backend maps each to its own connection.
     for (const s of (b as any).sessions as Set<any>) {
       if (s.id !== id) continue;
-      const cm = s.conn.cm;
+      const cm = (b as any).conns.get(s).cm;
       const require = createRequire(import.meta.url);
        
       const lib = require('node-zookeeper-client') as any;

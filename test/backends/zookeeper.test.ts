@@ -6,11 +6,11 @@
  * coalescing without invented events, prefixes that are not directories, ACLs and digest auth.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, KeyValue, WatchEvent } from '../../src/backend/types.js';
-import { openBackend } from '../../src/backend/open.js';
+import type { Backend, KeyValue, WatchEvent } from '../../src/contract/types.js';
+import { openBackend } from '../../src/index.js';
 import { ZooKeeperBackend, parseZkUrl } from '../../src/backends/zookeeper/index.js';
 import { RosterError } from '../../src/core/errors.js';
-import { conformance } from '../conformance/suite.js';
+import { conformance } from '../../src/testing/conformance.js';
 import { Reader, readSnapshot, uniquePrefix } from '../helpers/watch.js';
 import { rawClient, startZooKeeper, type RawZk, type ZooKeeperServer } from '../helpers/zookeeper.js';
 
@@ -36,11 +36,11 @@ async function rejectsWithCode(p: Promise<unknown>, expected: string): Promise<v
 }
 
 describe('zk:// conformance', () => {
-  conformance(() => ({
+  conformance({ describe, it, expect, beforeAll, afterAll }, {
     open: () => ZooKeeperBackend.open(zk.url('/roster-conformance'), { requestTimeout: 5000 }),
     ttl: 1000,
     restart: () => zk.restart(),
-  }));
+  });
 });
 
 describe('zk:// specifics', () => {
@@ -70,7 +70,7 @@ describe('zk:// specifics', () => {
     for (const bad of ['zk://', 'zk://h:99999/x', 'zk://h/a//b', 'zk://h/a/../b', 'http://h:2181', 'zk://h x/']) {
       expect(() => parseZkUrl(bad), bad).toThrow(/invalid/);
     }
-    await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { bogus: 1 }), 'INVALID_ARGUMENT');
+    await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { bogus: 1 } as never), 'INVALID_ARGUMENT');
     await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { acl: 'creator' }), 'INVALID_ARGUMENT');
     expect(b.url).toBe(`zk://127.0.0.1:${zk.port}${CHROOT}`);
     const viaOpen = await openBackend(zk.url(CHROOT));

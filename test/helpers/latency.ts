@@ -7,7 +7,7 @@
  * that only a broken client (e.g. one polling instead of watching) would exceed.
  */
 import { expect } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { Reader, readSnapshot, uniquePrefix } from './watch.js';
 
 function pct(sorted: number[], p: number): number {

@@ -48,8 +48,10 @@ export interface ServerProcessOptions {
   dataDir?: string;
   port?: number;
   /** Passed to startServer in the child (JSON-serialisable options only). */
-  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'engine' | 'onError'>;
+  options?: Omit<ServerOptions, 'port' | 'dataDir' | 'onError'>;
   startTimeoutMs?: number;
+  /** Extra environment for the child (e.g. ROSTER_FAULTS); start(env) replaces it for later starts. */
+  env?: Record<string, string>;
 }
 
 /** A roster server in a child process (test/helpers/server-child.ts). */
@@ -79,8 +81,14 @@ export class ServerProcess {
     return this.child?.pid;
   }
 
+  /** Resolves when the current child has exited (by itself, e.g. killed by ROSTER_FAULTS, or by kill()). */
+  waitExit(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    const c = this.child;
+    return this.exited.then(() => ({ code: c?.exitCode ?? null, signal: c?.signalCode ?? null }));
+  }
+
   private spawn(port: number): Promise<void> {
-    const env = { ...process.env, ROSTER_TEST_SERVER: JSON.stringify({ ...this.opts.options, port, dataDir: this.dataDir }) };
+    const env = { ...process.env, ...this.opts.env, ROSTER_TEST_SERVER: JSON.stringify({ ...this.opts.options, port, dataDir: this.dataDir }) };
     const child = spawn(process.execPath, ['--import', REGISTER, CHILD], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     children.add(child);
@@ -129,8 +137,9 @@ export class ServerProcess {
     await this.exited;
   }
 
-  /** Start again on the same port and data dir (after kill()). */
-  async start(): Promise<void> {
+  /** Start again on the same port and data dir (after kill()); `env` replaces the extra environment. */
+  async start(env?: Record<string, string>): Promise<void> {
+    if (env) this.opts.env = env;
     await this.spawn(this.port);
   }
 

@@ -8,8 +8,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import type { Backend } from '../../src/contract/types.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import type { CallResult, Pick, Picker, Strategy } from '../../src/balance/types.js';
 import { NoInstanceError } from '../../src/core/errors.js';

@@ -9,7 +9,7 @@
  * `services/...` (the endpoints manager's `<target>/<addr>` with target "services/<svc>").
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { Registrar, ServiceCache } from '../../src/registry/index.js';
 import { etcdEndpointsLayout, plainLayout } from '../../src/registry/layout.js';

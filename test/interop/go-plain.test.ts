@@ -11,7 +11,7 @@
  * without a leading '/') refuses it with the fix instead of silently looking under `services/`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { nameRoot, resolveName } from '../../src/core/names.js';
 import { Registrar, ServiceCache } from '../../src/registry/index.js';

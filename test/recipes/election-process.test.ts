@@ -5,7 +5,7 @@
  * rounds, a fresh candidate replacing each killed one.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Election, type Leader } from '../../src/recipes/index.js';
 import { ServerProcess } from '../helpers/server.js';

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { EtcdBackend } from '../../src/backends/etcd/index.js';
 import { Election, lock, observeLeaders, tryLock, type Leader } from '../../src/recipes/index.js';
 import { ETCDCTL_BIN, startEtcd, type EtcdServer } from '../helpers/etcd.js';

@@ -1,5 +1,5 @@
 import { describe } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
 import { recipesSuite } from './suite.js';
 
 describe('recipes on memory://', () => {

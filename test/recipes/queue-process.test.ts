@@ -5,7 +5,7 @@
  * guarantee (a consumer killed between processing and ack) and are counted and printed.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { ServerProcess } from '../helpers/server.js';
 import { Worker } from './procs.js';

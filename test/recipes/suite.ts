@@ -6,7 +6,7 @@
  * lock-safety.test.ts and processes.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, KeyValue, Session } from '../../src/backend/types.js';
+import type { Backend, KeyValue, Session } from '../../src/contract/types.js';
 import { RosterError } from '../../src/core/errors.js';
 import {
   Barrier,
@@ -154,6 +154,9 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       const counters = ws.map((w) => counting(w.b));
       const pending = ws.map((w, i) => lock(counters[i]!.backend, w.s, name));
       await eventually(async () => (await holder.b.list(`locks/${name}/`)).items.length === 7, 5000, 'all queued');
+      // Queued is not yet waiting: each waiter opens its view (one watch) right after its key is
+      // written. Count from the moment all of them wait, or a slow waiter's own watch counts as "extra".
+      await eventually(() => counters.every((c) => (c.calls.watch ?? 0) >= 1), 5000, 'all waiting on their view');
       const before = counters.map((c) => ({ ...c.calls }));
       await held.unlock();
       const winner = await Promise.race(pending.map((p, i) => p.then((l) => ({ l, i }))));
@@ -603,7 +606,7 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       const cfg = watchConfig(a.b, key, { parse });
       const changes = new Reader(cfg);
       const errors: Error[] = [];
-      cfg.on('error', (e) => errors.push(e));
+      cfg.on('error', (e) => errors.push(e.error));
       expect(await cfg.ready()).toEqual({ limit: 1 });
       expect((await changes.next()).value).toEqual({ limit: 1 });
       const r2 = await a.b.put(key, JSON.stringify({ limit: 2 }));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Emitter } from '../../src/registry/emitter.js';
+import { Emitter } from '../../src/core/emitter.js';
 import { Reader } from '../helpers/watch.js';
 
 interface Events {

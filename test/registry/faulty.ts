@@ -4,15 +4,15 @@
  * watch streams end with it (as a remote backend's do when the server goes away) until heal().
  * Sessions are the real backend's: their keepalive is not affected (lose them explicitly).
  */
-import type { Backend, DeleteOptions, KeyValue, PutOptions, Session, SessionOptions, Watch, WatchEvent, WatchOptions } from '../../src/backend/types.js';
-import { Channel } from '../../src/core/channel.js';
+import type { Backend, DeleteOptions, KeyValue, PutOptions, Session, SessionOptions, Watch, WatchOptions } from '../../src/contract/types.js';
+import { WatchStream } from '../../src/contract/stream.js';
 import { UnavailableError } from '../../src/core/errors.js';
 
 export class FaultyBackend implements Backend {
   readonly kind: string;
   readonly url: string;
   private failure: Error | undefined;
-  private readonly streams = new Set<{ ch: Channel<WatchEvent>; inner: Watch }>();
+  private readonly streams = new Set<{ ch: WatchStream; inner: Watch }>();
   /** Calls refused while failing (to assert that clients kept trying). */
   refused = 0;
 
@@ -70,17 +70,18 @@ export class FaultyBackend implements Backend {
     if (this.failure) {
       // Like a remote backend: the stream is created, then fails when read.
       this.refused++;
-      const ch = new Channel<WatchEvent>();
+      const ch = new WatchStream();
       ch.end(this.failure);
-      return Object.assign(ch, { close: () => void ch.return() });
+      return ch;
     }
     const inner = this.inner.watch(prefix, opts);
-    const entry = { ch: undefined as unknown as Channel<WatchEvent>, inner };
-    const ch = new Channel<WatchEvent>(() => {
+    const ch = new WatchStream();
+    const entry = { ch, inner };
+    ch.onStop(() => {
       this.streams.delete(entry);
       inner.close();
     });
-    entry.ch = ch;
+    inner.on('status', (st) => ch.status(st));
     this.streams.add(entry);
     void (async () => {
       try {
@@ -90,7 +91,11 @@ export class FaultyBackend implements Backend {
         ch.end(e);
       }
     })();
-    return Object.assign(ch, { close: () => void ch.return() });
+    return ch;
+  }
+
+  sessionKey(session: Session): string {
+    return this.inner.sessionKey(session);
   }
 
   close(): Promise<void> {

@@ -4,8 +4,8 @@
  * Curator) are in test/interop; these pin the rules value by value.
  */
 import { describe, expect, it } from 'vitest';
-import type { KeyValue } from '../../src/backend/types.js';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import type { KeyValue } from '../../src/contract/types.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
 import { toInstance } from '../../src/core/model.js';
 import { curatorLayout, etcdEndpointsLayout, plainLayout } from '../../src/registry/layout.js';
 import { Registrar } from '../../src/registry/registrar.js';

@@ -1,16 +1,18 @@
-import { describe } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import { afterAll, beforeAll, describe } from 'vitest';
+import { memoryFixture, type MemoryFixture } from '../../src/testing/fixtures.js';
 import { registrySuite } from './suite.js';
 
 describe('registry on memory://', () => {
-  const name = `registry-${process.pid}`;
-  let engineOwner: MemoryBackend | undefined;
+  let fx: MemoryFixture;
+  beforeAll(async () => {
+    fx = await memoryFixture(`registry-${process.pid}`);
+  });
+  afterAll(async () => {
+    await fx?.close();
+  });
   registrySuite(() => ({
-    open: () => MemoryBackend.open(`memory://${name}`),
+    open: () => fx.open(),
     ttl: 600,
-    revoke: async (id) => {
-      engineOwner ??= await MemoryBackend.open(`memory://${name}`);
-      await engineOwner.engine.revoke(id);
-    },
+    revoke: (id) => fx.revoke(id),
   }));
 });

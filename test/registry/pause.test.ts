@@ -5,7 +5,7 @@
  * a new session and emits `restored`; the cache sees the instance come back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { ServiceCache } from '../../src/registry/index.js';
 import { startInProcess, type InProcessServer } from '../helpers/server.js';

@@ -4,12 +4,13 @@
  * server first (see memory.test.ts). Each test uses its own random service names.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/backend/types.js';
+import type { Backend } from '../../src/contract/types.js';
 import type { CallResult, Pick, Picker, Strategy } from '../../src/balance/types.js';
 import { NoInstanceError, RosterError } from '../../src/core/errors.js';
 import type { Instance, InstanceInput } from '../../src/core/model.js';
 import { broadcast, call, Discovery, Registrar, ServiceCache, type CacheChange, type RegistrarEvent } from '../../src/registry/index.js';
 import { rosterLayout } from '../../src/registry/layout.js';
+import { drainOnSignals } from '../../src/integrations/process.js';
 import { eventually, Reader } from '../helpers/watch.js';
 import { FaultyBackend } from './faulty.js';
 
@@ -318,7 +319,7 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
         if (c.instances.length === 0) goneAt = Date.now();
       });
       const exited = new Promise<{ code: number; at: number }>((resolve) => {
-        r.drainOnSignals({ signals: ['SIGUSR2'], drainMs: 300, exit: (c) => resolve({ code: c, at: Date.now() }) });
+        drainOnSignals(r, { signals: ['SIGUSR2'], drainMs: 300, exit: (c) => resolve({ code: c, at: Date.now() }) });
       });
       const t0 = Date.now();
       process.kill(process.pid, 'SIGUSR2');
@@ -336,7 +337,7 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
       await r.register(inst(s, 1));
       const codes: number[] = [];
       const first = new Promise<void>((resolve) => {
-        r.drainOnSignals({ signals: ['SIGUSR2'], drainMs: 10_000, exit: (c) => (codes.push(c), resolve()) });
+        drainOnSignals(r, { signals: ['SIGUSR2'], drainMs: 10_000, exit: (c) => (codes.push(c), resolve()) });
       });
       const closed = once(r, 'closed');
       process.kill(process.pid, 'SIGUSR2');

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { startServer } from '../../src/server/index.js';
+import { launchServer, serverEngine } from '../../src/server/server.js';
 import { rosterLayout } from '../../src/registry/layout.js';
 import { toInstance } from '../../src/core/model.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
@@ -192,7 +193,7 @@ describe('HTTP API', () => {
     expect(count(t, 'roster_http_requests_total{route="key",method="PATCH",status="405"}')).toBeGreaterThanOrEqual(1);
     expect(count(t, 'roster_http_request_duration_seconds_count{route="key"}')).toBeGreaterThanOrEqual(7);
     expect(count(t, 'roster_http_request_duration_seconds_bucket{route="key",le="+Inf"}')).toBe(count(t, 'roster_http_request_duration_seconds_count{route="key"}'));
-    const stats = srv.server.engine.stats();
+    const stats = serverEngine(srv.server).stats();
     expect(count(t, 'roster_keys')).toBe(stats.keys);
     expect(count(t, 'roster_leases')).toBeGreaterThanOrEqual(1);
     expect(count(t, 'roster_watchers')).toBeGreaterThanOrEqual(1);
@@ -214,7 +215,7 @@ describe('server robustness and lifecycle', () => {
   it('an unexpected exception is a 500 JSON error; the server keeps serving', async () => {
     const engine = await Engine.open();
     const errors: unknown[] = [];
-    const server = await startServer({ port: 0, engine, onError: (e) => errors.push(e) });
+    const server = await launchServer({ port: 0, engine, onError: (e) => errors.push(e) });
     try {
       const orig = engine.list.bind(engine);
       engine.list = () => {
@@ -236,7 +237,7 @@ describe('server robustness and lifecycle', () => {
 
   it('healthz is 503 JSON when the engine is not healthy', async () => {
     const engine = await Engine.open();
-    const server = await startServer({ port: 0, engine });
+    const server = await launchServer({ port: 0, engine });
     try {
       await engine.close();
       const h = await request(server.url, 'GET', '/healthz');
@@ -269,7 +270,7 @@ describe('server robustness and lifecycle', () => {
     const acked = settled.filter((r) => r.status === 'fulfilled').length;
     for (const r of settled) if (r.status === 'rejected') expect((r.reason as { code?: string }).code).toBe('UNAVAILABLE');
     expect(await sse.frames.ended(5000)).toBe(true);
-    expect(server.engine.health().ok).toBe(false);
+    expect(serverEngine(server).health().ok).toBe(false);
     const health = await request(server.url, 'GET', '/healthz').then(
       () => 'answered',
       (e: NodeJS.ErrnoException) => e.code,

@@ -7,7 +7,7 @@ import { createSocket } from 'node:dgram';
 import { createServer } from 'node:http';
 import * as packet from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryBackend } from '../../src/backends/memory.js';
+import { MemoryBackend } from '../../src/backends/memory/index.js';
 import { Registrar } from '../../src/registry/index.js';
 import { createPromSdHandler, startDnsServer, type DnsServer } from '../../src/server/index.js';
 import { eventually } from '../helpers/watch.js';
@@ -15,14 +15,17 @@ import { eventually } from '../helpers/watch.js';
 let backend: MemoryBackend;
 let dns: DnsServer;
 
-async function query(name: string, type: 'A' | 'SRV'): Promise<packet.DecodedPacket> {
+/** dns-packet decodes `rcode` at run time; its type declarations leave it out. */
+type Reply = packet.DecodedPacket & { rcode: string };
+
+async function query(name: string, type: 'A' | 'SRV'): Promise<Reply> {
   const sock = createSocket('udp4');
   try {
     return await new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no DNS answer for ${name}`)), 2000);
       sock.once('message', (m) => {
         clearTimeout(t);
-        resolve(packet.decode(m));
+        resolve(packet.decode(m) as Reply);
       });
       sock.send(packet.encode({ type: 'query', id: 1, questions: [{ type, name }] }), dns.port, '127.0.0.1');
     });

@@ -5,7 +5,7 @@
  * none twice (compared against the store's own history, replayed by a fresh watch).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import type { WatchEvent } from '../../src/backend/types.js';
+import type { WatchEvent } from '../../src/contract/types.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { isRosterError } from '../../src/core/errors.js';
 import { deferred } from '../../src/core/async.js';

@@ -14,19 +14,21 @@ import { tempDir } from '../helpers/server.js';
 describe('engine: only durable state is visible', () => {
   it('a write applied during another batch’s fsync is not published or readable until its own fsync', async () => {
     const dir = await tempDir('roster-durable');
-    const e = await Engine.open({ dataDir: dir });
-    try {
-      await e.put('c', 'existing');
-      // Hold every fdatasync until the test releases it.
-      const fh = (e as unknown as { wal: { fh: { datasync(): Promise<void> } } }).wal.fh;
-      const real = fh.datasync.bind(fh);
-      const gates: Deferred<void>[] = [];
-      fh.datasync = async () => {
+    // Once `hold` is set, every fdatasync of the log waits until the test releases it.
+    let hold = false;
+    const gates: Deferred<void>[] = [];
+    const faults = {
+      sync: async (file: string) => {
+        if (!hold || !file.endsWith('.log')) return;
         const g = deferred<void>();
         gates.push(g);
         await g.promise;
-        return real();
-      };
+      },
+    };
+    const e = await Engine.open({ dataDir: dir, faults });
+    try {
+      await e.put('c', 'existing');
+      hold = true;
       const events: string[] = [];
       const sub = e.subscribe('', undefined, (ev) => events.push(`${ev.type}:${ev.key}@${ev.revision}`));
       const pa = e.put('a', '1');
@@ -55,7 +57,7 @@ describe('engine: only durable state is visible', () => {
       expect((await e.list('')).items.map((kv) => kv.key)).toEqual(['a', 'b']);
       sub.cancel();
       sub2.cancel();
-      fh.datasync = real;
+      hold = false;
     } finally {
       await e.close();
       await rm(dir, { recursive: true, force: true });

@@ -16,13 +16,12 @@
  */
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { IWatchRequest, IWatchResponse, IEvent, IKeyValue } from 'etcd3';
-import type { KeyValue, Watch, WatchEvent, WatchStatus } from '../../backend/types.js';
-import { Channel } from '../../core/channel.js';
-import { abortReason, backoff } from '../../core/async.js';
+import type { KeyValue } from '../../core/kv.js';
+import { resume, Terminal, type WatchStream } from '../../contract/stream.js';
 import { UnavailableError, type RosterError } from '../../core/errors.js';
 import { quietCancel, toRosterError } from './client.js';
 
-export type WatchStream = ClientDuplexStream<IWatchRequest, IWatchResponse>;
+export type EtcdStream = ClientDuplexStream<IWatchRequest, IWatchResponse>;
 
 export interface WatchDeps {
   /** etcd key range of the prefix. */
@@ -30,198 +29,130 @@ export interface WatchDeps {
   rangeEnd: Buffer;
   /** A consistent snapshot of the prefix (linearizable range). */
   snapshot(): Promise<{ revision: number; items: KeyValue[] }>;
-  openStream(): Promise<WatchStream>;
+  openStream(): Promise<EtcdStream>;
   toKv(kv: IKeyValue): KeyValue;
   /** Recoverable error on an auth-enabled cluster (expired token): refresh it before retrying. */
   onAuthExpired(): void;
-  onEnd(w: EtcdWatch): void;
 }
 
+/** Watch responses the contract needs told apart. */
 type Outcome = { kind: 'compacted' } | { kind: 'broken'; err: RosterError } | { kind: 'stopped' };
 
-export class EtcdWatch {
-  readonly ch: Channel<WatchEvent>;
-  readonly watch: Watch;
-  private lastRev = 0;
-  private stopped = false;
-  private attempt = 0;
-  private stream: WatchStream | undefined;
-  private wake: (() => void) | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly onAbort: () => void;
+/** Feed `stream` from etcd (see the header); the reconnect loop is the contract's `resume`. */
+export function etcdWatch(stream: WatchStream, fromRevision: number | undefined, deps: WatchDeps): void {
+  /** Revision the consumer's view is complete at; every (re)connect starts at lastRev + 1. */
+  let lastRev = fromRevision ?? 0;
+  /** What must be delivered before following: the initial snapshot, or a reset after compaction. */
+  let pending: 'snapshot' | 'reset' | undefined = fromRevision === undefined ? 'snapshot' : undefined;
+  let current: EtcdStream | undefined;
+  let wake: (() => void) | undefined;
+  stream.onStop(() => {
+    if (current) quietCancel(current);
+    current = undefined;
+    wake?.();
+  });
 
-  constructor(
-    private readonly deps: WatchDeps,
-    fromRevision: number | undefined,
-    private readonly signal: AbortSignal | undefined,
-    private readonly onStatus?: (status: WatchStatus) => void,
-  ) {
-    this.ch = new Channel<WatchEvent>(() => this.stop());
-    this.watch = Object.assign(this.ch, { close: () => void this.ch.return() });
-    this.onAbort = () => this.ch.end(abortReason(signal!));
-    signal?.addEventListener('abort', this.onAbort, { once: true });
-    void this.run(fromRevision);
-  }
+  /** A failure: UNAVAILABLE is an outage (retried), anything else ends the watch. */
+  const fail = (err: RosterError): never => {
+    if (err.code !== 'UNAVAILABLE') throw new Terminal(err);
+    if (/invalid auth token/.test(err.message)) deps.onAuthExpired();
+    throw err;
+  };
 
-  /** True between a broken stream and the next created one (onStatus is told both edges). */
-  private down = false;
-
-  private status(st: WatchStatus): void {
-    if (!this.onStatus || this.stopped || this.down === !st.connected) return;
-    this.down = !st.connected;
+  const deliverSnapshot = async (reset: boolean): Promise<void> => {
+    let snap: { revision: number; items: KeyValue[] };
     try {
-      this.onStatus(st);
+      snap = await deps.snapshot();
     } catch (e) {
-      this.ch.end(e); // the consumer's callback threw: surface it through the stream, never drop it
+      return fail(toRosterError(e, 'etcd watch snapshot'));
     }
-  }
+    if (stream.ended) return;
+    const { revision, items } = snap;
+    if (reset) stream.push({ type: 'reset', revision, items });
+    else for (const kv of items) stream.push({ type: 'put', key: kv.key, kv, revision });
+    stream.push({ type: 'synced', revision });
+    lastRev = revision;
+    pending = undefined;
+  };
 
-  /** End with an error (backend destroy) or normally. */
-  end(err?: unknown): void {
-    this.ch.end(err);
-  }
-
-  private stop(): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.signal?.removeEventListener('abort', this.onAbort);
-    if (this.timer) clearTimeout(this.timer);
-    if (this.stream) quietCancel(this.stream);
-    this.stream = undefined;
-    this.wake?.();
-    this.deps.onEnd(this);
-  }
-
-  private async run(fromRevision: number | undefined): Promise<void> {
-    try {
-      if (fromRevision === undefined) {
-        if (!(await this.snapshot(false))) return;
-      } else {
-        this.lastRev = fromRevision;
-      }
-      while (!this.stopped) {
-        const out = await this.follow();
-        if (out.kind === 'stopped') return;
-        if (out.kind === 'compacted') {
-          if (!(await this.snapshot(true))) return;
-          continue;
-        }
-        if (out.err.code !== 'UNAVAILABLE') throw out.err;
-        if (/invalid auth token/.test(out.err.message)) this.deps.onAuthExpired();
-        this.status({ connected: false, error: out.err });
-        await this.pause();
-      }
-    } catch (e) {
-      this.ch.end(toRosterError(e, 'etcd watch'));
+  const deliver = (ev: IEvent): void => {
+    // No de-duplication needed: the stream starts at lastRev + 1. Several events may share one
+    // revision (a transaction, a lease expiry deleting many keys); they arrive in one response.
+    const revision = Number(ev.kv.mod_revision);
+    if (ev.type === 'Put') {
+      const kv = deps.toKv(ev.kv);
+      stream.push({ type: 'put', key: kv.key, kv, revision });
+    } else {
+      const key = deps.toKv(ev.kv).key;
+      const prev = ev.prev_kv && ev.prev_kv.key && ev.prev_kv.key.length > 0 ? deps.toKv(ev.prev_kv) : undefined;
+      stream.push(prev ? { type: 'delete', key, revision, prev } : { type: 'delete', key, revision });
     }
-  }
-
-  /** Deliver a snapshot (initial puts, or one reset) then synced; false if stopped meanwhile. */
-  private async snapshot(reset: boolean): Promise<boolean> {
-    for (;;) {
-      if (this.stopped) return false;
-      try {
-        const { revision, items } = await this.deps.snapshot();
-        if (this.stopped) return false;
-        if (reset) this.ch.push({ type: 'reset', revision, items });
-        else for (const kv of items) this.ch.push({ type: 'put', key: kv.key, kv, revision });
-        this.ch.push({ type: 'synced', revision });
-        this.lastRev = revision;
-        this.attempt = 0;
-        return true;
-      } catch (e) {
-        const err = toRosterError(e, 'etcd watch snapshot');
-        if (err.code !== 'UNAVAILABLE') throw err;
-        this.status({ connected: false, error: err });
-        await this.pause();
-      }
-    }
-  }
-
-  private pause(): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.stopped) return resolve();
-      this.wake = resolve;
-      this.timer = setTimeout(resolve, backoff(this.attempt++, 100, 2000));
-      this.timer.unref();
-    });
-  }
+    lastRev = revision;
+  };
 
   /** One watch stream from lastRev + 1 until it breaks, is compacted away, or the watch stops. */
-  private async follow(): Promise<Outcome> {
-    let stream: WatchStream;
+  const follow = async (up: () => void): Promise<Outcome> => {
+    let s: EtcdStream;
     try {
-      stream = await this.deps.openStream();
+      s = await deps.openStream();
     } catch (e) {
       return { kind: 'broken', err: toRosterError(e, 'etcd watch') };
     }
-    if (this.stopped) {
-      quietCancel(stream);
+    if (stream.ended) {
+      quietCancel(s);
       return { kind: 'stopped' };
     }
-    this.stream = stream;
+    current = s;
     return new Promise<Outcome>((resolve) => {
       let done = false;
       const finish = (o: Outcome) => {
         if (done) return;
         done = true;
-        this.wake = undefined;
-        stream.removeAllListeners('data');
-        if (this.stream === stream) this.stream = undefined;
-        quietCancel(stream);
+        wake = undefined;
+        s.removeAllListeners('data');
+        if (current === s) current = undefined;
+        quietCancel(s);
         resolve(o);
       };
-      this.wake = () => finish({ kind: 'stopped' });
-      stream.on('data', (res: IWatchResponse) => {
-        if (done || this.stopped) return;
+      wake = () => finish({ kind: 'stopped' });
+      s.on('data', (res: IWatchResponse) => {
+        if (done || stream.ended) return;
         if (Number(res.compact_revision) > 0) return finish({ kind: 'compacted' });
         if (res.canceled) {
           const reason = res.cancel_reason || 'cancelled by etcd';
           if (/compacted/.test(reason)) return finish({ kind: 'compacted' });
           return finish({ kind: 'broken', err: toRosterError(new Error(reason), 'etcd watch') });
         }
-        if (res.created) {
-          this.attempt = 0;
-          this.status({ connected: true });
-          return;
-        }
+        if (res.created) return up();
         if (res.events.length === 0) {
           // Progress notification: caught up to the header revision.
           const rev = Number(res.header.revision);
-          if (rev > this.lastRev) this.lastRev = rev;
+          if (rev > lastRev) lastRev = rev;
           return;
         }
-        for (const ev of res.events) this.deliver(ev);
+        for (const ev of res.events) deliver(ev);
       });
-      stream.on('error', (e: unknown) => {
-        if (!this.stopped) finish({ kind: 'broken', err: toRosterError(e, 'etcd watch') });
-        else finish({ kind: 'stopped' });
-      });
-      stream.on('end', () => finish(this.stopped ? { kind: 'stopped' } : { kind: 'broken', err: new UnavailableError('etcd watch stream ended') }));
-      stream.write({
+      s.on('error', (e: unknown) => finish(stream.ended ? { kind: 'stopped' } : { kind: 'broken', err: toRosterError(e, 'etcd watch') }));
+      s.on('end', () => finish(stream.ended ? { kind: 'stopped' } : { kind: 'broken', err: new UnavailableError('etcd watch stream ended') }));
+      s.write({
         create_request: {
-          key: this.deps.key,
-          range_end: this.deps.rangeEnd,
-          start_revision: this.lastRev + 1,
+          key: deps.key,
+          range_end: deps.rangeEnd,
+          start_revision: lastRev + 1,
           prev_kv: true,
           progress_notify: true,
         },
       });
     });
-  }
+  };
 
-  private deliver(ev: IEvent): void {
-    // No de-duplication needed: the stream starts at lastRev + 1. Several events may share one
-    // revision (a transaction, a lease expiry deleting many keys); they arrive in one response.
-    const revision = Number(ev.kv.mod_revision);
-    if (ev.type === 'Put') {
-      const kv = this.deps.toKv(ev.kv);
-      this.ch.push({ type: 'put', key: kv.key, kv, revision });
-    } else {
-      const key = this.deps.toKv(ev.kv).key;
-      const prev = ev.prev_kv && ev.prev_kv.key && ev.prev_kv.key.length > 0 ? this.deps.toKv(ev.prev_kv) : undefined;
-      this.ch.push(prev ? { type: 'delete', key, revision, prev } : { type: 'delete', key, revision });
-    }
-    this.lastRev = revision;
-  }
+  const connect = async (up: () => void): Promise<void> => {
+    if (pending) await deliverSnapshot(pending === 'reset');
+    if (stream.ended) return;
+    const out = await follow(up);
+    if (out.kind === 'compacted') pending = 'reset'; // re-snapshot at once, no outage
+    else if (out.kind === 'broken') fail(out.err);
+  };
+
+  void resume(stream, connect, { baseMs: 100, capMs: 2000 });
 }

@@ -44,7 +44,7 @@
  * a key). Foreign tools that create parents with empty data (Curator's mkdirs, `zkCli create /a ""`)
  * make those parents appear as keys with value ''.
  */
-import type { KeyValue, WatchStatus } from '../../backend/types.js';
+import type { KeyValue, WatchStatus } from '../../contract/types.js';
 import { InvalidArgumentError, isRosterError, RosterError, UnavailableError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';
@@ -326,22 +326,34 @@ export class Mirror {
     if (rel === this.root) await this.watchRoot(conn, gen);
   }
 
-  private async readData(conn: ZkConn, rel: string, gen: number): Promise<void> {
-    let r;
+  /**
+   * One watched read of `rel` (it re-arms the node's watch): undefined when the node vanished, the
+   * generation moved on meanwhile, or the node was dropped from the tree (its parent no longer lists it).
+   */
+  private async watchedRead<R extends { zxid: number }>(conn: ZkConn, rel: string, gen: number, read: (path: string) => Promise<R>): Promise<{ r: R; n: ZNode } | undefined> {
+    let r: R;
     try {
-      r = await conn.getData(this.host.toZk(rel), true);
+      r = await read(this.host.toZk(rel));
     } catch (e) {
       if (!isZk(e, ZK.NO_NODE)) throw e;
-      return this.vanished(conn, rel, gen, e.zxid);
+      await this.vanished(conn, rel, gen, e.zxid);
+      return undefined;
     }
-    if (gen !== this.gen) return;
+    if (gen !== this.gen) return undefined;
     this.bump(r.zxid);
     const n = this.nodes.get(rel);
-    if (!n) return; // dropped meanwhile (its parent no longer lists it)
+    if (!n) return undefined;
+    this.touched.add(rel);
+    return { r, n };
+  }
+
+  private async readData(conn: ZkConn, rel: string, gen: number): Promise<void> {
+    const got = await this.watchedRead(conn, rel, gen, (path) => conn.getData(path, true));
+    if (!got) return;
+    const { r, n } = got;
     const recreated = n.stat !== undefined && n.stat.czxid !== r.stat.czxid;
     n.stat = r.stat;
     n.data = r.data;
-    this.touched.add(rel);
     if (r.stat.ephemeralOwner !== undefined) {
       if (n.children) for (const c of n.children) this.gone(join(rel, c));
       n.children = new Set();
@@ -352,18 +364,9 @@ export class Mirror {
   }
 
   private async readChildren(conn: ZkConn, rel: string, gen: number): Promise<void> {
-    let r;
-    try {
-      r = await conn.getChildren(this.host.toZk(rel), true);
-    } catch (e) {
-      if (!isZk(e, ZK.NO_NODE)) throw e;
-      return this.vanished(conn, rel, gen, e.zxid);
-    }
-    if (gen !== this.gen) return;
-    this.bump(r.zxid);
-    const n = this.nodes.get(rel);
-    if (!n) return;
-    this.touched.add(rel);
+    const got = await this.watchedRead(conn, rel, gen, (path) => conn.getChildren(path, true));
+    if (!got) return;
+    const { r, n } = got;
     n.cstat = r.stat;
     const next = new Set<string>();
     for (const name of r.children) if (this.inScope(join(rel, name))) next.add(name);

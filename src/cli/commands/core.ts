@@ -1,22 +1,17 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
-import type { Backend, KeyValue, WatchEvent } from '../../backend/types.js';
+import { Command } from 'commander';
+import type { Backend, KeyValue, WatchEvent } from '../../contract/types.js';
+import { WatchedPrefix } from '../../contract/watched-prefix.js';
 import { NotFoundError } from '../../core/errors.js';
 import { instanceEndpoint, type Instance } from '../../core/model.js';
 import { validateKey, validatePrefix, validateServiceName } from '../../core/names.js';
-import { layoutByName, type Layout } from '../../registry/layout.js';
-import { onTerminate, out, parsePositiveInt } from './util.js';
+import type { Layout } from '../../registry/layout.js';
+import { ServiceCache } from '../../registry/cache.js';
+import { onTerminate } from '../../integrations/process.js';
+import { layoutFrom, layoutOptions, out, parsePositiveInt } from '../shared.js';
 
-export function layoutOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--layout <name>', 'key layout: roster, plain, etcd-endpoints, curator').default('roster'))
-    .addOption(new Option('--root <path>', 'layout root (where services live)').default('services'));
-}
-
-export function layoutFrom(opts: { layout?: string; root?: string }): Layout {
-  return layoutByName(opts.layout ?? 'roster', opts.root);
-}
+import { storageFrom, storageOptions } from './storage-options.js';
 
 function describeInstance(i: Instance): string {
   const parts = [`${i.service}/${i.id}`, instanceEndpoint(i)];
@@ -29,28 +24,24 @@ function describeInstance(i: Instance): string {
   return parts.join('  ');
 }
 
-/** Decode what a layout can; entries it cannot decode are reported on stderr, not dropped silently. */
-function decodeAll(layout: Layout, service: string, items: readonly KeyValue[]): Instance[] {
-  const outList: Instance[] = [];
-  for (const kv of items) {
-    try {
-      const i = layout.decode(service, kv);
-      if (i) outList.push(i);
-    } catch (e) {
-      process.stderr.write(`roster: skipping ${kv.key}: ${(e as Error).message}\n`);
-    }
+/** Decode an entry; one the layout cannot decode is reported on stderr, not dropped silently. */
+function decodeOrReport(layout: Layout, service: string, kv: KeyValue): Instance | undefined {
+  try {
+    return layout.decode(service, kv);
+  } catch (e) {
+    process.stderr.write(`roster: skipping ${kv.key}: ${(e as Error).message}\n`);
+    return undefined;
   }
-  return outList;
 }
 
 export function registerCoreCommands(program: Command, getBackend: () => Promise<Backend>): void {
-  program
+  storageOptions(program
     .command('server')
     .description('run the roster server (registry API, watch streams, metrics, dashboard)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on', '8470')
-    .option('--data-dir <dir>', 'where to keep data', './.roster')
-    .action(async (opts: { host: string; port: string; dataDir: string }) => {
+    .option('--data-dir <dir>', 'where to keep data', './.roster'))
+    .action(async (opts: { host: string; port: string; dataDir: string } & Parameters<typeof storageFrom>[0]) => {
       const port = parsePositiveInt(opts.port, 'port', 0, 65535);
       const { startServer } = await import('../../server/index.js');
       // Registered instances are long-lived: V8's young generation, grown to its 32 MB default under
@@ -59,7 +50,7 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
       (await import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
       // The dashboard ships in the package's ui/ folder (dist/cli/commands → ../../../ui).
       const uiDir = fileURLToPath(new URL('../../../ui/', import.meta.url));
-      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, ...(existsSync(uiDir) ? { uiDir } : {}) });
+      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, storage: storageFrom(opts), ...(existsSync(uiDir) ? { uiDir } : {}) });
       process.stdout.write(`roster server listening on ${server.url} (data: ${opts.dataDir}, dashboard: ${server.url}/ui)\n`);
       await onTerminate();
       process.stderr.write('roster: shutting down\n');
@@ -75,22 +66,36 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
     const layout = layoutFrom(opts);
     const backend = await getBackend();
     if (service === undefined) {
-      const { items } = await backend.list(layout.root);
-      const counts = new Map<string, number>();
-      for (const kv of items) {
-        const name = kv.key.slice(layout.root.length).split('/')[0]!;
-        counts.set(name, (counts.get(name) ?? 0) + 1);
+      // One consistent snapshot of every service (the view's first sync); an unreachable backend
+      // is an error now, not a wait.
+      const view = new WatchedPrefix(backend, layout.root, { retry: false });
+      try {
+        await view.ready({ failFast: true });
+        const counts = new Map<string, number>();
+        for (const key of view.items.keys()) {
+          const name = key.slice(layout.root.length).split('/')[0]!;
+          counts.set(name, (counts.get(name) ?? 0) + 1);
+        }
+        const rows = [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+        if (opts.json) out(JSON.stringify(rows.map(([name, instances]) => ({ service: name, instances }))));
+        else for (const [name, n] of rows) out(`${name}\t${n}`);
+      } finally {
+        view.close();
       }
-      const rows = [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-      if (opts.json) out(JSON.stringify(rows.map(([name, instances]) => ({ service: name, instances }))));
-      else for (const [name, n] of rows) out(`${name}\t${n}`);
       return;
     }
     validateServiceName(service);
-    const { items } = await backend.list(layout.servicePrefix(service));
-    const instances = decodeAll(layout, service, items);
-    if (opts.json) out(JSON.stringify(instances));
-    else for (const i of instances) out(describeInstance(i));
+    const cache = new ServiceCache(backend, service, { layout });
+    cache.on('error', (e) => {
+      if (e.op === 'decode') process.stderr.write(`roster: skipping ${e.key}: ${(e.error as Error).message}\n`);
+    });
+    try {
+      await cache.ready({ failFast: true });
+      if (opts.json) out(JSON.stringify(cache.instances));
+      else for (const i of cache.instances) out(describeInstance(i));
+    } finally {
+      await cache.close();
+    }
   });
 
   layoutOptions(
@@ -104,13 +109,23 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
     const backend = await getBackend();
     const ac = new AbortController();
     void onTerminate().then(() => ac.abort());
-    const known = new Map<string, Instance>();
-    try {
-      for await (const ev of backend.watch(layout.servicePrefix(service), { signal: ac.signal })) {
-        printServiceEvent(ev, layout, service, known, opts.json === true);
+    // The service's WatchedPrefix: it rides out outages (re-syncing as one batch of differences)
+    // and ends only on Ctrl-C or a failure it cannot retry.
+    const view = new WatchedPrefix(backend, layout.servicePrefix(service), { signal: ac.signal });
+    let first = true;
+    view.on('change', (c) => {
+      const json = opts.json === true;
+      if (c.resync && !first && json) out(JSON.stringify({ type: 'reset', revision: c.revision }));
+      for (const ch of c.changes) printServiceChange(ch.type, ch.type === 'put' ? ch.kv : ch.prev, c.revision, layout, service, json);
+      if (c.resync) {
+        first = false;
+        out(json ? JSON.stringify({ type: 'synced', revision: c.revision }) : `= synced: ${countInstances(view, layout, service)} instance(s)  rev=${c.revision}`);
       }
-    } catch (e) {
-      if (!ac.signal.aborted) throw e;
+    });
+    try {
+      await new Promise<void>((resolve, reject) => view.on('ended', ({ error }) => (error === undefined || ac.signal.aborted ? resolve() : reject(error))));
+    } finally {
+      view.close();
     }
   });
 
@@ -175,46 +190,26 @@ function describeKvEvent(ev: WatchEvent): string {
   }
 }
 
-function printServiceEvent(ev: WatchEvent, layout: Layout, service: string, known: Map<string, Instance>, json: boolean): void {
-  const emitPut = (kv: KeyValue, revision: number) => {
-    let inst: Instance | undefined;
-    try {
-      inst = layout.decode(service, kv);
-    } catch (e) {
-      process.stderr.write(`roster: skipping ${kv.key}: ${(e as Error).message}\n`);
-      return;
-    }
-    if (!inst) return;
-    known.set(kv.key, inst);
-    out(json ? JSON.stringify({ type: 'put', revision, instance: inst }) : `+ ${describeInstance(inst)}  rev=${revision}`);
-  };
-  switch (ev.type) {
-    case 'put':
-      emitPut(ev.kv, ev.revision);
-      break;
-    case 'delete': {
-      const inst = known.get(ev.key);
-      known.delete(ev.key);
-      if (!inst) break;
-      out(json ? JSON.stringify({ type: 'delete', revision: ev.revision, instance: inst }) : `- ${inst.service}/${inst.id}  rev=${ev.revision}`);
-      break;
-    }
-    case 'reset': {
-      const before = new Map(known);
-      known.clear();
-      if (json) out(JSON.stringify({ type: 'reset', revision: ev.revision }));
-      for (const kv of ev.items) {
-        before.delete(kv.key);
-        emitPut(kv, ev.revision);
-      }
-      for (const inst of before.values()) {
-        out(json ? JSON.stringify({ type: 'delete', revision: ev.revision, instance: inst }) : `- ${inst.service}/${inst.id}  rev=${ev.revision}`);
-      }
-      break;
-    }
-    case 'synced':
-      out(json ? JSON.stringify({ type: 'synced', revision: ev.revision }) : `= synced: ${known.size} instance(s)  rev=${ev.revision}`);
-      break;
+function decodeQuietly(layout: Layout, service: string, kv: KeyValue): Instance | undefined {
+  try {
+    return layout.decode(service, kv);
+  } catch {
+    return undefined;
   }
 }
 
+function countInstances(view: WatchedPrefix, layout: Layout, service: string): number {
+  let n = 0;
+  for (const kv of view.items.values()) {
+    if (decodeQuietly(layout, service, kv)) n++; // undecodable ones were reported when they arrived
+  }
+  return n;
+}
+
+function printServiceChange(type: 'put' | 'delete', kv: KeyValue, revision: number, layout: Layout, service: string, json: boolean): void {
+  // A put that cannot be decoded is reported; the delete of such an entry was reported already.
+  const inst = type === 'put' ? decodeOrReport(layout, service, kv) : decodeQuietly(layout, service, kv);
+  if (!inst) return;
+  if (type === 'put') out(json ? JSON.stringify({ type: 'put', revision, instance: inst }) : `+ ${describeInstance(inst)}  rev=${revision}`);
+  else out(json ? JSON.stringify({ type: 'delete', revision, instance: inst }) : `- ${inst.service}/${inst.id}  rev=${revision}`);
+}

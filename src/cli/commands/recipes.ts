@@ -10,12 +10,13 @@
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { parseDuration, parseTtl } from '../../core/duration.js';
 import { InvalidArgumentError, TimeoutError, isRosterError } from '../../core/errors.js';
 import { lock, type Lock } from '../../recipes/lock.js';
 import { Election, observeLeaders, type Leader } from '../../recipes/election.js';
 import { recipeDir } from '../../recipes/internal.js';
+import { terminationSignal } from '../../integrations/process.js';
 
 export interface RunLockedOptions {
   ttl: number;
@@ -170,37 +171,9 @@ export async function runObserve(backend: Backend, name: string, opts: { prefix?
   }
 }
 
-/**
- * Keep the process alive while a command waits: sessions renew on unref()'d timers and an
- * in-process backend holds no handle, so without this Node would exit in the middle of a wait.
- */
-async function keepAlive<T>(work: () => Promise<T>): Promise<T> {
-  const t = setInterval(() => undefined, 1 << 30);
-  try {
-    return await work();
-  } finally {
-    clearInterval(t);
-  }
-}
-
 function describe(e: unknown): string {
   if (isRosterError(e)) return `${e.message} [${e.code}]`;
   return e instanceof Error ? e.message : String(e);
-}
-
-/** An AbortSignal that aborts on the first SIGINT/SIGTERM; `dispose` removes the handlers. */
-function terminationSignal(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const handler = (sig: NodeJS.Signals) => ac.abort(new Error(`received ${sig}`));
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', handler);
-      process.off('SIGTERM', handler);
-    },
-  };
 }
 
 export function registerRecipeCommands(program: Command, getBackend: () => Promise<Backend>): void {
@@ -221,13 +194,13 @@ export function registerRecipeCommands(program: Command, getBackend: () => Promi
       const backend = await getBackend();
       const term = terminationSignal();
       try {
-        process.exitCode = await keepAlive(() => runLocked(backend, name, command, {
+        process.exitCode = await runLocked(backend, name, command, {
           ttl,
           killGrace,
           signal: term.signal,
           ...(timeout !== undefined ? { timeout } : {}),
           ...(opts.prefix ? { prefix: opts.prefix } : {}),
-        }));
+        });
       } finally {
         term.dispose();
       }
@@ -250,8 +223,8 @@ export function registerRecipeCommands(program: Command, getBackend: () => Promi
       const term = terminationSignal();
       try {
         const common = { signal: term.signal, ...(opts.prefix ? { prefix: opts.prefix } : {}), ...(opts.json ? { json: true } : {}) };
-        if (opts.observe) await keepAlive(() => runObserve(backend, name, common));
-        else process.exitCode = await keepAlive(() => runElect(backend, name, value!, { ttl, ...common }));
+        if (opts.observe) await runObserve(backend, name, common);
+        else process.exitCode = await runElect(backend, name, value!, { ttl, ...common });
       } finally {
         term.dispose();
       }

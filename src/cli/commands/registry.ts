@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { formatDuration, parseTtl } from '../../core/duration.js';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { instanceEndpoint } from '../../core/model.js';
@@ -7,9 +7,8 @@ import { parseHostPort, validateServiceName } from '../../core/names.js';
 import { Registrar } from '../../registry/registrar.js';
 import { ServiceCache } from '../../registry/cache.js';
 import { strategy as makeStrategy } from '../../balance/index.js';
-import { describeError } from '../main.js';
-import { layoutFrom, layoutOptions } from './core.js';
-import { collect, onTerminate, out, parseKeyValues, parsePositiveInt } from './util.js';
+import { onTerminate } from '../../integrations/process.js';
+import { collect, describeError, layoutFrom, layoutOptions, out, parseKeyValues, parsePositiveInt } from '../shared.js';
 
 export function registerRegistryCommands(program: Command, getBackend: () => Promise<Backend>): void {
   layoutOptions(
@@ -73,8 +72,10 @@ export function registerRegistryCommands(program: Command, getBackend: () => Pro
       throw new InvalidArgumentError('--strategy consistent-hash needs --key');
     }
     const backend = await getBackend();
-    const cache = await ServiceCache.open(backend, service, { layout: layoutFrom(opts) });
+    // A one-shot read: an unreachable registry is an error now, not a wait.
+    const cache = new ServiceCache(backend, service, { layout: layoutFrom(opts) });
     try {
+      await cache.ready({ failFast: true });
       const picker = makeStrategy(opts.strategy, opts.zone ? { zone: opts.zone } : {}).build(cache.instances);
       for (let i = 0; i < n; i++) {
         const p = picker.pick(opts.key);

@@ -17,7 +17,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server as TcpServer, type Socket } from 'node:net';
 import * as packet from 'dns-packet';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { parseDuration } from '../../core/duration.js';
 import { InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import type { Engine } from '../../engine/engine.js';

@@ -27,11 +27,12 @@
  * pays nothing for it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Backend } from '../../backend/types.js';
+import type { Backend } from '../../contract/types.js';
 import { InvalidArgumentError, RosterError } from '../../core/errors.js';
 import { validateServiceName } from '../../core/names.js';
 import type { Engine } from '../../engine/engine.js';
 import { ServicesView, type ViewInstance, type ViewSource } from '../services-view.js';
+import type { RouteModule } from '../context.js';
 
 export interface TargetGroup {
   targets: string[];
@@ -114,3 +115,11 @@ export function createPromSdHandler(source: ViewSource | { view: ServicesView })
     },
   };
 }
+
+/** `GET /api/v1/prometheus/sd` on a roster server, over its own engine (the view opens on the
+ *  first request and closes with the server). */
+export const promSdRoutes: RouteModule = (s) => {
+  const sd = createPromSdHandler({ engine: s.engine });
+  s.onClose(() => sd.close());
+  return [{ path: '/api/v1/prometheus/sd', name: 'prometheus_sd', methods: { GET: async (x) => x.reply(200, await sd.render(x.query)) } }];
+};

@@ -3,7 +3,7 @@
  * prints {"ev":"elected"} when it becomes leader, {"ev":"lost"} if leadership is lost, and resigns
  * on SIGTERM. Config in ROSTER_WORKER (JSON): backend URL, election name, session TTL.
  */
-import { openBackend } from '../../../src/backend/open.js';
+import { openBackend } from '../../../src/index.js';
 import { Election } from '../../../src/recipes/index.js';
 
 const cfg = JSON.parse(process.env.ROSTER_WORKER ?? '{}') as { backend: string; name: string; ttl: number; id: string };

@@ -7,8 +7,8 @@
  * careful client does. SIGSTOP can still land between the check and the write, which is exactly
  * what fencing exists for. Prints one JSON line per event on stdout.
  */
-import { openBackend } from '../../../src/backend/open.js';
-import type { Session } from '../../../src/backend/types.js';
+import { openBackend } from '../../../src/index.js';
+import type { Session } from '../../../src/contract/types.js';
 import { lock } from '../../../src/recipes/index.js';
 
 const cfg = JSON.parse(process.env.ROSTER_WORKER ?? '{}') as { backend: string; resource: string; name: string; ttl: number; id: string };

@@ -4,7 +4,7 @@
  * takes in parallel. A lost session (possible under load with a 1 s TTL) is replaced by a new one,
  * as a real consumer would. SIGTERM stops it. Config in ROSTER_WORKER (JSON).
  */
-import { openBackend } from '../../../src/backend/open.js';
+import { openBackend } from '../../../src/index.js';
 import { Queue } from '../../../src/recipes/index.js';
 
 const cfg = JSON.parse(process.env.ROSTER_WORKER ?? '{}') as { backend: string; name: string; ttl: number; id: string; parallel: number };

@@ -2,7 +2,7 @@
  * A producer of the queue check (queue-process.test.ts): puts `count` items `<id>-<n>` with a few
  * puts in flight, then prints {"ev":"done"}. Config in ROSTER_WORKER (JSON).
  */
-import { openBackend } from '../../../src/backend/open.js';
+import { openBackend } from '../../../src/index.js';
 import { Queue } from '../../../src/recipes/index.js';
 
 const cfg = JSON.parse(process.env.ROSTER_WORKER ?? '{}') as { backend: string; name: string; ttl: number; id: string; count: number; inflight: number };

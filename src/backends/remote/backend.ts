@@ -1,0 +1,158 @@
+import type { DeleteOptions, PutOptions } from '../../contract/types.js';
+import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/kv.js';
+import { BackendBase } from '../../contract/base.js';
+import type { LeaseSession } from '../../contract/session.js';
+import type { WatchStream } from '../../contract/stream.js';
+import { boolean, commonOptionSpec, duration, optional, positiveNumber, readOptions, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
+import { InvalidArgumentError, isRosterError, SessionLostError } from '../../core/errors.js';
+import { WriteBatcher } from './batch.js';
+import { replyError, Transport } from './transport.js';
+import { remoteWatch } from './watch.js';
+
+/**
+ * The backend contract over roster's HTTP API (docs/protocol.md), `http://host:port`.
+ *
+ * - Transport: see transport.ts. Connects lazily: an unreachable server shows as UNAVAILABLE on
+ *   the first call, not at open().
+ * - Sessions: renewed every ~ttl/3 by the shared session state machine; a 404/410 from the server
+ *   ends the session as lost, connection errors are retried until a whole TTL has passed without a
+ *   renewal.
+ * - Writes: the puts and deletes of one turn of the event loop go out as one batch (batch.ts).
+ * - Watches: Server-Sent Events, resumed after the last delivered revision (watch.ts).
+ */
+export interface RemoteBackendOptions extends CommonBackendOptions {
+  /** Concurrent connections for ordinary requests (default 32); watch streams have their own. */
+  connections?: number;
+  /** Timeout for a request's headers and body, in ms or a duration string (default 30 s).
+   *  Expiry is UNAVAILABLE. */
+  requestTimeout?: number | string;
+  /** Watch reconnect backoff base and cap, in ms (default 100 and 5000). */
+  reconnectBaseMs?: number;
+  reconnectCapMs?: number;
+  /** Send the puts and deletes issued in one turn of the event loop as one batch request (default
+   *  true; see batch.ts). Each write keeps its own result and errors. */
+  batch?: boolean;
+}
+
+interface Resolved extends CommonBackendOptions {
+  connections?: number;
+  requestTimeout?: number;
+  reconnectBaseMs?: number;
+  reconnectCapMs?: number;
+  batch?: boolean;
+}
+
+const spec: OptionSpec<Resolved> = {
+  ...commonOptionSpec,
+  connections: optional(positiveNumber),
+  requestTimeout: optional(duration(1, 3_600_000)),
+  reconnectBaseMs: optional(positiveNumber),
+  reconnectCapMs: optional(positiveNumber),
+  batch: optional(boolean),
+};
+
+/** Characters that never need percent-encoding in a path (every key character outside this set is). */
+const SAFE_PATH = /^[A-Za-z0-9._~/:@!$'()*-]*$/;
+
+function encodeKeyPath(key: string): string {
+  return SAFE_PATH.test(key) ? key : key.split('/').map(encodeURIComponent).join('/');
+}
+
+export class RemoteBackend extends BackendBase {
+  readonly kind = 'remote';
+  private readonly t: Transport;
+  private readonly backoff: { baseMs: number; capMs: number };
+  private readonly batcher: WriteBatcher | undefined;
+
+  private constructor(u: URL, opts: Resolved) {
+    const base = u.pathname.replace(/\/+$/, '');
+    super(`${u.origin}${base}`, opts);
+    this.t = new Transport(u.origin, base, this.url, opts.requestTimeout ?? 30_000, opts.connections ?? 32);
+    this.backoff = { baseMs: opts.reconnectBaseMs ?? 100, capMs: opts.reconnectCapMs ?? 5000 };
+    this.batcher = opts.batch === false ? undefined : new WriteBatcher({ send: (body) => this.t.call('POST', '/api/v1/batch', body) });
+  }
+
+  /** Open a client for `http://host:port` (optionally with a base path). */
+  static async open(url: string, options: RemoteBackendOptions = {}): Promise<RemoteBackend> {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch (e) {
+      throw new InvalidArgumentError(`invalid roster server URL ${JSON.stringify(url)}: expected http://host:port`, { cause: e });
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      throw new InvalidArgumentError(`invalid roster server URL ${JSON.stringify(url)}: expected http:// or https://`);
+    }
+    if (u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
+      throw new InvalidArgumentError(`invalid roster server URL ${JSON.stringify(u.origin + u.pathname)}: no query, fragment or credentials expected`);
+    }
+    return new RemoteBackend(u, readOptions('remote', spec, options));
+  }
+
+  protected async grant(ttl: number, signal: AbortSignal | undefined): Promise<LeaseSession> {
+    const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
+    if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
+    const id = r.id;
+    const granted = r.ttl;
+    const path = `/api/v1/sessions/${encodeURIComponent(id)}`;
+    const keepaliveTimeout = Math.max(250, Math.min(granted / 3, this.t.requestTimeout));
+    const gone = (e: unknown, what: string) => (isRosterError(e, 'NOT_FOUND') ? new SessionLostError(`session ${id} ${what}: ${e.message}`, { cause: e }) : e);
+    return this.lease(id, granted, {
+      keepAlive: () => this.t.call('POST', `${path}/keepalive`, undefined, undefined, keepaliveTimeout, true).then(
+        () => undefined,
+        (e: unknown) => Promise.reject(gone(e, 'lost')),
+      ),
+      revoke: () => this.t.call('DELETE', path, undefined, undefined, this.t.requestTimeout, true).then(
+        () => undefined,
+        (e: unknown) => Promise.reject(gone(e, 'already gone')),
+      ),
+    });
+  }
+
+  protected async doGet(key: string, signal: AbortSignal | undefined): Promise<KeyValue | undefined> {
+    try {
+      const r = (await this.t.call('GET', `/api/v1/keys/${encodeKeyPath(key)}`, undefined, signal, this.t.requestTimeout, true)) as { kv: KeyValue };
+      return r.kv;
+    } catch (e) {
+      // Only "this key is absent" means undefined; a 404 for an unknown endpoint stays an error.
+      if (isRosterError(e, 'NOT_FOUND') && e.details?.key === key) return undefined;
+      throw e;
+    }
+  }
+
+  protected async doPut(key: string, value: string, opts: PutOptions): Promise<PutResult> {
+    let body = `{"value":${JSON.stringify(value)}`;
+    if (opts.session) body += `,"session":${JSON.stringify(opts.session.id)}`;
+    if (opts.ifAbsent) body += ',"ifAbsent":true';
+    if (opts.ifVersion !== undefined) body += `,"ifVersion":${opts.ifVersion}`;
+    body += '}';
+    const path = `/api/v1/keys/${encodeKeyPath(key)}`;
+    const single = () => this.t.call('PUT', path, body, opts.signal);
+    if (this.batcher) return (await this.batcher.submit(`{"op":"put","key":${JSON.stringify(key)},${body.slice(1)}`, single, opts.signal)) as PutResult;
+    return (await single()) as PutResult;
+  }
+
+  protected async doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult> {
+    const q = opts.ifVersion === undefined ? '' : `?ifVersion=${opts.ifVersion}`;
+    const single = () => this.t.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}${q}`, undefined, opts.signal);
+    if (!this.batcher) return (await single()) as DeleteResult;
+    const json = `{"op":"delete","key":${JSON.stringify(key)}${opts.ifVersion === undefined ? '' : `,"ifVersion":${opts.ifVersion}`}}`;
+    return (await this.batcher.submit(json, single, opts.signal)) as DeleteResult;
+  }
+
+  protected async doList(prefix: string, signal: AbortSignal | undefined): Promise<ListResult> {
+    return (await this.t.call('GET', `/api/v1/keys?prefix=${encodeURIComponent(prefix)}`, undefined, signal, this.t.requestTimeout, true)) as ListResult;
+  }
+
+  protected doWatch(prefix: string, fromRevision: number | undefined, stream: WatchStream): void {
+    remoteWatch(this.t, stream, prefix, fromRevision, this.backoff);
+  }
+
+  protected release(): Promise<void> {
+    return this.t.close();
+  }
+
+  protected abandon(): void {
+    this.t.destroy();
+  }
+}

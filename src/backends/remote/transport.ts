@@ -1,0 +1,120 @@
+import { Agent, type Dispatcher } from 'undici';
+import { abortReason } from '../../core/async.js';
+import { ClosedError, errorFromJSON, RosterError, TooLargeError, UnavailableError } from '../../core/errors.js';
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const SSE_HEADERS = { accept: 'text/event-stream' };
+
+/**
+ * roster's HTTP API as a client sees it (docs/protocol.md): undici Agents with keep-alive, one
+ * pool for requests (bounded) and one for watch streams (each holds a connection for its lifetime).
+ * A server JSON error becomes the typed RosterError of its code; a connection failure or timeout is
+ * UnavailableError (retryable; a write may or may not have been applied).
+ */
+export class Transport {
+  private readonly agent: Agent;
+  private readonly watchAgent: Agent;
+  private destroyed = false;
+
+  constructor(
+    private readonly origin: string,
+    private readonly base: string,
+    /** Canonical URL, for messages. */
+    readonly url: string,
+    readonly requestTimeout: number,
+    connections: number,
+  ) {
+    this.agent = new Agent({ connections, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 30_000 });
+    this.watchAgent = new Agent({ keepAliveTimeout: 4_000 });
+  }
+
+  /** One JSON request. Resolves with the parsed body (undefined for 204); rejects with a RosterError. */
+  async call(method: Dispatcher.HttpMethod, path: string, body: string | undefined, signal?: AbortSignal, timeout = this.requestTimeout, retryStale = false): Promise<unknown> {
+    if (this.destroyed) throw new ClosedError(`backend ${this.url} was destroyed`);
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await this.agent.request({
+        origin: this.origin,
+        path: this.base + path,
+        method,
+        headers: body === undefined ? null : JSON_HEADERS,
+        body: body ?? null,
+        signal: signal ?? null,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+      });
+      text = await res.body.text();
+    } catch (e) {
+      // A pooled connection the server closed (e.g. it restarted) fails on first use; an idempotent
+      // request gets one immediate retry on a fresh connection.
+      if (retryStale && !signal?.aborted && !this.destroyed && isStaleSocket(e)) return this.call(method, path, body, signal, timeout, false);
+      throw this.error(e, signal);
+    }
+    const status = res.statusCode;
+    if (status === 204) return undefined;
+    let data: unknown;
+    try {
+      data = text === '' ? undefined : JSON.parse(text);
+    } catch (e) {
+      throw replyError(status, text, e);
+    }
+    if (status >= 200 && status < 300) return data;
+    const err = data && typeof data === 'object' ? (data as { error?: unknown }).error : undefined;
+    if (err && typeof err === 'object') {
+      const typed = errorFromJSON(err, status);
+      // CLOSED from the server means it is shutting down; to this client CLOSED means "you closed me".
+      throw typed.code === 'CLOSED' ? new UnavailableError(typed.message, { cause: typed }) : typed;
+    }
+    throw replyError(status, text);
+  }
+
+  /** A transport failure as a RosterError (abort → the signal's reason). */
+  error(e: unknown, signal?: AbortSignal): unknown {
+    if (signal?.aborted) return abortReason(signal);
+    if (this.destroyed) return new ClosedError(`backend ${this.url} was destroyed`, { cause: e });
+    if (e instanceof RosterError) return e;
+    const msg = e instanceof Error ? ((e as { code?: string }).code ?? e.message) : String(e);
+    return new UnavailableError(`roster server ${this.url} unreachable: ${msg}`, { cause: e });
+  }
+
+  /** Open an SSE stream (GET); the body is the caller's to read and destroy. */
+  stream(path: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    return this.watchAgent.request({
+      origin: this.origin,
+      path: this.base + path,
+      method: 'GET',
+      headers: SSE_HEADERS,
+      signal,
+      headersTimeout: this.requestTimeout,
+      bodyTimeout: 0, // the stream is idle between events; liveness comes from heartbeats
+    });
+  }
+
+  async close(): Promise<void> {
+    this.watchAgent.destroy().catch(() => undefined); // streams were ended before; nothing left to wait for
+    await this.agent.close();
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    // Errors from connections torn down here are the expected outcome of destroying them.
+    this.agent.destroy().catch(() => undefined);
+    this.watchAgent.destroy().catch(() => undefined);
+  }
+}
+
+function isStaleSocket(e: unknown): boolean {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
+/** A reply that is not the protocol's JSON (a proxy's error page, a truncated body). */
+export function replyError(status: number, text: string, cause?: unknown): RosterError {
+  const snippet = text.length > 200 ? `${text.slice(0, 200)}…` : text;
+  const message = `unexpected reply from roster server (HTTP ${status}): ${JSON.stringify(snippet)}`;
+  const opts = cause === undefined ? {} : { cause };
+  if (status === 502 || status === 503 || status === 504) return new UnavailableError(message, opts);
+  if (status === 413) return new TooLargeError(message, opts);
+  return new RosterError('INTERNAL', message, opts);
+}

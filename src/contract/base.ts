@@ -1,0 +1,183 @@
+import type { Backend, DeleteOptions, PutOptions, Session, SessionOptions, Watch, WatchOptions } from './types.js';
+import type { DeleteResult, KeyValue, ListResult, PutResult } from '../core/kv.js';
+import { LeaseSession, type SessionDriver } from './session.js';
+import { WatchStream } from './stream.js';
+import type { CommonBackendOptions } from './options.js';
+import { throwIfAborted } from '../core/async.js';
+import { ClosedError, InvalidArgumentError, isRosterError } from '../core/errors.js';
+import { validateKey, validatePrefix, validateValue } from '../core/names.js';
+import { parseTtl } from '../core/duration.js';
+
+/**
+ * Everything that is the same for every backend, written once (in the manner of undici's
+ * DispatcherBase): lifecycle (open → closed | destroyed; idempotent close(); destroy(err)), the
+ * argument checks of every call, the sessions and watches a backend must end when it goes away,
+ * and marking a session lost when a write says so. A backend supplies only its primitives
+ * (`grant`, `doGet`, `doPut`, `doDelete`, `doList`, `doWatch`, `release`, `abandon`), each called
+ * with validated arguments on an open backend.
+ *
+ * close(): ends every session it granted (revoking their leases), ends its watches normally,
+ * then `release()`; failures to revoke are reported together in one AggregateError.
+ * destroy(err): orphans its sessions, ends its watches with `err` (default ClosedError), then
+ * `abandon()`. Either is final; the first one wins. Using the backend afterwards is CLOSED.
+ */
+export abstract class BackendBase implements Backend {
+  abstract readonly kind: string;
+  private readonly sessions = new Set<LeaseSession>();
+  private readonly watches = new Set<WatchStream>();
+  private state: 'open' | 'closed' | 'destroyed' = 'open';
+  private closing: Promise<void> | undefined;
+  private readonly keepProcessAlive: boolean | undefined;
+
+  protected constructor(
+    readonly url: string,
+    options: CommonBackendOptions = {},
+  ) {
+    this.keepProcessAlive = options.keepProcessAlive;
+  }
+
+  // ------------------------------------------------------------------ what a backend supplies
+
+  /** Create a lease of `ttl` ms and return it as `this.lease(...)`. Not raced against `signal`
+   *  unless the backend can withdraw the grant cleanly (a granted lease must not leak). */
+  protected abstract grant(ttl: number, signal: AbortSignal | undefined): Promise<LeaseSession>;
+  protected abstract doGet(key: string, signal: AbortSignal | undefined): Promise<KeyValue | undefined>;
+  protected abstract doPut(key: string, value: string, opts: PutOptions): Promise<PutResult>;
+  protected abstract doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult>;
+  protected abstract doList(prefix: string, signal: AbortSignal | undefined): Promise<ListResult>;
+  /** Feed `stream` (snapshot, synced, ordered events; see Watch) until `stream.onStop` fires. */
+  protected abstract doWatch(prefix: string, fromRevision: number | undefined, stream: WatchStream): void;
+  /** Graceful end of the backend's own resources (after sessions and watches ended). */
+  protected abstract release(): Promise<void>;
+  /** Immediate end of the backend's own resources. */
+  protected abstract abandon(): void;
+
+  // ------------------------------------------------------------------ helpers for backends
+
+  /** A session of this backend, tracked so close() / destroy() end it. */
+  protected lease(id: string, ttl: number, driver: SessionDriver): LeaseSession {
+    const s = new LeaseSession(id, ttl, driver, {
+      keepProcessAlive: this.keepProcessAlive,
+      onEnd: (x) => this.sessions.delete(x),
+    });
+    this.sessions.add(s);
+    return s;
+  }
+
+  /** The live LeaseSession behind `s` if this backend granted it. */
+  protected owned(s: Session): LeaseSession | undefined {
+    return s instanceof LeaseSession && this.sessions.has(s) ? s : undefined;
+  }
+
+  get closed(): boolean {
+    return this.state !== 'open';
+  }
+
+  /** destroy() was called (as opposed to close()). */
+  protected get destroyed(): boolean {
+    return this.state === 'destroyed';
+  }
+
+  protected closedError(cause?: unknown): ClosedError {
+    return new ClosedError(this.state === 'destroyed' ? `backend ${this.url} was destroyed` : `backend ${this.url} is closed`, cause === undefined ? {} : { cause });
+  }
+
+  protected check(signal?: AbortSignal): void {
+    if (this.state !== 'open') throw this.closedError();
+    throwIfAborted(signal);
+  }
+
+  // ------------------------------------------------------------------ the contract
+
+  sessionKey(session: Session): string {
+    return session.id;
+  }
+
+  async session(opts: SessionOptions): Promise<Session> {
+    this.check(opts.signal);
+    const ttl = parseTtl(opts.ttl);
+    const s = await this.grant(ttl, opts.signal);
+    if (this.state !== 'open' || opts.signal?.aborted) {
+      // close() ran, or the caller gave up, while the grant was in flight: do not leak a lease.
+      await s.close().catch(() => undefined); // best effort: it expires by itself anyway
+      this.check(opts.signal);
+    }
+    return s;
+  }
+
+  async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<KeyValue | undefined> {
+    this.check(opts.signal);
+    return this.doGet(validateKey(key), opts.signal);
+  }
+
+  async put(key: string, value: string, opts: PutOptions = {}): Promise<PutResult> {
+    this.check(opts.signal);
+    validateKey(key);
+    validateValue(value);
+    checkVersion(opts.ifVersion);
+    const session = opts.session;
+    if (session?.signal.aborted) throw session.signal.reason;
+    try {
+      return await this.doPut(key, value, opts);
+    } catch (e) {
+      // The backend no longer knows the lease: the session is lost, whatever its keepalive thinks.
+      if (session && isRosterError(e, 'SESSION_LOST')) this.owned(session)?.markLost(e);
+      throw e;
+    }
+  }
+
+  async delete(key: string, opts: DeleteOptions = {}): Promise<DeleteResult> {
+    this.check(opts.signal);
+    validateKey(key);
+    checkVersion(opts.ifVersion);
+    return this.doDelete(key, opts);
+  }
+
+  async list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ListResult> {
+    this.check(opts.signal);
+    return this.doList(validatePrefix(prefix), opts.signal);
+  }
+
+  watch(prefix: string, opts: WatchOptions = {}): Watch {
+    this.check(opts.signal);
+    validatePrefix(prefix);
+    const from = opts.fromRevision;
+    if (from !== undefined && (!Number.isInteger(from) || from < 0)) {
+      throw new InvalidArgumentError(`invalid fromRevision ${from}: expected a non-negative integer`);
+    }
+    const stream = new WatchStream(opts.signal, { keepProcessAlive: this.keepProcessAlive });
+    this.watches.add(stream);
+    stream.onStop(() => this.watches.delete(stream));
+    if (!stream.ended) this.doWatch(prefix, from, stream);
+    return stream;
+  }
+
+  close(): Promise<void> {
+    if (this.state === 'destroyed') return Promise.resolve();
+    return (this.closing ??= this.doClose());
+  }
+
+  private async doClose(): Promise<void> {
+    this.state = 'closed';
+    const results = await Promise.allSettled([...this.sessions].map((s) => s.close()));
+    for (const w of [...this.watches]) w.end();
+    await this.release();
+    const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+    if (errors.length > 0) throw new AggregateError(errors, `closing ${this.url}: ${errors.length} session(s) failed to close`);
+  }
+
+  destroy(err?: Error): void {
+    if (this.state !== 'open') return;
+    this.state = 'destroyed';
+    for (const s of [...this.sessions]) s.orphan();
+    const reason = err ?? new ClosedError(`backend ${this.url} destroyed`);
+    for (const w of [...this.watches]) w.end(reason);
+    this.abandon();
+  }
+}
+
+function checkVersion(v: number | undefined): void {
+  if (v !== undefined && (!Number.isInteger(v) || v < 0)) {
+    throw new InvalidArgumentError(`invalid ifVersion ${v}: expected a non-negative integer (0 = must not exist)`);
+  }
+}

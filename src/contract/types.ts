@@ -1,0 +1,124 @@
+/**
+ * The backend contract: the few primitives every engine (memory, roster server, etcd, ZooKeeper,
+ * Consul) offers identically. Registry, balancing and recipes are written once over this, and the
+ * conformance suite (src/testing/conformance.ts, published as roster-sd/testing) holds every
+ * backend to it. Implementations extend BackendBase (base.ts), which owns everything that is the
+ * same for all of them.
+ *
+ * Keys are relative to the backend's own root (the URL's prefix / chroot) and obey
+ * `validateKey` (core/names.ts): printable ASCII, '/'-separated, no empty segments.
+ * A *prefix* is '' or a key, optionally ending in '/'; list and watch over a prefix cover every
+ * key that starts with it, at any depth. (roster's own layers only ever use `<dir>/` prefixes,
+ * so a hierarchical engine like ZooKeeper can map a prefix onto a subtree.)
+ *
+ * Revisions and the key/value records: see core/kv.ts.
+ */
+import type { EventSource } from '../core/emitter.js';
+import type { DeleteResult, KeyValue, ListResult, PutResult, WatchEvent } from '../core/kv.js';
+
+export type { DeleteResult, KeyValue, ListResult, PutResult, WatchEvent } from '../core/kv.js';
+
+export interface PutOptions {
+  /** Bind the key to this session: it is deleted when the session ends (close, expiry, loss). */
+  session?: Session;
+  /** Create only if absent: otherwise ConflictError. */
+  ifAbsent?: boolean;
+  /** Compare-and-set: only if the key exists with exactly this version; otherwise ConflictError. */
+  ifVersion?: number;
+  signal?: AbortSignal;
+}
+
+export interface DeleteOptions {
+  /** Only if the key exists with exactly this version; otherwise ConflictError. */
+  ifVersion?: number;
+  signal?: AbortSignal;
+}
+
+export interface SessionOptions {
+  /** Requested lease TTL in ms. The backend may grant a longer one (etcd rounds to seconds and has
+   *  a minimum; ZooKeeper negotiates the session timeout); Session.ttl says what was granted. */
+  ttl: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * A lease: the liveness root for ephemeral keys. Kept alive automatically (about every ttl/3,
+ * jittered). One session carries many keys; one per process is the intended use. A live session
+ * holds the process open (core/lifetime.ts) unless its backend was opened with
+ * `keepProcessAlive: false`.
+ */
+export interface Session {
+  /** Backend-specific id (etcd lease id in hex, ZooKeeper session id in hex, engine lease id). */
+  readonly id: string;
+  /** Granted TTL in ms. */
+  readonly ttl: number;
+  /** Aborts (reason: SessionLostError) when the lease is lost: expired, revoked by someone else,
+   *  or unreachable for longer than its TTL. Keys bound to it must be presumed gone. Also aborts
+   *  (reason: ClosedError) after close(). */
+  readonly signal: AbortSignal;
+  /** True once `signal` aborted for loss (not for close). */
+  readonly lost: boolean;
+  /** Revoke the lease (deleting its keys) and stop keepalive. Idempotent. */
+  close(): Promise<void>;
+  /** Stop keepalive without revoking: the keys live until the TTL runs out (simulates a crash,
+   *  and lets a process hand over on exec). Idempotent. */
+  orphan(): void;
+}
+
+/** Connection state of a watch whose backend reconnects internally (remote, etcd, ZooKeeper). */
+export type WatchStatus =
+  /** The stream broke; the backend is reconnecting. What was delivered is still the last known state. */
+  | { readonly connected: false; readonly error: unknown }
+  /** The stream is back and resumed: everything that changed meanwhile is (being) delivered in order. */
+  | { readonly connected: true };
+
+export interface WatchOptions {
+  /** Resume after this revision instead of starting with a snapshot: events with revision >
+   *  fromRevision follow, no snapshot. If that history is gone, the stream starts with `reset`. */
+  fromRevision?: number;
+  signal?: AbortSignal;
+}
+
+export interface WatchEvents {
+  /** The underlying stream broke (once per outage) or was resumed. Backends that reconnect
+   *  internally hide outages from the event stream (it stays gap-free); this is how a consumer
+   *  such as ServiceCache knows its view may be stale. Never emitted by memory://. A listener
+   *  that throws ends the stream with its error. */
+  status: WatchStatus;
+}
+
+/**
+ * A watch stream. Contract, in order: (unless fromRevision) one `put` per key of the snapshot, then
+ * `synced`; then `put`/`delete` in revision order. Across reconnects the backend keeps it gap-free and
+ * duplicate-free (resume by revision, or diff a fresh snapshot against what was delivered, or `reset`).
+ * `break` / `return()` / `close()` / the signal end it. A terminal failure is thrown from the iterator.
+ * Connection changes are events (`on('status', ...)`), in the library's one event style.
+ */
+export interface Watch extends AsyncIterable<WatchEvent>, EventSource<WatchEvents> {
+  close(): void;
+}
+
+export interface BackendInfo {
+  /** 'memory' | 'remote' | 'etcd' | 'zookeeper' | 'consul' */
+  readonly kind: string;
+  /** Canonical URL without credentials. */
+  readonly url: string;
+}
+
+export interface Backend extends BackendInfo {
+  session(opts: SessionOptions): Promise<Session>;
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<KeyValue | undefined>;
+  put(key: string, value: string, opts?: PutOptions): Promise<PutResult>;
+  delete(key: string, opts?: DeleteOptions): Promise<DeleteResult>;
+  list(prefix: string, opts?: { signal?: AbortSignal }): Promise<ListResult>;
+  watch(prefix: string, opts?: WatchOptions): Watch;
+  /** The key segment that names `session` in recipe directories (locks/<name>/<part>). Backends
+   *  whose neighbours compute it themselves make it match them: etcd's is Go's
+   *  `fmt.Sprintf("%x", leaseID)`, so etcdctl and Go programs find the same key. */
+  sessionKey(session: Session): string;
+  /** Graceful: close own sessions (revoking their leases), end watches, release connections.
+   *  Idempotent. Using the backend afterwards throws ClosedError. */
+  close(): Promise<void>;
+  /** Immediate: drop everything without revoking; watches end with `err` (or ClosedError). */
+  destroy(err?: Error): void;
+}

@@ -1,0 +1,70 @@
+/**
+ * Fault injection for the storage layer, used by tests only: a failing write or fsync (ENOSPC, EIO),
+ * a held fsync, and the process killed at a named step of compaction. Production code calls the
+ * hooks only when they are set, so an engine without faults pays one property check per batch.
+ *
+ * In-process tests pass `EngineOptions.faults`. A server in a child process reads
+ * `ROSTER_FAULTS=crash@<point>[#<n>]`: SIGKILL itself the n-th time (default 1st) it reaches <point>.
+ */
+
+/** The steps of compaction, in order (see wal.ts). */
+export const FAULT_POINTS = [
+  /** The active segment passed the threshold; its state was captured; no new segment yet. */
+  'rotate',
+  /** The new segment exists; the old one is not yet fsynced and nothing of the snapshot is written. */
+  'rotated',
+  /** The snapshot's temporary file is created, nothing written. */
+  'snapshot-begin',
+  /** Part of the snapshot is written to its temporary file. */
+  'snapshot-partial',
+  /** The temporary file is complete and fsynced, not renamed. */
+  'snapshot-synced',
+  /** Renamed to its final name, directory not fsynced. */
+  'snapshot-renamed',
+  /** Directory fsynced: the snapshot is durable. Old files not yet removed. */
+  'snapshot-dir-synced',
+  /** The first old file is removed, others remain. */
+  'cleanup-partial',
+  /** Every file the snapshot made unnecessary is removed. */
+  'cleanup-done',
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+export interface StorageFaults {
+  /** Before each write to a log segment or snapshot file; throw (e.g. errnoError('ENOSPC')) to fail it. */
+  write?(file: string, bytes: number): void;
+  /** Before each fdatasync / fsync; throw to fail it, or return a promise to hold it. */
+  sync?(file: string): void | Promise<void>;
+  /** A step of compaction was reached. */
+  point?(p: FaultPoint): void;
+}
+
+/** An error shaped like the one node:fs raises for `code`. */
+export function errnoError(code: 'ENOSPC' | 'EIO' | 'EDQUOT', syscall = 'write'): NodeJS.ErrnoException {
+  const text = code === 'ENOSPC' ? 'no space left on device' : code === 'EIO' ? 'i/o error' : 'disk quota exceeded';
+  const e = new Error(`${code}: ${text}, ${syscall}`) as NodeJS.ErrnoException;
+  e.code = code;
+  e.syscall = syscall;
+  return e;
+}
+
+/** Faults from ROSTER_FAULTS (see above), or undefined when it is not set. */
+export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): StorageFaults | undefined {
+  const spec = env.ROSTER_FAULTS;
+  if (!spec) return undefined;
+  const m = /^crash@([a-z-]+)(?:#(\d+))?$/.exec(spec);
+  if (!m || !(FAULT_POINTS as readonly string[]).includes(m[1]!)) {
+    throw new Error(`invalid ROSTER_FAULTS ${JSON.stringify(spec)}: expected crash@<point>[#n], point one of ${FAULT_POINTS.join(', ')}`);
+  }
+  const point = m[1] as FaultPoint;
+  let left = Number(m[2] ?? 1);
+  return {
+    point(p) {
+      if (p !== point || --left > 0) return;
+      process.stderr.write(`roster: ROSTER_FAULTS: killing the process at ${p}\n`);
+      process.kill(process.pid, 'SIGKILL');
+      // The signal is delivered on the way out of the kernel; never run past this point meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10_000);
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import type { StorageFaults } from './faults.js';
+
+export { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS } from './history.js';
+
+export interface EngineOptions {
+  /** Data directory for durable persistence; omit for a purely in-memory engine. */
+  dataDir?: string;
+  /** Events kept for watchers to resume from (default 50,000). */
+  historyEvents?: number;
+  /** Same as historyEvents (the older name). */
+  historyLimit?: number;
+  /** Bytes of events kept for resume (default 64 MiB; see history.ts for what an event costs). */
+  historyBytes?: number;
+  /** Start a new log segment and write a snapshot when the active segment passes this many bytes
+   *  (default 64 MiB). */
+  compactBytes?: number;
+  /** Open a data dir whose log is corrupt: keep every record before the first bad one and move the
+   *  rest to lost+found (see `recovery`). Without it, such a dir refuses to open. */
+  recover?: boolean;
+  /** After a storage failure, check the disk this often, in ms (default 1000). */
+  storageRetryMs?: number;
+  /** Where storage events go (torn tails, recovery, failures). Default: a line on stderr. */
+  log?: (line: string) => void;
+  /** Test-only fault injection (faults.ts). Default: from ROSTER_FAULTS, else none. */
+  faults?: StorageFaults;
+  now?: () => number;
+  minTtl?: number;
+}
+
+/** The durable engine's settings as the server and the CLI pass them through. */
+export type StorageOptions = Pick<EngineOptions, 'historyEvents' | 'historyBytes' | 'compactBytes' | 'recover' | 'storageRetryMs'>;
+
+export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_STORAGE_RETRY_MS = 1000;
+
+/** Reject settings that are not whole numbers in range, naming the setting. */
+export function validateOptions(opts: EngineOptions): void {
+  for (const k of ['historyEvents', 'historyLimit', 'historyBytes', 'compactBytes', 'storageRetryMs'] as const) {
+    const v = opts[k];
+    const min = k === 'compactBytes' ? 1024 : k === 'storageRetryMs' ? 1 : 0;
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < min)) {
+      throw new InvalidArgumentError(`invalid ${k} ${String(v)}: expected a whole number >= ${min}`);
+    }
+  }
+}

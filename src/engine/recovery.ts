@@ -1,0 +1,204 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { fsyncDir, listDataDir, scanLines } from './files.js';
+import { loadLegacy, removeLegacy, type LegacyTarget } from './legacy.js';
+import { asLogRecord, asSegmentHeader, CorruptDataError, decodeLine, type LogRecord } from './records.js';
+import { readSnapshot, type SnapshotVisitor } from './snapshot.js';
+import type { Discarded, RecoveryReport } from './types.js';
+import type { SegmentInfo } from './wal.js';
+
+/**
+ * Opening a data dir: the newest snapshot, then every log segment in order, each record checked
+ * (checksum, shape, sequence, fit with the state: records.ts, state.ts).
+ *
+ * - A torn tail (bytes after the last newline of the last segment: a write a crash cut short, never
+ *   acknowledged, since acknowledgement waits for the whole batch's fsync) is cut off and reported.
+ * - Anything else that does not check out stops the open with a CorruptDataError naming the file and
+ *   the byte offset; nothing after it is applied. With `recover`, every record before it is kept,
+ *   and the rest (the remainder of that segment and every later segment) is moved to
+ *   lost+found/<time>/ and reported: how many bytes, lines and valid records were set aside.
+ * - A data dir in the format before version 2 (wal.log, snapshot.json) is read once; the engine
+ *   then writes it as a version 2 snapshot and removes the old files (migrated: true).
+ */
+
+export interface ReplayTarget {
+  snapshot: SnapshotVisitor;
+  /** A record at or below the snapshot's sequence (for history only). */
+  covered(rec: LogRecord): void;
+  /** Records before the snapshot skip a sequence: history gathered so far is unusable. */
+  coveredGap(): void;
+  /** A record after the snapshot; returns why it does not fit the state, if it does not. */
+  apply(rec: LogRecord): string | undefined;
+  finish(snapshotSeq: number, lastHistorySeq: number, snapshotRevision: number): void;
+  legacy: LegacyTarget;
+}
+
+export type { Discarded, RecoveryReport } from './types.js';
+
+export interface LoadOptions {
+  recover: boolean;
+  log: (line: string) => void;
+}
+
+export interface LoadedLog {
+  /** Sequence number of the last record (or of the snapshot, if no record follows it). */
+  seq: number;
+  snapshot: { file: string; seq: number; bytes: number } | undefined;
+  segments: SegmentInfo[];
+  report: RecoveryReport;
+}
+
+export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadOptions): Promise<LoadedLog> {
+  const report: RecoveryReport = { tornTails: [], discarded: [], removed: [], migrated: false };
+  const listing = await listDataDir(dir);
+  for (const t of listing.tmp) {
+    await unlink(join(dir, t));
+    report.removed.push(t);
+  }
+  const legacy = listing.legacyLog || listing.legacySnapshot;
+  if (legacy && listing.segments.length === 0 && listing.snapshots.length === 0) {
+    const seq = await loadLegacy(dir, target.legacy, opts, (file, offset, reason) => setAside(dir, file, offset, reason, [], report, opts), report);
+    report.migrated = true;
+    return { seq, snapshot: undefined, segments: [], report };
+  }
+  // Old files next to new ones: a migration wrote its snapshot and stopped before removing them.
+  if (legacy) report.removed.push(...(await removeLegacy(dir)));
+
+  let snapSeq = 0;
+  let snapRev = 0;
+  let snapshot: LoadedLog['snapshot'];
+  const newest = listing.snapshots.at(-1);
+  if (newest) {
+    let h;
+    try {
+      h = await readSnapshot(dir, newest.file, target.snapshot);
+    } catch (e) {
+      if (!(e instanceof CorruptDataError)) throw e;
+      throw new CorruptDataError(e.file, e.offset, e.reason, `; a snapshot is all or nothing and --recover cannot repair it: restore ${dir} from a backup`);
+    }
+    if (h.s !== newest.seq) throw new CorruptDataError(newest.file, 0, `header says sequence ${h.s}, the file name ${newest.seq}`);
+    snapSeq = h.s;
+    snapRev = h.r;
+    snapshot = { file: newest.file, seq: h.s, bytes: (await stat(join(dir, newest.file))).size };
+    for (const s of listing.snapshots.slice(0, -1)) {
+      await unlink(join(dir, s.file));
+      report.removed.push(s.file);
+    }
+  }
+
+  const segments: SegmentInfo[] = [];
+  let lastSeq = snapSeq;
+  let lastHistorySeq = 0;
+  let prevLast: number | undefined;
+  for (let i = 0; i < listing.segments.length; i++) {
+    const seg = listing.segments[i]!;
+    const isLast = i === listing.segments.length - 1;
+    const path = join(dir, seg.file);
+    const info: SegmentInfo = { file: seg.file, first: seg.first, last: seg.first - 1, maxRev: 0, size: 0, durableSize: 0 };
+    if (prevLast !== undefined && seg.first !== prevLast + 1 && seg.first <= snapSeq) target.coveredGap();
+    let headerSeen = false;
+    let bad: { offset: number; reason: string } | undefined;
+    const stop = (offset: number, reason: string): false => {
+      bad = { offset, reason };
+      return false;
+    };
+    const res = await scanLines(path, (buf, start, end, offset) => {
+      const d = decodeLine(buf, start, end);
+      if (!d.ok) return stop(offset, d.reason);
+      if (!headerSeen) {
+        const h = asSegmentHeader(d.value);
+        if (typeof h === 'string') return stop(offset, h);
+        if (h.first !== seg.first) return stop(offset, `segment header says it starts at sequence ${h.first}, its name at ${seg.first}`);
+        headerSeen = true;
+        return;
+      }
+      const rec = asLogRecord(d.value);
+      if (typeof rec === 'string') return stop(offset, rec);
+      if (rec.s !== info.last + 1) return stop(offset, `record ${rec.s} where ${info.last + 1} was expected`);
+      if (rec.s <= snapSeq) {
+        target.covered(rec);
+        lastHistorySeq = rec.s;
+      } else {
+        if (rec.s !== lastSeq + 1) return stop(offset, `record ${rec.s} does not follow record ${lastSeq} (where the snapshot or the previous segment ends)`);
+        const why = target.apply(rec);
+        if (why !== undefined) return stop(offset, why);
+        lastSeq = rec.s;
+      }
+      info.last = rec.s;
+      if ((rec.t === 'put' || rec.t === 'del') && rec.r > info.maxRev) info.maxRev = rec.r;
+    });
+    let end = res.end;
+    if (!bad && end < res.size) {
+      if (isLast) {
+        await truncateDurably(path, end);
+        report.tornTails.push({ file: seg.file, offset: end, bytes: res.size - end });
+        opts.log(`${seg.file}: cut a torn last record at byte offset ${end} (${res.size - end} bytes): a write interrupted by a crash, never acknowledged`);
+      } else {
+        bad = { offset: end, reason: 'unterminated record at the end of a segment that is not the last' };
+      }
+    }
+    if (bad) {
+      if (!opts.recover) {
+        throw new CorruptDataError(
+          seg.file,
+          bad.offset,
+          bad.reason,
+          `; nothing from there on was applied. \`roster server --recover --data-dir ${dir}\` keeps every record before it and moves the rest to ${join(dir, 'lost+found')}`,
+        );
+      }
+      const later = listing.segments.slice(i + 1).map((s) => s.file);
+      await setAside(dir, seg.file, bad.offset, bad.reason, later, report, opts);
+      end = bad.offset;
+    }
+    info.size = info.durableSize = end;
+    if (end === 0 && !isLast && !bad) {
+      // Never written to: not part of the sequence.
+      await unlink(path);
+      report.removed.push(seg.file);
+      continue;
+    }
+    segments.push(info);
+    if (info.last >= info.first) prevLast = info.last;
+    if (bad) break;
+  }
+  target.finish(snapSeq, lastHistorySeq, snapRev);
+  return { seq: lastSeq, snapshot, segments, report };
+}
+
+/** --recover: move bytes from `offset` of `file`, and the `later` files, to lost+found; cut `file` there. */
+async function setAside(dir: string, file: string, offset: number, reason: string, later: string[], report: RecoveryReport, opts: LoadOptions): Promise<void> {
+  const savedIn = join(dir, 'lost+found', new Date().toISOString().replace(/[:.]/g, '-'));
+  await mkdir(savedIn, { recursive: true });
+  const path = join(dir, file);
+  await pipeline(createReadStream(path, { start: offset }), createWriteStream(join(savedIn, file)));
+  for (const f of later) await rename(join(dir, f), join(savedIn, f));
+  await truncateDurably(path, offset);
+  await fsyncDir(dir);
+  const d: Discarded = { file, offset, reason, bytes: 0, lines: 0, validRecords: 0, laterFiles: later, savedIn };
+  for (const f of [file, ...later]) {
+    const r = await scanLines(join(savedIn, f), (buf, start, end) => {
+      d.lines++;
+      const v = decodeLine(buf, start, end);
+      if (v.ok && typeof asLogRecord(v.value) !== 'string') d.validRecords++;
+    });
+    d.bytes += r.size;
+    if (r.end < r.size) d.lines++;
+  }
+  report.discarded.push(d);
+  opts.log(
+    `recover: ${file} is corrupt at byte offset ${offset} (${reason}); kept every record before it, ` +
+      `set aside ${d.bytes} bytes (${d.lines} lines, of which ${d.validRecords} valid records${later.length ? `, including ${later.length} later segment file(s)` : ''}) in ${savedIn}`,
+  );
+}
+
+async function truncateDurably(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.truncate(size);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,55 @@
+import { UnavailableError } from '../../core/errors.js';
+import { jsonNonNegativeInt, parseQuery, readJsonObject } from '../http.js';
+import { renderMetrics } from '../metrics.js';
+import type { RouteModule } from '../context.js';
+
+/** Operations: health, Prometheus metrics, compaction. */
+export const adminRoutes: RouteModule = (s) => [
+  {
+    path: '/healthz',
+    name: 'healthz',
+    methods: {
+      GET: (x) => {
+        parseQuery(x.query, []);
+        const h = s.engine.health();
+        if (h.ok && s.open) {
+          x.reply(200, `{"status":"ok","revision":${s.engine.publishedRevision},"uptimeSeconds":${Math.round((Date.now() - s.startedAt) / 1000)}}`);
+        } else {
+          const error = new UnavailableError(h.reason ?? 'server is shutting down');
+          x.json(503, { status: 'unavailable', error: error.toJSON() });
+        }
+      },
+    },
+  },
+  {
+    path: '/metrics',
+    name: 'metrics',
+    methods: {
+      GET: (x) => {
+        parseQuery(x.query, []);
+        const text = renderMetrics({
+          engine: s.engine,
+          routes: s.routeStats,
+          sseStreams: () => s.sse.size,
+          sseDropped: () => s.sse.dropped,
+          bodyRejected: () => s.bodiesRejected,
+          startedAt: s.startedAt,
+        });
+        x.reply(200, text, 'text/plain; version=0.0.4; charset=utf-8');
+      },
+    },
+  },
+  {
+    path: '/api/v1/admin/compact',
+    name: 'admin_compact',
+    methods: {
+      POST: async (x) => {
+        parseQuery(x.query, []);
+        const body = await readJsonObject(x.req, s.maxBody, ['revision'], true);
+        const revision = body.revision === undefined ? undefined : jsonNonNegativeInt(body.revision, 'revision');
+        s.engine.compact(revision);
+        x.json(200, { compactedRevision: s.engine.stats().compactedRevision });
+      },
+    },
+  },
+];

@@ -1,0 +1,54 @@
+import { RosterError } from '../../core/errors.js';
+import { validateServiceName } from '../../core/names.js';
+import { rosterLayout } from '../../registry/layout.js';
+import { decodePath, parseQuery } from '../http.js';
+import type { RouteModule } from '../context.js';
+
+const layout = rosterLayout();
+
+/** Services as the roster layout stores them: names with instance counts, one service's instances. */
+export const serviceRoutes: RouteModule = (s) => [
+  {
+    path: '/api/v1/services',
+    name: 'services',
+    methods: {
+      GET: async (x) => {
+        parseQuery(x.query, []);
+        const root = layout.root;
+        const { revision, items } = await s.engine.list(root);
+        const counts = new Map<string, number>();
+        for (const kv of items) {
+          const slash = kv.key.indexOf('/', root.length);
+          // Only `<root><service>/<id>`: deeper keys are not instances of this layout.
+          if (slash <= root.length || slash === kv.key.length - 1 || kv.key.indexOf('/', slash + 1) >= 0) continue;
+          const name = kv.key.slice(root.length, slash);
+          counts.set(name, (counts.get(name) ?? 0) + 1);
+        }
+        const services = [...counts].map(([name, instances]) => ({ name, instances }));
+        x.json(200, { revision, services });
+      },
+    },
+  },
+  {
+    path: '/api/v1/services/*',
+    name: 'service',
+    methods: {
+      GET: async (x) => {
+        parseQuery(x.query, []);
+        const name = validateServiceName(decodePath(x.param, 'service name'));
+        const { revision, items } = await s.engine.list(layout.servicePrefix(name));
+        const instances = [];
+        const invalid = [];
+        for (const kv of items) {
+          try {
+            const inst = layout.decode(name, kv);
+            if (inst) instances.push({ ...inst, modRevision: kv.modRevision, ...(kv.session ? { session: kv.session } : {}) });
+          } catch (e) {
+            invalid.push({ key: kv.key, error: e instanceof RosterError ? e.toJSON() : { code: 'INTERNAL', message: String(e) } });
+          }
+        }
+        x.json(200, { revision, service: name, instances, invalid });
+      },
+    },
+  },
+];
