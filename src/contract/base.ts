@@ -1,11 +1,11 @@
-import type { Backend, DeleteOptions, PutOptions, Session, SessionOptions, Watch, WatchOptions } from './types.js';
+import type { Backend, DeleteOptions, PutOptions, SequentialOptions, Session, SessionOptions, Watch, WatchOptions } from './types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../core/kv.js';
 import { LeaseSession, type SessionDriver } from './session.js';
 import { WatchStream } from './stream.js';
 import type { CommonBackendOptions } from './options.js';
 import { throwIfAborted } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, isRosterError } from '../core/errors.js';
-import { validateKey, validatePrefix, validateValue } from '../core/names.js';
+import { LIMITS, validateKey, validatePrefix, validateValue } from '../core/names.js';
 import { parseTtl } from '../core/duration.js';
 
 /**
@@ -115,10 +115,31 @@ export abstract class BackendBase implements Backend {
     validateKey(key);
     validateValue(value);
     checkVersion(opts.ifVersion);
-    const session = opts.session;
+    return this.boundWrite(opts.session, () => this.doPut(key, value, opts));
+  }
+
+  /**
+   * For a backend that offers the optional `createSequential` (types.ts): the argument checks and
+   * session bookkeeping every write gets, around the backend's own create. Such a backend declares
+   * `createSequential(prefix, value, opts) { return this.checkedSequential(prefix, value, opts, () => ...) }`.
+   */
+  protected async checkedSequential(prefix: string, value: string, opts: SequentialOptions, create: () => Promise<PutResult>): Promise<PutResult> {
+    this.check(opts?.signal);
+    validateKey(prefix, 'sequential key prefix');
+    if (prefix.length > LIMITS.key - 10) {
+      throw new InvalidArgumentError(`sequential key prefix of ${prefix.length} characters: at most ${LIMITS.key - 10} (10 digits are appended to it)`);
+    }
+    validateValue(value);
+    if (!opts?.session) throw new InvalidArgumentError('createSequential needs a session: sequential keys are bound to one');
+    return this.boundWrite(opts.session, create);
+  }
+
+  /** Run a write that may bind keys to `session`: refused once the session ended; a SESSION_LOST
+   *  answer marks the session lost. */
+  private async boundWrite<T>(session: Session | undefined, write: () => Promise<T>): Promise<T> {
     if (session?.signal.aborted) throw session.signal.reason;
     try {
-      return await this.doPut(key, value, opts);
+      return await write();
     } catch (e) {
       // The backend no longer knows the lease: the session is lost, whatever its keepalive thinks.
       if (session && isRosterError(e, 'SESSION_LOST')) this.owned(session)?.markLost(e);

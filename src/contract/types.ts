@@ -28,6 +28,13 @@ export interface PutOptions {
   signal?: AbortSignal;
 }
 
+export interface SequentialOptions {
+  /** The new key is bound to this session (required: sequential keys are participants). */
+  session: Session;
+  /** An abort after the request left may still leave the key created (bound to the session). */
+  signal?: AbortSignal;
+}
+
 export interface DeleteOptions {
   /** Only if the key exists with exactly this version; otherwise ConflictError. */
   ifVersion?: number;
@@ -116,6 +123,19 @@ export interface Backend extends BackendInfo {
    *  whose neighbours compute it themselves make it match them: etcd's is Go's
    *  `fmt.Sprintf("%x", leaseID)`, so etcdctl and Go programs find the same key. */
   sessionKey(session: Session): string;
+  /**
+   * Optional capability (ZooKeeper's EPHEMERAL_SEQUENTIAL; absent on memory, the roster server and
+   * etcd): create a new key bound to `opts.session` named `<prefix><n>`, where `n` is a 10-digit,
+   * zero-padded number the backend assigns, greater than every number assigned before under the
+   * same parent (while that parent exists), so creation order is name order. Resolves with the key
+   * it created. The caller makes the last segment of `prefix` unique to the call (e.g. a random
+   * UUID): when the reply to the create is lost, the backend looks for a child of the parent
+   * starting with that segment and returns it instead of creating a second key (Curator's
+   * "protection"). Recipes use it where present (Lock and Election then share their directory
+   * with Curator's InterProcessMutex and LeaderLatch, docs/interop.md) and keep their own key
+   * layout everywhere else.
+   */
+  createSequential?(prefix: string, value: string, opts: SequentialOptions): Promise<PutResult>;
   /** Graceful: close own sessions (revoking their leases), end watches, release connections.
    *  Idempotent. Using the backend afterwards throws ClosedError. */
   close(): Promise<void>;

@@ -1,12 +1,16 @@
 /**
- * Leader election, following etcd's client/v3/concurrency.Election key for key.
+ * Leader election, following etcd's client/v3/concurrency.Election key for key, and on ZooKeeper
+ * Curator's LeaderLatch.
  *
- * Layout: `<prefix><session id>` → the proclaimed value, bound to the session; the leader is the key
- * with the smallest createRevision. The default prefix is `elections/<name>/`. With
- * `prefix: '<name>/'` on an etcd backend opened without a root prefix (etcd://host:2379), the keys
- * are exactly Go's `concurrency.NewElection(s, "<name>")` keys (`<name>/<lease id in hex>`), so
- * `etcdctl elect <name> <value>`, `etcdctl elect --listen <name>` and Go programs take part in the
- * same election as roster.
+ * Layout (line.ts): on a backend with sequential keys (ZooKeeper) a candidate is the node
+ * `<prefix>_c_<uuid>-latch-<n>` holding the proclaimed value, in Curator's order, so Curator's
+ * LeaderLatch on the same path (which reads that value as the participant id) and roster elect
+ * one leader between them. Elsewhere it is `<prefix><session id>` → the proclaimed value, in
+ * createRevision order; with `prefix: '<name>/'` on an etcd backend opened without a root prefix
+ * (etcd://host:2379), the keys are exactly Go's `concurrency.NewElection(s, "<name>")` keys
+ * (`<name>/<lease id in hex>`), so `etcdctl elect <name> <value>`, `etcdctl elect --listen <name>`
+ * and Go programs take part in the same election as roster. Keys are bound to the session; the
+ * first in line leads. The default prefix is `elections/<name>/`.
  *
  * A campaign that is aborted (signal) or whose session is lost removes its key (resigns), so a
  * process that gave up never becomes a leader nobody is acting as.
@@ -17,7 +21,8 @@ import { ClosedError, InvalidArgumentError, isRosterError, LockLostError, type R
 import { validateValue } from '../core/names.js';
 import { WatchedPrefix } from '../contract/watched-prefix.js';
 import { Channel } from '../core/channel.js';
-import { claimLocalKey, cleanupOnFailure, createOwnKey, recipeView, directChild, oldest, Ownership, recipeDir, removeOwnKey } from './internal.js';
+import { claimLocalKey, cleanupOnFailure, directChild, Ownership, recipeDir, removeOwnKey } from './internal.js';
+import { awaitFirst, lineOf, type Line } from './line.js';
 
 /** This participant is not (or no longer) the leader. Code LOCK_LOST (a subclass of LockLostError). */
 export class NotLeaderError extends LockLostError {
@@ -51,8 +56,8 @@ function toLeader(kv: KeyValue, revision: number): Leader {
 export class Election {
   /** The key directory of this election, ending in '/'. */
   readonly prefix: string;
-  /** This participant's key. */
-  readonly key: string;
+  private readonly line: Line;
+  private ownKey: string;
   private own: Ownership | undefined;
   private version = 0;
   private releaseLocal: (() => void) | undefined;
@@ -65,7 +70,14 @@ export class Election {
     opts: ElectionOptions = {},
   ) {
     this.prefix = recipeDir('elections', name, opts.prefix);
-    this.key = this.prefix + backend.sessionKey(session);
+    this.line = lineOf(backend, this.prefix, 'latch');
+    this.ownKey = this.line.keyOf(session);
+  }
+
+  /** This participant's key: `<prefix><session id>`; with sequential keys (ZooKeeper) the key its
+   *  latest campaign made, '' before the first. */
+  get key(): string {
+    return this.ownKey;
   }
 
   /** True while this participant is the leader (until resign or loss). */
@@ -91,36 +103,29 @@ export class Election {
   async campaign(value: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
     validateValue(value);
     if (this.isLeader) return this.proclaim(value, opts);
-    this.own?.release();
-    this.own = undefined;
-    this.releaseLocal?.();
+    if (this.own) {
+      // Leadership was lost. With keys the backend names, a new campaign makes a new key, and the
+      // old one, if it is still there (the view failed), would stand ahead of it in line: remove it.
+      this.own.release();
+      if (this.line.curator) await removeOwnKey(this.backend, this.session, this.ownKey);
+      this.own = undefined;
+      this.releaseLocal?.();
+      this.releaseLocal = undefined;
+    }
     const resigned = new AbortController();
     const signal = anySignal(opts.signal, this.session.signal, resigned.signal)!;
     throwIfAborted(signal);
-    const releaseLocal = claimLocalKey(this.session, this.key, `election ${this.name}`);
+    const releaseLocal = claimLocalKey(this.session, this.prefix, `election ${this.name}`);
     const done = deferred<void>();
     this.campaigning = { abort: () => resigned.abort(new ClosedError(`campaign in election ${this.name} withdrawn by resign()`)), done: done.promise };
     try {
-      const mine = await createOwnKey(this.backend, this.session, this.key, value);
-      this.own = await cleanupOnFailure(this.backend, this.session, this.key, async () => {
-        throwIfAborted(signal);
-        const view = recipeView(this.backend, this.prefix);
-        try {
-          await view.until(() => {
-            const kv = view.items.get(this.key);
-            if (!kv || kv.createRevision !== mine.createRevision) {
-              throwIfAborted(this.session.signal);
-              throw new NotLeaderError(`election ${this.name}: campaign key ${this.key} was deleted while waiting`);
-            }
-            return oldest(view) === kv ? true : undefined;
-          }, signal);
-        } catch (e) {
-          view.close();
-          throw e;
-        }
+      const mine = await this.line.enter(this.session, value);
+      this.ownKey = mine.key;
+      this.own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
+        const { view, kv } = await awaitFirst(this.backend, this.session, this.line, mine, signal, () => new NotLeaderError(`election ${this.name}: campaign key ${mine.key} was deleted while waiting`));
         // Our value may have been proclaimed (by us) meanwhile; the view has the current version.
-        this.version = view.items.get(this.key)?.version ?? mine.version;
-        return new Ownership(this.session, view, this.key, mine.createRevision, `leadership of ${this.name}`);
+        this.version = kv.version;
+        return new Ownership(this.session, view, mine.key, mine.createRevision, `leadership of ${this.name}`);
       });
       this.releaseLocal = releaseLocal;
     } catch (e) {
@@ -179,8 +184,7 @@ export class Election {
   /** The current leader, or undefined when nobody campaigns. */
   async leader(opts: { signal?: AbortSignal } = {}): Promise<Leader | undefined> {
     const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
-    let first: KeyValue | undefined;
-    for (const kv of snap.items) if (directChild(this.prefix, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
+    const first = this.line.order(snap.items)[0];
     return first && toLeader(first, snap.revision);
   }
 
@@ -201,11 +205,20 @@ export class Election {
  */
 export function observeLeaders(backend: Backend, prefix: string, signal?: AbortSignal): AsyncIterableIterator<Leader> {
   if (!prefix.endsWith('/')) throw new InvalidArgumentError(`election prefix ${JSON.stringify(prefix)} must end with '/'`);
+  const line = lineOf(backend, prefix, 'latch');
   const view = new WatchedPrefix(backend, prefix, { retry: false, filter: (k) => directChild(prefix, k), ...(signal ? { signal } : {}) });
   const out: Channel<Leader> = new Channel<Leader>(() => view.close());
   let last: Leader | undefined;
   view.on('change', ({ revision }) => {
-    const first = oldest(view);
+    let first: KeyValue | undefined;
+    try {
+      first = line.order(view.items.values())[0];
+    } catch (e) {
+      // A child the line cannot place (line.ts): who leads is unknown, so the stream ends saying so.
+      out.end(e);
+      view.close();
+      return;
+    }
     if (!first) return;
     if (last && last.key === first.key && last.createRevision === first.createRevision && last.value === first.value) return;
     last = toLeader(first, revision);

@@ -27,8 +27,10 @@ export function recipeDir(root: string, name: string, prefix?: string): string {
 }
 
 /**
- * Keys this process has in use per session, so one session cannot enter the same lock or election
- * twice at once (both calls would share one key and both believe they hold it).
+ * Keys or directories this process has in use per session, so one session cannot enter the same
+ * lock or election twice at once (with one key per session both calls would share it and both
+ * believe they hold it; with keys the backend names, the second would wait behind the first).
+ * Lock and Election claim their directory: the key is known only once it is made.
  */
 const inUse = new WeakMap<Session, Set<string>>();
 
@@ -97,13 +99,6 @@ function describe(e: unknown): string {
  */
 export function recipeView(backend: Backend, dir: string, from?: { revision: number; items: Iterable<KeyValue> }): WatchedPrefix {
   return new WatchedPrefix(backend, dir, { retry: false, ...(from ? { from } : {}) });
-}
-
-/** The key in `view` with the smallest createRevision among those passing `filter`. */
-export function oldest(view: WatchedPrefix, filter: (kv: KeyValue) => boolean = (kv) => directChild(view.prefix, kv.key)): KeyValue | undefined {
-  let best: KeyValue | undefined;
-  for (const kv of view.items.values()) if (filter(kv) && (!best || kv.createRevision < best.createRevision)) best = kv;
-  return best;
 }
 
 /** `key` is `<prefix><leaf>` with no further '/' (participants are direct children of a recipe dir). */

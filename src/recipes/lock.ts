@@ -1,11 +1,15 @@
 /**
- * Distributed mutex with fencing tokens, following etcd's client/v3/concurrency.Mutex.
+ * Distributed mutex with fencing tokens, following etcd's client/v3/concurrency.Mutex, and on
+ * ZooKeeper Curator's InterProcessMutex.
  *
- * Layout: `locks/<name>/<session id>` (or `<prefix>/<session id>`), an empty value, bound to the
- * session. The holder is the key with the smallest createRevision; the others wait in createRevision
- * order (fair, FIFO). On etcd with `prefix: '<name>'` the key is exactly Go's
- * `concurrency.NewMutex(s, "<name>")` key, so `etcdctl lock <name>` and Go programs contend for the
- * same lock.
+ * Layout (line.ts): on a backend with sequential keys (ZooKeeper) a waiter is the node
+ * `locks/<name>/_c_<uuid>-lock-<n>` (or `<prefix>/...`) in Curator's order, so Curator's
+ * InterProcessMutex on the same path and roster exclude each other. Elsewhere it is
+ * `locks/<name>/<session id>` (or `<prefix>/<session id>`) in createRevision order; on etcd with
+ * `prefix: '<name>'` that is exactly Go's `concurrency.NewMutex(s, "<name>")` key, so
+ * `etcdctl lock <name>` and Go programs contend for the same lock. The value is `opts.value`
+ * (default ''), bound to the session. The first in line holds; the others wait in line order
+ * (fair, FIFO).
  *
  * Fencing token: the holder key's createRevision. The contract makes createRevision monotonic across
  * keys, and a key can only become the holder once every key created before it is gone, so tokens
@@ -14,24 +18,14 @@
  * rejects lower ones (FencedResource) can.
  *
  * Waiting costs no requests: each waiter follows the directory through one watch, and only the
- * waiter whose every predecessor is gone acts, so a release wakes exactly one process (no herd).
+ * waiter whose every predecessor is gone acts, so a release makes exactly one process act (no herd).
  * A waiter that is aborted or whose session is lost removes its own key.
  */
-import type { Backend, KeyValue, Session } from '../contract/types.js';
+import type { Backend, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ConflictError, LockLostError } from '../core/errors.js';
-import {
-  claimLocalKey,
-  cleanupOnFailure,
-  createOwnKey,
-  recipeView,
-  directChild,
-  HeldKey,
-  oldest,
-  Ownership,
-  recipeDir,
-  removeOwnKey,
-} from './internal.js';
+import { claimLocalKey, cleanupOnFailure, HeldKey, Ownership, recipeDir, recipeView, removeOwnKey } from './internal.js';
+import { awaitFirst, lineOf } from './line.js';
 
 export interface LockOptions {
   signal?: AbortSignal;
@@ -71,30 +65,15 @@ class HeldLock extends HeldKey implements Lock {
  * waiter's key is deleted by someone else; in every case the waiter's key is removed.
  */
 export async function lock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock> {
-  const dir = recipeDir('locks', name, opts.prefix);
-  const key = dir + backend.sessionKey(session);
+  const line = lineOf(backend, recipeDir('locks', name, opts.prefix), 'lock');
   const signal = anySignal(opts.signal, session.signal)!;
   throwIfAborted(signal);
-  const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
+  const releaseLocal = claimLocalKey(session, line.dir, `lock ${name}`);
   try {
-    const mine = await createOwnKey(backend, session, key, opts.value ?? '');
-    const own = await cleanupOnFailure(backend, session, key, async () => {
-      throwIfAborted(signal);
-      const view = recipeView(backend, dir);
-      try {
-        await view.until(() => {
-          const kv = view.items.get(key);
-          if (!kv || kv.createRevision !== mine.createRevision) {
-            throwIfAborted(session.signal);
-            throw new LockLostError(`lock ${name}: waiter key ${key} was deleted while waiting`);
-          }
-          return oldest(view) === kv ? true : undefined;
-        }, signal);
-      } catch (e) {
-        view.close();
-        throw e;
-      }
-      return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
+    const mine = await line.enter(session, opts.value ?? '');
+    const own = await cleanupOnFailure(backend, session, mine.key, async () => {
+      const { view } = await awaitFirst(backend, session, line, mine, signal, () => new LockLostError(`lock ${name}: waiter key ${mine.key} was deleted while waiting`));
+      return new Ownership(session, view, mine.key, mine.createRevision, `lock ${name}`);
     });
     return new HeldLock(backend, session, name, own, releaseLocal);
   } catch (e) {
@@ -105,22 +84,19 @@ export async function lock(backend: Backend, session: Session, name: string, opt
 
 /** Acquire `name` only if it is free right now; otherwise leave no trace and resolve undefined. */
 export async function tryLock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock | undefined> {
-  const dir = recipeDir('locks', name, opts.prefix);
-  const key = dir + backend.sessionKey(session);
+  const line = lineOf(backend, recipeDir('locks', name, opts.prefix), 'lock');
   throwIfAborted(anySignal(opts.signal, session.signal));
-  const releaseLocal = claimLocalKey(session, key, `lock ${name}`);
+  const releaseLocal = claimLocalKey(session, line.dir, `lock ${name}`);
   try {
-    const mine = await createOwnKey(backend, session, key, opts.value ?? '');
-    const held = await cleanupOnFailure(backend, session, key, async () => {
-      const snap = await backend.list(dir, opts.signal ? { signal: opts.signal } : {});
-      let first: KeyValue | undefined;
-      for (const kv of snap.items) if (directChild(dir, kv.key) && (!first || kv.createRevision < first.createRevision)) first = kv;
-      if (first?.key !== key) return undefined;
-      const view = recipeView(backend, dir, { revision: snap.revision, items: snap.items });
-      return new Ownership(session, view, key, mine.createRevision, `lock ${name}`);
+    const mine = await line.enter(session, opts.value ?? '');
+    const held = await cleanupOnFailure(backend, session, mine.key, async () => {
+      const snap = await backend.list(line.dir, opts.signal ? { signal: opts.signal } : {});
+      if (line.order(snap.items)[0]?.key !== mine.key) return undefined;
+      const view = recipeView(backend, line.dir, { revision: snap.revision, items: snap.items });
+      return new Ownership(session, view, mine.key, mine.createRevision, `lock ${name}`);
     });
     if (!held) {
-      await removeOwnKey(backend, session, key);
+      await removeOwnKey(backend, session, mine.key);
       releaseLocal();
       return undefined;
     }

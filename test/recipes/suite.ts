@@ -62,6 +62,20 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
   throw new Error('expected a rejection, but the call succeeded');
 }
 
+/**
+ * Lock and Election keys follow the backend (src/recipes/line.ts): Curator's
+ * `<dir>_c_<uuid>-lock-<n>` / `-latch-<n>` where the backend makes sequential keys (ZooKeeper),
+ * `<dir><session id>` (Go's concurrency layout on etcd) everywhere else.
+ */
+function expectParticipantKey(b: Backend, key: string, dir: string, s: Session, name: 'lock' | 'latch'): void {
+  if (typeof b.createSequential === 'function') {
+    const uuid = '[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}';
+    expect(key).toMatch(new RegExp(`^${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}_c_${uuid}-${name}-\\d{10}$`));
+  } else {
+    expect(key).toBe(dir + s.id);
+  }
+}
+
 /** Counts the backend calls made through it (to show that waiting costs no requests). */
 function counting(b: Backend): { backend: Backend; calls: Record<string, number> } {
   const calls: Record<string, number> = {};
@@ -241,7 +255,7 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       const name = uniq('unlock');
       const a = await proc();
       const l = await lock(a.b, a.s, name);
-      expect(l.key).toBe(`locks/${name}/${a.s.id}`);
+      expectParticipantKey(a.b, l.key, `locks/${name}/`, a.s, 'lock');
       expect((await a.b.get(l.key))?.createRevision).toBe(l.token);
       await l.unlock();
       await l.unlock();
@@ -277,11 +291,11 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       await l.unlock();
     });
 
-    it('prefix option gives the etcd concurrency.Mutex layout <prefix>/<session id>', async () => {
+    it("prefix option replaces the directory: <prefix>/<session id> (etcd concurrency.Mutex), or Curator's names with sequential keys", async () => {
       const name = uniq('raw');
       const a = await proc();
       const l = await lock(a.b, a.s, name, { prefix: name });
-      expect(l.key).toBe(`${name}/${a.s.id}`);
+      expectParticipantKey(a.b, l.key, `${name}/`, a.s, 'lock');
       await l.unlock();
     });
 
@@ -395,12 +409,12 @@ export function recipesSuite(getTarget: () => RecipesTarget): void {
       await es[third]!.resign();
     });
 
-    it('prefix option: keys are <prefix><session id> with the value (Go concurrency.Election layout)', async () => {
+    it("prefix option: keys are <prefix><session id> with the value (Go concurrency.Election layout), or Curator's LeaderLatch names with sequential keys", async () => {
       const name = uniq('goelect');
       const a = await proc();
       const e = new Election(a.b, a.s, name, { prefix: `${name}/` });
       await e.campaign('hello');
-      expect(e.key).toBe(`${name}/${a.s.id}`);
+      expectParticipantKey(a.b, e.key, `${name}/`, a.s, 'latch');
       const kv = await a.b.get(e.key);
       expect(kv).toMatchObject({ value: 'hello', session: a.s.id });
       await e.resign();

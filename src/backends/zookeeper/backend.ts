@@ -23,6 +23,9 @@
  *   One more connection per backend (the "shared" one, with its own long-lived session) carries
  *   reads, persistent writes and watches; when its session expires it is replaced and watches
  *   re-sync. Session-bound keys are ephemeral znodes created through the session's connection.
+ * - createSequential (the contract's optional capability): EPHEMERAL_SEQUENTIAL znodes, named as
+ *   ZooKeeper numbers them, with Curator's protection against a lost reply (writes.ts). Lock and
+ *   Election use it to share their directories with Curator's recipes (src/recipes/line.ts).
  * - put / delete: conditional writes (writes.ts). Values above ~1 MB minus framing exceed
  *   ZooKeeper's default jute.maxbuffer: TooLargeError.
  * - list / watch: see mirror.ts (consistent snapshot by watched reads at quiescence; changes by
@@ -45,7 +48,7 @@
  * sessionTimeout (shared connection, default 30 s), connectTimeout (open() and session(), default
  * 10 s), requestTimeout (per request, default 10 s).
  */
-import type { DeleteOptions, PutOptions, Session } from '../../contract/types.js';
+import type { DeleteOptions, PutOptions, SequentialOptions, Session } from '../../contract/types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/kv.js';
 import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
@@ -92,6 +95,14 @@ const spec: OptionSpec<Resolved> = {
 
 /** ZooKeeper's default jute.maxbuffer is 1 MiB - 1 for the whole packet; keep room for framing. */
 const MAX_DATA = 1024 * 1024 - 16 * 1024;
+
+function encodeValue(key: string, value: string): Buffer {
+  const data = Buffer.from(value, 'utf8');
+  if (data.length > MAX_DATA) {
+    throw new TooLargeError(`value of ${key} is ${data.length} bytes: ZooKeeper accepts at most ${MAX_DATA} (its default jute.maxbuffer is 1 MiB per packet)`);
+  }
+  return data;
+}
 
 export class ZooKeeperBackend extends BackendBase {
   readonly kind = 'zookeeper';
@@ -287,16 +298,23 @@ export class ZooKeeperBackend extends BackendBase {
   }
 
   protected doPut(key: string, value: string, opts: PutOptions): Promise<PutResult> {
-    const data = Buffer.from(value, 'utf8');
-    if (data.length > MAX_DATA) {
-      throw new TooLargeError(`value of ${key} is ${data.length} bytes: ZooKeeper accepts at most ${MAX_DATA} (its default jute.maxbuffer is 1 MiB per packet)`);
-    }
+    const data = encodeValue(key, value);
     const what = `put ${key}`;
     if (opts.session) {
       const s = this.ownSession(opts.session);
       return this.withSession(s, what, opts.signal, (c) => this.writes.putOn(c, key, value, data, opts, s.id));
     }
     return this.withMain(what, opts.signal, (c) => this.writes.putOn(c, key, value, data, opts, undefined));
+  }
+
+  /** The contract's optional sequential create (types.ts): an EPHEMERAL_SEQUENTIAL znode through
+   *  the session's connection, found again by its unique prefix when a reply is lost (writes.ts). */
+  createSequential(prefix: string, value: string, opts: SequentialOptions): Promise<PutResult> {
+    return this.checkedSequential(prefix, value, opts, () => {
+      const data = encodeValue(`${prefix}<n>`, value);
+      const s = this.ownSession(opts.session);
+      return this.withSession(s, `create ${prefix}<n>`, opts.signal, (c) => this.writes.createSequentialOn(c, prefix, value, data, s.id, opts.signal));
+    });
   }
 
   protected doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult> {

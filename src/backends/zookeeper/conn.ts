@@ -67,7 +67,8 @@ export const OP = {
   CLOSE_SESSION: -11,
 } as const;
 
-export const MODE = { PERSISTENT: 0, EPHEMERAL: 1 } as const;
+/** Create modes (CreateMode flags). EPHEMERAL_SEQUENTIAL appends the parent's 10-digit counter. */
+export const MODE = { PERSISTENT: 0, EPHEMERAL: 1, EPHEMERAL_SEQUENTIAL: 3 } as const;
 
 /** Watcher event types as ZooKeeper numbers them. */
 export const EV = { CREATED: 1, DELETED: 2, DATA_CHANGED: 3, CHILDREN_CHANGED: 4 } as const;
@@ -497,12 +498,19 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
 
   /** Create; resolves with the zxid of the create (= the new node's czxid). */
   async create(path: string, data: Buffer | null, mode: number, acl: readonly Acl[], signal?: AbortSignal): Promise<number> {
+    return (await this.createNode(path, data, mode, acl, signal)).zxid;
+  }
+
+  /** Create; resolves with the zxid of the create and the path of the node made (a sequential
+   *  mode's path ends in the number ZooKeeper appended). */
+  async createNode(path: string, data: Buffer | null, mode: number, acl: readonly Acl[], signal?: AbortSignal): Promise<{ zxid: number; path: string }> {
     const p = new jute.protocol.CreateRequest();
     p.path = path;
     p.data = data ?? undefined;
     p.acl = acl.map(toAclRecord);
     p.flags = mode;
-    return (await this.request(OP.CREATE, p, signal)).zxid;
+    const r = await this.request(OP.CREATE, p, signal);
+    return { zxid: r.zxid, path: (r.payload?.path as string | undefined) ?? path };
   }
 
   async setData(path: string, data: Buffer | null, version: number, signal?: AbortSignal): Promise<{ zxid: number; stat: ZStat }> {

@@ -1,7 +1,8 @@
 import type { PutOptions } from '../../contract/types.js';
 import type { DeleteResult, PutResult } from '../../core/kv.js';
-import { ConflictError, UnavailableError, UnsupportedError } from '../../core/errors.js';
-import { isZk, MODE, OP, ZK, type Acl, type ZkConn, type ZStat } from './conn.js';
+import { backoff, sleep } from '../../core/async.js';
+import { ConflictError, isRosterError, UnavailableError, UnsupportedError } from '../../core/errors.js';
+import { isZk, MODE, OP, wasNotSent, ZK, type Acl, type ZkConn, type ZStat } from './conn.js';
 import type { Journal } from './journal.js';
 import { toKv } from './mirror.js';
 
@@ -16,6 +17,9 @@ import { toKv } from './mirror.js';
  *   to none) replaces the znode atomically (multi: delete at the read version + create), so the
  *   key gets a new incarnation (version 1, new createRevision) with no moment where it is absent.
  * - Parents are created on demand as persistent znodes with null data.
+ * - createSequential: EPHEMERAL_SEQUENTIAL create through the session's connection, with Curator's
+ *   protection: the caller's name prefix is unique, so after a create whose reply was lost the
+ *   node, if it was made, is found among the parent's children by that prefix and adopted.
  * - Every write is recorded in the process-wide journal (journal.ts) with its exact zxid, so the
  *   mirror can emit exact delete revisions and intermediate versions.
  */
@@ -127,6 +131,77 @@ export class ZkWrites {
       await this.mkdirs(c, parent, signal);
     }
     throw new UnavailableError(`put ${key}: its parent znodes kept disappearing`);
+  }
+
+  /**
+   * Create the session-bound key `<prefix><10 digits>` through `c` (the session's connection) with
+   * mode EPHEMERAL_SEQUENTIAL, creating missing parents. The last segment of `prefix` is unique to
+   * this call (contract): when a create was sent and its reply lost (connection loss, deadline),
+   * the parent's children are listed on the same connection (ZooKeeper answers a session's
+   * requests in order, so the list follows the create) and a child starting with that segment is
+   * ours: it is adopted instead of creating a second one (Curator's protected mode,
+   * CreateBuilderImpl.findProtectedNodeInForeground). Otherwise the create is sent again. Gives up
+   * with UnavailableError after MAX_ATTEMPTS; a session that ended fails it at once.
+   */
+  async createSequentialOn(c: ZkConn, prefix: string, value: string, data: Buffer, owner: string, signal?: AbortSignal): Promise<PutResult> {
+    const path = this.host.toZk(prefix);
+    const parent = parentPath(path);
+    const leaf = baseName(path);
+    const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    const made = (zxid: number, name: string, stat?: ZStat): PutResult => {
+      const czxid = stat?.czxid ?? zxid;
+      const version = stat?.version ?? 0;
+      const kv = { key: dirKey + name, value, createRevision: czxid, modRevision: stat?.mzxid ?? czxid, version: version + 1, session: owner };
+      this.host.journal.addChild(parent, { zxid: czxid, kind: 'create', name, czxid, isKey: true });
+      this.host.journal.addVersion(`${parent === '/' ? '' : parent}/${name}`, { czxid, version, mzxid: kv.modRevision, value, session: owner });
+      return { revision: czxid, kv };
+    };
+    let unknown: unknown;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (attempt > 0) await sleep(backoff(attempt - 1, 50, 1000), signal);
+      try {
+        if (unknown !== undefined) {
+          const found = await this.findProtected(c, parent, leaf, owner, signal);
+          if (found) return made(found.stat.czxid, found.name, found.stat);
+        }
+        const done = this.host.journal.begin([parent]);
+        try {
+          const r = await c.createNode(path, data, MODE.EPHEMERAL_SEQUENTIAL, this.host.acl, signal);
+          return made(r.zxid, baseName(r.path));
+        } finally {
+          done();
+        }
+      } catch (e) {
+        if (isZk(e, ZK.NO_NODE)) {
+          await this.mkdirs(c, parent, signal);
+          continue;
+        }
+        // Sent, and no answer: it may have been applied. Look for it before creating again.
+        if (isRosterError(e, 'UNAVAILABLE')) {
+          if (!wasNotSent(e)) unknown = e;
+          continue;
+        }
+        throw e;
+      }
+    }
+    throw new UnavailableError(`create ${prefix}<n>: no answer from ZooKeeper after ${MAX_ATTEMPTS} attempts`, unknown === undefined ? {} : { cause: unknown });
+  }
+
+  /** The child of `parent` whose name starts with `leaf`, owned by `owner`, with its stat. */
+  private async findProtected(c: ZkConn, parent: string, leaf: string, owner: string, signal?: AbortSignal): Promise<{ name: string; stat: ZStat } | undefined> {
+    let children: string[];
+    try {
+      children = (await c.getChildren(parent, false, signal)).children;
+    } catch (e) {
+      if (isZk(e, ZK.NO_NODE)) return undefined;
+      throw e;
+    }
+    for (const name of children) {
+      if (!name.startsWith(leaf)) continue;
+      const r = await this.read(c, `${parent === '/' ? '' : parent}/${name}`, signal);
+      if (r && r.stat.ephemeralOwner === owner) return { name, stat: r.stat };
+    }
+    return undefined;
   }
 
   /** Create `path` and its missing ancestors as plain (null-data) persistent znodes. */
