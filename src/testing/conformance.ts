@@ -27,6 +27,9 @@ export interface ConformanceTarget {
   restart?(): Promise<void>;
   /** Make history before the current revision unavailable (etcd compact, engine history trim). */
   compact?(): Promise<void>;
+  /** The backend offers the optional `createSequential` (types.ts): test it. The suite checks that
+   *  the backend offers it exactly when this says so. */
+  sequential?: boolean;
 }
 
 /** The matchers the suite uses (vitest's and jest's `expect` provide them). */
@@ -400,6 +403,57 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
         expect(evs.map((e) => (e as { key: string }).key)).toEqual(Array.from({ length: 10 }, (_, i) => `${p}k${i}`));
       }
       await Promise.all(readers.map((r) => r.return()));
+    });
+  });
+
+  describe('sequential keys (optional capability)', () => {
+    it(`${t.sequential ? 'offers' : 'does not offer'} createSequential, as the target declares`, () => {
+      expect(typeof b.createSequential === 'function').toBe(t.sequential === true);
+    });
+
+    itWith(t.sequential, 'createSequential: <prefix><10 digits> in creation order, bound to the session, seen by watchers, gone with the session', async () => {
+      const p = uniquePrefix('seq');
+      const s = await b.session({ ttl: ttl() });
+      const w = new Reader(b2.watch(p));
+      await readSnapshot(w);
+      const made = [];
+      for (let i = 0; i < 3; i++) made.push((await b.createSequential!(`${p}n-${i}-x-`, `v${i}`, { session: s })).kv);
+      made.push((await b.createSequential!(`${p}n-3-x-`, '', { session: s })).kv);
+      for (const [i, kv] of made.entries()) {
+        expect(new RegExp(`^${p}n-${i}-x-\\d{10}$`).test(kv.key)).toBe(true);
+        expect(kv).toMatchObject({ value: i < 3 ? `v${i}` : '', version: 1, session: s.id, modRevision: kv.createRevision });
+        expect(await b2.get(kv.key)).toEqual(kv);
+        if (i > 0) {
+          expect(kv.createRevision).toBeGreaterThan(made[i - 1]!.createRevision);
+          expect(kv.key.slice(-10) > made[i - 1]!.key.slice(-10)).toBe(true);
+        }
+      }
+      const evs = await w.take(4, 5000);
+      expect(evs.map((e) => (e as { key?: string }).key)).toEqual(made.map((kv) => kv.key));
+      await s.close();
+      const gone = await w.take(4, 5000);
+      expect(gone.map((e) => e.type)).toEqual(['delete', 'delete', 'delete', 'delete']);
+      expect((await b.list(p)).items).toEqual([]);
+      await w.return();
+    });
+
+    itWith(t.sequential, 'createSequential refuses a missing or ended session and invalid prefixes with a clear error, writing nothing', async () => {
+      const p = uniquePrefix('seqbad');
+      await rejectsWithCode(b.createSequential!(`${p}x-`, 'v', {} as never), 'INVALID_ARGUMENT');
+      const s = await b.session({ ttl: ttl() });
+      for (const bad of ['', `${p}a//b-`, `${p}with space-`, `${p}${'x'.repeat(1020)}`]) {
+        await rejectsWithCode(b.createSequential!(bad, 'v', { session: s }), 'INVALID_ARGUMENT');
+      }
+      await s.close();
+      let failed = false;
+      try {
+        await b.createSequential!(`${p}x-`, 'v', { session: s });
+      } catch (e) {
+        failed = true;
+        expect(['CLOSED', 'SESSION_LOST']).toContain(code(e));
+      }
+      expect(failed).toBe(true);
+      expect((await b.list(p)).items).toEqual([]);
     });
   });
 

@@ -51,25 +51,6 @@ describe("Lock and Election in Curator's layout", () => {
     await Promise.allSettled(backends.map((b) => b.close()));
   });
 
-  it('createSequential: keys <prefix><10 digits> in creation order, bound to the session, deleted with it', async () => {
-    const { b, s } = await proc();
-    const dir = `${uniq('seq')}/`;
-    const made = [];
-    for (let i = 0; i < 3; i++) made.push((await b.createSequential(`${dir}_c_${randomUUID()}-lock-`, `v${i}`, { session: s })).kv);
-    for (const [i, kv] of made.entries()) {
-      expect(kv.key).toMatch(/_c_[0-9a-f-]{36}-lock-\d{10}$/);
-      expect(kv).toMatchObject({ value: `v${i}`, version: 1, session: s.id });
-      expect(await b.get(kv.key)).toEqual(kv);
-    }
-    const seqs = made.map((kv) => kv.key.slice(-10));
-    expect([...seqs].sort()).toEqual(seqs);
-    expect(made[2]!.createRevision).toBeGreaterThan(made[1]!.createRevision);
-    expect(code(await rejection(b.createSequential(`${dir}x`, 'v', {} as never)))).toBe('INVALID_ARGUMENT');
-    expect(code(await rejection(b.createSequential(`${dir}a//b`, 'v', { session: s })))).toBe('INVALID_ARGUMENT');
-    await s.close();
-    expect((await b.list(dir)).items).toEqual([]);
-  });
-
   it('a node of an older roster (named by session id) in the directory: lock, tryLock and campaign refuse with CONFLICT naming it, leaving no key', async () => {
     const old = await proc();
     const a = await proc();

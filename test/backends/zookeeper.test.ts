@@ -40,6 +40,7 @@ describe('zk:// conformance', () => {
     open: () => ZooKeeperBackend.open(zk.url('/roster-conformance'), { requestTimeout: 5000 }),
     ttl: 1000,
     restart: () => zk.restart(),
+    sequential: true,
   });
 });
 
