@@ -1,14 +1,16 @@
 /**
  * Leader election across real processes: three candidates (workers/elect-worker.ts) on a roster
- * server in its own process. SIGKILL the leader: exactly one new leader must be elected within
+ * server in its own process, and again on a real ZooKeeper (Curator's LeaderLatch layout there,
+ * src/recipes/line.ts). SIGKILL the leader: exactly one new leader must be elected within
  * TTL + 1 s, as seen both by an observer here and by the candidates themselves. Repeated a few
  * rounds, a fresh candidate replacing each killed one.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Backend } from '../../src/contract/types.js';
-import { RemoteBackend } from '../../src/backends/remote/index.js';
+import { openBackend } from '../../src/index.js';
 import { Election, type Leader } from '../../src/recipes/index.js';
 import { ServerProcess } from '../helpers/server.js';
+import { startZooKeeper, zookeeperAvailable, type ZooKeeperServer } from '../helpers/zookeeper.js';
 import { eventually, Reader } from '../helpers/watch.js';
 import { Worker } from './procs.js';
 
@@ -16,19 +18,26 @@ const TTL = 1000;
 const ROUNDS = 3;
 
 let srv: ServerProcess;
-let b: Backend;
+let zk: ZooKeeperServer | undefined;
+const backends: Backend[] = [];
 beforeAll(async () => {
-  srv = await ServerProcess.start();
-  b = await RemoteBackend.open(srv.url);
+  [srv, zk] = await Promise.all([ServerProcess.start(), zookeeperAvailable() ? startZooKeeper() : undefined]);
 }, 60_000);
 afterAll(async () => {
-  await b?.close();
+  await Promise.allSettled(backends.map((b) => b.close()));
   await srv?.cleanup();
+  await zk?.stop();
 });
 
-it('killing the leader process elects exactly one new leader within TTL + 1 s', async () => {
+const targets: [string, () => string][] = [
+  ['the roster server', () => srv.url],
+  ['ZooKeeper', () => zk!.url('/election-process')],
+];
+for (const [label, url] of targets) it.skipIf(label === 'ZooKeeper' && !zookeeperAvailable())(`${label}: killing the leader process elects exactly one new leader within TTL + 1 s`, async () => {
   const name = `proc-elect-${process.pid}`;
-  const config = { backend: srv.url, name, ttl: TTL };
+  const config = { backend: url(), name, ttl: TTL };
+  const b = await openBackend(url());
+  backends.push(b);
   let serial = 0;
   const spawn = () => new Worker('elect-worker.ts', `c${serial++}`, config);
   const candidates = [spawn()];
@@ -68,7 +77,7 @@ it('killing the leader process elects exactly one new leader within TTL + 1 s', 
     candidates.splice(candidates.indexOf(leader), 1);
     candidates.push(spawn());
   }
-  console.log(`[election] ${ROUNDS} leader kills, TTL ${TTL} ms: failover took ${failovers.join(', ')} ms (bound ${TTL + 1000} ms)`);
+  console.log(`[election] ${label}: ${ROUNDS} leader kills, TTL ${TTL} ms: failover took ${failovers.join(', ')} ms (bound ${TTL + 1000} ms)`);
   // Nothing beyond the successions was observed (no double leader, no flapping).
   const extra = await leaders.ended(300).catch(() => 'none');
   expect(extra).toBe('none');

@@ -1,8 +1,9 @@
 /**
  * Lock safety under process pauses and crashes, across real processes.
  *
- * Five worker processes (workers/lock-worker.ts) contend for one lock on a roster server running in
- * its own process. Each holder writes begin / middle / end to a shared resource (an HTTP server in
+ * Five worker processes (workers/lock-worker.ts) contend for one lock, on a roster server running in
+ * its own process and again on a real ZooKeeper (where the lock is Curator's layout: sequential
+ * nodes in fixForSorting order, src/recipes/line.ts). Each holder writes begin / middle / end to a shared resource (an HTTP server in
  * this test process) that rejects stale fencing tokens and records every write. Meanwhile the test
  * pauses the current holder with SIGSTOP for longer than the session TTL (its lease expires and the
  * lock passes on while it is frozen), then SIGCONTs it, and SIGKILLs random workers (replaced by
@@ -18,6 +19,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FencedResource } from '../../src/recipes/index.js';
 import { ServerProcess } from '../helpers/server.js';
+import { startZooKeeper, zookeeperAvailable, type ZooKeeperServer } from '../helpers/zookeeper.js';
 import { Worker } from './procs.js';
 
 const WORKERS = 5;
@@ -34,13 +36,15 @@ interface Write {
 }
 
 let srv: ServerProcess;
+let zk: ZooKeeperServer | undefined;
 let resource: Server;
 let resourceUrl: string;
-const fenced = new FencedResource();
-const log: Write[] = [];
+/** The current run's resource: a fresh one per backend. */
+let fenced = new FencedResource();
+let log: Write[] = [];
 
 beforeAll(async () => {
-  srv = await ServerProcess.start();
+  [srv, zk] = await Promise.all([ServerProcess.start(), zookeeperAvailable() ? startZooKeeper() : undefined]);
   resource = createServer((req, res) => {
     let body = '';
     req.setEncoding('utf8');
@@ -59,6 +63,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((r) => resource?.close(r));
   await srv?.cleanup();
+  await zk?.stop();
 });
 
 /** Sections (per token) as [first, last] positions in `writes`. */
@@ -80,8 +85,14 @@ function overlaps(secs: { first: number; last: number }[]): number {
   return n;
 }
 
-it('N processes, paused past their TTL and killed: zero overlapping accepted sections, strictly increasing tokens', async () => {
-  const config = { backend: srv.url, resource: resourceUrl, name: `safety-${process.pid}`, ttl: TTL };
+const targets: [string, () => string][] = [
+  ['the roster server', () => srv.url],
+  ['ZooKeeper', () => zk!.url('/lock-safety')],
+];
+for (const [label, url] of targets) it.skipIf(label === 'ZooKeeper' && !zookeeperAvailable())(`${label}: N processes, paused past their TTL and killed: zero overlapping accepted sections, strictly increasing tokens`, async () => {
+  fenced = new FencedResource();
+  log = [];
+  const config = { backend: url(), resource: resourceUrl, name: `safety-${process.pid}`, ttl: TTL };
   let serial = 0;
   const spawnWorker = () => new Worker('lock-worker.ts', `w${serial++}`, config);
   const workers: Worker[] = Array.from({ length: WORKERS }, spawnWorker);
@@ -141,7 +152,7 @@ it('N processes, paused past their TTL and killed: zero overlapping accepted sec
   const sharedTokens = rawSecs.filter((s) => s.pids.size > 1).length;
 
   console.log(
-    `[lock-safety] processes=${all.length} acquisitions=${acquisitions} sections=${acceptedSecs.length} writes=${log.length} ` +
+    `[lock-safety] ${label}: processes=${all.length} acquisitions=${acquisitions} sections=${acceptedSecs.length} writes=${log.length} ` +
       `accepted=${accepted.length} rejected(stale token)=${log.length - accepted.length} pauses=${pauses} (holder paused ${pausedHolders}) kills=${kills} ` +
       `lock-lost-in-section=${lostInSection} overlaps(accepted)=${acceptedOverlaps} overlapping section pairs in the raw log (what the lock alone allowed)=${rawOverlaps} ` +
       `non-increasing tokens=${nonIncreasing} tokens shared by 2 processes=${sharedTokens} worker errors=${errors.length}`,
