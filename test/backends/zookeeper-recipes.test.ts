@@ -9,9 +9,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
 import type { Session } from '../../src/contract/types.js';
-import { isRosterError, RosterError } from '../../src/core/errors.js';
+import { isRosterError } from '../../src/core/errors.js';
 import { Election, lock, tryLock } from '../../src/recipes/index.js';
-import { recipesSuite } from '../recipes/suite.js';
+import { code, recipesSuite, rejection, uniq } from '../recipes/suite.js';
 import { eventually } from '../helpers/watch.js';
 import { RequestCutProxy } from '../helpers/zk-request-cut.js';
 import { startZooKeeper, type ZooKeeperServer } from '../helpers/zookeeper.js';
@@ -27,18 +27,6 @@ afterAll(async () => {
 describe('recipes on zk://', () => {
   recipesSuite(() => ({ open: () => ZooKeeperBackend.open(zk.url('/recipes'), { requestTimeout: 5000 }), ttl: 1000 }));
 });
-
-const uniq = (name: string) => `${name}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-const code = (e: unknown) => (e instanceof RosterError ? e.code : undefined);
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
 
 describe("Lock and Election in Curator's layout", () => {
   const backends: ZooKeeperBackend[] = [];

@@ -30,11 +30,11 @@ export interface RecipesTarget {
   ttl?: number;
 }
 
-function code(e: unknown): string | undefined {
+export function code(e: unknown): string | undefined {
   return e instanceof RosterError ? e.code : undefined;
 }
 
-function uniq(name: string): string {
+export function uniq(name: string): string {
   return `${name}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
@@ -53,7 +53,7 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
   }
 }
 
-async function rejection(p: Promise<unknown>): Promise<unknown> {
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
     await p;
   } catch (e) {
