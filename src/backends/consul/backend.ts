@@ -42,7 +42,7 @@ import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
 import { commonOptionSpec, duration, optional, positiveNumber, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
-import { ConflictError, InvalidArgumentError, isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
+import { ConflictError, InvalidArgumentError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
 import { formatGoDuration, parseGoDuration } from '../../core/duration.js';
 import { validateKey } from '../../core/names.js';
 import { ConsulCatalog } from './catalog.js';
