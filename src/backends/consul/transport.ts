@@ -135,6 +135,8 @@ export class ConsulTransport {
   fail(r: ConsulReply, what: string): RosterError {
     const msg = replyMessage(r.text);
     const at = `${what} on ${this.url}`;
+    // Consul answers an unknown ?dc= with a 500 that no retry can fix.
+    if (/No path to datacenter/i.test(msg)) return new InvalidArgumentError(`${at}: ${msg} (the datacenter option names a datacenter this agent cannot reach)`, { details: { status: r.status } });
     switch (r.status) {
       case 400:
         return new InvalidArgumentError(`${at}: Consul rejected the request: ${msg}`, { details: { status: 400 } });
