@@ -338,6 +338,31 @@ export class ConsulBackend extends BackendBase {
     return { revision: r.index ?? 0, deleted };
   }
 
+  /**
+   * Raw KV access under this client's prefix, for this package's Consul-format lock (lock.ts):
+   * a (blocking) read of one key with its flags, and a transaction. Not part of the contract.
+   */
+  readonly raw = {
+    read: async (key: string, index: number, waitMs: number, signal: AbortSignal | undefined): Promise<{ index: number; pair: ConsulPair | undefined }> => {
+      this.check(signal);
+      const blocking = index > 0;
+      const r = await this.t.request('GET', `/v1/kv/${keyPath(this.ck(key))}`, {
+        query: blocking ? { index, wait: formatGoDuration(waitMs) } : {},
+        dc: true,
+        idempotent: true,
+        blocking,
+        timeout: blocking ? waitMs + waitMs / 16 + this.t.requestTimeout : this.t.requestTimeout,
+        ...(signal ? { signal } : {}),
+      });
+      if (r.status !== 200 && r.status !== 404) throw this.t.fail(r, `read ${key}`);
+      const pair = r.status === 200 ? parsePairs(r.text).find((p) => p.Key === this.ck(key)) : undefined;
+      return { index: r.index ?? 0, pair };
+    },
+    txn: (ops: readonly KvOp[], what: string, signal: AbortSignal | undefined): Promise<TxnOutcome> => this.txn(ops.map((op) => ({ ...op, Key: this.ck(op.Key) })), what, signal),
+    /** Consul's key for a contract key. */
+    key: (key: string): string => this.ck(validateKey(key)),
+  };
+
   // ------------------------------------------------------------------ sessions
 
   protected async grant(ttl: number): Promise<LeaseSession> {

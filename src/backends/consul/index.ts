@@ -7,4 +7,5 @@ import './scheme.js';
 
 export { ConsulBackend, type ConsulBackendOptions } from './backend.js';
 export { ConsulCatalog } from './catalog.js';
+export { consulLock, LOCK_FLAG_VALUE, type ConsulLock, type ConsulLockOptions } from './lock.js';
 export { parseConsulUrl, type ConsulUrl } from './url.js';
