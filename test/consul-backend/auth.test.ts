@@ -27,7 +27,7 @@ beforeAll(async () => {
   srv = await startConsulServer({
     consul: {
       datacenter: 'dc7',
-      sessionTtlMin: '100ms',
+      sessionTtlMin: '250ms',
       authorize: (token, need, req: IncomingMessage) => {
         const h = req.headers['x-consul-token'];
         seen.push({ url: req.url ?? '', token: typeof h === 'string' ? h : undefined, need: `${need.resource}:${need.access}` });

@@ -42,7 +42,7 @@ const fenced = new FencedResource();
 const log: Write[] = [];
 
 beforeAll(async () => {
-  srv = await ServerProcess.start({ options: { consul: { sessionTtlMin: '100ms' } } });
+  srv = await ServerProcess.start({ options: { consul: { sessionTtlMin: '250ms' } } });
   resource = createServer((req, res) => {
     let body = '';
     req.setEncoding('utf8');

@@ -16,7 +16,7 @@ let consul: any; // the package's typings are narrower than what it accepts at r
 let b: ConsulBackend;
 
 beforeAll(async () => {
-  srv = await startConsulServer({ consul: { sessionTtlMin: '100ms' } });
+  srv = await startConsulServer({ consul: { sessionTtlMin: '250ms' } });
   consul = new Consul({ host: srv.host, port: srv.port });
   b = await ConsulBackend.open(`consul://127.0.0.1:${srv.port}`);
 });

@@ -10,7 +10,7 @@ import { startConsulServer, type ConsulTestServer } from '../consul/helpers.js';
 
 let srv: ConsulTestServer;
 beforeAll(async () => {
-  srv = await startConsulServer({ consul: { sessionTtlMin: '100ms' } });
+  srv = await startConsulServer({ consul: { sessionTtlMin: '250ms' } });
 });
 afterAll(async () => {
   await srv?.cleanup();

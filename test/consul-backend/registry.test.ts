@@ -11,7 +11,7 @@ import { ServerProcess } from '../helpers/server.js';
 
 let proc: ServerProcess;
 beforeAll(async () => {
-  proc = await ServerProcess.start({ options: { consul: { sessionTtlMin: '100ms' } } });
+  proc = await ServerProcess.start({ options: { consul: { sessionTtlMin: '250ms' } } });
 });
 afterAll(async () => {
   await proc?.cleanup();
