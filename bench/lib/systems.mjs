@@ -69,7 +69,7 @@ export async function startSystem(name, opts = {}) {
     // can run here): the same server process as `roster`, reached through Consul's API.
     case 'consul': {
       const sys = await startRoster(opts);
-      return { ...sys, name: 'consul', label: LABELS.consul, url: `consul://${new URL(sys.url).host}/bench`, options: {} };
+      return { ...sys, name: 'consul', label: LABELS.consul, url: `consul://${sys.url.replace(/^http:\/\//, '')}/bench`, options: {} };
     }
     default: throw new Error(`unknown system ${name}`);
   }

@@ -35,15 +35,14 @@
  * (catalog.ts), used by the registry's `consulCatalogLayout()`.
  */
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
 import type { DeleteOptions, PutOptions, Watch, WatchOptions } from '../../contract/types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/kv.js';
 import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
-import { commonOptionSpec, duration, optional, positiveNumber, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
+import { commonOptionSpec, duration, optional, positiveNumber, pemMaterial, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { ConflictError, InvalidArgumentError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
-import { formatGoDuration, parseGoDuration } from '../../core/duration.js';
+import { parseGoDuration } from '../../core/duration.js';
 import { validateKey } from '../../core/names.js';
 import { ConsulCatalog } from './catalog.js';
 import { decodeValue, encodeValue, parsePairs, parseTxn, txnBody, type ConsulPair, type KvOp, type TxnOutcome } from './kv.js';
@@ -98,20 +97,6 @@ const spec: OptionSpec<Resolved> = {
   sessionName: optional(string),
 };
 
-function material(v: unknown, what: string): Buffer | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (Buffer.isBuffer(v)) return v;
-  if (typeof v === 'string') {
-    if (v.includes('-----BEGIN')) return Buffer.from(v);
-    try {
-      return readFileSync(v);
-    } catch (e) {
-      throw new InvalidArgumentError(`cannot read TLS ${what} file ${JSON.stringify(v)}: ${(e as Error).message}`, { cause: e });
-    }
-  }
-  throw new InvalidArgumentError(`invalid TLS ${what}: expected PEM contents or a file path`);
-}
-
 function tlsConnect(tls: unknown, secure: boolean, url: string): Record<string, unknown> | undefined {
   if (tls === undefined || tls === null) return undefined;
   if (typeof tls !== 'object') throw new InvalidArgumentError('invalid consul option tls: expected { ca?, cert?, key?, servername?, rejectUnauthorized? }');
@@ -120,9 +105,9 @@ function tlsConnect(tls: unknown, secure: boolean, url: string): Record<string, 
   for (const k of Object.keys(t)) {
     if (!['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'].includes(k)) throw new InvalidArgumentError(`unknown consul tls option ${JSON.stringify(k)}: expected ca, cert, key, servername, rejectUnauthorized`);
   }
-  const ca = material(t.ca, 'ca');
-  const cert = material(t.cert, 'cert');
-  const key = material(t.key, 'key');
+  const ca = pemMaterial(t.ca, 'ca');
+  const cert = pemMaterial(t.cert, 'cert');
+  const key = pemMaterial(t.key, 'key');
   if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('TLS client certificate needs both cert and key');
   if (t.servername !== undefined && typeof t.servername !== 'string') throw new InvalidArgumentError('invalid consul tls option servername: expected a host name');
   if (t.rejectUnauthorized !== undefined && typeof t.rejectUnauthorized !== 'boolean') throw new InvalidArgumentError('invalid consul tls option rejectUnauthorized: expected true or false');
@@ -241,16 +226,7 @@ export class ConsulBackend extends BackendBase {
 
   /** GET /v1/kv/<prefix>?recurse, optionally blocking: the items roster can name, by key. */
   private async read(prefix: string, index: number, waitMs: number, signal: AbortSignal | undefined): Promise<PollResult> {
-    const blocking = index > 0;
-    const r = await this.t.request('GET', `/v1/kv/${keyPath(this.ck(prefix))}`, {
-      query: { recurse: true, ...(blocking ? { index, wait: formatGoDuration(waitMs) } : {}) },
-      dc: true,
-      idempotent: true,
-      blocking,
-      // Consul adds up to wait/16 of jitter to a blocking wait.
-      timeout: blocking ? waitMs + waitMs / 16 + this.t.requestTimeout : this.t.requestTimeout,
-      ...(signal ? { signal } : {}),
-    });
+    const r = await this.t.read(`/v1/kv/${keyPath(this.ck(prefix))}`, index, waitMs, signal, { recurse: true });
     if (r.status !== 200 && r.status !== 404) throw this.t.fail(r, `list ${prefix || '(root)'}`);
     const items: PolledItem[] = [];
     if (r.status === 200) {
@@ -345,15 +321,7 @@ export class ConsulBackend extends BackendBase {
   readonly raw = {
     read: async (key: string, index: number, waitMs: number, signal: AbortSignal | undefined): Promise<{ index: number; pair: ConsulPair | undefined }> => {
       this.check(signal);
-      const blocking = index > 0;
-      const r = await this.t.request('GET', `/v1/kv/${keyPath(this.ck(key))}`, {
-        query: blocking ? { index, wait: formatGoDuration(waitMs) } : {},
-        dc: true,
-        idempotent: true,
-        blocking,
-        timeout: blocking ? waitMs + waitMs / 16 + this.t.requestTimeout : this.t.requestTimeout,
-        ...(signal ? { signal } : {}),
-      });
+      const r = await this.t.read(`/v1/kv/${keyPath(this.ck(key))}`, index, waitMs, signal);
       if (r.status !== 200 && r.status !== 404) throw this.t.fail(r, `read ${key}`);
       const pair = r.status === 200 ? parsePairs(r.text).find((p) => p.Key === this.ck(key)) : undefined;
       return { index: r.index ?? 0, pair };

@@ -2,7 +2,6 @@ import type { ServiceCatalog } from '../../contract/catalog.js';
 import type { Watch, WatchOptions } from '../../contract/types.js';
 import type { ListResult } from '../../core/kv.js';
 import type { HealthStatus } from '../../core/checks.js';
-import { formatGoDuration } from '../../core/duration.js';
 import { RosterError, UnavailableError } from '../../core/errors.js';
 import { validateServiceName } from '../../core/names.js';
 import { replyMessage, type ConsulTransport } from './transport.js';
@@ -96,16 +95,8 @@ export class ConsulCatalog implements ServiceCatalog {
   /** GET /v1/health/service/<name>, optionally blocking. */
   async read(service: string, index: number, waitMs: number, signal: AbortSignal | undefined): Promise<PollResult> {
     validateServiceName(service);
-    const blocking = index > 0;
     const local = await this.localNode();
-    const r = await this.t.request('GET', `/v1/health/service/${encodeURIComponent(service)}`, {
-      query: blocking ? { index, wait: formatGoDuration(waitMs) } : {},
-      dc: true,
-      idempotent: true,
-      blocking,
-      timeout: blocking ? waitMs + waitMs / 16 + this.t.requestTimeout : this.t.requestTimeout,
-      ...(signal ? { signal } : {}),
-    });
+    const r = await this.t.read(`/v1/health/service/${encodeURIComponent(service)}`, index, waitMs, signal);
     if (r.status !== 200) throw this.t.fail(r, `health of service ${service}`);
     if (r.index === undefined) throw new UnavailableError(`health of service ${service} on ${this.t.url}: the reply carried no X-Consul-Index`);
     let entries: unknown;

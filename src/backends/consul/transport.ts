@@ -1,6 +1,7 @@
 import { Agent, type Dispatcher } from 'undici';
 import { abortReason } from '../../core/async.js';
 import { ClosedError, InvalidArgumentError, RosterError, TooLargeError, UnavailableError } from '../../core/errors.js';
+import { formatGoDuration } from '../../core/duration.js';
 
 /** What a Consul agent answered. `index` is X-Consul-Index when the reply carries one. */
 export interface ConsulReply {
@@ -119,6 +120,22 @@ export class ConsulTransport {
         throw new UnavailableError(`Consul agent ${host} (${this.url}) unreachable: ${code ?? (e instanceof Error ? e.message : String(e))}`, { cause: e });
       }
     }
+  }
+
+  /**
+   * A read (with `?dc=`), blocking while Consul's index is still `index` for at most `waitMs`
+   * (index 0: answer at once). Its deadline allows for the wait/16 of jitter Consul adds.
+   */
+  read(path: string, index: number, waitMs: number, signal: AbortSignal | undefined, query: RequestOptions['query'] = {}): Promise<ConsulReply> {
+    const blocking = index > 0;
+    return this.request('GET', path, {
+      query: { ...query, ...(blocking ? { index, wait: formatGoDuration(waitMs) } : {}) },
+      dc: true,
+      idempotent: true,
+      blocking,
+      timeout: blocking ? waitMs + waitMs / 16 + this.opts.requestTimeout : this.opts.requestTimeout,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   private query(o: RequestOptions): string {
