@@ -65,7 +65,7 @@ function parseArgs(argv) {
   return o;
 }
 
-const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul'];
+const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul', 'latency'];
 
 function config(o) {
   const q = o.quick;
@@ -79,6 +79,7 @@ function config(o) {
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
     consul: CONSUL_DEFAULTS(q),
+    latency: { n: q ? 300 : 1000 },
   };
 }
 
@@ -255,6 +256,14 @@ async function scenarioConsul(cfg) {
   return { params: cfg.consul, cases: [{ n: cfg.consul.parked, results: summarise(byVariant) }] };
 }
 
+/** Register and watch latency, one operation at a time (test/helpers/latency.ts's method), on every
+ *  backend, the consul:// backend included (against roster server's /v1: no Consul server here). */
+async function scenarioLatency(cfg) {
+  const c = cfg.latency;
+  const byVariant = await alternate('latency', [...SYSTEMS, 'consul'], cfg.runs, (v) => once(v, 'latency', c, 600_000));
+  return { params: c, cases: [{ n: c.n, results: summarise(byVariant) }] };
+}
+
 /** The roster server under the 10k register load with --cpu-prof: where its time goes. */
 async function profileRegister(cfg) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'roster-prof-'));
@@ -337,6 +346,7 @@ async function main() {
     ['pick', () => scenarioPick(cfg)],
     ['coldstart', () => scenarioColdstart(cfg)],
     ['consul', () => scenarioConsul(cfg)],
+    ['latency', () => scenarioLatency(cfg)],
   ];
   for (const [name, fn] of steps) {
     if (!want(name)) continue;

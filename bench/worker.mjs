@@ -534,9 +534,59 @@ async function coldstart(spec) {
   return { ms, p50: percentile(ms, 50), min: percentile(ms, 0), max: percentile(ms, 100) };
 }
 
+// ------------------------------------------------------------------ latency
+
+/** test/helpers/latency.ts as a bench workload: `n` puts bound to a session one at a time
+ *  (register), then `n` times "put on one client until a watcher on another receives it" (watch). */
+async function latency(spec) {
+  const { n } = spec;
+  const writer = await openBackend(spec.url, spec.options);
+  const watcher = await openBackend(spec.url, spec.options);
+  const p = `lat-${process.pid}-${Date.now().toString(36)}/`;
+  const s = await writer.session({ ttl: 10_000 });
+  for (let i = 0; i < 50; i++) await writer.put(`${p}reg/warm-${i}`, 'x', { session: s });
+  await writer.put(`${p}watch/warm`, 'x', { session: s });
+  const reg = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await writer.put(`${p}reg/10.0.0.${i % 250}:${8000 + i}`, '{"metadata":{}}', { session: s });
+    reg.push(performance.now() - t0);
+  }
+  const it = watcher.watch(`${p}watch/`)[Symbol.asyncIterator]();
+  for (;;) if ((await it.next()).value.type === 'synced') break;
+  const wat = [];
+  for (let i = 0; i < n; i++) {
+    const key = `${p}watch/k${i}`;
+    const t0 = performance.now();
+    const put = writer.put(key, String(i), { session: s });
+    for (;;) {
+      const ev = (await it.next()).value;
+      if (ev.type === 'put' && ev.key === key) break;
+    }
+    wat.push(performance.now() - t0);
+    await put;
+  }
+  await it.return();
+  await s.close();
+  await writer.close();
+  await watcher.close();
+  const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
+  return {
+    n,
+    regP50: percentile(reg, 50),
+    regP99: percentile(reg, 99),
+    regMax: percentile(reg, 100),
+    regMean: mean(reg),
+    watchP50: percentile(wat, 50),
+    watchP99: percentile(wat, 99),
+    watchMax: percentile(wat, 100),
+    watchMean: mean(wat),
+  };
+}
+
 // ------------------------------------------------------------------ main
 
-const WORKLOADS = { register, fleet, watch, failure, coldstart };
+const WORKLOADS = { register, fleet, watch, failure, coldstart, latency };
 
 const spec = JSON.parse(process.argv[2] ?? '{}');
 const fn = WORKLOADS[spec.workload];

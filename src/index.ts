@@ -3,7 +3,7 @@
  *
  * Everything here is engine-independent and covered by the package's compatibility promise.
  * Backends live behind subpath exports (roster-sd/memory, roster-sd/remote, roster-sd/etcd,
- * roster-sd/zookeeper) and are loaded lazily by openBackend(url); importing this module registers
+ * roster-sd/zookeeper, roster-sd/consul) and are loaded lazily by openBackend(url); importing this module registers
  * the built-in URL schemes. What backend authors and roster's own packages need beyond this is in
  * `roster-sd/internal` (no compatibility promise), like nats.js's mod.ts / internal_mod.ts.
  */
@@ -74,6 +74,7 @@ export { WatchedPrefix, type WatchedPrefixOptions, type WatchedPrefixEvents, typ
 
 // Registration and discovery.
 export { rosterLayout, plainLayout, etcdEndpointsLayout, curatorLayout, layoutByName, type Layout } from './registry/layout.js';
+export { consulCatalogLayout, type ConsulCatalogLayoutOptions } from './registry/consul-catalog.js';
 export * from './registry/index.js';
 
 // Balancing.

@@ -17,6 +17,7 @@ export { abortable, abortReason, anySignal, backoff, deferred, jitter, sleep, th
 export { BackendBase } from './contract/base.js';
 export { LeaseSession, type LeaseSessionOptions, type SessionDriver } from './contract/session.js';
 export { WatchStream, Terminal, resume, type ResumeOptions } from './contract/stream.js';
+export { catalogOf, type ServiceCatalog } from './contract/catalog.js';
 export {
   readOptions,
   commonOptionSpec,

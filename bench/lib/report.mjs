@@ -5,15 +5,16 @@ import path from 'node:path';
 import process from 'node:process';
 import { consulTables } from '../consul.mjs';
 
-const COLS = ['roster', 'etcd', 'zookeeper', 'etcd-raw', 'zookeeper-raw'];
+const COLS = ['roster', 'etcd', 'zookeeper', 'etcd-raw', 'zookeeper-raw', 'consul'];
 const NAMES = {
   roster: 'roster',
+  consul: 'consul:// (roster /v1)',
   etcd: 'etcd',
   zookeeper: 'ZooKeeper',
   'etcd-raw': 'etcd (raw etcd3)',
   'zookeeper-raw': 'ZooKeeper (raw client)',
 };
-const COLORS = { roster: '#1f6fb4', etcd: '#e8772e', zookeeper: '#3a9a3a', 'etcd-raw': '#f3b27f', 'zookeeper-raw': '#98cf98' };
+const COLORS = { consul: '#8a5bb8', roster: '#1f6fb4', etcd: '#e8772e', zookeeper: '#3a9a3a', 'etcd-raw': '#f3b27f', 'zookeeper-raw': '#98cf98' };
 
 // ------------------------------------------------------------------ formatting
 
@@ -89,6 +90,17 @@ const DEFS = {
       ['  min / max over all kills (ms)', (m) => m.killMs, (v) => (Array.isArray(v) && v.length ? `${int(Math.min(...v))} / ${int(Math.max(...v))}` : '–'), 'none'],
       ['graceful stop (SIGTERM) → gone, median (ms)', (m) => m.stopP50, d1],
       ['  max over all stops (ms)', (m) => (Array.isArray(m.stopMs) && m.stopMs.length ? Math.max(...m.stopMs) : NaN), d1],
+    ],
+  },
+  latency: {
+    title: (c) => `Register and watch latency, one operation at a time (${int(c.n)} each; test/helpers/latency.ts's method): register = a put bound to a session; watch = put on one client → event at a watcher on another`,
+    rows: [
+      ['register p50 (ms)', (m) => m.regP50, d2],
+      ['register p99 (ms)', (m) => m.regP99, d2],
+      ['register max (ms)', (m) => m.regMax, d2],
+      ['watch p50 (ms)', (m) => m.watchP50, d2],
+      ['watch p99 (ms)', (m) => m.watchP99, d2],
+      ['watch max (ms)', (m) => m.watchMax, d2],
     ],
   },
   coldstart: {
@@ -554,6 +566,7 @@ export function renderMarkdown(results, { root, resultsDir }) {
   lines.push('npm run bench -- --fleet-sizes 10000,30000 --hold 10   # scale the keepalive / memory case down');
   lines.push('npm run bench -- --profile        # also profile the roster server under the register load');
   lines.push('npm run bench -- --only consul --merge   # the Consul API scenario (blocking queries, health checks) into these results');
+  lines.push('npm run bench -- --only latency --merge  # register / watch latency on every backend, consul:// included, into these results');
   lines.push('```');
   lines.push('');
   lines.push(`Raw results of this run: [${rel}/latest.json](${rel}/latest.json).`);

@@ -32,7 +32,7 @@ const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop
 export const ZK_TICK_MS = 500;
 
 export const SYSTEMS = ['roster', 'etcd', 'zookeeper'];
-export const LABELS = { roster: 'roster', etcd: 'etcd', zookeeper: 'ZooKeeper' };
+export const LABELS = { roster: 'roster', etcd: 'etcd', zookeeper: 'ZooKeeper', consul: 'consul:// (roster /v1)' };
 
 const live = new Set();
 process.once('exit', () => {
@@ -65,6 +65,12 @@ export async function startSystem(name, opts = {}) {
     case 'roster': return startRoster(opts);
     case 'etcd': return startEtcd(opts);
     case 'zookeeper': return startZooKeeper(opts);
+    // roster's consul:// backend against roster server's Consul-compatible /v1 (no Consul server
+    // can run here): the same server process as `roster`, reached through Consul's API.
+    case 'consul': {
+      const sys = await startRoster(opts);
+      return { ...sys, name: 'consul', label: LABELS.consul, url: `consul://${sys.url.replace(/^http:\/\//, '')}/bench`, options: {} };
+    }
     default: throw new Error(`unknown system ${name}`);
   }
 }

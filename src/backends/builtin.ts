@@ -8,10 +8,12 @@ import type { MemoryBackendOptions } from './memory/backend.js';
 import type { RemoteBackendOptions } from './remote/backend.js';
 import type { EtcdBackendOptions } from './etcd/backend.js';
 import type { ZooKeeperBackendOptions } from './zookeeper/backend.js';
+import type { ConsulBackendOptions } from './consul/backend.js';
 import './memory/scheme.js';
 import './remote/scheme.js';
 import './etcd/scheme.js';
 import './zookeeper/scheme.js';
+import './consul/scheme.js';
 
 declare module '../contract/schemes.js' {
   interface BackendOptionsByScheme {
@@ -22,5 +24,7 @@ declare module '../contract/schemes.js' {
     etcds: EtcdBackendOptions;
     zk: ZooKeeperBackendOptions;
     zookeeper: ZooKeeperBackendOptions;
+    consul: ConsulBackendOptions;
+    consuls: ConsulBackendOptions;
   }
 }

@@ -1,6 +1,6 @@
 import type { Backend, DeleteOptions, PutOptions, SequentialOptions, Session, SessionOptions, Watch, WatchOptions } from './types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../core/kv.js';
-import { LeaseSession, type SessionDriver } from './session.js';
+import { LeaseSession, type LeaseSessionOptions, type SessionDriver } from './session.js';
 import { WatchStream } from './stream.js';
 import type { CommonBackendOptions } from './options.js';
 import { throwIfAborted } from '../core/async.js';
@@ -54,9 +54,11 @@ export abstract class BackendBase implements Backend {
 
   // ------------------------------------------------------------------ helpers for backends
 
-  /** A session of this backend, tracked so close() / destroy() end it. */
-  protected lease(id: string, ttl: number, driver: SessionDriver): LeaseSession {
+  /** A session of this backend, tracked so close() / destroy() end it. `timing` adjusts the
+   *  renewal pace and the loss deadline where the engine needs it (see LeaseSessionOptions). */
+  protected lease(id: string, ttl: number, driver: SessionDriver, timing: Pick<LeaseSessionOptions, 'intervalRatio' | 'lossAfter'> = {}): LeaseSession {
     const s = new LeaseSession(id, ttl, driver, {
+      ...timing,
       keepProcessAlive: this.keepProcessAlive,
       onEnd: (x) => this.sessions.delete(x),
     });
@@ -166,10 +168,17 @@ export abstract class BackendBase implements Backend {
     if (from !== undefined && (!Number.isInteger(from) || from < 0)) {
       throw new InvalidArgumentError(`invalid fromRevision ${from}: expected a non-negative integer`);
     }
-    const stream = new WatchStream(opts.signal, { keepProcessAlive: this.keepProcessAlive });
+    return this.trackedWatch(opts.signal, (stream) => this.doWatch(prefix, from, stream));
+  }
+
+  /** A watch stream that close() / destroy() end like watch()'s, fed by `feed` (for a backend's
+   *  watches of something other than a key prefix, e.g. Consul's health endpoint). */
+  protected trackedWatch(signal: AbortSignal | undefined, feed: (stream: WatchStream) => void): Watch {
+    this.check(signal);
+    const stream = new WatchStream(signal, { keepProcessAlive: this.keepProcessAlive });
     this.watches.add(stream);
     stream.onStop(() => this.watches.delete(stream));
-    if (!stream.ended) this.doWatch(prefix, from, stream);
+    if (!stream.ended) feed(stream);
     return stream;
   }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
 
@@ -65,4 +66,19 @@ export function positiveNumber(v: unknown, name: string): number {
 /** A duration: milliseconds or a string like "5s", within [min, max] ms. */
 export function duration(min = 1, max = 24 * 3_600_000): OptionReader<number> {
   return (v, name) => parseDuration(v, name, { min, max });
+}
+
+/** TLS material given as PEM contents (a string holding "-----BEGIN", or a Buffer) or a file path. */
+export function pemMaterial(v: unknown, what: string): Buffer | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (Buffer.isBuffer(v)) return v;
+  if (typeof v === 'string') {
+    if (v.includes('-----BEGIN')) return Buffer.from(v);
+    try {
+      return readFileSync(v);
+    } catch (e) {
+      throw new InvalidArgumentError(`cannot read TLS ${what} file ${JSON.stringify(v)}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  throw new InvalidArgumentError(`invalid TLS ${what}: expected PEM contents or a file path`);
 }

@@ -55,6 +55,7 @@ export type BackendOptionsFor<U extends string> = U extends `${infer S}://${stri
  *   http://host:port                    roster server
  *   etcd://h1:2379[,h2:2379]/prefix     etcd v3
  *   zk://h1:2181[,h2:2181]/chroot       ZooKeeper
+ *   consul://h1:8500[,h2:8500]/prefix   Consul (consuls:// for HTTPS)
  * `options` are the backend's own (typed per scheme); unknown ones are INVALID_ARGUMENT.
  */
 export async function openBackend<U extends string>(url: U, options?: BackendOptionsFor<U>): Promise<Backend> {

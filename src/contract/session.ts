@@ -23,6 +23,11 @@ export interface SessionDriver {
 export interface LeaseSessionOptions {
   /** Renewal interval as a fraction of the TTL (default 1/3). */
   intervalRatio?: number;
+  /** Presume the lease lost once no renewal succeeded for this long (ms; default: the TTL). For an
+   *  engine that may expire a lease before the TTL the session reports (Consul expires a session
+   *  between its TTL and twice that; roster reports the upper bound as `ttl`), this is the earliest
+   *  expiry: past it a holder must not presume it still holds anything. */
+  lossAfter?: number;
   clock?: Clock;
   /** Hold the process open while the session is live (default true; see core/lifetime.ts). */
   keepProcessAlive?: boolean;
@@ -47,6 +52,7 @@ export class LeaseSession implements Session {
   private readonly ac = new AbortController();
   private readonly clock: Clock;
   private readonly ratio: number;
+  private readonly lossAfter: number;
   private readonly release: () => void;
   private timer: Timer | undefined;
   private lastOk: number;
@@ -65,6 +71,7 @@ export class LeaseSession implements Session {
   ) {
     this.clock = opts.clock ?? systemClock;
     this.ratio = opts.intervalRatio ?? 1 / 3;
+    this.lossAfter = opts.lossAfter ?? ttl;
     this.lastOk = this.clock.now();
     this.release = maybeHold(opts.keepProcessAlive);
     if (driver.keepAlive) this.schedule(this.ttl * this.ratio);
@@ -94,10 +101,10 @@ export class LeaseSession implements Session {
       if (this.ended) return;
       if (isRosterError(e, 'SESSION_LOST')) return this.markLost(e);
       this.lastError = e;
-      const left = this.lastOk + this.ttl - this.clock.now();
-      if (left <= 0) return this.markLost(new SessionLostError(`session ${this.id} lost: no keepalive succeeded for ${this.ttl} ms`, { cause: e }));
+      const left = this.lastOk + this.lossAfter - this.clock.now();
+      if (left <= 0) return this.markLost(new SessionLostError(`session ${this.id} lost: no keepalive succeeded for ${this.lossAfter} ms`, { cause: e }));
       // Unreachable: retry quickly, but never past the deadline.
-      this.schedule(Math.min(Math.max(50, this.ttl / 10), left));
+      this.schedule(Math.min(Math.max(50, this.lossAfter / 10), left));
     } finally {
       this.inflight = undefined;
     }

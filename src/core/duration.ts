@@ -37,3 +37,36 @@ export const TTL_MAX_MS = 24 * 3_600_000;
 export function parseTtl(input: unknown): number {
   return parseDuration(input, 'ttl', { min: TTL_MIN_MS, max: TTL_MAX_MS });
 }
+
+// ------------------------------------------------------------------ Go durations (Consul's wire format)
+
+const DURATION_RE = /^[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/;
+const PART_RE = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g;
+const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parse a Go duration ("300ms", "1m30s", "-1.5h", "0") into milliseconds. */
+export function parseGoDuration(s: string, what: string): number {
+  if (s === '0' || s === '+0' || s === '-0') return 0;
+  if (s.length > 64 || !DURATION_RE.test(s)) {
+    throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(s.slice(0, 64))}: expected a Go duration such as "10s", "1m30s" or "500ms"`, { details: { field: what } });
+  }
+  let ms = 0;
+  for (const m of s.matchAll(PART_RE)) ms += Number(m[1]) * UNIT_MS[m[2]!]!;
+  return s.startsWith('-') ? -ms : ms;
+}
+
+/** Render milliseconds as a Go duration string ("10s", "1m30s", "250ms"). */
+export function formatGoDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  if (ms < 1000) return `${+ms.toFixed(6)}ms`;
+  let rest = ms / 1000;
+  let out = '';
+  const h = Math.floor(rest / 3600);
+  if (h) out += `${h}h`;
+  rest -= h * 3600;
+  const m = Math.floor(rest / 60);
+  if (h || m) out += `${m}m`;
+  rest -= m * 60;
+  return out + `${+rest.toFixed(6)}s`;
+}
+

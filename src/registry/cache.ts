@@ -131,7 +131,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
     this.layout = opts.layout ?? rosterLayout();
     this.prefix = this.layout.servicePrefix(service);
     this.filter = opts.filter && normaliseFilter(opts.filter);
-    this.watched = new WatchedPrefix(backend, this.prefix, {
+    this.watched = new WatchedPrefix(this.layout.store?.(backend) ?? backend, this.prefix, {
       retry: { baseMs: opts.retry?.baseMs ?? 100, capMs: opts.retry?.capMs ?? 5000 },
       ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.keepProcessAlive !== undefined ? { keepProcessAlive: opts.keepProcessAlive } : {}),

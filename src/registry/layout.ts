@@ -48,6 +48,14 @@ export interface Layout {
    * the payload class of the Java side this way). Failures are the caller's to report.
    */
   prepare?(backend: Backend, service: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Optional. A layout whose instances live in the engine's own service catalog rather than under
+   * keys (Consul's agent and health API: consulCatalogLayout) returns the store that holds them: a
+   * Backend over that catalog, keys `servicePrefix(service) + id`, whose sessions are the
+   * registrations' liveness. The Registrar and ServiceCache then read and write through it instead
+   * of `backend`, with everything else unchanged (sessions, repair, lost / restored, the watched view).
+   */
+  store?(backend: Backend): Backend;
 }
 
 function normRoot(root: string): string {
@@ -90,7 +98,7 @@ interface Attributes {
 }
 
 /** Copy `source`'s entries into metadata by roster's rules, leaving out what they reject and `skip`. */
-function metadataFrom(source: Record<string, unknown>, skip: (k: string) => boolean): Record<string, string> {
+export function metadataFrom(source: Record<string, unknown>, skip: (k: string) => boolean): Record<string, string> {
   const metadata: Record<string, string> = {};
   let n = 0;
   for (const [k, v] of Object.entries(source)) {
@@ -108,12 +116,12 @@ function metadataFrom(source: Record<string, unknown>, skip: (k: string) => bool
   return metadata;
 }
 
-function weightOf(v: unknown): number | undefined {
+export function weightOf(v: unknown): number | undefined {
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,5}$/.test(v) ? Number(v) : NaN;
   return Number.isInteger(n) && n >= 0 && n <= 10000 ? n : undefined;
 }
 
-function zoneOf(v: unknown): string | undefined {
+export function zoneOf(v: unknown): string | undefined {
   try {
     return typeof v === 'string' && v !== '' ? validateServiceName(v, 'zone') : undefined;
   } catch {
@@ -121,7 +129,7 @@ function zoneOf(v: unknown): string | undefined {
   }
 }
 
-function tagsOf(v: unknown): string[] | undefined {
+export function tagsOf(v: unknown): string[] | undefined {
   if (!Array.isArray(v)) return undefined;
   const ok = v.filter((t) => {
     try {

@@ -100,6 +100,8 @@ interface ServiceWatch {
 export class Registrar extends Emitter<RegistrarEvents> {
   readonly layout: Layout;
   readonly ttl: number;
+  /** Where the instances are written: the backend, or the store a catalog layout puts over it. */
+  private readonly store: Backend;
   private readonly desired = new Map<string, Entry>();
   private readonly retryBase: number;
   private readonly retryCap: number;
@@ -126,6 +128,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('Registrar needs options: { ttl }');
     this.ttl = parseTtl(opts.ttl);
     this.layout = opts.layout ?? rosterLayout();
+    this.store = this.layout.store?.(backend) ?? backend;
     this.retryBase = opts.retry?.baseMs ?? 100;
     this.retryCap = opts.retry?.capMs ?? 5000;
     this.repairEnabled = opts.repair ?? true;
@@ -297,7 +300,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   }
 
   private async createSession(): Promise<Session> {
-    const s = await this.backend.session({ ttl: this.ttl, signal: this.closeAc.signal });
+    const s = await this.store.session({ ttl: this.ttl, signal: this.closeAc.signal });
     if (this.closing) {
       await s.close().catch((e: unknown) => this.report(e, 'session close'));
       throw new ClosedError('registrar is closed');
@@ -346,7 +349,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     while (!this.closing) {
       let s: Session;
       try {
-        s = await this.backend.session({ ttl: this.ttl, signal });
+        s = await this.store.session({ ttl: this.ttl, signal });
       } catch (e) {
         if (this.closing) return;
         // Keep trying whatever the error (a server shutting down may answer CLOSED for a while):
@@ -402,12 +405,12 @@ export class Registrar extends Emitter<RegistrarEvents> {
   /** Put the entry bound to `s`, re-creating the key if the backend kept it bound elsewhere. */
   private async write(entry: Entry, s: Session, signal?: AbortSignal): Promise<void> {
     const sig = signal ? { signal } : {};
-    let res = await this.backend.put(entry.key, entry.value, { session: s, ...sig });
+    let res = await this.store.put(entry.key, entry.value, { session: s, ...sig });
     if (res.kv.session !== undefined && res.kv.session !== s.id) {
       // The backend updated the value but the key stayed owned by another (old) session, as a
       // ZooKeeper ephemeral node does: delete exactly that version and create it under ours.
-      await this.backend.delete(entry.key, { ifVersion: res.kv.version, ...sig });
-      res = await this.backend.put(entry.key, entry.value, { session: s, ifAbsent: true, ...sig });
+      await this.store.delete(entry.key, { ifVersion: res.kv.version, ...sig });
+      res = await this.store.put(entry.key, entry.value, { session: s, ifAbsent: true, ...sig });
     }
     entry.revision = res.revision;
     entry.version = res.kv.version;
@@ -419,10 +422,10 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (entry.sessionId === undefined) return; // never written
     const sig = signal ? { signal } : {};
     for (let i = 0; i < 3; i++) {
-      const kv = await this.backend.get(entry.key, sig);
+      const kv = await this.store.get(entry.key, sig);
       if (!kv || !this.isOurs(kv)) return;
       try {
-        await this.backend.delete(entry.key, { ifVersion: kv.version, ...sig });
+        await this.store.delete(entry.key, { ifVersion: kv.version, ...sig });
         return;
       } catch (e) {
         if (!isRosterError(e, 'CONFLICT')) throw e; // changed between get and delete: look again
@@ -458,7 +461,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
       return;
     }
     // The registrar holds the process itself (while it owns registrations): the view need not.
-    const view = new WatchedPrefix(this.backend, this.layout.servicePrefix(service), {
+    const view = new WatchedPrefix(this.store, this.layout.servicePrefix(service), {
       retry: { baseMs: this.retryBase, capMs: this.retryCap },
       clock: this.clock,
       keepProcessAlive: false,

@@ -30,6 +30,20 @@ export interface ConformanceTarget {
   /** The backend offers the optional `createSequential` (types.ts): test it. The suite checks that
    *  the backend offers it exactly when this says so. */
   sequential?: boolean;
+  /**
+   * How `version` counts (default 'count': 1 on create, +1 per put). 'modRevision': the engine keeps
+   * no per-key write counter and `version` is the key's modRevision (Consul's ModifyIndex); it still
+   * grows with every write, is never 0 while the key exists, and is what `ifVersion` compares.
+   */
+  versions?: 'count' | 'modRevision';
+  /**
+   * What a watch can tell (default 'revisions': every change, each at its own revision).
+   * 'final-state': the engine reports only the current state (Consul: a blocking query returns the
+   * prefix as it is now), so several changes of one key between two reads arrive as one put, still
+   * in revision order and never missing the last value; resuming from a revision after which
+   * anything changed starts with `reset` (the deletes since then are not known).
+   */
+  watchHistory?: 'revisions' | 'final-state';
 }
 
 /** The matchers the suite uses (vitest's and jest's `expect` provide them). */
@@ -81,6 +95,10 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
   let b: Backend;
   let b2: Backend;
   const ttl = () => t.ttl ?? 1000;
+  const counts = (t.versions ?? 'count') === 'count';
+  /** The version a key has after writes numbered `n` (1 = create), the last at revision `rev`. */
+  const versionAfter = (n: number, rev: number) => (counts ? n : rev);
+  const finalState = t.watchHistory === 'final-state';
 
   beforeAll(async () => {
     b = await t.open();
@@ -95,14 +113,15 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
     it('put then get returns the value, versions and revisions', async () => {
       const p = uniquePrefix('kv');
       const r1 = await b.put(`${p}a`, 'one');
-      expect(r1.kv).toMatchObject({ key: `${p}a`, value: 'one', version: 1 });
+      expect(r1.kv).toMatchObject({ key: `${p}a`, value: 'one', version: versionAfter(1, r1.revision) });
       expect(r1.kv.createRevision).toBe(r1.revision);
       expect(r1.kv.modRevision).toBe(r1.revision);
       const r2 = await b.put(`${p}a`, 'two');
       expect(r2.revision).toBeGreaterThan(r1.revision);
-      expect(r2.kv).toMatchObject({ value: 'two', version: 2, createRevision: r1.revision, modRevision: r2.revision });
+      expect(r2.kv).toMatchObject({ value: 'two', version: versionAfter(2, r2.revision), createRevision: r1.revision, modRevision: r2.revision });
+      expect(r2.kv.version).toBeGreaterThan(r1.kv.version);
       const got = await b2.get(`${p}a`);
-      expect(got).toMatchObject({ key: `${p}a`, value: 'two', version: 2, createRevision: r1.revision, modRevision: r2.revision });
+      expect(got).toMatchObject({ key: `${p}a`, value: 'two', version: versionAfter(2, r2.revision), createRevision: r1.revision, modRevision: r2.revision });
       expect(got?.session).toBeUndefined();
     });
 
@@ -137,7 +156,8 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       expect(failed).toHaveLength(1);
       expect(code(failed[0]!.reason)).toBe('CONFLICT');
       const final = await b.get(`${p}k`);
-      expect(final?.version).toBe(2);
+      expect(final?.version).toBe(versionAfter(2, final!.modRevision));
+      expect(final!.version).toBeGreaterThan(kv.version);
       expect(['A', 'B']).toContain(final?.value);
     });
 
@@ -164,7 +184,7 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       const a = await b.put(`${p}k`, '1');
       await b.delete(`${p}k`);
       const c = await b.put(`${p}k`, '2');
-      expect(c.kv.version).toBe(1);
+      expect(c.kv.version).toBe(versionAfter(1, c.revision));
       expect(c.kv.createRevision).toBeGreaterThan(a.kv.createRevision);
     });
 
@@ -316,11 +336,22 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       const r3 = await b2.put(`${p}b`, '2b');
       await b2.put(`${p.slice(0, -1)}-sibling/x`, 'not mine');
       const evs = await w.take(3);
-      expect(evs.map((e) => e.type)).toEqual(['put', 'delete', 'put']);
-      expect(evs.map((e) => e.revision)).toEqual([r1.revision, r2.revision, r3.revision]);
+      const keyOf = (e: WatchEvent) => `${e.type} ${(e as { key: string }).key}`;
+      if (!finalState) {
+        expect(evs.map((e) => e.type)).toEqual(['put', 'delete', 'put']);
+        expect(evs.map((e) => e.revision)).toEqual([r1.revision, r2.revision, r3.revision]);
+      } else {
+        // One read may carry several changes: its puts in revision order, then its deletes at the
+        // read's revision (at or after the delete itself).
+        expect(evs.map((e) => e.revision)).toEqual(evs.map((e) => e.revision).sort((x, y) => x - y));
+        expect(new Set(evs.map(keyOf))).toEqual(new Set([`put ${p}c`, `delete ${p}a`, `put ${p}b`]));
+        expect(evs.find((e) => keyOf(e) === `put ${p}c`)?.revision).toBe(r1.revision);
+        expect(evs.find((e) => keyOf(e) === `put ${p}b`)?.revision).toBe(r3.revision);
+        expect(evs.find((e) => e.type === 'delete')!.revision).toBeGreaterThanOrEqual(r2.revision);
+      }
       expect(snap.revision).toBeLessThan(r1.revision);
-      const last = evs[2] as Extract<WatchEvent, { type: 'put' }>;
-      expect(last.kv).toMatchObject({ key: `${p}b`, value: '2b', version: 2 });
+      const last = evs.find((e) => keyOf(e) === `put ${p}b`) as Extract<WatchEvent, { type: 'put' }>;
+      expect(last.kv).toMatchObject({ key: `${p}b`, value: '2b', version: versionAfter(2, r3.revision) });
       await w.return();
     });
 
@@ -335,10 +366,31 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
           revs.push(r.revision);
         }),
       );
-      const evs = await w.take(300, 15_000);
-      const got = evs.map((e) => e.revision);
+      if (!finalState) {
+        const evs = await w.take(300, 15_000);
+        const got = evs.map((e) => e.revision);
+        expect(got).toEqual([...got].sort((x, y) => x - y));
+        expect(new Set(got)).toEqual(new Set(revs));
+        await w.return();
+        return;
+      }
+      // Final state: read until every key shows its last write; every event is one of the writes,
+      // in revision order, and no key's last value is missed.
+      const last = new Map<string, number>();
+      const lastRev = Math.max(...revs);
+      const state = new Map<string, number>();
+      const got: number[] = [];
+      while (![...Array(30).keys()].every((k) => state.has(`${p}k${k}`)) || Math.max(...state.values()) < lastRev) {
+        const e = await w.next(15_000, 'the burst');
+        expect(e.type).toBe('put');
+        if (e.type !== 'put') break;
+        got.push(e.revision);
+        state.set(e.key, e.revision);
+        last.set(e.key, Number(e.kv.value));
+      }
       expect(got).toEqual([...got].sort((x, y) => x - y));
-      expect(new Set(got)).toEqual(new Set(revs));
+      for (const r of got) expect(revs).toContain(r);
+      for (let k = 0; k < 30; k++) expect((await b.get(`${p}k${k}`))?.value).toBe(String(last.get(`${p}k${k}`)));
       await w.return();
     }, 30_000);
 
@@ -349,11 +401,19 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       const r2 = await b.put(`${p}b`, '2');
       const r3 = await b.delete(`${p}a`);
       const w = new Reader(b2.watch(p, { fromRevision: r1.revision }));
-      const evs = await w.take(2);
-      expect(evs.map((e) => [e.type, e.revision])).toEqual([
-        ['put', r2.revision],
-        ['delete', r3.revision],
-      ]);
+      const first = await w.next();
+      if (finalState && first.type === 'reset') {
+        // The deletes since r1 cannot be known: the state now, then synced.
+        expect(first.items.map((i) => [i.key, i.value])).toEqual([[`${p}b`, '2']]);
+        expect(first.revision).toBeGreaterThanOrEqual(r3.revision);
+        expect((await w.next()).type).toBe('synced');
+      } else {
+        const evs = [first, await w.next()];
+        expect(evs.map((e) => [e.type, e.revision])).toEqual([
+          ['put', r2.revision],
+          ['delete', r3.revision],
+        ]);
+      }
       const r4 = await b.put(`${p}c`, '4');
       expect((await w.next()).revision).toBe(r4.revision);
       expect(r0.revision).toBeLessThan(r1.revision);

@@ -75,6 +75,23 @@ describe('LeaseSession on a fake clock', () => {
     expect(clock.pending).toBe(0);
   });
 
+  it('lossAfter and intervalRatio: an engine that may expire the lease before its reported TTL (Consul) is presumed lost earlier', async () => {
+    const clock = new FakeClock();
+    const driver = new ScriptedDriver(clock);
+    // Consul: ttl reported = 2 x Consul TTL (20 s), renewed every Consul TTL / 3, lost after one Consul TTL.
+    const s = new LeaseSession('c1', 20_000, driver, { clock, keepProcessAlive: false, intervalRatio: 1 / 6, lossAfter: 10_000 });
+    await clock.advance(3700);
+    expect(driver.keepalives).toHaveLength(1); // about every 3.3 s, not every 6.7 s
+    const lastOk = driver.keepalives[0]!;
+    driver.mode = 'down';
+    await clock.advance(10_000 - (clock.now() - lastOk) - 1);
+    expect(s.signal.aborted).toBe(false);
+    await clock.advance(1100);
+    expect(s.lost).toBe(true);
+    expect(String((s.signal.reason as Error).message)).toMatch(/no keepalive succeeded for 10000 ms/);
+    expect(clock.now() - lastOk).toBeLessThan(12_000); // well before the reported 20 s TTL
+  });
+
   it('a renewal that succeeds within the TTL keeps the session', async () => {
     const { clock, driver, s } = setup(9000);
     driver.mode = 'down';

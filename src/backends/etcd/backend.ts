@@ -29,7 +29,6 @@
  * contents or file paths (requires etcds://), dialTimeout (open() fails with UnavailableError if
  * etcd does not answer within it; default 5 s), requestTimeout (per call; default 5 s).
  */
-import { readFileSync } from 'node:fs';
 import { CompareResult, CompareTarget, type Etcd3, type IKeyValue, type IRequestOp, type ICompare } from 'etcd3';
 import type { CallOptions } from '@grpc/grpc-js';
 import type { DeleteOptions, PutOptions, Session } from '../../contract/types.js';
@@ -37,7 +36,7 @@ import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/k
 import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
-import { commonOptionSpec, duration, optional, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
+import { commonOptionSpec, duration, optional, pemMaterial, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { abortable, backoff, sleep } from '../../core/async.js';
 import { ConflictError, InvalidArgumentError, isRosterError, UnavailableError } from '../../core/errors.js';
 import { createClient, hexToLease, invalidateAuth, KeepAliveMux, leaseToHex, toRosterError } from './client.js';
@@ -67,20 +66,6 @@ function prefixEnd(p: Buffer): Buffer {
     }
   }
   return NUL; // all 0xff: to the end of the key space
-}
-
-function material(v: unknown, what: string): Buffer | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (Buffer.isBuffer(v)) return v;
-  if (typeof v === 'string') {
-    if (v.includes('-----BEGIN')) return Buffer.from(v);
-    try {
-      return readFileSync(v);
-    } catch (e) {
-      throw new InvalidArgumentError(`cannot read TLS ${what} file ${JSON.stringify(v)}: ${(e as Error).message}`, { cause: e });
-    }
-  }
-  throw new InvalidArgumentError(`invalid TLS ${what}: expected PEM contents or a file path`);
 }
 
 interface Resolved extends CommonBackendOptions {
@@ -129,9 +114,9 @@ export class EtcdBackend extends BackendBase {
       if (typeof o.tls !== 'object') throw new InvalidArgumentError('invalid etcd option tls: expected { ca?, cert?, key? }');
       if (!cfg.tls) throw new InvalidArgumentError(`TLS options given for ${cfg.url}: use etcds:// for TLS`);
       const t = o.tls as Record<string, unknown>;
-      const ca = material(t.ca, 'ca');
-      const cert = material(t.cert, 'cert');
-      const key = material(t.key, 'key');
+      const ca = pemMaterial(t.ca, 'ca');
+      const cert = pemMaterial(t.cert, 'cert');
+      const key = pemMaterial(t.key, 'key');
       if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('TLS client certificate needs both cert and key');
       credentials = { rootCertificate: ca as Buffer, ...(key ? { privateKey: key } : {}), ...(cert ? { certChain: cert } : {}) };
     }

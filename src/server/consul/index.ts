@@ -15,7 +15,8 @@ import { KvRoutes } from './kv-routes.js';
 import { KvStore } from './kv.js';
 import { checkJson, decodeRecord, nodeJson, serfHealthJson, type NodeInfo, type ServiceRecord } from './records.js';
 import { SessionRoutes } from './session-routes.js';
-import { Sessions } from './sessions.js';
+import { SESSION_TTL_MIN_MS, Sessions } from './sessions.js';
+import { parseDuration, TTL_MIN_MS } from '../../core/duration.js';
 import { Query, send, type Blocking } from './wire.js';
 
 /**
@@ -43,6 +44,10 @@ export interface ConsulApiOptions {
   maxBodyBytes?: number;
   /** Largest KV value in bytes (Consul's default 512 KiB). */
   maxValueBytes?: number;
+  /** The shortest session TTL accepted (ms or a duration such as "10s", at least 250 ms): Consul's
+   *  server setting `session_ttl_min`, 10 s by default. Lower it to test short sessions (as a
+   *  Consul operator can). */
+  sessionTtlMin?: number | string;
   authorize?: ConsulAuthorizer;
   /** Called once per request with its method and path (tests log the endpoints a client used). */
   onRequest?: (method: string, path: string, query: string) => void;
@@ -106,7 +111,9 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     this.hub.listen((ev) => {
       if (ev.key.startsWith(SERVICES_ROOT)) this.index(ev.type === 'put' ? ev.kv : ({ key: ev.key } as KeyValue), ev.type === 'put');
     });
-    this.sessions = new Sessions(this.engine, this.hub, this.node.name, this.checker, this.onError);
+    // A session lives on an engine lease of 2 x its TTL, and a lease is at least TTL_MIN_MS.
+    const ttlMin = opts.sessionTtlMin === undefined ? SESSION_TTL_MIN_MS : parseDuration(opts.sessionTtlMin, 'consul option sessionTtlMin', { min: TTL_MIN_MS / 2, max: 24 * 3_600_000 });
+    this.sessions = new Sessions(this.engine, this.hub, this.node.name, this.checker, this.onError, Date.now, ttlMin);
     this.kv = new KvStore(this.engine, this.sessions);
     this.sessions.attach(this.kv);
     this.hub.releaseInitial();

@@ -225,8 +225,13 @@ export class KvStore {
     type Planned = { i: number; kind: 'read'; entries: KvEntry[] } | { i: number; kind: 'write'; key: string } | { i: number; kind: 'none' };
     const plan: Planned[] = [];
     const now = this.now();
+    /** What each written key held before this transaction (for the CAS and the no-op check). */
+    const before = new Map<string, KvEntry | undefined>();
     const note = (e: KvEntry | undefined, key: string) => {
-      if (!readVersion.has(key)) readVersion.set(key, e ? e.kv.version : 0);
+      if (!readVersion.has(key)) {
+        readVersion.set(key, e ? e.kv.version : 0);
+        before.set(key, e);
+      }
     };
     const write = (i: number, key: string, e: KvEntry | null) => {
       overlay.set(key, e);
@@ -327,8 +332,13 @@ export class KvStore {
         case 'delete-cas': {
           const cur = await this.read(op.key, overlay);
           note(cur, op.key);
-          if (!cur || BigInt(cur.kv.modRevision) !== op.index) {
-            fail(cur ? `failed to delete key ${JSON.stringify(op.key)}, index is stale` : `failed to delete key ${JSON.stringify(op.key)}, does not exist`);
+          // Consul (kvsDeleteCASTxn): deleting a key that is not there succeeds, whatever the index.
+          if (!cur) {
+            plan.push({ i, kind: 'none' });
+            break;
+          }
+          if (BigInt(cur.kv.modRevision) !== op.index) {
+            fail(`failed to delete key ${JSON.stringify(op.key)}, index is stale`);
             break;
           }
           write(i, op.key, null);
@@ -347,6 +357,7 @@ export class KvStore {
     if (errors.length > 0) return { ok: false, results: [], errors, index: this.engine.publishedRevision };
 
     // Apply: the final state of every written key, one engine op each, CAS on the version read.
+    const written = new Map<string, KeyValue>();
     const batch: BatchOp[] = [];
     const keys: string[] = [];
     for (const [key, e] of overlay) {
@@ -356,6 +367,12 @@ export class KvStore {
         if (version === 0) continue;
         batch.push({ op: 'delete', key: engineKey(key), ifVersion: version });
       } else {
+        const prev = before.get(key);
+        if (prev && sameEntry(prev, e)) {
+          // Consul (kvsSetTxn) skips a write that changes nothing: the ModifyIndex stays.
+          written.set(key, prev.kv);
+          continue;
+        }
         const lease = e.session ? this.sessions.get(e.session) : undefined;
         batch.push({
           op: 'put',
@@ -367,7 +384,6 @@ export class KvStore {
       }
       keys.push(key);
     }
-    const written = new Map<string, KeyValue>();
     if (batch.length > 0) {
       const res = await this.engine.batch(batch);
       for (let j = 0; j < res.length; j++) {
@@ -396,6 +412,13 @@ export class KvStore {
     }
     return { ok: true, results, errors: [], index: this.engine.publishedRevision };
   }
+}
+
+/** Consul's DirEntry.Equal: the same value, flags, lock index and session. */
+function sameEntry(a: KvEntry, b: KvEntry): boolean {
+  const av = a.value ?? Buffer.alloc(0);
+  const bv = b.value ?? Buffer.alloc(0);
+  return av.equals(bv) && a.flags === b.flags && a.lockIndex === b.lockIndex && (a.session ?? '') === (b.session ?? '');
 }
 
 /** Parse Consul's /v1/txn body: uint64 Flags / Index numbers above 2^53 are kept exact. */

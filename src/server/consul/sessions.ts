@@ -17,9 +17,10 @@ import { Fields, asObject, bodyDuration, formatGoDuration } from './wire.js';
  * lock-delay starts for every key the session held, and keys held with Behavior=delete are already
  * gone (bound to the lease, deleted in the same engine step).
  *
- * TTL: Consul requires 10 s to 24 h and invalidates a session 2 x TTL after its last renewal (its
- * SessionTTLMultiplier); roster does exactly that: the lease TTL is 2 x TTL, capped at the engine's
- * 24 h maximum. A session without TTL is held by a lease of 24 h that the server renews hourly: it
+ * TTL: Consul requires `session_ttl_min` (10 s unless its servers are configured otherwise) to 24 h
+ * and invalidates a session 2 x TTL after its last renewal (its SessionTTLMultiplier); roster does
+ * exactly that: the lease TTL is 2 x TTL, capped at the engine's 24 h maximum. The floor is the
+ * API's `sessionTtlMin` option, Consul's server setting of the same name (tests lower it). A session without TTL is held by a lease of 24 h that the server renews hourly: it
  * lives until destroyed or until one of its checks goes critical (serfHealth, the node's own check,
  * never does while the server runs). After a restart every lease restarts its TTL (engine rule).
  *
@@ -42,7 +43,8 @@ export interface SessionRecord {
 }
 
 const KEEPER_MS = 3_600_000;
-const TTL_MIN = 10_000;
+/** Consul's default `session_ttl_min`. */
+export const SESSION_TTL_MIN_MS = 10_000;
 const TTL_MAX = 24 * 3_600_000;
 
 export class Sessions implements SessionLookup {
@@ -63,6 +65,8 @@ export class Sessions implements SessionLookup {
     private readonly checker: HealthChecker | undefined,
     private readonly onError: (e: unknown) => void,
     private readonly now: () => number = Date.now,
+    /** Consul's `session_ttl_min`: the shortest session TTL accepted. */
+    private readonly ttlMin: number = SESSION_TTL_MIN_MS,
   ) {
     for (const kv of hub.initial.consul) this.observe({ type: 'put', key: kv.key, kv, revision: kv.modRevision });
     hub.listen((ev) => this.observe(ev));
@@ -120,14 +124,17 @@ export class Sessions implements SessionLookup {
     const rawDelay = f.get('LockDelay', 'lock_delay');
     let lockDelayMs = 15_000;
     if (rawDelay !== undefined && rawDelay !== null && rawDelay !== '') {
-      // Consul's FixupLockDelay: a bare number below 1000 is seconds, otherwise nanoseconds.
+      // Consul's FixupLockDelay: a duration below 1000 ns, a bare number or a string such as "5ns",
+      // counts in seconds; anything else is a duration ("15s", "0s") or nanoseconds.
       lockDelayMs = typeof rawDelay === 'number' && rawDelay < 1000 ? rawDelay * 1000 : bodyDuration(rawDelay, 'session.LockDelay')!;
+      if (typeof rawDelay === 'string' && lockDelayMs < 1e-3) lockDelayMs *= 1e9;
       if (lockDelayMs > 60_000) throw new InvalidArgumentError(`invalid session.LockDelay ${JSON.stringify(rawDelay)}: at most 60s`, { details: { field: 'LockDelay' } });
     }
     const ttlRaw = f.get('TTL', 'ttl');
     const ttlMs = bodyDuration(ttlRaw, 'session.TTL') ?? 0;
-    if (ttlMs !== 0 && (ttlMs < TTL_MIN || ttlMs > TTL_MAX)) {
-      throw new InvalidArgumentError(`Session TTL ${JSON.stringify(ttlRaw)} must be between [10s=24h0m0s]`, { details: { field: 'TTL' } });
+    if (ttlMs !== 0 && (ttlMs < this.ttlMin || ttlMs > TTL_MAX)) {
+      // Consul's own wording (the TTL in nanoseconds): clients read the bounds from it.
+      throw new InvalidArgumentError(`Invalid Session TTL '${Math.round(ttlMs * 1e6)}', must be between [${formatGoDuration(this.ttlMin)}=24h0m0s]`, { details: { field: 'TTL' } });
     }
     const checks = f.strings('Checks', 'Checks');
     const nodeChecksIn = f.strings('NodeChecks', 'node_checks');

@@ -1,6 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidArgumentError, RosterError } from '../../core/errors.js';
 import { decodePath, readBody } from '../http.js';
+import { parseGoDuration } from '../../core/duration.js';
+
+export { parseGoDuration, formatGoDuration } from '../../core/duration.js';
 
 /**
  * The wire conventions of Consul's HTTP API, as its agent (agent/http.go) and clients expect them:
@@ -16,21 +19,6 @@ export const DEFAULT_WAIT_MS = 5 * 60_000;
 /** Consul adds up to wait/16 of random jitter to a blocking query's wait (structs.JitterFraction). */
 export const JITTER_FRACTION = 16;
 
-const DURATION_RE = /^[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/;
-const PART_RE = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g;
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Parse a Go duration ("300ms", "1m30s", "-1.5h", "0") into milliseconds. */
-export function parseGoDuration(s: string, what: string): number {
-  if (s === '0' || s === '+0' || s === '-0') return 0;
-  if (s.length > 64 || !DURATION_RE.test(s)) {
-    throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(s.slice(0, 64))}: expected a Go duration such as "10s", "1m30s" or "500ms"`, { details: { field: what } });
-  }
-  let ms = 0;
-  for (const m of s.matchAll(PART_RE)) ms += Number(m[1]) * UNIT_MS[m[2]!]!;
-  return s.startsWith('-') ? -ms : ms;
-}
-
 /** A duration in a JSON body: a Go duration string, or a number of nanoseconds (Go's time.Duration). */
 export function bodyDuration(v: unknown, what: string): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
@@ -42,21 +30,6 @@ export function bodyDuration(v: unknown, what: string): number | undefined {
   const ms = parseGoDuration(v, what);
   if (ms < 0) throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(v)}: must not be negative`, { details: { field: what } });
   return ms;
-}
-
-/** Render milliseconds as a Go duration string ("10s", "1m30s", "250ms"). */
-export function formatGoDuration(ms: number): string {
-  if (ms === 0) return '0s';
-  if (ms < 1000) return `${+ms.toFixed(6)}ms`;
-  let rest = ms / 1000;
-  let out = '';
-  const h = Math.floor(rest / 3600);
-  if (h) out += `${h}h`;
-  rest -= h * 3600;
-  const m = Math.floor(rest / 60);
-  if (h || m) out += `${m}m`;
-  rest -= m * 60;
-  return out + `${+rest.toFixed(6)}s`;
 }
 
 /** Query parameters: every value of every name (Consul repeats `tag` and `node-meta`). */
