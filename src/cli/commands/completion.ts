@@ -146,8 +146,8 @@ function fish(program: Command): string {
     for (const o of n.options) {
       const parts = ['complete -c roster', cond];
       for (const f of o.flags) parts.push(f.startsWith('--') ? `-l ${f.slice(2)}` : `-s ${f.slice(1)}`);
-      if (o.takesValue) parts.push('-r');
-      if (o.values) parts.push(`-a ${sq(o.values.join(' '))}`);
+      if (o.values) parts.push(`-x -a ${sq(o.values.join(' '))}`);
+      else if (o.takesValue) parts.push('-r');
       parts.push(`-d ${sq(o.description)}`);
       lines.push(parts.join(' '));
     }

@@ -31,10 +31,7 @@ function version(v: string | undefined, flag: string): number | undefined {
 
 export function registerKvCommands(program: Command, ctx: CliContext): void {
   const kv = program.command('kv').description('read, write and watch keys');
-  const key = (b: Backend, k: string) => {
-    const r = ctx.name(b, k, 'key');
-    return validateKey(r.endsWith('/') ? r.slice(0, -1) : r);
-  };
+  const key = (b: Backend, k: string) => validateKey(k.startsWith('/') ? ctx.name(b, k, 'key') : k);
   const prefix = (b: Backend, p: string | undefined) => (p === undefined || p === '' ? '' : ctx.name(b, p, 'prefix'));
 
   kv.command('get <key>')

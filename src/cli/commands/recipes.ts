@@ -301,6 +301,7 @@ export async function runElect(backend: Backend, name: string, value: string, op
       });
       if (end.aborted) break;
       log(`leadership of ${name} lost (${describeError(lead.reason)}): campaigning again`);
+      await election.resign().catch(() => undefined); // releases this process's claim on the key
     }
   } finally {
     view?.close();

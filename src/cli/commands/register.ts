@@ -156,10 +156,7 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
       let inst: Instance | undefined;
       const name = () => `${service}/${inst?.id ?? input.id ?? address}`;
       registrar.on('lost', (e) => outage.lost(e.cause, `registration of ${name()} lost; re-registering`));
-      registrar.on('restored', (e) => {
-        outage.regained(`${name()} registered again`);
-        if (!outage.down) note(`${name()} registered again after ${formatDuration(Math.max(1, Math.round(e.downtimeMs)))}`);
-      });
+      registrar.on('restored', () => outage.regained(`${name()} registered again`));
       registrar.on('repaired', (e) => note(`${service}/${e.instance.id} was ${e.reason === 'deleted' ? 'deleted' : e.reason === 'missing' ? 'missing' : 'left on an old session'}: put back`));
       registrar.on('error', (e) => {
         if (!outage.down) note(`${e.op} failed: ${describeError(e.error)}`);

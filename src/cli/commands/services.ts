@@ -143,8 +143,8 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
         await view.ready({ signal: AbortSignal.any([ctx.deadline(), term.signal]), failFast: true });
         await new Promise<void>((resolve, reject) => {
           const outage = new Outage(backend.url, giveUp, (e) => {
+            reject(e); // before close(): its `ended` would resolve
             view.close();
-            reject(e);
           });
           view.on('stale', ({ error }) => outage.lost(error, `watching ${service}`));
           view.on('fresh', () => outage.regained(`watching ${service}`));
