@@ -44,7 +44,7 @@ function interrupted(reason: unknown): number {
  * or at the path given), 126 when it is not an executable file (what a shell answers).
  */
 export function checkCommand(cmd: string | undefined, env: NodeJS.ProcessEnv = process.env): void {
-  if (cmd === undefined || cmd === '') throw new InvalidArgumentError('roster lock needs a command after "--", e.g. roster lock nightly-job -- ./run-job.sh');
+  if (cmd === undefined || cmd === '') throw new InvalidArgumentError('lock needs a command after "--", e.g. roster lock nightly-job -- ./run-job.sh');
   const executable = (p: string): 'ok' | 'missing' | 'not-executable' => {
     try {
       if (!statSync(p).isFile()) return 'not-executable';
@@ -417,8 +417,8 @@ export function registerRecipeCommands(program: Command, ctx: CliContext): void 
     .addOption(new Option('--prefix <prefix>', "key prefix instead of elections/<name>/ (use '<name>/' to join `etcdctl elect <name>` and Go concurrency.Election on etcd)"))
     .addHelpText('after', '\nWhile waiting, the current leader is said on stderr; leadership lost while held is campaigned for again.\nExample: roster elect scheduler "$(hostname)"')
     .action(async (name: string, value: string | undefined, o: RecipeFlags & { observe?: boolean }) => {
-      if (!o.observe && value === undefined) throw new InvalidArgumentError('roster elect needs a value to campaign with (or --observe)');
-      if (o.observe && value !== undefined) throw new InvalidArgumentError('roster elect --observe takes no value');
+      if (!o.observe && value === undefined) throw new InvalidArgumentError('elect needs a value to campaign with (or --observe)');
+      if (o.observe && value !== undefined) throw new InvalidArgumentError('elect --observe takes no value');
       const timeout = o.timeout === undefined ? undefined : duration(o.timeout, 'timeout', { min: 1 });
       parseTtl(o.ttl);
       const backend = await ctx.backend();

@@ -66,14 +66,9 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
     .action(async (o: ServerFlags) => {
       const port = integer(o.port, 'port', 0, 65535);
       const storage = storageFrom(o);
-      const dns =
-        o.dns === undefined
-          ? undefined
-          : {
-              ...listenAddress(o.dns === true ? '127.0.0.1:8600' : o.dns, 'dns', 8600),
-              domain: o.dnsDomain,
-              ttl: duration(o.dnsTtl, 'dns-ttl', { max: 86_400_000 }),
-            };
+      // Validated even without --dns: a bad value in a config file must not wait for the day DNS is on.
+      const dnsTtl = duration(o.dnsTtl, 'dns-ttl', { max: 86_400_000 });
+      const dns = o.dns === undefined ? undefined : { ...listenAddress(o.dns === true ? '127.0.0.1:8600' : o.dns, 'dns', 8600), domain: o.dnsDomain, ttl: dnsTtl };
       const checks = o.checks ? { concurrency: integer(o.checkConcurrency, 'check-concurrency', 1, 100_000) } : (false as const);
       const consul = o.consul
         ? {

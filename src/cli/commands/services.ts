@@ -107,7 +107,7 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       let chain = Promise.resolve();
       const print = (type: string, revision: number, inst: Instance, extra = '', change?: string) => {
         if (ctx.json) out(JSON.stringify({ time: timestamp(), type, revision, instance: inst, ...(change ? { change } : {}), ...(extra ? { reason: extra } : {}) }));
-        else out(`${timestamp()}  ${type.toUpperCase().padEnd(7)}${describeInstance(inst)}${change ? `  (${change})` : ''}${extra ? `  (${extra})` : ''}`);
+        else out(`${timestamp()}  ${type.toUpperCase().padEnd(8)}${describeInstance(inst)}${change ? `  (${change})` : ''}${extra ? `  (${extra})` : ''}`);
       };
       const onChange = (c: ViewChange) => {
         // Decode now (the view moves on); print in order, after any deletion's lookup.
@@ -133,7 +133,7 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
         }
         if (c.resync) {
           const n = [...decoded.values()].filter((i) => matches(i, filter)).length;
-          steps.push(() => (ctx.json ? out(JSON.stringify({ time: timestamp(), type: 'synced', revision: c.revision, instances: n })) : out(`${timestamp()}  SYNCED ${n} instance(s)  rev=${c.revision}`)));
+          steps.push(() => (ctx.json ? out(JSON.stringify({ time: timestamp(), type: 'synced', revision: c.revision, instances: n })) : out(`${timestamp()}  SYNCED  ${n} instance(s)  rev=${c.revision}`)));
         }
         for (const s of steps) chain = chain.then(s);
       };
