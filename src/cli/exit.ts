@@ -18,7 +18,7 @@ export const EXIT = {
   NOT_FOUND: 4,
   /** A precondition failed: --if-version / --if-absent, or the key belongs to someone else. */
   CONFLICT: 5,
-  /** A lock or leadership was lost while held (`lock` stopped its command). */
+  /** `lock`: the lock was lost while its command ran (the command was stopped). */
   LOST: 6,
   /** `lock --timeout` / `elect --timeout`: not acquired in time. */
   TIMEOUT: 7,
@@ -35,11 +35,11 @@ export const EXIT_TABLE: readonly (readonly [string, string])[] = [
   ['3', 'unavailable: no answer within --connect-timeout, or away longer than --give-up-after'],
   ['4', 'not found: key, service or instance'],
   ['5', 'conflict: --if-version / --if-absent failed, or the key is someone else\'s'],
-  ['6', 'lock or leadership lost while held'],
+  ['6', 'lock: the lock was lost while the command ran (the command was stopped)'],
   ['7', 'lock / elect --timeout: not acquired in time'],
   ['126, 127', 'lock: the command cannot be executed / is not found (checked before waiting)'],
   ['128+n', 'lock: the command was killed by signal n'],
-  ['130, 143', 'interrupted (SIGINT / SIGTERM) a second time while cleaning up'],
+  ['130, 143', 'interrupted (SIGINT / SIGTERM): lock while waiting, or any command a second time while cleaning up'],
   ['other', "lock: the command's own exit code"],
 ];
 

@@ -12,7 +12,7 @@ import { describeError } from './exit.js';
 import { note } from './output.js';
 
 export function giveUpOption(cmd: Command): Command {
-  return cmd.addOption(new Option('--give-up-after <duration>', "exit (code 3) when the backend stays unreachable this long (default: never, keep retrying)").default('never'));
+  return cmd.addOption(new Option('--give-up-after <duration>', 'exit (code 3) when the backend stays unreachable this long ("never": keep retrying)').default('never'));
 }
 
 export class Outage {

@@ -19,6 +19,13 @@ export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, XDG_CONFIG_HOME: '/nonexistent-roster-test-config', ...extra };
 }
 
+/** Every process started here: killed when the test process exits, so a failed or timed-out test
+ *  never leaves a `roster server` or `register` behind. */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
 export class Proc {
   readonly child: ChildProcess;
   readonly lines: { line: string; at: number }[] = [];
@@ -28,6 +35,8 @@ export class Proc {
   readonly exit: Promise<number | null>;
   constructor(args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}) {
     this.child = spawn(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    live.add(this.child);
+    this.child.once('exit', () => live.delete(this.child));
     if (opts.stdin !== undefined) this.child.stdin!.end(opts.stdin);
     let buf = '';
     this.child.stdout!.on('data', (d: Buffer) => {

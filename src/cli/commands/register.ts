@@ -90,7 +90,8 @@ async function passCheck(baseUrl: string, checkId: string, signal: AbortSignal):
 }
 
 export function registerRegisterCommands(program: Command, ctx: CliContext): void {
-  giveUpOption(layoutOptions(program.command('register <service> <host:port>')))
+  const register = program
+    .command('register <service> <host:port>')
     .description('register an instance and keep it registered until interrupted (Ctrl-C deregisters); re-registers by itself after an outage')
     .addOption(new Option('--id <id>', 'instance id (default: host:port)'))
     .addOption(new Option('--ttl <duration>', 'session TTL: the instance disappears this long after this process dies').default('10s'))
@@ -106,7 +107,8 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
     .addOption(new Option('--timeout <duration>', 'a probe slower than this is critical (default 10s)'))
     .addOption(new Option('--deregister-after <duration>', 'deregister and exit (code 1) when the check stays critical this long'))
     .addOption(new Option('--check-method <method>', 'HTTP method of --check-http (default GET)'))
-    .addOption(new Option('--check-header <"Name: value">', 'HTTP header of --check-http (repeatable)').argParser(collect))
+    .addOption(new Option('--check-header <"Name: value">', 'HTTP header of --check-http (repeatable)').argParser(collect));
+  giveUpOption(layoutOptions(register))
     .addHelpText(
       'after',
       [
@@ -201,9 +203,12 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
       process.exitCode = exitCode;
     });
 
-  layoutOptions(program.command('deregister <service> <id>'))
-    .description("remove an instance someone else registered; its registrar does not put it back (it drops the instance)")
-    .addOption(new Option('--hold <duration>', 'how long the deregistration intent stays for a registrar that is away (then it expires)').default('5m'))
+  layoutOptions(
+    program
+      .command('deregister <service> <id>')
+      .description('remove an instance someone else registered; its registrar does not put it back (it drops the instance)')
+      .addOption(new Option('--hold <duration>', 'how long the deregistration intent stays for a registrar that is away (then it expires)').default('5m')),
+  )
     .addHelpText(
       'after',
       [
@@ -256,7 +261,7 @@ function watchOwnHealth(registrar: Registrar, key: string, inst: Instance, after
   let timer: NodeJS.Timeout | undefined;
   view.on('change', () => {
     const kv = view.items.get(key);
-    let critical = false;
+    let critical: boolean;
     try {
       critical = kv !== undefined && layout.decode(inst.service, kv)?.health === 'critical';
     } catch {

@@ -33,7 +33,7 @@ function decodeOrReport(layout: Layout, service: string, kv: KeyValue): Instance
 }
 
 export function registerServiceCommands(program: Command, ctx: CliContext): void {
-  filterOptions(layoutOptions(program.command('ls [service]')))
+  layoutOptions(filterOptions(program.command('ls [service]')))
     .description("list services with their instance counts, or one service's instances (ID, ADDRESS, HEALTH, STATUS, AGE, TTL)")
     .addHelpText('after', '\nExit status 4 when the service has no instance (matching the filters).\nExamples: roster ls; roster ls orders -o wide; roster ls orders --health passing --tag blue')
     .action(async (service: string | undefined, o: ListFlags) => {
@@ -84,7 +84,7 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       }
     });
 
-  giveUpOption(filterOptions(layoutOptions(program.command('watch <service>'))))
+  giveUpOption(layoutOptions(filterOptions(program.command('watch <service>'))))
     .description("print a service's instances, then one line per change (time, ADD / UPDATE / DELETE / EXPIRE) until interrupted")
     .addHelpText(
       'after',
@@ -167,12 +167,17 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       }
     });
 
-  filterOptions(layoutOptions(program.command('pick <service>')))
-    .description('choose instance(s) the way a client would, and print their addresses (host:port)')
-    .addOption(new Option('--strategy <name>', 'round-robin, random, weighted, least-outstanding, p2c, consistent-hash, zone-aware').default('round-robin'))
-    .addOption(new Option('--key <key>', 'sticky key for consistent-hash'))
-    .addOption(new Option('--local-zone <zone>', 'local zone for zone-aware'))
-    .addOption(new Option('-n, --count <n>', 'how many picks').default('1'))
+  layoutOptions(
+    filterOptions(
+      program
+        .command('pick <service>')
+        .description('choose instance(s) the way a client would, and print their addresses (host:port)')
+        .addOption(new Option('--strategy <name>', 'round-robin, random, weighted, least-outstanding, p2c, consistent-hash, zone-aware').default('round-robin'))
+        .addOption(new Option('--key <key>', 'sticky key for consistent-hash'))
+        .addOption(new Option('--local-zone <zone>', 'local zone for zone-aware'))
+        .addOption(new Option('-n, --count <n>', 'how many picks').default('1')),
+    ),
+  )
     .addHelpText('after', '\nExit status 4 when there is no instance to pick.\nExample: roster pick orders --strategy p2c -n 10 --health passing')
     .action(async (service: string, o: ListFlags & { strategy: string; key?: string; localZone?: string; count: string }) => {
       validateServiceName(service);
