@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInProcess, type InProcessServer } from '../helpers/server.js';
-import { Proc, requireBuilt, run } from '../helpers/cli.js';
+import { CliSession, requireBuilt, run } from '../helpers/cli.js';
 
 describe('roster register --check-*', () => {
   let srv: InProcessServer;
@@ -16,13 +16,9 @@ describe('roster register --check-*', () => {
   let targetUrl = '';
   let seenHeader: string | undefined;
   let seenMethod: string | undefined;
-  const procs: Proc[] = [];
-  const cli = (...args: string[]) => ['--backend', srv.url, ...args];
-  const spawnCli = (...args: string[]) => {
-    const p = new Proc(cli(...args));
-    procs.push(p);
-    return p;
-  };
+  const session = new CliSession(() => srv.url);
+  const cli = (...args: string[]) => session.args(...args);
+  const spawnCli = (...args: string[]) => session.spawn(...args);
 
   beforeAll(async () => {
     requireBuilt();
@@ -37,7 +33,7 @@ describe('roster register --check-*', () => {
     targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}/health`;
   });
   afterAll(async () => {
-    for (const p of procs) p.child.kill('SIGKILL');
+    session.killAll();
     await new Promise((r) => target.close(r));
     await srv?.cleanup();
   });

@@ -8,24 +8,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInProcess, tempDir, type InProcessServer } from '../helpers/server.js';
-import { Proc, requireBuilt, run } from '../helpers/cli.js';
+import { CliSession, Proc, requireBuilt, run } from '../helpers/cli.js';
 
 describe('roster CLI', () => {
   let srv: InProcessServer;
-  const procs: Proc[] = [];
-  const cli = (...args: string[]) => ['--backend', srv.url, ...args];
-  const spawnCli = (...args: string[]) => {
-    const p = new Proc(cli(...args));
-    procs.push(p);
-    return p;
-  };
+  const session = new CliSession(() => srv.url);
+  const procs = session.procs;
+  const cli = (...args: string[]) => session.args(...args);
+  const spawnCli = (...args: string[]) => session.spawn(...args);
 
   beforeAll(async () => {
     requireBuilt();
     srv = await startInProcess();
   });
   afterAll(async () => {
-    for (const p of procs) p.child.kill('SIGKILL');
+    session.killAll();
     await srv?.cleanup();
   });
 

@@ -104,3 +104,23 @@ export async function run(args: string[], opts: { env?: Record<string, string>; 
   const code = await p.exit;
   return { code, stdout: p.stdout, stderr: p.stderr, ms: performance.now() - p.startedAt };
 }
+
+/** Commands against one backend, with every long-running process killed by `killAll()`. */
+export class CliSession {
+  readonly procs: Proc[] = [];
+  constructor(private readonly url: () => string) {}
+  args(...args: string[]): string[] {
+    return ['--backend', this.url(), ...args];
+  }
+  spawn(...args: string[]): Proc {
+    const p = new Proc(this.args(...args));
+    this.procs.push(p);
+    return p;
+  }
+  run(...args: string[]): Promise<RunResult> {
+    return run(this.args(...args));
+  }
+  killAll(): void {
+    for (const p of this.procs.splice(0)) p.child.kill('SIGKILL');
+  }
+}

@@ -51,11 +51,18 @@ function nodes(program: Command): Node[] {
 
 const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-function bash(program: Command): string {
-  const ns = nodes(program);
-  const paths = ns.filter((n) => n.path).map((n) => n.path.replace(/ /g, '_'));
+/** What the bash and zsh scripts share: the command paths (`kv_put`) and the values offered after
+ *  each flag that takes one of a few words. */
+function shellTables(ns: readonly Node[]): { paths: string[]; valueCases: Map<string, readonly string[]>; caseLabel: (n: Node) => string } {
   const valueCases = new Map<string, readonly string[]>();
   for (const n of ns) for (const o of n.options) if (o.values) for (const f of o.flags) valueCases.set(f, o.values);
+  const caseLabel = (n: Node) => (n.path ? n.path.replace(/ /g, '_') : '""');
+  return { paths: ns.filter((n) => n.path).map(caseLabel), valueCases, caseLabel };
+}
+
+function bash(program: Command): string {
+  const ns = nodes(program);
+  const { paths, valueCases, caseLabel } = shellTables(ns);
   const lines = [
     '# bash completion for roster (roster completion bash)',
     '_roster_complete() {',
@@ -75,7 +82,7 @@ function bash(program: Command): string {
     '  case "$path" in',
     ...ns.map((n) => {
       const words = [...n.subcommands.map((s) => s.name), ...n.options.flatMap((o) => o.flags)];
-      return `    ${n.path ? n.path.replace(/ /g, '_') : '""'}) words=${sq(words.join(' '))} ;;`;
+      return `    ${caseLabel(n)}) words=${sq(words.join(' '))} ;;`;
     }),
     '  esac',
     '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
@@ -87,9 +94,7 @@ function bash(program: Command): string {
 
 function zsh(program: Command): string {
   const ns = nodes(program);
-  const paths = ns.filter((n) => n.path).map((n) => n.path.replace(/ /g, '_'));
-  const valueCases = new Map<string, readonly string[]>();
-  for (const n of ns) for (const o of n.options) if (o.values) for (const f of o.flags) valueCases.set(f, o.values);
+  const { paths, valueCases, caseLabel } = shellTables(ns);
   const esc = (s: string) => s.replace(/[:\\]/g, '\\$&');
   const lines = [
     '#compdef roster',
@@ -112,7 +117,7 @@ function zsh(program: Command): string {
     ...ns.map((n) => {
       const subs = n.subcommands.map((s) => sq(`${esc(s.name)}:${esc(s.description)}`)).join(' ');
       const flags = n.options.flatMap((o) => o.flags).map(sq).join(' ');
-      return `    ${n.path ? n.path.replace(/ /g, '_') : '""'}) subs=(${subs}); flags=(${flags}) ;;`;
+      return `    ${caseLabel(n)}) subs=(${subs}); flags=(${flags}) ;;`;
     }),
     '  esac',
     '  if [[ ${words[CURRENT]} == -* ]]; then compadd -- $flags; else _describe command subs; compadd -- $flags; fi',
