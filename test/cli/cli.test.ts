@@ -84,8 +84,9 @@ describe('roster CLI', () => {
   }, 30_000);
 
   it('ls: header with HEALTH, AGE and TTL; -o wide; --json; filters; nothing found is exit 4', async () => {
-    const reg = spawnCli('register', 'billing', '10.1.2.3:80', '--id', 'b1', '--ttl', '5s', '--zone', 'eu-1', '--weight', '3', '--tag', 'green', '--meta', 'v=2');
-    await reg.waitLine((l) => l.startsWith('registered'));
+    const reg = spawnCli('register', 'billing', '10.1.2.3:80', '--id', 'b1', '--ttl', '5s', '--zone', 'eu-1', '--weight', '3', '--tag', 'green', '--meta', 'v=2', '--json');
+    const registered = JSON.parse((await reg.waitLine((l) => l.includes('"registered"'))).line) as { key: string; ttl: number };
+    expect(registered).toMatchObject({ registered: true, key: 'services/billing/b1', ttl: 5000 });
     const services = await run(cli('ls', '--json'));
     expect(services.code).toBe(0);
     expect(JSON.parse(services.stdout)).toContainEqual({ service: 'billing', instances: 1, skipped: 0 });
@@ -110,9 +111,11 @@ describe('roster CLI', () => {
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
     const pick = await run(cli('pick', 'billing', '-n', '2'));
     expect(pick.stdout.split('\n')).toEqual(['10.1.2.3:80', '10.1.2.3:80']);
+    expect(JSON.parse((await run(cli('pick', 'billing', '-o', 'json'))).stdout)).toEqual([{ id: 'b1', endpoint: '10.1.2.3:80' }]);
     expect((await run(cli('pick', 'billing', '--tag', 'red'))).code).toBe(4);
     reg.child.kill('SIGTERM');
     expect(await reg.exit).toBe(0);
+    expect(JSON.parse(reg.lines.at(-1)!.line)).toEqual({ deregistered: true, service: 'billing', id: 'b1' });
     const gone = await run(cli('ls', 'billing', '--json'));
     expect(gone.code).toBe(4);
     expect(JSON.parse(gone.stdout)).toEqual([]);

@@ -56,8 +56,10 @@ describe('roster server flags', () => {
     expect(self.Config).toMatchObject({ NodeName: 'node-7', Datacenter: 'dc9' });
     a.p.child.kill('SIGTERM');
     await a.p.exit;
-    const b = await start(['--port', '0', '--data-dir', join(dir, 'b'), '--no-consul', '--no-checks']);
+    const b = await start(['--port', '0', '--data-dir', join(dir, 'b'), '--no-consul', '--no-checks', '--max-body', '2KiB']);
     expect((await fetch(`${b.url}/v1/agent/self`)).status).toBe(404);
+    const big = await fetch(`${b.url}/api/v1/keys/too-big`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ value: 'x'.repeat(3000) }) });
+    expect(big.status).toBe(413);
     expect((await fetch(`${b.url}/healthz`)).status).toBe(200);
     b.p.child.kill('SIGTERM');
     await b.p.exit;

@@ -174,7 +174,8 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
         const reg = await registrar.register(input, { signal: ctx.deadline() });
         inst = reg.instance;
         const checkNote = check ? `, check ${inst.checks?.[0]?.id ?? ''}` : '';
-        out(`registered ${service}/${inst.id} at ${instanceEndpoint(inst)} (ttl ${formatDuration(ttl)}${inst.status === 'draining' ? ', draining' : ''}${checkNote}); Ctrl-C to deregister`);
+        if (ctx.json) out(JSON.stringify({ registered: true, key: reg.key, instance: inst, ttl }));
+        else out(`registered ${service}/${inst.id} at ${instanceEndpoint(inst)} (ttl ${formatDuration(ttl)}${inst.status === 'draining' ? ', draining' : ''}${checkNote}); Ctrl-C to deregister`);
         if (check?.ttlMs !== undefined) cleanups.push(ttlHeartbeat(url, inst.checks![0]!.id, check.ttlMs, stop.signal));
         if (deregisterAfter !== undefined) cleanups.push(watchOwnHealth(registrar, reg.key, inst, deregisterAfter, (why) => (note(why), end(EXIT.FAILURE))));
         await Promise.race([terminated, new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }))]);
@@ -199,7 +200,7 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
         }
       }
       if (failure !== undefined) throw failure;
-      if (inst && exitCode === EXIT.OK && !byOperator) out(`deregistered ${service}/${inst.id}`);
+      if (inst && exitCode === EXIT.OK && !byOperator) out(ctx.json ? JSON.stringify({ deregistered: true, service, id: inst.id }) : `deregistered ${service}/${inst.id}`);
       process.exitCode = exitCode;
     });
 

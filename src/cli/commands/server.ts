@@ -30,6 +30,10 @@ interface ServerFlags {
   datacenter?: string;
   checks: boolean;
   checkConcurrency: string;
+  maxBody: string;
+  heartbeat: string;
+  maxStreamBuffer: string;
+  closeTimeout: string;
 }
 
 /** `roster server`'s durability flags (docs/durability.md). */
@@ -62,6 +66,10 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
     .addOption(new Option('--datacenter <dc>', 'Consul datacenter name in /v1 answers (default dc1)'))
     .addOption(new Option('--no-checks', 'do not run health checks (TTL, HTTP, TCP)'))
     .addOption(new Option('--check-concurrency <n>', 'most health-check probes in flight at once').default('128'))
+    .addOption(new Option('--max-body <size>', 'largest accepted request body (413 above)').default('6400KiB'))
+    .addOption(new Option('--heartbeat <duration>', 'interval of watch-stream heartbeats (clients reconnect after 2.5 silent intervals)').default('15s'))
+    .addOption(new Option('--max-stream-buffer <size>', 'bytes a watch stream may queue for a slow client before it is cut (the client resumes)').default('32MiB'))
+    .addOption(new Option('--close-timeout <duration>', 'on SIGTERM, wait at most this long for in-flight requests').default('10s'))
     .addHelpText('after', '\nExample: roster server --data-dir /var/lib/roster --dns 127.0.0.1:8600')
     .action(async (o: ServerFlags) => {
       const port = integer(o.port, 'port', 0, 65535);
@@ -77,6 +85,12 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
             ...(o.datacenter !== undefined ? { datacenter: o.datacenter } : {}),
           }
         : (false as const);
+      const limits = {
+        maxBodyBytes: size(o.maxBody, 'max-body', 1024),
+        heartbeatMs: duration(o.heartbeat, 'heartbeat', { min: 100, max: 3_600_000 }),
+        maxStreamBuffer: size(o.maxStreamBuffer, 'max-stream-buffer', 64 * 1024),
+        closeTimeoutMs: duration(o.closeTimeout, 'close-timeout', { max: 3_600_000 }),
+      };
       const { startServer } = await import('../../server/index.js');
       // Registered instances are long-lived: V8's young generation, grown to its 32 MB default under
       // load, would cost more RSS than 100,000 instances' data. Kept at its initial 1 MB it costs no
@@ -89,6 +103,7 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
         port,
         dataDir: o.dataDir,
         storage,
+        ...limits,
         consul,
         checks,
         ...(dns ? { dns } : {}),

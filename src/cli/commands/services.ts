@@ -194,11 +194,14 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       try {
         await cache.ready({ failFast: true, signal: ctx.deadline() });
         const picker = strategy.build(cache.instances);
+        const picks: { id: string; endpoint: string }[] = [];
         for (let i = 0; i < n; i++) {
           const p = picker.pick(o.key);
-          out(instanceEndpoint(p.instance));
+          if (ctx.json) picks.push({ id: p.instance.id, endpoint: instanceEndpoint(p.instance) });
+          else out(instanceEndpoint(p.instance));
           p.done();
         }
+        if (ctx.json) out(JSON.stringify(picks));
       } catch (e) {
         if (isRosterError(e, 'NO_INSTANCE')) throw new NotFoundError(cache.describeEmpty(), { cause: e });
         throw e;
