@@ -6,12 +6,13 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { Backend } from '../contract/types.js';
-import { openBackend } from '../contract/schemes.js';
 import '../backends/builtin.js';
-import { describeError } from './shared.js';
+import { connectionOptions, describeError, openWithFlags, type ConnectionFlags } from './shared.js';
 import { registerCoreCommands } from './commands/core.js';
 import { registerRegistryCommands } from './commands/registry.js';
 import { registerRecipeCommands } from './commands/recipes.js';
+import { registerTokenCommands } from './commands/token.js';
+import { registerAclCommands } from './commands/acl.js';
 
 export const DEFAULT_BACKEND = 'http://127.0.0.1:8470';
 
@@ -20,17 +21,20 @@ export function buildProgram(): { program: Command; closeBackend: () => Promise<
   let backend: Promise<Backend> | undefined;
   const getBackend = (): Promise<Backend> => {
     const url = (program.opts().backend as string | undefined) ?? process.env.ROSTER_BACKEND ?? DEFAULT_BACKEND;
-    return (backend ??= openBackend(url));
+    return (backend ??= openWithFlags(url, program.opts<ConnectionFlags>(), (k) => program.getOptionValueSource(k)));
   };
   program
     .name('roster')
     .description('service registration, discovery and coordination')
-    .addOption(new Option('-b, --backend <url>', `backend URL (default: $ROSTER_BACKEND or ${DEFAULT_BACKEND})`))
+    .addOption(new Option('-b, --backend <url>', `backend URL (default: $ROSTER_BACKEND or ${DEFAULT_BACKEND})`));
+  connectionOptions(program)
     .showHelpAfterError()
     .exitOverride();
   registerCoreCommands(program, getBackend);
   registerRegistryCommands(program, getBackend);
   registerRecipeCommands(program, getBackend);
+  registerTokenCommands(program, getBackend);
+  registerAclCommands(program, getBackend);
   const closeBackend = async () => {
     if (backend) await (await backend.catch(() => undefined))?.close();
   };

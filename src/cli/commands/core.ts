@@ -12,6 +12,7 @@ import { onTerminate } from '../../integrations/process.js';
 import { layoutFrom, layoutOptions, out, parsePositiveInt } from '../shared.js';
 
 import { storageFrom, storageOptions } from './storage-options.js';
+import { securityFrom, securityOptions, type SecurityFlags } from './security-options.js';
 
 function describeInstance(i: Instance): string {
   const parts = [`${i.service}/${i.id}`, instanceEndpoint(i)];
@@ -35,13 +36,14 @@ function decodeOrReport(layout: Layout, service: string, kv: KeyValue): Instance
 }
 
 export function registerCoreCommands(program: Command, getBackend: () => Promise<Backend>): void {
-  storageOptions(program
+  securityOptions(storageOptions(program
     .command('server')
     .description('run the roster server (registry API, watch streams, metrics, dashboard)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on', '8470')
-    .option('--data-dir <dir>', 'where to keep data', './.roster'))
-    .action(async (opts: { host: string; port: string; dataDir: string } & Parameters<typeof storageFrom>[0]) => {
+    .option('--data-dir <dir>', 'where to keep data', './.roster')))
+    .action(async (_opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<{ host: string; port: string; dataDir: string } & Parameters<typeof storageFrom>[0] & SecurityFlags>();
       const port = parsePositiveInt(opts.port, 'port', 0, 65535);
       const { startServer } = await import('../../server/index.js');
       // Registered instances are long-lived: V8's young generation, grown to its 32 MB default under
@@ -50,8 +52,12 @@ export function registerCoreCommands(program: Command, getBackend: () => Promise
       (await import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
       // The dashboard ships in the package's ui/ folder (dist/cli/commands → ../../../ui).
       const uiDir = fileURLToPath(new URL('../../../ui/', import.meta.url));
-      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, storage: storageFrom(opts), ...(existsSync(uiDir) ? { uiDir } : {}) });
+      const server = await startServer({ host: opts.host, port, dataDir: opts.dataDir, storage: storageFrom(opts), ...securityFrom(opts), ...(existsSync(uiDir) ? { uiDir } : {}) });
       process.stdout.write(`roster server listening on ${server.url} (data: ${opts.dataDir}, dashboard: ${server.url}/ui)\n`);
+      const a = server.auth;
+      if (!a.enabled) process.stdout.write('auth is off: every client that reaches the server may do anything (--auth on turns tokens on)\n');
+      else if (a.tokenFile) process.stdout.write(`auth is on: ${a.created ? 'a new' : 'the'} bootstrap admin token is in ${a.tokenFile} (roster --token-file ${a.tokenFile} ...)\n`);
+      else process.stdout.write(`auth is on${a.note ? `: ${a.note}` : ''}\n`);
       await onTerminate();
       process.stderr.write('roster: shutting down\n');
       await server.close();

@@ -9,6 +9,7 @@ import type { KvStore } from './kv.js';
 import type { NodeInfo, ServiceRecord } from './records.js';
 import type { Sessions } from './sessions.js';
 import type { Blocking, Query } from './wire.js';
+import type { ConsulSessionGuard } from './index.js';
 
 /** What the route groups (agent, catalog, kv, session) share: the API's state and helpers. */
 
@@ -18,6 +19,8 @@ export interface ConsulAccess {
   /** Service name, KV key (or prefix), session id, node name; '' for the whole resource. */
   readonly name: string;
   readonly access: 'read' | 'write';
+  /** For keys: the request covers every key under `name` (recurse, keys, get-tree, delete-tree). */
+  readonly prefix?: boolean;
 }
 
 export interface Req {
@@ -44,7 +47,10 @@ export interface ApiContext {
   readonly maxValue: number;
   /** Instance id -> engine keys (Consul addresses services by id alone). */
   readonly ids: ReadonlyMap<string, ReadonlySet<string>>;
-  allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access']): Promise<void>;
+  /** `prefix`: a key request covering every key under `name`. */
+  allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access'], prefix?: boolean): Promise<void>;
+  /** Session ownership, when the server has it (auth on). */
+  readonly guard: ConsulSessionGuard | undefined;
   /** A blocking read for this request (parked until a change, the wait, or the client leaving). */
   block<T extends { index: number }>(r: Req, block: Blocking, topics: readonly string[], prefixes: readonly string[], read: () => Promise<T>): Promise<T>;
   /** An agent write's empty 200 (Consul's). */

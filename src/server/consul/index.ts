@@ -30,6 +30,21 @@ import { Query, send, type Blocking } from './wire.js';
  */
 export type ConsulAuthorizer = (token: string | undefined, need: ConsulAccess, req: IncomingMessage) => void | Promise<void>;
 
+/**
+ * Sessions owned by whoever created them (the server's token owner records): a Consul session
+ * rides on an engine lease, and these calls decide by that lease. Each throws to refuse.
+ */
+export interface ConsulSessionGuard {
+  /** Before a session is created (a quota may refuse). */
+  beforeCreate(req: IncomingMessage): void;
+  /** After its lease is granted: record the owner (a failure ends the new session). */
+  created(lease: string, req: IncomingMessage): Promise<void>;
+  /** Renew, destroy, or acquire keys with the session behind `lease`. */
+  use(lease: string, req: IncomingMessage, what: 'renew' | 'destroy' | 'acquire'): void;
+  /** Whether the session shows in this request's lists and info. */
+  sees(lease: string, req: IncomingMessage): boolean;
+}
+
 export interface ConsulApiOptions {
   engine: Engine;
   /** The server's health checker (checks registered through /v1 run there). */
@@ -44,6 +59,8 @@ export interface ConsulApiOptions {
   /** Largest KV value in bytes (Consul's default 512 KiB). */
   maxValueBytes?: number;
   authorize?: ConsulAuthorizer;
+  /** Session ownership (see ConsulSessionGuard); without it any caller may use any session. */
+  sessionGuard?: ConsulSessionGuard;
   /** Called once per request with its method and path (tests log the endpoints a client used). */
   onRequest?: (method: string, path: string, query: string) => void;
   onError?: (err: unknown) => void;
@@ -58,6 +75,8 @@ export interface ConsulApi {
   readonly parked: number;
   /** Parked queries woken by a change so far. */
   readonly wakeups: number;
+  /** Every endpoint: exact paths, and prefixes whose remainder is a name (for the security battery). */
+  endpoints(): { path: string; prefix: boolean; methods: string[] }[];
 }
 
 
@@ -78,6 +97,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
   readonly maxBody: number;
   readonly maxValue: number;
   private readonly authorize: ConsulAuthorizer | undefined;
+  readonly guard: ConsulSessionGuard | undefined;
   private readonly onRequest: ConsulApiOptions['onRequest'];
   private readonly onError: (e: unknown) => void;
   /** Instance id -> engine keys (Consul addresses services by id alone). */
@@ -99,6 +119,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     this.maxBody = opts.maxBodyBytes ?? 6 * 1024 * 1024 + 256 * 1024;
     this.maxValue = opts.maxValueBytes ?? 512 * 1024;
     this.authorize = opts.authorize;
+    this.guard = opts.sessionGuard;
     this.onRequest = opts.onRequest;
     this.onError = opts.onError ?? (() => undefined);
     this.hub = new Hub(this.engine);
@@ -115,6 +136,13 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
 
   get parked(): number {
     return this.hub.parked;
+  }
+
+  endpoints(): { path: string; prefix: boolean; methods: string[] }[] {
+    return [
+      ...[...this.exact].map(([path, h]) => ({ path, prefix: false, methods: Object.keys(h) })),
+      ...this.prefixed.map(([path, h]) => ({ path, prefix: true, methods: Object.keys(h) })),
+    ];
   }
   get wakeups(): number {
     return this.hub.wakeups;
@@ -190,12 +218,12 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     }
   }
 
-  async allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access']): Promise<void> {
+  async allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access'], prefix = false): Promise<void> {
     if (!this.authorize) return;
     const h = r.req.headers['x-consul-token'];
     const auth = r.req.headers.authorization;
     const token = typeof h === 'string' && h !== '' ? h : auth?.startsWith('Bearer ') ? auth.slice(7) : r.q.get('token') || undefined;
-    await this.authorize(token, { resource, name, access }, r.req);
+    await this.authorize(token, { resource, name, access, ...(prefix ? { prefix } : {}) }, r.req);
   }
 
   /** A blocking read for this request (parked until a change, the wait, or the client leaving). */

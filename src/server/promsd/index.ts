@@ -121,5 +121,18 @@ export function createPromSdHandler(source: ViewSource | { view: ServicesView })
 export const promSdRoutes: RouteModule = (s) => {
   const sd = createPromSdHandler({ engine: s.engine });
   s.onClose(() => sd.close());
-  return [{ path: '/api/v1/prometheus/sd', name: 'prometheus_sd', methods: { GET: async (x) => x.reply(200, await sd.render(x.query)) } }];
+  return [
+    {
+      path: '/api/v1/prometheus/sd',
+      name: 'prometheus_sd',
+      // Every instance of every service: a token that may read every service ({"service": "*"}).
+      acl: 'token',
+      methods: {
+        GET: async (x) => {
+          s.security.requireService(x.principal, undefined, 'read');
+          x.reply(200, await sd.render(x.query));
+        },
+      },
+    },
+  ];
 };
