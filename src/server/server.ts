@@ -5,7 +5,7 @@ import { Engine, type StorageOptions } from '../engine/engine.js';
 import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { jitter } from '../core/async.js';
 import { describeValue } from './http.js';
-import { JSON_TYPE, Router, type RouterHost } from './router.js';
+import { JSON_TYPE, Router, type RouteEntry, type RouterHost } from './router.js';
 import { SseHub } from './sse.js';
 import { staticRoutes } from './static.js';
 import type { RouteModule, ServerContext } from './context.js';
@@ -205,6 +205,10 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     return this.router.stats;
   }
 
+  routeTable(): RouteEntry[] {
+    return this.router.table();
+  }
+
   async listen(port: number): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
@@ -344,6 +348,12 @@ function rawJson(res: ServerResponse, status: number, code: string, message: str
 export function serverEngine(server: RosterServer): Engine {
   if (!(server instanceof HttpServer)) throw new InvalidArgumentError('not a roster server started by this process');
   return server.engine;
+}
+
+/** @internal Every route the server mounted, with its ACL decision (the security battery's list). */
+export function serverRoutes(server: RosterServer): RouteEntry[] {
+  if (!(server instanceof HttpServer)) throw new InvalidArgumentError('not a roster server started by this process');
+  return server.routeTable();
 }
 
 /** Start roster's HTTP server. Resolves once it listens; `port: 0` picks a free port. */
