@@ -121,7 +121,7 @@ export class Exchange {
   /** A reply with the caller's own headers and body (static files). */
   send(status: number, headers: string[], body: Buffer): void {
     if (this.done) return;
-    this.write(status, ['content-length', String(body.length), ...headers], body);
+    this.write(status, ['content-length', String(body.length), 'x-content-type-options', 'nosniff', ...headers], body);
   }
 
   /** The response goes on as a stream (SSE): the request counts as answered now. */

@@ -40,12 +40,12 @@ export const CSRF_HEADER = 'x-roster-request';
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
 
-/** Security headers of the dashboard's pages (the CSP replaces the page's meta tag as the enforced one). */
+/** Security headers of the dashboard's pages (the CSP replaces the page's meta tag as the enforced
+ *  one); `X-Content-Type-Options: nosniff` is on every reply (router.ts). */
 export const UI_HEADERS: readonly string[] = [
   'content-security-policy',
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   'x-frame-options', 'DENY',
-  'x-content-type-options', 'nosniff',
   'referrer-policy', 'no-referrer',
   'cross-origin-opener-policy', 'same-origin',
   'cross-origin-resource-policy', 'same-origin',
@@ -160,12 +160,11 @@ export class Edge {
   preflight(req: IncomingMessage): string[] | undefined {
     const origin = req.headers.origin;
     if (req.method !== 'OPTIONS' || typeof origin !== 'string' || !this.corsOrigins.has(origin) || req.headers['access-control-request-method'] === undefined) return undefined;
+    // (Access-Control-Allow-Origin and Vary are added to every reply to an allowed origin.)
     return [
-      'access-control-allow-origin', origin,
       'access-control-allow-methods', 'GET, HEAD, POST, PUT, DELETE',
       'access-control-allow-headers', `authorization, content-type, last-event-id, ${CSRF_HEADER}, x-consul-token`,
       'access-control-max-age', '600',
-      'vary', 'Origin',
     ];
   }
 }
