@@ -43,6 +43,9 @@ export function buildProgram(): { program: Command; closeBackend: () => Promise<
 
 export async function main(argv: string[]): Promise<number> {
   const { program, closeBackend } = buildProgram();
+  // A command waits on its backend; a client library whose pending work does not hold the event
+  // loop (grpc-js retrying a refused TLS handshake) must not let the process exit 0 mid-command.
+  const hold = setInterval(() => undefined, 1 << 30);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -54,6 +57,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`roster: ${describeError(e)}\n`);
     return 1;
   } finally {
+    clearInterval(hold);
     await closeBackend().catch((e: unknown) => {
       process.stderr.write(`roster: closing the backend failed: ${describeError(e)}\n`);
     });
