@@ -208,6 +208,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     }
     if (err.code === 'INTERNAL') this.onError(err);
     if (err.code === 'TOO_LARGE') res.setHeader('connection', 'close');
+    if (err.code === 'QUOTA_EXCEEDED') res.setHeader('retry-after', String(err.details?.retryAfterSeconds ?? 1));
     send(res, err.status, JSON.stringify({ error: err.toJSON() }), this.agentIndex());
   }
 
