@@ -179,7 +179,11 @@ export class Security {
         this.refused.unauthenticated++;
         const bad = p.presented;
         throw new UnauthenticatedError(
-          bad ? 'token not accepted: it is unknown, revoked or mistyped' : 'authentication required: send Authorization: Bearer <token> (roster --token, ROSTER_TOKEN)',
+          bad
+            ? 'token not accepted: it is unknown, revoked or mistyped'
+            : opts.consulWire
+              ? 'authentication required: send a roster token as X-Consul-Token (CONSUL_HTTP_TOKEN for most Consul clients)'
+              : 'authentication required: send Authorization: Bearer <token> (roster --token, ROSTER_TOKEN)',
           { details: { reason: bad ? 'bad-token' : 'no-token' } },
         );
       }
