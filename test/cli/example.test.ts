@@ -5,11 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInProcess, type InProcessServer } from '../helpers/server.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
+const TOKEN = 'readme-example-bootstrap-token-0123456789';
 
 describe('README example', () => {
   let srv: InProcessServer;
   beforeAll(async () => {
-    srv = await startInProcess();
+    // As the README runs it: against a server with tokens on, the token in ROSTER_TOKEN.
+    srv = await startInProcess({ auth: { bootstrapToken: TOKEN, audit: false } });
   });
   afterAll(async () => {
     await srv?.cleanup();
@@ -18,7 +20,7 @@ describe('README example', () => {
   it('runs to completion: registers, discovers, picks, locks, and leaves nothing registered', async () => {
     const child = spawn(process.execPath, ['--import', './test/helpers/ts-register.mjs', 'examples/quickstart.ts'], {
       cwd: root,
-      env: { ...process.env, ROSTER_BACKEND: srv.url },
+      env: { ...process.env, ROSTER_BACKEND: srv.url, ROSTER_TOKEN: TOKEN },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -28,7 +30,7 @@ describe('README example', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code, stderr).toBe(0);
     expect(stdout).toMatch(/holding the lock with fencing token \d+/);
-    const res = await fetch(`${srv.url}/api/v1/keys?prefix=services/`);
+    const res = await fetch(`${srv.url}/api/v1/keys?prefix=services/`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(((await res.json()) as { items: unknown[] }).items).toEqual([]);
   }, 60_000);
 });

@@ -74,7 +74,7 @@ describe('edge: DNS rebinding, CSRF, cross-site requests (auth off)', () => {
     const lease = await engine.grant(10_000);
     now += 6_000;
     expect(engine.leaseInfo(lease.id)!.remaining).toBe(4_000);
-    for (const headers of [{}, { 'content-type': 'text/plain' }, { 'content-type': 'multipart/form-data; boundary=x' }]) {
+    for (const headers of [{}, { 'content-type': 'text/plain' }, { 'content-type': 'multipart/form-data; boundary=x' }] as Record<string, string>[]) {
       const ka = await call(url, 'POST', `/api/v1/sessions/${lease.id}/keepalive`, { headers });
       expect(ka.status).toBe(415);
     }

@@ -121,7 +121,7 @@ describe(`fuzz: ${N} malformed requests over every route (seed ${SEED})`, () => 
     const targets: Target[] = [];
     for (const r of serverRoutes(w.server)) {
       if (r.path === '/v1/*' || r.path === '/v1/kv') continue;
-      targets.push({ template: r.path.replace('*', '{}'), methods: r.methods });
+      targets.push({ template: r.path.replace('*', '{}'), methods: [...r.methods] });
     }
     for (const ep of consulApis.get(w.server as object)!.endpoints()) targets.push({ template: ep.prefix ? `${ep.path}{}` : ep.path, methods: ep.methods });
 

@@ -116,12 +116,17 @@ export class Edge {
 
   hostAllowed(host: string | undefined): boolean {
     if (this.names === undefined || host === undefined) return true;
+    // Clients send the same Host on every request: remember the ones allowed (a few at most).
+    if (this.seen.has(host)) return true;
     const h = hostOfHeader(host);
     if (h === undefined) return false;
-    if (isIP(h) !== 0 || this.names.has(h) || h.endsWith('.localhost')) return true;
-    for (const n of this.names) if (n.startsWith('*.') && h.endsWith(n.slice(1))) return true;
-    return false;
+    let ok = isIP(h) !== 0 || this.names.has(h) || h.endsWith('.localhost');
+    for (const n of this.names) if (!ok && n.startsWith('*.') && h.endsWith(n.slice(1))) ok = true;
+    if (ok && this.seen.size < 64) this.seen.add(host);
+    return ok;
   }
+
+  private readonly seen = new Set<string>();
 
   /** Refuse what a browser sent cross-site (see the module comment). `navigation` routes (the
    *  dashboard's pages) accept top-level navigations from elsewhere. */

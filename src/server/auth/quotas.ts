@@ -92,6 +92,7 @@ export class QuotaBook {
   private of(principal: string): Usage {
     let u = this.usage.get(principal);
     if (!u) {
+      if (this.usage.size >= 10_000) this.prune();
       u = { sessions: new Set(), watches: 0, keys: new Map(), bytes: 0, tokens: this.burst, refilledAt: this.now() };
       this.usage.set(principal, u);
     }
@@ -210,6 +211,16 @@ export class QuotaBook {
         u.bytes += now.bytes - cur[1];
         cur[1] = now.bytes;
       }
+    }
+  }
+
+  /** Forget principals that hold nothing and whose bucket is full again (many client addresses). */
+  private prune(): void {
+    const t = this.now();
+    const rate = this.limits.rate ?? 0;
+    for (const [k, u] of this.usage) {
+      const full = rate === 0 || u.tokens + ((t - u.refilledAt) / 1000) * rate >= this.burst;
+      if (full && u.watches === 0 && u.keys.size === 0 && [...u.sessions].every((id) => !this.engine.sessionAlive(id))) this.usage.delete(k);
     }
   }
 

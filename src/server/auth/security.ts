@@ -222,16 +222,18 @@ export class Security {
    * Returns the precondition a register-level write must carry (the version it checked), unless the
    * caller's own precondition already pins it.
    */
-  async checkWrite(p: Principal, key: string, op: { put: boolean; session?: string | undefined; pinned: boolean }): Promise<number | undefined> {
+  checkWrite(p: Principal, key: string, op: { put: boolean; session?: string | undefined; pinned: boolean }): number | undefined | Promise<number | undefined> {
     if (isReserved(key)) this.reservedRefused(key);
     if (op.session !== undefined) this.requireOwnSession(p, op.session, 'bind keys to');
     const level = p.grants.level(key);
+    // (Synchronous unless the key must be read: the common write costs no promise.)
     if (level >= RANK.write) return undefined;
     if (level < RANK.register) this.deny(`token ${p.id} may not write ${JSON.stringify(key)}`, { key });
     if (op.put && op.session === undefined) this.deny(`token ${p.id} has register access to ${JSON.stringify(key)}: bind the key to one of its own sessions`, { key });
-    const cur = await this.engine.get(key);
-    if (cur && !this.ownsKey(p, cur)) this.deny(`token ${p.id} has register access to ${JSON.stringify(key)}, which is held by another session: only keys of its own sessions can be replaced or deleted`, { key });
-    return op.pinned ? undefined : (cur?.version ?? 0);
+    return this.engine.get(key).then((cur) => {
+      if (cur && !this.ownsKey(p, cur)) this.deny(`token ${p.id} has register access to ${JSON.stringify(key)}, which is held by another session: only keys of its own sessions can be replaced or deleted`, { key });
+      return op.pinned ? undefined : (cur?.version ?? 0);
+    });
   }
 
   private ownsKey(p: Principal, kv: KeyValue): boolean {

@@ -9,7 +9,6 @@ import type { KvStore } from './kv.js';
 import type { NodeInfo, ServiceRecord } from './records.js';
 import type { Sessions } from './sessions.js';
 import type { Blocking, Query } from './wire.js';
-import type { ConsulSessionGuard } from './index.js';
 
 /** What the route groups (agent, catalog, kv, session) share: the API's state and helpers. */
 
@@ -21,6 +20,21 @@ export interface ConsulAccess {
   readonly access: 'read' | 'write';
   /** For keys: the request covers every key under `name` (recurse, keys, get-tree, delete-tree). */
   readonly prefix?: boolean;
+}
+
+/**
+ * Sessions owned by whoever created them (the server's token owner records): a Consul session
+ * rides on an engine lease, and these calls decide by that lease. Each throws to refuse.
+ */
+export interface ConsulSessionGuard {
+  /** Before a session is created (a quota may refuse). */
+  beforeCreate(req: IncomingMessage): void;
+  /** After its lease is granted: record the owner (a failure ends the new session). */
+  created(lease: string, req: IncomingMessage): Promise<void>;
+  /** Renew, destroy, or acquire keys with the session behind `lease`. */
+  use(lease: string, req: IncomingMessage, what: 'renew' | 'destroy' | 'acquire'): void;
+  /** Whether the session shows in this request's lists and info. */
+  sees(lease: string, req: IncomingMessage): boolean;
 }
 
 export interface Req {

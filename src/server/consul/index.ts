@@ -8,7 +8,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { HealthChecker } from '../health/checker.js';
 import { AgentRoutes } from './agent.js';
 import { CatalogRoutes } from './catalog.js';
-import { type ApiContext, type ConsulAccess, type Handler, type Req, type Route } from './context.js';
+import { type ApiContext, type ConsulAccess, type ConsulSessionGuard, type Handler, type Req, type Route } from './context.js';
 import { compileFilter, type Predicate } from './filter.js';
 import { blockingRead, Hub, NODE_CHECKS_ROOT, SERVICES_ROOT } from './hub.js';
 import { KvRoutes } from './kv-routes.js';
@@ -30,20 +30,6 @@ import { Query, send, type Blocking } from './wire.js';
  */
 export type ConsulAuthorizer = (token: string | undefined, need: ConsulAccess, req: IncomingMessage) => void | Promise<void>;
 
-/**
- * Sessions owned by whoever created them (the server's token owner records): a Consul session
- * rides on an engine lease, and these calls decide by that lease. Each throws to refuse.
- */
-export interface ConsulSessionGuard {
-  /** Before a session is created (a quota may refuse). */
-  beforeCreate(req: IncomingMessage): void;
-  /** After its lease is granted: record the owner (a failure ends the new session). */
-  created(lease: string, req: IncomingMessage): Promise<void>;
-  /** Renew, destroy, or acquire keys with the session behind `lease`. */
-  use(lease: string, req: IncomingMessage, what: 'renew' | 'destroy' | 'acquire'): void;
-  /** Whether the session shows in this request's lists and info. */
-  sees(lease: string, req: IncomingMessage): boolean;
-}
 
 export interface ConsulApiOptions {
   engine: Engine;
@@ -80,7 +66,7 @@ export interface ConsulApi {
 }
 
 
-export type { ConsulAccess };
+export type { ConsulAccess, ConsulSessionGuard };
 export { CONSUL_VERSION } from './agent.js';
 
 export function createConsulApi(opts: ConsulApiOptions): ConsulApi {

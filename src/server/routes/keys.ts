@@ -67,11 +67,12 @@ function batchOp(v: unknown, i: number): BatchOp {
  * The permission checks of one write (security.ts): ACL level, session ownership, and for a
  * register-level write the version it checked, pinned as the write's precondition.
  */
-async function admitWrite(s: ServerContext, x: Exchange, op: BatchOp): Promise<BatchOp> {
+function admitWrite(s: ServerContext, x: Exchange, op: BatchOp): BatchOp | Promise<BatchOp> {
   const put = op.op === 'put';
   const pinned = op.ifVersion !== undefined || (put && op.ifAbsent === true);
-  const pin = await s.security.checkWrite(x.principal, op.key, { put, session: put ? op.lease : undefined, pinned });
-  return pin === undefined ? op : { ...op, ifVersion: pin };
+  const pin = s.security.checkWrite(x.principal, op.key, { put, session: put ? op.lease : undefined, pinned });
+  const apply = (v: number | undefined): BatchOp => (v === undefined ? op : { ...op, ifVersion: v });
+  return pin instanceof Promise ? pin.then(apply) : apply(pin);
 }
 
 /** Charge the keys a request's puts created or resized to its principal (quotas.ts). */
@@ -145,8 +146,14 @@ export const keyRoutes: RouteModule = (s) => [
         // Everything is validated before anything is applied: a malformed op fails the whole request.
         const parsed = raw.map(batchOp);
         // Every op is admitted before any is applied: a forbidden op refuses the whole request.
-        const ops: BatchOp[] = [];
-        for (const op of parsed) ops.push(await admitWrite(s, x, op));
+        const admitted: (BatchOp | Promise<BatchOp>)[] = [];
+        try {
+          for (const op of parsed) admitted.push(admitWrite(s, x, op));
+        } catch (e) {
+          for (const a of admitted) if (a instanceof Promise) a.catch(() => undefined); // refused already
+          throw e;
+        }
+        const ops = admitted.some((o) => o instanceof Promise) ? await Promise.all(admitted) : (admitted as BatchOp[]);
         if (s.security.quotas.trackKeys) await s.security.quotas.checkKeys(x.principal.id, ops.flatMap((o) => (o.op === 'put' ? [{ key: o.key, bytes: Buffer.byteLength(o.value) }] : [])));
         const results = await s.engine.batch(ops);
         for (let i = 0; i < ops.length; i++) {
