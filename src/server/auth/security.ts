@@ -250,12 +250,12 @@ export class Security {
    *  revoke and inspect (`adminToo`), never keep alive or bind keys. */
   requireOwnSession(p: Principal, session: string, what: string, adminToo = false): void {
     if (!this.store) return;
-    if (adminToo && p.grants.admin) return;
+    const owner = this.store.ownerOf(session);
+    if (owner === p.id || (adminToo && p.grants.admin)) return;
     // An unknown session is left to the operation itself (410 SESSION_LOST): its owner must learn
     // it is gone, and whether a random id exists tells nobody anything.
     if (this.engine.leaseInfo(session) === undefined) return;
-    const owner = this.store.ownerOf(session);
-    if (owner !== p.id) this.deny(`token ${p.id} may not ${what} session ${session}: ${owner === undefined ? 'it is unknown or has no owner' : 'it belongs to another token'}`, { session });
+    this.deny(`token ${p.id} may not ${what} session ${session}: ${owner === undefined ? 'it has no owner' : 'it belongs to another token'}`, { session });
   }
 
   /** Before creating a session (quota). */

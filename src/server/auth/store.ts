@@ -70,6 +70,8 @@ export interface BootstrapOutcome {
   note?: string;
 }
 
+/** Compared against when no token has the claimed accessor (no token hashes to it). */
+const UNKNOWN_HASH = '0'.repeat(64);
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9 _.:@/-]{0,127}$/;
 
 export class AuthStore {
@@ -148,8 +150,9 @@ export class AuthStore {
   authenticate(token: string): TokenRecord | undefined {
     const accessor = claimedAccessor(token);
     const rec = accessor === undefined ? undefined : this.tokens.get(accessor);
-    if (rec === undefined) return undefined;
-    return tokenMatches(token, rec.hash) ? rec : undefined;
+    // Hashed and compared whether or not the accessor exists: the time taken tells nothing.
+    const ok = tokenMatches(token, rec?.hash ?? UNKNOWN_HASH);
+    return ok && rec !== undefined ? rec : undefined;
   }
 
   grantsOf(t: TokenRecord): Grants {
