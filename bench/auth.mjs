@@ -10,6 +10,7 @@
 // Reports the median server CPU per registration (from /proc, as the main bench) and throughput.
 //
 //   npm run build && node bench/auth.mjs [--n 3000] [--runs 5]
+/* global fetch, console */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
