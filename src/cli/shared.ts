@@ -83,7 +83,8 @@ export interface ConnectionFlags {
   tlsKey?: string;
 }
 
-function readFileFlag(file: string, what: string): Buffer {
+/** A file named by a flag; unreadable is a usage error naming the flag and the reason. */
+export function readFileFlag(file: string, what: string): Buffer {
   try {
     return readFileSync(file);
   } catch (e) {

@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from '../../core/errors.js';
 import type { ServerOptions } from '../../server/server.js';
-import { collect, parsePositiveInt, type ConnectionFlags } from '../shared.js';
+import { collect, parsePositiveInt, readFileFlag, type ConnectionFlags } from '../shared.js';
 import { parseSize } from './storage-options.js';
 
 /**
@@ -44,20 +43,13 @@ export interface SecurityFlags extends ConnectionFlags {
   quotaBurst?: string;
 }
 
-function read(file: string, what: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    throw new InvalidArgumentError(`cannot read ${what} ${JSON.stringify(file)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
-  }
-}
 
 /** The server options of the flags (certificates and the bootstrap token read from their files). */
 export function securityFrom(f: SecurityFlags): Pick<ServerOptions, 'auth' | 'tls' | 'insecure' | 'allowedHosts' | 'corsOrigins' | 'quotas'> {
   const int = (v: string | undefined, what: string) => (v === undefined ? undefined : parsePositiveInt(v, what, 1, 1e9));
   if ((f.tlsCert === undefined) !== (f.tlsKey === undefined)) throw new InvalidArgumentError('give both --tls-cert and --tls-key (or neither)');
   if (f.tlsClientCa !== undefined && f.tlsCert === undefined) throw new InvalidArgumentError('--tls-client-ca needs --tls-cert and --tls-key');
-  const bootstrap = process.env.ROSTER_BOOTSTRAP_TOKEN ?? (f.bootstrapTokenFile !== undefined ? read(f.bootstrapTokenFile, '--bootstrap-token-file').toString('utf8').trim() : undefined);
+  const bootstrap = process.env.ROSTER_BOOTSTRAP_TOKEN ?? (f.bootstrapTokenFile !== undefined ? readFileFlag(f.bootstrapTokenFile, '--bootstrap-token-file').toString('utf8').trim() : undefined);
   const audit = f.auditLog === undefined ? undefined : f.auditLog === 'off' ? false : f.auditLog === '-' ? 'stderr' : f.auditLog;
   const quotas = {
     ...(f.quotaSessions !== undefined ? { sessions: int(f.quotaSessions, 'quota-sessions')! } : {}),
@@ -73,7 +65,7 @@ export function securityFrom(f: SecurityFlags): Pick<ServerOptions, 'auth' | 'tl
         ? false
         : { ...(bootstrap !== undefined ? { bootstrapToken: bootstrap } : {}), ...(audit !== undefined ? { audit } : {}), ...(f.publicMetrics ? { publicMetrics: true } : {}) },
     ...(f.tlsCert !== undefined
-      ? { tls: { cert: read(f.tlsCert, '--tls-cert'), key: read(f.tlsKey!, '--tls-key'), ...(f.tlsClientCa !== undefined ? { clientCa: read(f.tlsClientCa, '--tls-client-ca') } : {}) } }
+      ? { tls: { cert: readFileFlag(f.tlsCert, '--tls-cert'), key: readFileFlag(f.tlsKey!, '--tls-key'), ...(f.tlsClientCa !== undefined ? { clientCa: readFileFlag(f.tlsClientCa, '--tls-client-ca') } : {}) } }
       : {}),
     ...(f.insecure ? { insecure: true } : {}),
     ...(f.allowedHosts !== undefined ? { allowedHosts: f.allowedHosts.trim() === '*' ? '*' : f.allowedHosts.split(',').map((h) => h.trim()).filter(Boolean) } : {}),
