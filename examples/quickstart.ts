@@ -7,7 +7,8 @@
 import { lock, openBackend, Registrar, ServiceCache, strategy, watchConfig } from 'roster-sd';
 import { drainOnSignals } from 'roster-sd/process';
 
-const backend = await openBackend(process.env.ROSTER_BACKEND ?? 'http://127.0.0.1:8470');
+// ROSTER_TOKEN: a token for a server with auth on (`roster server`'s default; docs/security.md).
+const backend = await openBackend(process.env.ROSTER_BACKEND ?? 'http://127.0.0.1:8470', { token: process.env.ROSTER_TOKEN });
 
 // A service registers itself; the registrar re-registers by itself after a lost lease.
 const registrar = new Registrar(backend, { ttl: 10_000 });

@@ -11,6 +11,7 @@
 #   golang-go golang-etcd-server-dev   Go, grpc-go and etcd's Go client (interop with Go services)
 #   chromium                    the dashboard tests (headless, through playwright-core)
 #   dnsutils                    dig, against roster server --dns
+#   openssl                     test certificates (TLS of roster server, the remote backend, etcd)
 #   prometheus                  a real Prometheus scraping roster's HTTP service discovery
 #   python3-consul2 python3-requests python3-six, and python3-consul unpacked (it conflicts with
 #                               python3-consul2 as a package) into .cache/consul-clients
@@ -32,6 +33,7 @@ have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/naming/resolver ] || need+=(golang-etcd-server-dev)
 have chromium || need+=(chromium)
 have dig || need+=(dnsutils)
+have openssl || need+=(openssl)
 have prometheus || need+=(prometheus)
 dpkg -s python3-consul2 >/dev/null 2>&1 || need+=(python3-consul2)
 python3 -c 'import requests, six' >/dev/null 2>&1 || need+=(python3-requests python3-six)

@@ -22,6 +22,8 @@ export const EXIT = {
   LOST: 6,
   /** `lock --timeout` / `elect --timeout`: not acquired in time. */
   TIMEOUT: 7,
+  /** No token, a token the server does not know, or one whose policy does not allow the request. */
+  DENIED: 8,
   /** `lock`: the command could not be run (not executable / not found), as a shell says. */
   CANNOT_EXECUTE: 126,
   COMMAND_NOT_FOUND: 127,
@@ -37,6 +39,7 @@ export const EXIT_TABLE: readonly (readonly [string, string])[] = [
   ['5', 'conflict: --if-version / --if-absent failed, or the key is someone else\'s'],
   ['6', 'lock: the lock was lost while the command ran (the command was stopped)'],
   ['7', 'lock / elect --timeout: not acquired in time'],
+  ['8', 'denied: no or unknown token (--token), or its policy does not allow this; a quota was hit'],
   ['126, 127', 'lock: the command cannot be executed / is not found (checked before waiting)'],
   ['128+n', 'lock: the command was killed by signal n'],
   ['130, 143', 'interrupted (SIGINT / SIGTERM): lock while waiting, or any command a second time while cleaning up'],
@@ -55,6 +58,9 @@ const BY_CODE: Partial<Record<ErrorCode, number>> = {
   NO_INSTANCE: EXIT.NOT_FOUND,
   CONFLICT: EXIT.CONFLICT,
   LOCK_LOST: EXIT.LOST,
+  UNAUTHENTICATED: EXIT.DENIED,
+  PERMISSION_DENIED: EXIT.DENIED,
+  QUOTA_EXCEEDED: EXIT.DENIED,
 };
 
 /** A failure the CLI itself decides the exit code of (lock --timeout, a lost lock). */

@@ -16,6 +16,8 @@ import { registerRegisterCommands } from './commands/register.js';
 import { registerKvCommands } from './commands/kv.js';
 import { registerRecipeCommands } from './commands/recipes.js';
 import { registerCompletionCommand } from './commands/completion.js';
+import { registerTokenCommands } from './commands/token.js';
+import { registerAclCommands } from './commands/acl.js';
 
 export { DEFAULT_BACKEND } from './shared.js';
 
@@ -51,6 +53,8 @@ export function buildProgram(): { program: Command; ctx: CliContext; failedComma
   registerRegisterCommands(program, ctx);
   registerKvCommands(program, ctx);
   registerRecipeCommands(program, ctx);
+  registerTokenCommands(program, ctx);
+  registerAclCommands(program, ctx);
   registerCompletionCommand(program);
   program.addHelpText(
     'after',

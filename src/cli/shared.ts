@@ -8,8 +8,12 @@
  *   --connect-timeout <duration> how long to wait for the backend to answer (default 5s)
  *   -o, --output <format>        table | wide | json (--json is -o json)
  *   --config <file>              the config file
+ *   --token, --token-file        token for a roster server with auth on (docs/security.md)
+ *   --tls-ca, --tls-cert, --tls-key   TLS for https:// and etcds:// (the client's certificate), and
+ *                                the serving certificate of `roster server`
  * Flags that only change how the backend is opened (credentials, TLS) go into `backendOptions`.
  */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import type { Backend } from '../contract/types.js';
@@ -34,13 +38,83 @@ export interface GlobalFlags {
   config?: string;
 }
 
+/** How the CLI authenticates to its backend (global flags; each also ROSTER_<FLAG>). */
+export interface ConnectionFlags {
+  token?: string;
+  tokenFile?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
 export function globalOptions(program: Command): Command {
   return program
     .addOption(new Option('-b, --backend <url>', `backend URL: http://host:port (roster server), etcd://host:2379[/prefix], zk://host:2181[/chroot], memory://; host:port alone is http://host:port`).default(DEFAULT_BACKEND))
     .addOption(new Option('--connect-timeout <duration>', 'fail (exit 3) when the backend does not answer within this time').default(DEFAULT_CONNECT_TIMEOUT))
     .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
     .addOption(new Option('--json', 'the same as -o json'))
-    .addOption(new Option('--config <file>', 'config file (JSON; default $ROSTER_CONFIG, else ~/.config/roster/config.json if present)'));
+    .addOption(new Option('--config <file>', 'config file (JSON; default $ROSTER_CONFIG, else ~/.config/roster/config.json if present)'))
+    .addOption(new Option('--token <token>', 'token for a roster server with auth on'))
+    .addOption(new Option('--token-file <file>', 'read the token from this file (e.g. <data-dir>/admin.token)'))
+    .addOption(new Option('--tls-ca <file>', 'PEM CA to trust for https:// and etcds:// (instead of the system CAs)'))
+    .addOption(new Option('--tls-cert <file>', "PEM certificate: the client's for https:// and etcds://, the server's for `roster server`"))
+    .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert'));
+}
+
+/** A file named by a flag; unreadable is a usage error naming the flag and the reason. */
+export function readFileFlag(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new InvalidArgumentError(`cannot read ${what} ${JSON.stringify(file)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+  }
+}
+
+/** The token from --token or --token-file (trimmed), if any. */
+export function tokenFrom(flags: ConnectionFlags): string | undefined {
+  if (flags.token !== undefined && flags.token !== '') return flags.token.trim();
+  if (flags.tokenFile !== undefined && flags.tokenFile !== '') {
+    const t = readFileFlag(flags.tokenFile, '--token-file').toString('utf8').trim();
+    if (t === '') throw new InvalidArgumentError(`--token-file ${JSON.stringify(flags.tokenFile)} is empty`);
+    return t;
+  }
+  return undefined;
+}
+
+/**
+ * The credential and TLS options the connection flags give the backend at `url`. A flag given on
+ * the command line for a backend it does not apply to is an error; one that comes from the
+ * environment or the config file is ignored there (one shell may talk to several kinds of backend).
+ */
+export function connectionOptionsFor(url: string, flags: ConnectionFlags, sourceOf: (name: keyof ConnectionFlags) => string | undefined): Record<string, unknown> {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase() ?? '';
+  const given = (k: keyof ConnectionFlags) => flags[k] !== undefined && flags[k] !== '';
+  const refuse = (k: keyof ConnectionFlags, why: string) => {
+    if (given(k) && sourceOf(k) === 'cli') throw new InvalidArgumentError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} does not apply to ${url}: ${why}`);
+  };
+  const tls = () => ({
+    ...(given('tlsCa') ? { ca: readFileFlag(flags.tlsCa!, '--tls-ca') } : {}),
+    ...(given('tlsCert') ? { cert: readFileFlag(flags.tlsCert!, '--tls-cert') } : {}),
+    ...(given('tlsKey') ? { key: readFileFlag(flags.tlsKey!, '--tls-key') } : {}),
+  });
+  const tlsGiven = given('tlsCa') || given('tlsCert') || given('tlsKey');
+  const options: Record<string, unknown> = {};
+  if (scheme === 'http' || scheme === 'https') {
+    const token = tokenFrom(flags);
+    if (token !== undefined) options.token = token;
+    if (scheme === 'https' && tlsGiven) options.tls = tls();
+    else for (const k of ['tlsCa', 'tlsCert', 'tlsKey'] as const) refuse(k, 'TLS needs an https:// URL');
+  } else {
+    for (const k of ['token', 'tokenFile'] as const) refuse(k, scheme.startsWith('etcd') ? 'etcd takes a user and password in the URL (etcd://user:password@host)' : 'only roster servers take tokens');
+    if (scheme === 'etcds' && tlsGiven) {
+      const t = tls();
+      if (!t.ca) throw new InvalidArgumentError("etcds:// needs --tls-ca (the CA that signed the etcd members' certificates)");
+      options.tls = t;
+    } else {
+      for (const k of ['tlsCa', 'tlsCert', 'tlsKey'] as const) refuse(k, scheme === 'etcd' ? 'TLS needs an etcds:// URL' : 'this backend has no TLS options');
+    }
+  }
+  return options;
 }
 
 /** A backend URL as typed: `host:port` alone is a roster server. */
@@ -118,7 +192,9 @@ export class CliContext {
     this.opened ??= (async () => {
       const url = this.backendUrl;
       const ms = this.connectTimeout;
-      const opening = openBackend(url, backendOptions(url, ms) as never);
+      const flags = this.program.opts<ConnectionFlags>();
+      const credentials = connectionOptionsFor(url, flags, (k) => this.program.getOptionValueSource(k));
+      const opening = openBackend(url, { ...backendOptions(url, ms), ...credentials } as never);
       let timer: NodeJS.Timeout | undefined;
       const limit = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(this.unreachable('not connected')), ms + 250);

@@ -18,6 +18,9 @@ export type ErrorCode =
   | 'UNSUPPORTED'
   | 'NO_INSTANCE'
   | 'LOCK_LOST'
+  | 'UNAUTHENTICATED'
+  | 'PERMISSION_DENIED'
+  | 'QUOTA_EXCEEDED'
   | 'INTERNAL';
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -35,6 +38,9 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   UNSUPPORTED: 501,
   NO_INSTANCE: 503,
   LOCK_LOST: 409,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
+  QUOTA_EXCEEDED: 429,
   INTERNAL: 500,
 };
 
@@ -120,6 +126,14 @@ export class UnsupportedError extends coded('UNSUPPORTED') {}
 /** No instance to pick: the set is empty or every instance is filtered out or ejected. */
 export class NoInstanceError extends coded('NO_INSTANCE') {}
 export class LockLostError extends coded('LOCK_LOST') {}
+/** No credentials, or credentials the server does not accept (a roster server with auth on). */
+export class UnauthenticatedError extends coded('UNAUTHENTICATED') {}
+/** The credentials are valid but do not allow this (an ACL, a reserved key, another token's session,
+ *  a refused Host or cross-site request). */
+export class PermissionDeniedError extends coded('PERMISSION_DENIED') {}
+/** A per-token (or per-address) limit was reached: sessions, watch streams, keys, value bytes or
+ *  request rate. `details.retryAfterSeconds` says when to try again. */
+export class QuotaExceededError extends coded('QUOTA_EXCEEDED') {}
 
 /** The class of each code that has one (the others are plain RosterErrors). */
 const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterErrorOptions) => RosterError>> = {
@@ -136,6 +150,9 @@ const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterE
   UNSUPPORTED: UnsupportedError,
   NO_INSTANCE: NoInstanceError,
   LOCK_LOST: LockLostError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  PERMISSION_DENIED: PermissionDeniedError,
+  QUOTA_EXCEEDED: QuotaExceededError,
 };
 
 /** Rebuild a typed error from its JSON form (the remote client uses this on server replies). */

@@ -3,7 +3,7 @@
  * Measures the issue's figures: a watcher sees an interrupted register's deregistration at once
  * (DELETE) and a SIGKILLed one's expiry within TTL + 1 s (EXPIRE).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -330,23 +330,33 @@ describe('roster CLI', () => {
     expect(await obs.exit).toBe(0);
   }, 30_000);
 
-  it('roster server: serves, stops gracefully on SIGTERM, and keeps acknowledged data across a restart', async () => {
+  it('roster server: auth on by default (bootstrap token in the data dir, 0600), serves, stops gracefully on SIGTERM, and keeps acknowledged data across a restart', async () => {
     const dataDir = await tempDir('roster-cli-srv');
+    const tokenFile = `${dataDir}/admin.token`;
     try {
       const start = async () => {
         const p = new Proc(['server', '--port', '0', '--data-dir', dataDir]);
         procs.push(p);
         const line = (await p.waitLine((l) => l.includes('listening on'))).line;
-        return { p, url: /listening on (http:\/\/\S+)/.exec(line)![1]! };
+        const auth = (await p.waitLine((l) => l.startsWith('auth is'))).line;
+        return { p, url: /listening on (http:\/\/\S+)/.exec(line)![1]!, auth };
       };
       const first = await start();
+      expect(first.auth).toContain(`a new bootstrap admin token is in ${tokenFile}`);
+      expect((await stat(tokenFile)).mode & 0o777).toBe(0o600);
       const health = await fetch(`${first.url}/healthz`);
       expect(health.status).toBe(200);
-      expect((await run(['--backend', first.url, 'kv', 'put', 'kept/a', 'yes'])).code).toBe(0);
+      const anonymous = await run(['--backend', first.url, 'kv', 'put', 'kept/a', 'yes']);
+      expect(anonymous.code).toBe(8);
+      expect(anonymous.stderr).toMatch(/authentication required.*\[UNAUTHENTICATED\]/);
+      expect((await run(['--backend', first.url, '--token-file', tokenFile, 'kv', 'put', 'kept/a', 'yes'])).code).toBe(0);
       first.p.child.kill('SIGTERM');
       expect(await first.p.exit).toBe(0);
+      const token = (await readFile(tokenFile, 'utf8')).trim();
       const second = await start();
-      expect((await run(['--backend', second.url, 'kv', 'get', 'kept/a'])).stdout).toBe('yes');
+      expect(second.auth).toContain(`the bootstrap admin token is in ${tokenFile}`); // not made again
+      expect((await readFile(tokenFile, 'utf8')).trim()).toBe(token);
+      expect((await run(['--backend', second.url, 'kv', 'get', 'kept/a'], { env: { ROSTER_TOKEN: token } })).stdout).toBe('yes');
       second.p.child.kill('SIGINT');
       expect(await second.p.exit).toBe(0);
     } finally {

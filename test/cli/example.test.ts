@@ -9,6 +9,7 @@ import { startInProcess, type InProcessServer } from '../helpers/server.js';
 import { cliEnv } from '../helpers/cli.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
+const TOKEN = 'readme-example-bootstrap-token-0123456789';
 
 function example(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ['scripts/example.mjs'], { cwd: root, env: cliEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -22,17 +23,18 @@ function example(env: Record<string, string>): Promise<{ code: number | null; st
 describe('npm run example', () => {
   let srv: InProcessServer;
   beforeAll(async () => {
-    srv = await startInProcess();
+    // As the README runs it: against a server with tokens on, the token in ROSTER_TOKEN.
+    srv = await startInProcess({ auth: { bootstrapToken: TOKEN, audit: false } });
   });
   afterAll(async () => {
     await srv?.cleanup();
   });
 
-  it('with $ROSTER_BACKEND: registers, discovers, picks, locks, and leaves nothing registered', async () => {
-    const r = await example({ ROSTER_BACKEND: srv.url });
+  it('with $ROSTER_BACKEND and $ROSTER_TOKEN: registers, discovers, picks, locks, and leaves nothing registered', async () => {
+    const r = await example({ ROSTER_BACKEND: srv.url, ROSTER_TOKEN: TOKEN });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/holding the lock with fencing token \d+/);
-    const res = await fetch(`${srv.url}/api/v1/keys?prefix=services/`);
+    const res = await fetch(`${srv.url}/api/v1/keys?prefix=services/`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(((await res.json()) as { items: unknown[] }).items).toEqual([]);
   }, 60_000);
 

@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -35,7 +35,7 @@ describe('roster server flags', () => {
 
   it.runIf(existsSync('/usr/bin/dig'))('--dns (from the config file) with --dns-domain and --dns-ttl: dig resolves a CLI registration', async () => {
     const cfg = join(dir, 'server.json');
-    await writeFile(cfg, JSON.stringify({ server: { port: 0, 'data-dir': join(dir, 'dns'), dns: '127.0.0.1:0', 'dns-domain': 'test', 'dns-ttl': '7s' } }));
+    await writeFile(cfg, JSON.stringify({ server: { port: 0, 'data-dir': join(dir, 'dns'), auth: 'off', dns: '127.0.0.1:0', 'dns-domain': 'test', 'dns-ttl': '7s' } }));
     const s = await start([], { ROSTER_CONFIG: cfg });
     const m = /dns on 127\.0\.0\.1:(\d+) \(domain test, ttl 7s\)/.exec(s.line);
     expect(m, s.line).not.toBeNull();
@@ -52,11 +52,13 @@ describe('roster server flags', () => {
 
   it('--node-name / --datacenter (from ROSTER_SERVER_*) reach /v1/agent/self; --no-consul turns /v1 off; bad flags are exit 2', async () => {
     const a = await start(['--port', '0', '--data-dir', join(dir, 'a')], { ROSTER_SERVER_NODE_NAME: 'node-7', ROSTER_SERVER_DATACENTER: 'dc9', ROSTER_SERVER_CHECK_CONCURRENCY: '4' });
-    const self = (await (await fetch(`${a.url}/v1/agent/self`)).json()) as { Config: { NodeName: string; Datacenter: string } };
+    // Auth is on by default: the bootstrap token the server wrote, as a Consul client sends it.
+    const token = (await readFile(join(dir, 'a', 'admin.token'), 'utf8')).trim();
+    const self = (await (await fetch(`${a.url}/v1/agent/self`, { headers: { 'x-consul-token': token } })).json()) as { Config: { NodeName: string; Datacenter: string } };
     expect(self.Config).toMatchObject({ NodeName: 'node-7', Datacenter: 'dc9' });
     a.p.child.kill('SIGTERM');
     await a.p.exit;
-    const b = await start(['--port', '0', '--data-dir', join(dir, 'b'), '--no-consul', '--no-checks', '--max-body', '2KiB']);
+    const b = await start(['--port', '0', '--data-dir', join(dir, 'b'), '--auth', 'off', '--no-consul', '--no-checks', '--max-body', '2KiB']);
     expect((await fetch(`${b.url}/v1/agent/self`)).status).toBe(404);
     const big = await fetch(`${b.url}/api/v1/keys/too-big`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ value: 'x'.repeat(3000) }) });
     expect(big.status).toBe(413);

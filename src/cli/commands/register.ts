@@ -10,6 +10,7 @@ import { formatDuration } from '../../core/duration.js';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { instanceEndpoint, type CheckInput, type Instance, type InstanceInput } from '../../core/model.js';
 import { validateServiceName } from '../../core/names.js';
+import { RemoteBackend } from '../../backends/remote/backend.js';
 import { Registrar } from '../../registry/registrar.js';
 import { deregisterInstance } from '../../registry/deregister.js';
 import { onTerminate } from '../../integrations/process.js';
@@ -79,14 +80,9 @@ function checkFrom(o: RegisterFlags): { check: CheckInput; ttlMs?: number } | un
   return { check, ...(ttlMs !== undefined ? { ttlMs } : {}) };
 }
 
-/** The roster server's checks API: report a TTL check passing. */
-async function passCheck(baseUrl: string, checkId: string, signal: AbortSignal): Promise<void> {
-  const res = await fetch(`${baseUrl}/api/v1/checks/${encodeURIComponent(checkId)}/pass`, { method: 'POST', signal });
-  if (!res.ok) {
-    const body = await res.text().catch(() => '');
-    throw new Error(`HTTP ${res.status} ${body.slice(0, 200)}`);
-  }
-  await res.body?.cancel();
+/** The roster server's checks API: report a TTL check passing (with the CLI's token and TLS). */
+async function passCheck(server: RemoteBackend, checkId: string, signal: AbortSignal): Promise<void> {
+  await server.request('POST', `/api/v1/checks/${encodeURIComponent(checkId)}/pass`, undefined, signal);
 }
 
 export function registerRegisterCommands(program: Command, ctx: CliContext): void {
@@ -176,7 +172,10 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
         const checkNote = check ? `, check ${inst.checks?.[0]?.id ?? ''}` : '';
         if (ctx.json) out(JSON.stringify({ registered: true, key: reg.key, instance: inst, ttl }));
         else out(`registered ${service}/${inst.id} at ${instanceEndpoint(inst)} (ttl ${formatDuration(ttl)}${inst.status === 'draining' ? ', draining' : ''}${checkNote}); Ctrl-C to deregister`);
-        if (check?.ttlMs !== undefined) cleanups.push(ttlHeartbeat(url, inst.checks![0]!.id, check.ttlMs, stop.signal));
+        if (check?.ttlMs !== undefined) {
+          if (!(backend instanceof RemoteBackend)) throw new InvalidArgumentError(`--check-ttl needs a roster server (http:// or https://), not ${backend.url}`);
+          cleanups.push(ttlHeartbeat(backend, inst.checks![0]!.id, check.ttlMs, stop.signal));
+        }
         if (deregisterAfter !== undefined) cleanups.push(watchOwnHealth(registrar, reg.key, inst, deregisterAfter, (why) => (note(why), end(EXIT.FAILURE))));
         await Promise.race([terminated, new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }))]);
       } finally {
@@ -237,11 +236,11 @@ export function registerRegisterCommands(program: Command, ctx: CliContext): voi
 }
 
 /** --check-ttl: pass the check about every TTL/2 while registered. */
-function ttlHeartbeat(url: string, checkId: string, ttlMs: number, signal: AbortSignal): () => void {
+function ttlHeartbeat(server: RemoteBackend, checkId: string, ttlMs: number, signal: AbortSignal): () => void {
   let failing = false;
   const beat = async () => {
     try {
-      await passCheck(url, checkId, AbortSignal.any([signal, AbortSignal.timeout(Math.max(500, ttlMs / 2))]));
+      await passCheck(server, checkId, AbortSignal.any([signal, AbortSignal.timeout(Math.max(500, ttlMs / 2))]));
       if (failing) note(`check ${checkId}: passing again`);
       failing = false;
     } catch (e) {

@@ -11,9 +11,11 @@ export const serviceRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/services',
     name: 'services',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
+        s.security.requireService(x.principal, undefined, 'read');
         const root = layout.root;
         const { revision, items } = await s.engine.list(root);
         // Decoded instances per service, as `roster ls` counts them: the service's parent key and
@@ -44,10 +46,12 @@ export const serviceRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/services/*',
     name: 'service',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
         const name = validateServiceName(decodePath(x.param, 'service name'));
+        s.security.requireService(x.principal, name, 'read');
         const { revision, items } = await s.engine.list(layout.servicePrefix(name));
         const instances = [];
         const invalid = [];
