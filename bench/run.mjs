@@ -51,6 +51,11 @@ function parseArgs(argv) {
       case '--no-render': o.render = false; break;
       case '--render-only': o.renderOnly = val(); break;
       case '--merge': o.merge = true; break;
+      case '--watch-cases': o.watchCases = val().split(',').map((x) => x.split('x').map(Number)); break;
+      case '--systems': o.systems = val().split(','); break;
+      case '--out': o.out = val(); break;
+      // CPU profiles of the server and of every client process, written to this directory.
+      case '--cpu-prof-dir': o.cpuProfDir = val(); break;
       case '-h':
       case '--help':
         process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 12).map((l) => l.slice(3)).join('\n') + '\n');
@@ -65,6 +70,15 @@ function parseArgs(argv) {
   return o;
 }
 
+/** Systems of a scenario: roster, etcd, ZooKeeper and the reference variants given, limited to
+ *  --systems; roster with auth on (`roster-auth`) joins the headline scenarios (`auth`) only when
+ *  --systems names it. */
+let selected = SYSTEMS;
+function variants(extra = [], auth = true) {
+  const base = auth ? [...SYSTEMS.slice(0, 1), 'roster-auth', ...SYSTEMS.slice(1)] : SYSTEMS;
+  return [...base, ...extra].filter((v) => selected.includes(v.replace(/-raw$/, '')) || selected.includes(v));
+}
+
 const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul', 'latency'];
 
 function config(o) {
@@ -74,7 +88,8 @@ function config(o) {
     runs: o.runs ?? (q ? 1 : 3),
     register: { sizes: q ? [1000, 3000] : [1000, 10000], services: 50, inflight: 64, ttl: 10_000, warmup: q ? 300 : 1000, minOps: q ? 3000 : 10_000 },
     fleet: { sizes: o.fleetSizes ?? (q ? [2000, 10000] : [10_000, 100_000]), perSession: 10, ttl: 10_000, holdMs: (o.hold ?? (q ? 5 : 30)) * 1000, settleMs: 3000, inflight: 64 },
-    watch: { sizes: q ? [20, 100] : [100, 1000], instances: q ? 50 : 200, intervalMs: 50 },
+    // [watchers, client processes holding them]
+    watch: { cases: o.watchCases ?? (q ? [[20, 1], [100, 1], [100, 4]] : [[100, 1], [1000, 1], [1000, 4]]), instances: q ? 50 : 200, intervalMs: 50 },
     failure: { kills: q ? 2 : 5, graceful: q ? 1 : 3, ttl: 2000 },
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
@@ -91,9 +106,11 @@ const PICK_CASES = ['round-robin', 'random', 'weighted', 'least-outstanding', 'p
 const log = (s) => process.stderr.write(`${s}\n`);
 
 /** Run bench/worker.mjs with a spec; resolves with its RESULT (or rejects), killing it after timeoutMs. */
+let cpuProfDir;
 function runWorker(spec, timeoutMs) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(here, 'worker.mjs'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const prof = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [];
+    const child = spawn(process.execPath, [...prof, path.join(here, 'worker.mjs'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (d) => (out += d));
@@ -113,13 +130,15 @@ function runWorker(spec, timeoutMs) {
 /** Start `system` fresh, run one workload against it, stop it. Variants `etcd-raw` and
  *  `zookeeper-raw` run the reference client against the same kind of server. */
 async function once(variant, workload, params, timeoutMs, startOpts = {}) {
+  // roster-auth: the server with its default, tokens on.
   const system = variant.replace(/-raw$/, '');
-  const sys = await startSystem(system, startOpts);
+  const sys = await startSystem(system, cpuProfDir ? { profileDir: cpuProfDir, ...startOpts } : startOpts);
   try {
     const spec = {
       ...params,
       workload,
       system,
+      variant,
       mode: variant.endsWith('-raw') ? `raw-${system}` : undefined,
       url: sys.url,
       options: sys.options,
@@ -181,7 +200,7 @@ async function scenarioRegister(cfg) {
   const cases = [];
   for (const n of c.sizes) {
     const title = `register ${n}`;
-    const byVariant = await alternate(title, [...SYSTEMS, 'etcd-raw', 'zookeeper-raw'], cfg.runs, (v) =>
+    const byVariant = await alternate(title, variants(['etcd-raw', 'zookeeper-raw']), cfg.runs, (v) =>
       once(v, 'register', { n, rounds: Math.max(1, Math.ceil(c.minOps / n)), inflight: c.inflight, services: c.services, ttl: c.ttl, warmup: c.warmup }, 600_000),
     );
     cases.push({ n, results: summarise(byVariant) });
@@ -195,7 +214,7 @@ async function scenarioFleet(cfg, hold) {
   for (const n of c.sizes) {
     const title = `fleet ${n}`;
     const params = { n, perSession: c.perSession, ttl: c.ttl, holdMs: hold ? c.holdMs : 0, settleMs: c.settleMs, inflight: c.inflight, liveHeap: true };
-    const byVariant = await alternate(title, SYSTEMS, cfg.runs, (v) => once(v, 'fleet', params, 1_800_000));
+    const byVariant = await alternate(title, variants([], hold), cfg.runs, (v) => once(v, 'fleet', params, 1_800_000));
     cases.push({ n, results: summarise(byVariant) });
   }
   return { params: { ...c, holdMs: hold ? c.holdMs : 0 }, cases };
@@ -204,24 +223,24 @@ async function scenarioFleet(cfg, hold) {
 async function scenarioWatch(cfg) {
   const c = cfg.watch;
   const cases = [];
-  for (const watchers of c.sizes) {
-    const byVariant = await alternate(`watch ${watchers}`, [...SYSTEMS, 'etcd-raw', 'zookeeper-raw'], cfg.runs, (v) =>
-      once(v, 'watch', { watchers, instances: c.instances, intervalMs: c.intervalMs }, 900_000),
+  for (const [watchers, procs] of c.cases) {
+    const byVariant = await alternate(`watch ${watchers}${procs > 1 ? ` in ${procs} processes` : ''}`, variants(['etcd-raw', 'zookeeper-raw']), cfg.runs, (v) =>
+      once(v, 'watch', { watchers, procs, instances: c.instances, intervalMs: c.intervalMs }, 900_000),
     );
-    cases.push({ n: watchers, results: summarise(byVariant) });
+    cases.push({ n: watchers, procs, results: summarise(byVariant) });
   }
   return { params: c, cases };
 }
 
 async function scenarioFailure(cfg) {
   const c = cfg.failure;
-  const byVariant = await alternate('failure', SYSTEMS, cfg.runs, (v) => once(v, 'failure', c, 900_000));
+  const byVariant = await alternate('failure', variants(), cfg.runs, (v) => once(v, 'failure', c, 900_000));
   return { params: c, cases: [{ n: c.ttl, results: summarise(byVariant) }] };
 }
 
 async function scenarioColdstart(cfg) {
   const c = cfg.coldstart;
-  const byVariant = await alternate('coldstart', SYSTEMS, cfg.runs, (v) => runWorker({ workload: 'coldstart', system: v, repeats: c.repeats }, 600_000));
+  const byVariant = await alternate('coldstart', variants([], false), cfg.runs, (v) => runWorker({ workload: 'coldstart', system: v, repeats: c.repeats }, 600_000));
   return { params: c, cases: [{ n: 0, results: summarise(byVariant) }] };
 }
 
@@ -260,7 +279,7 @@ async function scenarioConsul(cfg) {
  *  backend, the consul:// backend included (against roster server's /v1: no Consul server here). */
 async function scenarioLatency(cfg) {
   const c = cfg.latency;
-  const byVariant = await alternate('latency', [...SYSTEMS, 'consul'], cfg.runs, (v) => once(v, 'latency', c, 600_000));
+  const byVariant = await alternate('latency', variants(['consul'], false), cfg.runs, (v) => once(v, 'latency', c, 600_000));
   return { params: c, cases: [{ n: c.n, results: summarise(byVariant) }] };
 }
 
@@ -299,7 +318,9 @@ async function main() {
   }
   for (const s of o.only ?? []) if (!SCENARIO_NAMES.includes(s)) throw new Error(`unknown scenario ${s}: expected ${SCENARIO_NAMES.join(', ')}`);
   const want = (s) => !o.only || o.only.includes(s);
+  selected = o.systems ?? [...SYSTEMS, 'consul'];
   const cfg = config(o);
+  cpuProfDir = o.cpuProfDir;
   const started = new Date();
   const results = {
     meta: {
@@ -333,7 +354,7 @@ async function main() {
       results.meta.loadavgEnd = loadavg();
       results.meta.durationS = Math.round((Date.now() - started.getTime()) / 1000);
     }
-    writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(results, null, 1) + '\n');
+    writeFileSync(o.out ?? path.join(RESULTS, 'latest.json'), JSON.stringify(results, null, 1) + '\n');
   };
   log(`roster bench: ${cfg.runs} run(s) per system, load average ${results.meta.loadavgStart.join(' ')}`);
   const steps = [
@@ -362,7 +383,7 @@ async function main() {
     save();
   }
   save();
-  log(`\nresults: ${path.join(RESULTS, 'latest.json')} (load average now ${loadavg().join(' ')})`);
+  log(`\nresults: ${o.out ?? path.join(RESULTS, 'latest.json')} (load average now ${loadavg().join(' ')})`);
   const render = o.render ?? ((!o.quick && !o.only) || (o.merge && !results.meta.quick));
   if (render) {
     renderMarkdown(results, { root: ROOT, resultsDir: RESULTS });

@@ -10,7 +10,7 @@
 /* global fetch, AbortController */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
-import { setTimeout, clearTimeout } from 'node:timers';
+import { setTimeout, clearTimeout, setInterval, clearInterval } from 'node:timers';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import process from 'node:process';
@@ -223,63 +223,48 @@ async function fleet(spec) {
 /**
  * `watchers` independent clients (one backend each, as separate processes would have) watch one
  * service while a writer registers, then deregisters, `instances` instances, one operation every
- * intervalMs. Latency = watcher sees the event − writer started the operation (same process, same
- * clock). Every watcher must see every event exactly once.
+ * intervalMs. Latency = watcher sees the event − writer started the operation. Every watcher must
+ * see every event exactly once.
+ *
+ * With `procs` > 1 the watchers are spread over that many child processes (`watch-sub`, the
+ * writer stays here): the times then come from CLOCK_MONOTONIC (process.hrtime), which every
+ * process on the machine shares, against a base this process hands to its children.
  */
 async function watch(spec) {
   const { watchers, instances, intervalMs, serverPid } = spec;
+  const procs = Math.max(1, Math.min(spec.procs ?? 1, watchers));
   const service = 'watched';
   const prefix = layout.servicePrefix(service);
-  const sent = new Map();
-  // Per event: when the first and the last watcher saw it (all watchers share this process, so the
-  // spread between the two is mostly this client working through its watchers one by one).
-  const first = new Map();
-  const last = new Map();
-  const lat = new Float64Array(watchers * instances * 2);
-  let nLat = 0;
-  let unexpected = 0;
-  let synced = 0;
-  let failures = 0;
-  const got = new Int32Array(watchers);
-  const closers = [];
-  const ac = new AbortController();
-  const deliver = (w, type, key) => {
-    const id = type + key;
-    const t = sent.get(id);
-    if (t === undefined) {
-      unexpected++;
-      return;
-    }
-    const l = performance.now() - t;
-    lat[nLat++] = l;
-    if (!first.has(id)) first.set(id, l);
-    last.set(id, l);
-    got[w]++;
-  };
-  const fail = (w, e) => {
-    if (ac.signal.aborted) return;
-    failures++;
-    process.stderr.write(`    watcher ${w} failed: ${e?.message ?? e}\n`);
-  };
-  const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : rosterWatcher;
+  const events = instances * 2;
+  const base = process.hrtime.bigint();
+  const now = () => Number(process.hrtime.bigint() - base) / 1e6;
+  // recv[w * events + k]: when watcher w saw event k (put of i-n: k = n; delete: k = instances + n).
+  let holders;
   const prog = progress(`watch ${spec.system}${spec.mode ? ` (${spec.mode})` : ''} connect`, watchers, 2000);
-  await pool(watchers, 32, async (w) => {
-    closers[w] = await open(spec, prefix, ac.signal, {
-      event: (type, key) => deliver(w, type, key),
-      synced: () => synced++,
-      fail: (e) => fail(w, e),
-    });
-    prog.tick(w + 1);
-  });
-  await until(() => synced === watchers, 120_000, `${watchers} watchers synced`, 20);
+  if (procs === 1) {
+    holders = [await holdWatchers(spec, prefix, 0, watchers, now, (n) => prog.tick(n))];
+  } else {
+    const per = Math.ceil(watchers / procs);
+    const subs = [];
+    for (let p = 0; p < procs; p++) {
+      const from = p * per;
+      const count = Math.min(per, watchers - from);
+      if (count > 0) subs.push(spawnSub({ ...spec, workload: 'watch-sub', from, count, base: base.toString() }));
+    }
+    holders = await Promise.all(subs.map((s) => s.ready));
+  }
   const writerBackend = await openBackend(spec.url, spec.options);
   const writer = new Registrar(writerBackend, { ttl: 10_000, repair: false });
   await writer.register(instanceInput('writer-warmup', 0));
-  const expected = watchers * instances * 2;
+  const expected = watchers * events;
+  const sent = new Float64Array(events);
+  const delivered = () => holders.reduce((a, h) => a + h.delivered(), 0);
+  const failures = () => holders.reduce((a, h) => a + h.failures(), 0);
+  for (const h of holders) h.start();
   const s0 = procStat(serverPid);
   const c0 = cpuUs();
   const t0 = performance.now();
-  const wp = progress(`watch ${spec.system} writes`, instances * 2, 2000);
+  const wp = progress(`watch ${spec.system} writes`, events, 2000);
   let k = 0;
   const pace = async () => {
     const due = t0 + k * intervalMs;
@@ -290,15 +275,14 @@ async function watch(spec) {
   for (let i = 0; i < instances; i++) {
     await pace();
     const input = instanceInput(service, i);
-    sent.set(`put${prefix}${input.id}`, performance.now());
+    sent[i] = now();
     await writer.register(input);
     wp.tick(k);
   }
   for (let i = 0; i < instances; i++) {
     await pace();
-    const id = `i-${i}`;
-    sent.set(`delete${prefix}${id}`, performance.now());
-    await writer.deregister({ service, id });
+    sent[instances + i] = now();
+    await writer.deregister({ service, id: `i-${i}` });
     wp.tick(k);
   }
   const writesMs = performance.now() - t0;
@@ -307,9 +291,11 @@ async function watch(spec) {
   const drainStart = performance.now();
   let lastCount = -1;
   let lastProgress = performance.now();
-  while (nLat + unexpected < expected && failures === 0 && performance.now() - drainStart < 600_000) {
-    if (nLat !== lastCount) {
-      lastCount = nLat;
+  for (;;) {
+    const d = delivered();
+    if (d >= expected || failures() > 0 || performance.now() - drainStart > 600_000) break;
+    if (d !== lastCount) {
+      lastCount = d;
       lastProgress = performance.now();
     } else if (performance.now() - lastProgress > 30_000) break;
     await sleep(10);
@@ -317,30 +303,200 @@ async function watch(spec) {
   const wall = performance.now() - t0;
   const c1 = cpuUs();
   const s1 = procStat(serverPid);
-  ac.abort();
-  const server = cpuDelta(s0, s1);
-  const l = lat.subarray(0, nLat);
-  let short = 0;
-  for (let w = 0; w < watchers; w++) if (got[w] !== instances * 2) short++;
-  for (const close of closers) close?.();
+  const finals = await Promise.all(holders.map((h) => h.stop()));
   writerBackend.destroy();
+  const server = cpuDelta(s0, s1);
+  // Latencies, and per event the first and the last watcher to see it.
+  const lat = new Float64Array(expected);
+  let nLat = 0;
+  let short = 0;
+  let duplicates = 0;
+  let unexpected = 0;
+  let clientCpu = c1.total - c0.total;
+  const first = new Float64Array(events).fill(Infinity);
+  const last = new Float64Array(events).fill(-Infinity);
+  for (const f of finals) {
+    duplicates += f.duplicates;
+    unexpected += f.unexpected;
+    clientCpu += f.cpuUs;
+    for (let w = 0; w < f.count; w++) {
+      let got = 0;
+      for (let e = 0; e < events; e++) {
+        const r = f.recv[w * events + e];
+        if (r !== r) continue;
+        got++;
+        const l = r - sent[e];
+        lat[nLat++] = l;
+        if (l < first[e]) first[e] = l;
+        if (l > last[e]) last[e] = l;
+      }
+      if (got !== events) short++;
+    }
+  }
+  const l = lat.subarray(0, nLat);
   return {
     watchers,
-    events: instances * 2,
+    procs,
+    events,
     expected,
     delivered: nLat,
     lost: expected - nLat,
+    duplicates,
     unexpected,
     watchersShort: short,
-    watcherFailures: failures,
+    watcherFailures: finals.reduce((a, f) => a + f.failures, 0),
     ...summary(l),
-    firstP50: percentile([...first.values()], 50),
-    lastP50: percentile([...last.values()], 50),
+    firstP50: percentile([...first].filter(Number.isFinite), 50),
+    lastP50: percentile([...last].filter(Number.isFinite), 50),
     writesMs,
     wallMs: wall,
     serverCpuUsPerDelivery: server.total / Math.max(1, nLat),
-    clientCpuUsPerDelivery: (c1.total - c0.total) / Math.max(1, nLat),
+    clientCpuUsPerDelivery: clientCpu / Math.max(1, nLat),
   };
+}
+
+/**
+ * Open watchers [from, from + count) in this process and record when each sees each event. The
+ * handle: start() (CPU baseline), delivered(), failures(), stop() → { count, recv, cpuUs, ... }.
+ */
+async function holdWatchers(spec, prefix, from, count, now, onConnected = () => undefined) {
+  const { instances } = spec;
+  const events = instances * 2;
+  const recv = new Float64Array(count * events).fill(NaN);
+  const base = prefix.length + 2; // 'i-' after the prefix
+  let delivered = 0;
+  let duplicates = 0;
+  let unexpected = 0;
+  let synced = 0;
+  let failures = 0;
+  const closers = [];
+  const ac = new AbortController();
+  const deliver = (w, type, key) => {
+    const at = now();
+    const n = Number(key.slice(base));
+    if (!key.startsWith(prefix) || !(n >= 0 && n < instances)) {
+      unexpected++;
+      return;
+    }
+    const i = w * events + (type === 'put' ? n : instances + n);
+    if (recv[i] === recv[i]) {
+      duplicates++;
+      return;
+    }
+    recv[i] = at;
+    delivered++;
+  };
+  const fail = (w, e) => {
+    if (ac.signal.aborted) return;
+    failures++;
+    process.stderr.write(`    watcher ${from + w} failed: ${e?.message ?? e}\n`);
+  };
+  const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : rosterWatcher;
+  let connected = 0;
+  await pool(count, 32, async (w) => {
+    closers[w] = await open(spec, prefix, ac.signal, {
+      event: (type, key) => deliver(w, type, key),
+      synced: () => synced++,
+      fail: (e) => fail(w, e),
+    });
+    onConnected(++connected);
+  });
+  await until(() => synced === count, 120_000, `${count} watchers synced`, 20);
+  let c0 = 0;
+  return {
+    count,
+    start: () => void (c0 = cpuUs().total),
+    delivered: () => delivered,
+    failures: () => failures,
+    stop: async () => {
+      const cpu = cpuUs().total - c0;
+      ac.abort();
+      for (const close of closers) close?.();
+      return { count, recv, cpuUs: cpu, duplicates, unexpected, failures };
+    },
+  };
+}
+
+/** A `watch-sub` child holding some of the watchers; the same handle as holdWatchers over pipes. */
+function spawnSub(subSpec) {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), JSON.stringify(subSpec)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let buf = '';
+  let delivered = 0;
+  let failures = 0;
+  let onReady;
+  let onResult;
+  let onFail;
+  const ready = new Promise((resolve, reject) => ((onReady = resolve), (onFail = reject)));
+  const result = new Promise((resolve, reject) => {
+    onResult = resolve;
+    // 'close', not 'exit': stdout (with the RESULT line) is read to its end first.
+    child.once('close', (code, sig) => reject(new Error(`watch-sub exited (code ${code}, signal ${sig}) without a result`)));
+  });
+  result.catch(() => undefined);
+  child.once('close', (code, sig) => onFail(new Error(`watch-sub exited (code ${code}, signal ${sig}) before it was ready`)));
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line === 'READY') onReady(handle);
+      else if (line.startsWith('P ')) [delivered, failures] = line.slice(2).split(' ').map(Number);
+      else if (line.startsWith('RESULT ')) {
+        const r = JSON.parse(line.slice(7));
+        const bytes = Buffer.from(r.recv, 'base64');
+        r.recv = new Float64Array(bytes.buffer, bytes.byteOffset, bytes.length / 8);
+        onResult(r);
+      }
+    }
+  });
+  const handle = {
+    start: () => child.stdin.write('START\n'),
+    delivered: () => delivered,
+    failures: () => failures,
+    stop: () => {
+      child.stdin.write('STOP\n');
+      return result;
+    },
+  };
+  return { ready };
+}
+
+/** Child side of spawnSub: hold watchers [from, from + count), report progress, then the times. */
+async function watchSub(spec) {
+  const base = BigInt(spec.base);
+  const now = () => Number(process.hrtime.bigint() - base) / 1e6;
+  const prefix = layout.servicePrefix('watched');
+  const h = await holdWatchers(spec, prefix, spec.from, spec.count, now);
+  process.stdout.write('READY\n');
+  let reported = '';
+  const report = setInterval(() => {
+    const line = `P ${h.delivered()} ${h.failures()}\n`;
+    if (line !== reported) process.stdout.write((reported = line));
+  }, 20);
+  const lines = readLines(process.stdin);
+  for await (const line of lines) {
+    if (line === 'START') h.start();
+    if (line === 'STOP') break;
+  }
+  clearInterval(report);
+  const r = await h.stop();
+  const recv = Buffer.from(r.recv.buffer, r.recv.byteOffset, r.recv.byteLength).toString('base64');
+  return { ...r, recv };
+}
+
+async function* readLines(stream) {
+  let buf = '';
+  stream.setEncoding('utf8');
+  for await (const d of stream) {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
 }
 
 /** A watcher through roster's API: its own backend (connection), Backend.watch on the prefix. */
@@ -586,7 +742,7 @@ async function latency(spec) {
 
 // ------------------------------------------------------------------ main
 
-const WORKLOADS = { register, fleet, watch, failure, coldstart, latency };
+const WORKLOADS = { register, fleet, watch, 'watch-sub': watchSub, failure, coldstart, latency };
 
 const spec = JSON.parse(process.argv[2] ?? '{}');
 const fn = WORKLOADS[spec.workload];
@@ -596,8 +752,8 @@ if (!fn) {
 }
 try {
   const result = await fn(spec);
-  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
-  process.exit(0);
+  // Exit once the line is written: stdout to a pipe is asynchronous, and a watch-sub's is large.
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`, () => process.exit(0));
 } catch (e) {
   process.stderr.write(`worker ${spec.workload} ${spec.system}: ${e?.stack ?? e}\n`);
   process.exit(1);

@@ -32,7 +32,7 @@ const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop
 export const ZK_TICK_MS = 500;
 
 export const SYSTEMS = ['roster', 'etcd', 'zookeeper'];
-export const LABELS = { roster: 'roster', etcd: 'etcd', zookeeper: 'ZooKeeper', consul: 'consul:// (roster /v1)' };
+export const LABELS = { roster: 'roster', 'roster-auth': 'roster (auth on)', etcd: 'etcd', zookeeper: 'ZooKeeper', consul: 'consul:// (roster /v1)' };
 
 const live = new Set();
 process.once('exit', () => {
@@ -63,6 +63,7 @@ async function stopProc(proc, exited, signal = 'SIGKILL', graceMs = 10_000) {
 export async function startSystem(name, opts = {}) {
   switch (name) {
     case 'roster': return startRoster(opts);
+    case 'roster-auth': return { ...(await startRoster({ ...opts, auth: true })), name: 'roster-auth', label: LABELS['roster-auth'] };
     case 'etcd': return startEtcd(opts);
     case 'zookeeper': return startZooKeeper(opts);
     // roster's consul:// backend against roster server's Consul-compatible /v1 (no Consul server
@@ -79,17 +80,17 @@ export async function startSystem(name, opts = {}) {
 
 /**
  * `roster server` in a child process. With `profileDir`, Node writes a CPU profile there when the
- * server exits (stop() sends SIGTERM so it exits cleanly). Auth is off unless ROSTER_BENCH_AUTH=1:
- * then the server runs with its default (tokens on) and the clients use the bootstrap admin token
- * (the cost of auth: docs/security.md).
+ * server exits (stop() sends SIGTERM so it exits cleanly). Auth is off unless `auth` (the
+ * `roster-auth` system, or every roster run with ROSTER_BENCH_AUTH=1): then the server runs with its
+ * default (tokens on) and the clients use the bootstrap admin token (the cost of auth:
+ * docs/security.md).
  */
-export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir, nodeArgs: extraArgs = [] } = {}) {
+export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir, nodeArgs: extraArgs = [], auth = process.env.ROSTER_BENCH_AUTH === '1' } = {}) {
   const dir = dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'roster-bench-')));
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
     const nodeArgs = [...extraArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
     const t0 = performance.now();
-    const auth = process.env.ROSTER_BENCH_AUTH === '1';
     const authArgs = auth ? ['--public-metrics'] : ['--auth', 'off'];
     const proc = spawn(process.execPath, [...nodeArgs, ROSTER_BIN, 'server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, ...authArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
 import type { Engine, EngineEvent, Subscription } from '../engine/engine.js';
 import { sseFrame, writeOpening, type OpeningStream } from './watch-stream.js';
 import { isReserved, rangeHasReserved } from './auth/store.js';
@@ -10,13 +11,29 @@ class SseStream implements OpeningStream {
   /** Set once its snapshot or backlog is written (watch-stream.ts). */
   live = false;
   sub: Subscription | undefined;
+  /** Where live events go: the socket itself once the opening is written (see goLive). */
+  out: Writable;
   constructor(
     readonly res: ServerResponse,
     /** The prefix covers the server's reserved keys (auth/store.ts): those events are left out. */
     readonly filtered: boolean,
     /** Frees the stream's quota slot; called once when it ends. */
     readonly release: () => void,
-  ) {}
+  ) {
+    this.out = res;
+  }
+
+  /**
+   * The opening is written: from now on events are written to the socket directly. The body is
+   * close-delimited (no chunked framing), so the bytes of an event on the socket are the frame
+   * itself, and the response object's per-write work (corking the socket, uncorking it on the next
+   * tick, its own bookkeeping) would buy nothing. Only when nothing of this response is held in
+   * the response object (its socket is its own, not still serving an earlier pipelined reply).
+   */
+  goLive(): void {
+    const sock = this.res.socket;
+    if (sock && !sock.destroyed && this.res.writableLength === sock.writableLength) this.out = sock;
+  }
 }
 
 /**
@@ -85,8 +102,9 @@ export class SseHub {
 
   private write(s: SseStream, chunk: Buffer): void {
     if (s.closed) return;
-    s.res.write(chunk);
-    if (s.res.writableLength > this.maxBuffer) {
+    const out = s.out;
+    out.write(chunk);
+    if (out.writableLength > this.maxBuffer) {
       this.dropped++;
       this.end(s, true);
     }

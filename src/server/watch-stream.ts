@@ -23,6 +23,8 @@ export interface OpeningStream {
   live: boolean;
   /** Leave out the server's reserved keys (a prefix that covers them: '', '_', ...). */
   readonly filtered: boolean;
+  /** Called once the opening is written, as `live` turns true. */
+  goLive?(): void;
 }
 
 const HIGH_WATER = 1024 * 1024;
@@ -83,6 +85,7 @@ export async function writeOpening(engine: Engine, s: OpeningStream, sub: Subscr
       cursor = page.next;
       if (cursor >= engine.publishedRevision) {
         s.live = true;
+        s.goLive?.();
         return;
       }
     }

@@ -1,17 +1,37 @@
 /**
  * Incremental Server-Sent Events parser (the subset of the WHATWG algorithm roster needs: `event`,
- * `data` (multi-line joined by '\n'), `id`, comments; LF or CRLF line ends). Feed it byte chunks in
- * order; it calls `onEvent` once per complete event. A partial event at the end of a connection is
- * never dispatched, so a torn stream cannot deliver half a frame.
+ * `data` (multi-line joined by '\n'), `id`, comments; LF or CRLF line ends; a leading BOM is
+ * skipped). Feed it byte chunks in order; it calls `onEvent` once per complete event. A partial
+ * event at the end of a connection is never dispatched, so a torn stream cannot deliver half a
+ * frame.
  *
- * Cost is linear in the input: a long line spread over many chunks is kept as parts and joined
- * once, never rescanned.
+ * It works on the bytes, not on a decoded copy of the chunk: lines are found with indexOf on the
+ * Buffer (a '\n' byte never occurs inside a UTF-8 sequence, so splitting there is safe), only a
+ * `data` value is decoded (once, straight to the string JSON.parse reads), and the event names
+ * roster's server sends are interned constants. A watcher receiving one small frame per chunk thus
+ * allocates the data string and nothing else here. Cost stays linear in the input: a line spread
+ * over many chunks is kept as parts and joined once.
  */
 export type SseHandler = (event: string, data: string, id: string | undefined) => void;
 
+/** Bytes [s, s + lit.length) of `b` are the ASCII text `lit`. */
+function eq(b: Buffer, s: number, lit: string): boolean {
+  for (let i = 0; i < lit.length; i++) if (b[s + i] !== lit.charCodeAt(i)) return false;
+  return true;
+}
+
+const EVENTS = ['put', 'delete', 'snapshot', 'synced', 'reset'];
+
+/** The event names roster's server sends, without building a string for them. */
+function knownEvent(b: Buffer, s: number, e: number): string | undefined {
+  for (const name of EVENTS) if (name.length === e - s && eq(b, s, name)) return name;
+  return undefined;
+}
+
 export class SseParser {
-  private readonly decoder = new TextDecoder('utf-8');
-  private parts: string[] = [];
+  /** Bytes of a line not yet complete (copied: a chunk's memory is not ours to keep). */
+  private parts: Buffer[] = [];
+  private started = false;
   private event = '';
   private data: string | undefined;
   private id: string | undefined;
@@ -22,26 +42,47 @@ export class SseParser {
   ) {}
 
   push(chunk: Uint8Array): void {
-    const text = this.decoder.decode(chunk, { stream: true });
+    let b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let start = 0;
-    for (;;) {
-      const nl = text.indexOf('\n', start);
-      if (nl < 0) break;
-      let line = text.slice(start, nl);
+    if (!this.started) {
+      if (this.parts.length === 0 && b.length < 3 && b.length > 0 && b[0] === 0xef) {
+        // Too short to tell a BOM from text: wait for more.
+        this.parts.push(Buffer.from(b));
+        return;
+      }
       if (this.parts.length > 0) {
-        this.parts.push(line);
-        line = this.parts.join('');
+        b = Buffer.concat([...this.parts, b]);
         this.parts = [];
       }
-      if (line.endsWith('\r')) line = line.slice(0, -1);
-      start = nl + 1;
-      this.line(line);
+      if (b.length === 0) return;
+      this.started = true;
+      if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) start = 3;
     }
-    if (start < text.length) this.parts.push(text.slice(start));
+    if (this.parts.length > 0) {
+      const nl = b.indexOf(10, start);
+      if (nl < 0) {
+        this.parts.push(Buffer.from(b.subarray(start)));
+        return;
+      }
+      this.parts.push(b.subarray(start, nl));
+      const line = Buffer.concat(this.parts);
+      this.parts = [];
+      this.line(line, 0, line.length);
+      start = nl + 1;
+    }
+    for (;;) {
+      const nl = b.indexOf(10, start);
+      if (nl < 0) break;
+      this.line(b, start, nl);
+      start = nl + 1;
+    }
+    if (start < b.length) this.parts.push(Buffer.from(b.subarray(start)));
   }
 
-  private line(line: string): void {
-    if (line === '') {
+  /** One line: bytes [s, e) of `b`, without its '\n'. */
+  private line(b: Buffer, s: number, e: number): void {
+    if (e > s && b[e - 1] === 13 /* '\r' */) e--;
+    if (e === s) {
       const data = this.data;
       const event = this.event || 'message';
       this.data = undefined;
@@ -49,27 +90,34 @@ export class SseParser {
       if (data !== undefined) this.onEvent(event, data, this.id);
       return;
     }
-    if (line.charCodeAt(0) === 58 /* ':' */) {
-      this.onComment?.(line.slice(1)); // comment (heartbeat)
+    if (b[s] === 58 /* ':' */) {
+      this.onComment?.(b.toString('utf8', s + 1, e)); // comment (heartbeat)
       return;
     }
-    const colon = line.indexOf(':');
-    const field = colon < 0 ? line : line.slice(0, colon);
-    let value = colon < 0 ? '' : line.slice(colon + 1);
-    if (value.charCodeAt(0) === 32 /* ' ' */) value = value.slice(1);
-    switch (field) {
-      case 'data':
-        this.data = this.data === undefined ? value : `${this.data}\n${value}`;
-        break;
-      case 'event':
-        this.event = value;
-        break;
-      case 'id':
-        if (!value.includes('\0')) this.id = value;
-        break;
+    let colon = s;
+    while (colon < e && b[colon] !== 58) colon++;
+    let v = colon + 1;
+    if (v < e && b[v] === 32 /* ' ' */) v++;
+    if (v > e) v = e;
+    switch (colon - s) {
+      case 4: // data
+        if (eq(b, s, 'data')) {
+          const value = b.toString('utf8', v, e);
+          this.data = this.data === undefined ? value : `${this.data}\n${value}`;
+        }
+        return;
+      case 5: // event (or retry: nothing to do for this client)
+        if (eq(b, s, 'event')) this.event = knownEvent(b, v, e) ?? b.toString('utf8', v, e);
+        return;
+      case 2: // id (ignored if it holds a NUL, as the standard says)
+        if (eq(b, s, 'id')) {
+          let c = v;
+          while (c < e && b[c] !== 0) c++;
+          if (c === e) this.id = b.toString('utf8', v, e);
+        }
+        return;
       default:
-        // 'retry' and unknown fields: nothing to do for this client.
-        break;
+        return; // unknown field
     }
   }
 }

@@ -12,6 +12,13 @@ export interface RemoteTls {
   servername?: string;
 }
 
+/** Where a stream's body goes (see Transport.stream). Either may throw to end the stream. */
+export interface StreamSink {
+  /** The reply is 200: the stream is up. */
+  open(headers: Record<string, string | string[] | undefined>): void;
+  data(chunk: Buffer): void;
+}
+
 /**
  * roster's HTTP API as a client sees it (docs/protocol.md): undici Agents with keep-alive, one
  * pool for requests (bounded) and one for watch streams (each holds a connection for its lifetime).
@@ -97,16 +104,73 @@ export class Transport {
     return new UnavailableError(`roster server ${this.url} unreachable: ${msg}`, { cause: e });
   }
 
-  /** Open an SSE stream (GET); the body is the caller's to read and destroy. */
-  stream(path: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.watchAgent.request({
-      origin: this.origin,
-      path: this.base + path,
-      method: 'GET',
-      headers: this.sseHeaders,
-      signal,
-      headersTimeout: this.requestTimeout,
-      bodyTimeout: 0, // the stream is idle between events; liveness comes from heartbeats
+  /**
+   * A long-lived GET (a watch's event stream), its body handed to `sink` chunk by chunk as undici
+   * reads it: no Readable, no async iteration, no promise per chunk between the socket and the
+   * parser. Resolves when the reply ends: `{ status: 200 }` once the stream is over, or the status
+   * and body text of a reply that is not 200 (nothing is passed to `sink` then). Rejects with the
+   * transport failure, with `signal`'s reason once it aborts, or with what `sink` threw (the
+   * request is aborted then).
+   */
+  stream(path: string, signal: AbortSignal, sink: StreamSink): Promise<{ status: number; text: string }> {
+    if (this.destroyed) return Promise.reject(new ClosedError(`backend ${this.url} was destroyed`));
+    if (signal.aborted) return Promise.reject(abortReason(signal));
+    return new Promise((resolve, reject) => {
+      let ctl: Dispatcher.DispatchController | undefined;
+      let status = 0;
+      let settled = false;
+      const parts: Buffer[] = [];
+      const onAbort = (): void => {
+        if (ctl) ctl.abort(abortReason(signal) as Error);
+        else settle(abortReason(signal));
+      };
+      const settle = (err: unknown, value?: { status: number; text: string }): void => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        if (err === undefined) resolve(value!);
+        else reject(err);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.watchAgent.dispatch(
+        {
+          origin: this.origin,
+          path: this.base + path,
+          method: 'GET',
+          headers: this.sseHeaders,
+          headersTimeout: this.requestTimeout,
+          bodyTimeout: 0, // the stream is idle between events; liveness comes from heartbeats
+        },
+        {
+          onRequestStart: (c) => {
+            ctl = c;
+            if (signal.aborted) c.abort(abortReason(signal) as Error);
+          },
+          onResponseStart: (c, code, headers) => {
+            if (code < 200) return; // 1xx: the real reply follows
+            status = code;
+            if (code !== 200) return;
+            try {
+              sink.open(headers);
+            } catch (e) {
+              c.abort(e as Error); // (any value: undici hands it back as is)
+            }
+          },
+          onResponseData: (c, chunk) => {
+            if (status !== 200) {
+              parts.push(chunk);
+              return;
+            }
+            try {
+              sink.data(chunk);
+            } catch (e) {
+              c.abort(e as Error); // (any value: undici hands it back as is)
+            }
+          },
+          onResponseEnd: () => settle(undefined, { status, text: status === 200 ? '' : Buffer.concat(parts).toString('utf8') }),
+          onResponseError: (_c, err) => settle(err),
+        },
+      );
     });
   }
 

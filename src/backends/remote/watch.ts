@@ -1,4 +1,3 @@
-import type { Dispatcher } from 'undici';
 import type { ListResult, WatchEvent } from '../../core/kv.js';
 import { resume, Terminal, type WatchStream } from '../../contract/stream.js';
 import { errorFromJSON, RosterError, UnavailableError } from '../../core/errors.js';
@@ -64,52 +63,65 @@ export function remoteWatch(t: Transport, stream: WatchStream, prefix: string, f
     let path = `/api/v1/watch?prefix=${encodeURIComponent(prefix)}`;
     if (last !== undefined) path += `&fromRevision=${last}`;
     connects++;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await t.stream(path, c.signal);
-    } catch (e) {
-      throw (lastError = t.error(e));
-    }
-    if (res.statusCode !== 200) {
-      const text = await res.body.text().catch((e: unknown) => `(body unreadable: ${String(e)})`);
-      let err: RosterError;
-      try {
-        const d = JSON.parse(text) as { error?: unknown };
-        err = d.error && typeof d.error === 'object' ? errorFromJSON(d.error, res.statusCode) : replyError(res.statusCode, text);
-      } catch (e) {
-        err = replyError(res.statusCode, text, e);
-      }
-      // A request the server rejects (bad prefix, unknown endpoint) will not get better by retrying.
-      if (res.statusCode >= 400 && res.statusCode < 500) throw new Terminal(err);
-      throw (lastError = err);
-    }
-    up();
-    const hb = Number(res.headers['roster-heartbeat-ms']);
-    const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
-    let lastData = Date.now();
-    const idle = setInterval(() => {
-      if (Date.now() - lastData > idleLimit) c.abort(new UnavailableError(`watch stream silent for ${Math.round(idleLimit)} ms`));
-    }, Math.max(50, idleLimit / 4));
-    idle.unref();
     const parser = new SseParser(onFrame);
+    // Liveness: a flag the data callback sets and the idle timer clears, rather than a clock read
+    // per chunk.
+    let heard = true;
+    let idle: NodeJS.Timeout | undefined;
+    let reply: { status: number; text: string };
     try {
-      for await (const chunk of res.body) {
-        lastData = Date.now();
-        parser.push(chunk as Buffer);
-        if (stream.ended) return;
-      }
+      reply = await t.stream(path, c.signal, {
+        open: (headers) => {
+          up();
+          const hb = Number(headers['roster-heartbeat-ms']);
+          const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
+          // Silent for a whole check period at least idleLimit long: presumed dead.
+          const every = Math.max(50, idleLimit / 4);
+          let silentFor = 0;
+          idle = setInterval(() => {
+            if (heard) {
+              heard = false;
+              silentFor = 0;
+            } else if ((silentFor += every) >= idleLimit) {
+              c.abort(new UnavailableError(`watch stream silent for ${Math.round(idleLimit)} ms`));
+            }
+          }, every);
+          idle.unref();
+        },
+        data: (chunk) => {
+          heard = true;
+          parser.push(chunk);
+          if (stream.ended) c.abort(STOPPED);
+        },
+      });
     } catch (e) {
+      if (e === STOPPED || stream.ended) return;
       if (e instanceof Terminal) throw e;
       throw (lastError = c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : t.error(e));
     } finally {
-      clearInterval(idle);
-      if (!res.body.destroyed) res.body.destroy();
+      if (idle) clearInterval(idle);
+    }
+    if (reply.status !== 200) {
+      const text = reply.text;
+      let err: RosterError;
+      try {
+        const d = JSON.parse(text) as { error?: unknown };
+        err = d.error && typeof d.error === 'object' ? errorFromJSON(d.error, reply.status) : replyError(reply.status, text);
+      } catch (e) {
+        err = replyError(reply.status, text, e);
+      }
+      // A request the server rejects (bad prefix, unknown endpoint) will not get better by retrying.
+      if (reply.status >= 400 && reply.status < 500) throw new Terminal(err);
+      throw (lastError = err);
     }
     if (!stream.ended) throw (lastError = new UnavailableError('watch stream ended by the server'));
   };
 
   void resume(stream, connect, backoff);
 }
+
+/** The consumer went away: the connection is dropped, nothing is reported. */
+const STOPPED = new Error('watch stopped');
 
 function badFrame(event: string, data: string): RosterError {
   return new RosterError('INTERNAL', `malformed ${event} event from roster server: ${JSON.stringify(data.slice(0, 200))}`);
