@@ -11,6 +11,7 @@
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { setTimeout, clearTimeout, setInterval, clearInterval } from 'node:timers';
+import { setMaxListeners } from 'node:events';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import process from 'node:process';
@@ -371,6 +372,7 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
   let failures = 0;
   const closers = [];
   const ac = new AbortController();
+  setMaxListeners(0, ac.signal); // one signal for every watcher of this process
   const deliver = (w, type, key) => {
     const at = now();
     const n = Number(key.slice(base));

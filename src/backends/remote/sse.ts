@@ -7,9 +7,10 @@
  *
  * It works on the bytes, not on a decoded copy of the chunk: lines are found with indexOf on the
  * Buffer (a '\n' byte never occurs inside a UTF-8 sequence, so splitting there is safe), only a
- * `data` value is decoded (once, straight to the string JSON.parse reads), and the event names
- * roster's server sends are interned constants. A watcher receiving one small frame per chunk thus
- * allocates the data string and nothing else here. Cost stays linear in the input: a line spread
+ * `data` value is decoded (once, straight to the string JSON.parse reads; the same bytes as the
+ * last ones any parser of the process decoded give the same string, see Interned), and the event
+ * names roster's server sends are interned constants. A watcher receiving one small frame per chunk
+ * thus allocates nothing here when another watcher of the process got that frame first. Cost stays linear in the input: a line spread
  * over many chunks is kept as parts and joined once.
  */
 export type SseHandler = (event: string, data: string, id: string | undefined) => void;
@@ -27,6 +28,33 @@ function knownEvent(b: Buffer, s: number, e: number): string | undefined {
   for (const name of EVENTS) if (name.length === e - s && eq(b, s, name)) return name;
   return undefined;
 }
+
+/**
+ * The last value decoded for a field, shared by every parser of the process: when many watchers
+ * in one process receive the same event (the server sends each of them the same bytes), all but
+ * the first get the string the first one decoded, after a byte comparison, so the frame costs one
+ * string, and one JSON.parse where the caller memoises by string (watch.ts), instead of one per
+ * watcher. Only short values: a snapshot is neither repeated nor worth a copy.
+ */
+class Interned {
+  private bytes = Buffer.alloc(0);
+  private text = '';
+  constructor(private readonly max: number) {}
+
+  get(b: Buffer, s: number, e: number): string {
+    const n = e - s;
+    if (n === this.bytes.length && b.compare(this.bytes, 0, n, s, e) === 0) return this.text;
+    const text = b.toString('utf8', s, e);
+    if (n <= this.max) {
+      this.bytes = Buffer.from(b.subarray(s, e));
+      this.text = text;
+    }
+    return text;
+  }
+}
+
+const DATA = new Interned(16 * 1024);
+const ID = new Interned(64);
 
 export class SseParser {
   /** Bytes of a line not yet complete (copied: a chunk's memory is not ours to keep). */
@@ -102,7 +130,7 @@ export class SseParser {
     switch (colon - s) {
       case 4: // data
         if (eq(b, s, 'data')) {
-          const value = b.toString('utf8', v, e);
+          const value = DATA.get(b, v, e);
           this.data = this.data === undefined ? value : `${this.data}\n${value}`;
         }
         return;
@@ -113,7 +141,7 @@ export class SseParser {
         if (eq(b, s, 'id')) {
           let c = v;
           while (c < e && b[c] !== 0) c++;
-          if (c === e) this.id = b.toString('utf8', v, e);
+          if (c === e) this.id = ID.get(b, v, e);
         }
         return;
       default:

@@ -42,8 +42,7 @@ export function remoteWatch(t: Transport, stream: WatchStream, prefix: string, f
       }
       case 'put':
       case 'delete': {
-        const ev = parseFrame(event, data) as WatchEvent;
-        if (typeof ev.revision !== 'number' || ev.type !== event) throw new Terminal(badFrame(event, data));
+        const ev = parseEvent(event, data);
         if (last !== undefined && ev.revision <= last) return; // already delivered
         stream.push(ev);
         last = ev.revision;
@@ -125,6 +124,25 @@ const STOPPED = new Error('watch stopped');
 
 function badFrame(event: string, data: string): RosterError {
   return new RosterError('INTERNAL', `malformed ${event} event from roster server: ${JSON.stringify(data.slice(0, 200))}`);
+}
+
+/**
+ * The last put/delete event decoded in this process, shared by every watch that receives the same
+ * frame (the SSE parser hands them the same string: sse.ts), so N watchers of one process parse an
+ * event once. Shared, so frozen, as the engine's own events are (engine/watchers.ts).
+ */
+let lastData = '';
+let lastEvent: WatchEvent | undefined;
+
+function parseEvent(event: string, data: string): WatchEvent {
+  if (data === lastData && lastEvent !== undefined && lastEvent.type === event) return lastEvent;
+  const ev = parseFrame(event, data) as WatchEvent;
+  if (ev === null || typeof ev !== 'object' || typeof ev.revision !== 'number' || ev.type !== event) throw new Terminal(badFrame(event, data));
+  const kv: unknown = ev.type === 'put' ? ev.kv : (ev as { prev?: unknown }).prev;
+  if (kv !== null && typeof kv === 'object') Object.freeze(kv);
+  lastData = data;
+  lastEvent = Object.freeze(ev);
+  return ev;
 }
 
 function parseFrame(event: string, data: string): unknown {
