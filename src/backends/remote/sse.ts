@@ -73,16 +73,16 @@ export class SseParser {
     let b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let start = 0;
     if (!this.started) {
-      if (this.parts.length === 0 && b.length < 3 && b.length > 0 && b[0] === 0xef) {
-        // Too short to tell a BOM from text: wait for more.
-        this.parts.push(Buffer.from(b));
-        return;
-      }
       if (this.parts.length > 0) {
         b = Buffer.concat([...this.parts, b]);
         this.parts = [];
       }
       if (b.length === 0) return;
+      if (b.length < 3 && b[0] === 0xef && (b.length < 2 || b[1] === 0xbb)) {
+        // A prefix of the BOM: too short to tell a BOM from text yet.
+        this.parts.push(Buffer.from(b));
+        return;
+      }
       this.started = true;
       if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) start = 3;
     }
