@@ -147,9 +147,18 @@ export class StateTable {
   // `reuse` sized from the measured pick rate so that a reading is at most about clockReuseMs old
   // while the rate holds; it grows by doubling and drops at once, so at low rates every pick reads
   // the clock. A reused (slightly stale) time only delays decay, re-admission and slow-start ramps
-  // by that staleness; latency is measured only from fresh readings.
+  // by that staleness; latency is measured only from fresh readings (see Picker.pick).
+  // A reading is never reused for more than about 2 * clockReuseMs of real time, even when the
+  // picks stop or slow down in the middle of a run of reuses: a timer armed with the run (at most
+  // one per table, re-armed at most once per 2 * clockReuseMs while picks keep coming) ends it,
+  // and so does a done() whose own fresh reading shows the rate has dropped.
   private countdown = 0;
   private reuse = 0;
+  private expiry: ReturnType<typeof setTimeout> | undefined;
+  private readonly expire = (): void => {
+    this.expiry = undefined;
+    this.countdown = 0;
+  };
 
   constructor(
     readonly cfg: ChainConfig,
@@ -159,14 +168,16 @@ export class StateTable {
     this.env = { cfg, time: new Float64Array(2) };
   }
 
-  /** Set env.time[0] to the time, reusing a recent reading when allowed (see above). */
-  tick(): void {
+  /** Set env.time[0] to the time, reusing a recent reading when allowed (see above); true when
+   *  it is a fresh reading. */
+  tick(): boolean {
     if (this.countdown > 0) {
       this.countdown--;
       this.env.time[0] = this.env.time[1]!;
-    } else {
-      this.tickExact();
+      return false;
     }
+    this.tickExact();
+    return true;
   }
 
   /** Set env.time[0] (and time[1]) to a fresh clock reading. */
@@ -182,6 +193,10 @@ export class StateTable {
       if (k > MAX_REUSE) k = MAX_REUSE;
       this.reuse = k > 0 ? k : 0;
       this.countdown = this.reuse;
+      if (this.reuse > 0 && this.expiry === undefined) {
+        this.expiry = setTimeout(this.expire, Math.max(1, 2 * reuseMs));
+        this.expiry.unref();
+      }
     }
     time[0] = now;
     time[1] = now;
@@ -259,13 +274,18 @@ export class StateTable {
         lat = given;
         now = t.start + given; // close enough to the clock, and saves reading it
       } else if (t.exact) {
-        now = this.nowExact();
+        // (Read directly: the reuse sizing in tickExact counts the picks between pick readings.)
+        now = this.cfg.now();
         lat = now - t.start;
-      } else {
+        // Picks came slower than the reuse was sized for: the next one reads the clock.
+        if (now - this.env.time[1]! > this.cfg.clockReuseMs) this.countdown = 0;
+      } else if (this.reportedStreak > 0) {
         // The caller stopped reporting latency while picks were stamped with reused readings:
-        // this sample cannot be measured; go back to fresh stamps for the next picks.
+        // this sample cannot be measured; the next pick reads the clock, so it is.
         this.reportedStreak = 0;
+        this.countdown = 0;
       }
+      // (Otherwise a pick between two fresh readings under load: not part of the sample.)
       if (lat === lat) {
         if (failed) {
           const penal = s.ewma * 2;
@@ -420,10 +440,12 @@ export class ChainPicker implements Picker {
     const t = this.table;
     let exact = false;
     if (t.tracksLatency) {
-      // Stamp picks with fresh readings unless the caller reports latencies itself.
-      exact = t.reportedStreak < REPORTED_STREAK;
-      if (exact) t.tickExact();
-      else t.tick();
+      // Latency is measured from pick to done() only from a fresh reading, and only while callers
+      // do not report it themselves. Under load one reading serves several picks (StateTable), so
+      // the picker measures a sample of its picks, about one per clockReuseMs (each of them
+      // reads the clock again at done()), and a cycle allocates nothing on average; at low rates
+      // every pick reads the clock, so every pick is measured.
+      exact = t.tick() && t.reportedStreak < REPORTED_STREAK;
     }
     if (t.ejected > 0 || this.ramping) this.timed(t);
     if (this.epoch !== t.epoch) this.sel = this.refresh();

@@ -73,7 +73,9 @@ export interface BalanceOptions {
   /** Under load, let one clock reading serve the picks of about this many ms instead of reading
    *  the clock on every pick (reading it costs ~40 ns and, on Node 20, allocates). It only delays
    *  EWMA decay, re-admission and slow-start ramps by that much; measured latencies always use
-   *  fresh readings. Default 1 with the default clock, 0 (read every time) with a custom `now`. */
+   *  fresh readings, so when the picker measures latency itself (done() without latencyMs) it
+   *  measures, under load, a sample of its picks: those that read the clock, about one per this
+   *  many ms. Default 1 with the default clock, 0 (read every time) with a custom `now`. */
   clockReuseMs?: number;
 }
 

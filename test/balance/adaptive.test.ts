@@ -142,6 +142,42 @@ describe('p2c with peak EWMA', () => {
     expect(strat.stats().find((s) => s.id === id)!.latencyMs).toBe(777);
   });
 
+  it('measures its own latency from a sample of picks under load, one clock reading per fresh pick and its done()', () => {
+    let reads = 0;
+    const clock = new FakeClock();
+    const now = () => {
+      reads++;
+      return clock.t;
+    };
+    const strat = p2c({ random: seededRandom(17), now, clockReuseMs: 1 });
+    const picker = strat.build(fleet(2));
+    // Slow traffic (one pick per 5 ms): every pick reads the clock and is measured.
+    for (let i = 0; i < 10; i++) {
+      const p = picker.pick();
+      clock.advance(5);
+      p.done();
+    }
+    expect(strat.stats().every((s) => s.latencyMs > 4 && s.latencyMs <= 5)).toBe(true);
+    // A fast stream (10,000 picks in 1 ms, all answered 50 ms later, no latency reported): a
+    // few readings serve them all, and the picks measured are measured right (the 50 ms peak).
+    reads = 0;
+    const held = [];
+    for (let i = 0; i < 10_000; i++) {
+      held.push(picker.pick());
+      clock.advance(0.0001);
+    }
+    clock.advance(50);
+    for (const p of held) p.done();
+    expect(reads).toBeLessThan(200);
+    for (const s of strat.stats()) expect(s.latencyMs).toBeGreaterThanOrEqual(50);
+    // Traffic slows down again: every pick is measured again at once.
+    clock.advance(100);
+    const p = picker.pick();
+    clock.advance(321);
+    p.done();
+    expect(strat.stats().find((s) => s.id === p.instance.id)!.latencyMs).toBe(321);
+  });
+
   it('looks past an instance that fails fast (a failure counts as at least twice the estimate)', () => {
     const clock = new FakeClock();
     const picker = p2c({ random: seededRandom(17), now: clock.now }).build(fleet(2));
