@@ -7,6 +7,9 @@
 //   npm run bench -- --quick --profile              also profile the roster server under register load (the full run does)
 //   npm run bench -- --only watch --merge           re-run scenarios into the saved results (then re-render)
 //   node bench/run.mjs --render-only bench/results/latest.json   re-render BENCHMARKS.md from saved results
+//   npm run bench -- --only watch --watch-cases 1000x1,1000x4 --systems roster --out /tmp/w.json
+//                                                   watchers x client processes; only some systems; results elsewhere
+//   npm run bench -- --only watch --cpu-prof-dir /tmp/prof   CPU profiles of every server and client process
 //
 // Each scenario starts every system fresh (roster server, etcd, ZooKeeper on free loopback ports,
 // temporary data dirs), runs one workload process (bench/worker.mjs) against it through roster's
