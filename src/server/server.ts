@@ -303,7 +303,7 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     const msg = `${f.method} ${f.path} → ${status} ${err.code}: ${err.message.slice(0, 300)}`;
     if (status >= 500) this.log.limited('warn', 'http.unavailable', msg, f);
     else if (status === 401) this.log.limited('info', 'auth.unauthenticated', msg, f);
-    else if (status === 403) this.log.limited('warn', 'auth.denied', msg, f);
+    else if (status === 403) this.log.limited('info', 'auth.denied', msg, f);
     else if (status === 413 || status === 429 || status === 431) this.log.limited('warn', 'http.rejected', msg, f);
     else if (status === 404 || status === 409 || status === 410 || status === 412) this.log.limited('debug', 'http.client_error', msg, f);
     else this.log.limited('info', 'http.client_error', msg, f);
