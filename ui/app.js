@@ -1091,11 +1091,12 @@ function healthBadge(rec) {
 
 /** Drain / undrain and deregister, only when the token may write the service. */
 function instanceActions(rec) {
-  if (!rec.inst || rec.problem || !SERVICE_RE.test(rec.service) || want('services', rec.service) !== 'write') return h('span', { class: 'muted' }, '');
+  const access = rec.inst && !rec.problem ? (want('services', rec.service) ?? 'pending') : 'deny';
+  if (access !== 'write') return h('span', { class: 'muted', 'data-access': access }, '');
   const draining = rec.inst.status === 'draining';
   return h(
     'span',
-    { class: 'actions' },
+    { class: 'actions', 'data-access': access },
     h('button', { type: 'button', class: 'act', 'data-action': draining ? 'undrain' : 'drain', title: draining ? 'Set it up again: new calls may pick it' : 'Set it draining: no new calls pick it' }, draining ? 'Undrain' : 'Drain'),
     h('button', { type: 'button', class: 'act danger', 'data-action': 'deregister', title: 'Remove this instance now (its registrar does not put it back)' }, 'Deregister'),
   );
@@ -1365,18 +1366,19 @@ function renderKeys() {
 }
 
 function keyActions(kv, editing) {
-  if (want('keys', kv.key) !== 'write') return h('span', { class: 'muted' }, '');
+  const access = want('keys', kv.key) ?? 'pending';
+  if (access !== 'write') return h('span', { class: 'muted', 'data-access': access }, '');
   if (editing) {
     return h(
       'span',
-      { class: 'actions' },
+      { class: 'actions', 'data-access': access },
       h('button', { type: 'button', class: 'act primary', 'data-action': 'save' }, 'Save'),
       h('button', { type: 'button', class: 'act', 'data-action': 'cancel' }, 'Cancel'),
     );
   }
   return h(
     'span',
-    { class: 'actions' },
+    { class: 'actions', 'data-access': access },
     h('button', { type: 'button', class: 'act', 'data-action': 'edit' }, 'Edit'),
     h('button', { type: 'button', class: 'act danger', 'data-action': 'delete' }, 'Delete'),
   );
