@@ -21,7 +21,7 @@ import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Registrar } from '../../src/registry/index.js';
 import { lock } from '../../src/recipes/index.js';
 import { Logger } from '../../src/server/log.js';
-import { requireBuilt, run } from '../helpers/cli.js';
+import { Proc, requireBuilt, run } from '../helpers/cli.js';
 import { call, JSON_H, bearer } from '../security/helpers.js';
 
 interface LogLine {
@@ -288,5 +288,30 @@ describe('roster snapshot save / restore (real CLI, auth on)', () => {
     // internal keys, which no listing shows.
     expect([...restoredAll.keys()].sort()).toEqual(src.map((k) => k.key).sort());
     expect(s.keys).toBeGreaterThanOrEqual(restoredAll.size);
+  });
+});
+
+describe('roster server: log flags from the environment (real process)', () => {
+  it('ROSTER_SERVER_LOG_FORMAT=json: JSON lines for the beyond-loopback warning, the start and the stop; a bad level is a usage error', async () => {
+    requireBuilt();
+    const dir = await mkdtemp(join(tmpdir(), 'roster-logflags-'));
+    try {
+      const p = new Proc(['server', '--port', '0', '--host', '0.0.0.0', '--auth', 'off', '--insecure', '--data-dir', join(dir, 'd')], { env: { ROSTER_SERVER_LOG_FORMAT: 'json' } });
+      await p.waitStderr(/"event":"server.started"/);
+      // Its last stdout line: the SIGTERM handler is installed after it.
+      await p.waitLine((l) => l.startsWith('auth is off'));
+      p.child.kill('SIGTERM');
+      expect(await p.exit).toBe(0);
+      const lines = p.stderr.trim().split('\n').map((l) => JSON.parse(l) as LogLine);
+      expect(lines.map((l) => l.event)).toEqual(['server.insecure', 'server.started', 'server.stopping', 'server.stopped']);
+      expect(lines[0]!.level).toBe('warn');
+      expect(lines[0]!.msg).toMatch(/0\.0\.0\.0 without auth/);
+      const bad = await run(['server', '--port', '0', '--data-dir', join(dir, 'e'), '--log-level', 'loud']);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+      expect(bad.stderr).toMatch(/--log-level "loud": expected debug, info, warn, error/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
