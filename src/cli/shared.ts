@@ -23,6 +23,7 @@ import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { nameRoot, resolveName } from '../core/names.js';
 import { formatDuration } from '../core/duration.js';
 import { layoutByName, type Layout } from '../registry/layout.js';
+import { consulCatalogLayout } from '../registry/consul-catalog.js';
 import { duration } from './options.js';
 import { OUTPUT_FORMATS, type OutputFormat } from './output.js';
 
@@ -221,8 +222,14 @@ export class CliContext {
 
   /** The layout from --layout / --root, the root resolved against the backend's name root. */
   layout(backend: Backend, opts: LayoutFlags): Layout {
+    const name = opts.layout ?? 'roster';
+    // Consul's service catalog is a layout of its own (registry/consul-catalog.ts): no key root.
+    if (name === 'consul-catalog') {
+      if (backend.kind !== 'consul') throw new InvalidArgumentError(`--layout consul-catalog needs a consul:// backend, not ${backend.url}`);
+      return consulCatalogLayout();
+    }
     const root = opts.root === undefined ? undefined : this.name(backend, opts.root, '--root');
-    return layoutByName(opts.layout ?? 'roster', root);
+    return layoutByName(name, root);
   }
 
   async close(): Promise<void> {
@@ -239,6 +246,6 @@ export interface LayoutFlags {
 
 export function layoutOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--layout <name>', 'key layout: roster, plain (Go), etcd-endpoints (grpc-go), curator (Java)').default('roster'))
+    .addOption(new Option('--layout <name>', 'key layout: roster, plain (Go), etcd-endpoints (grpc-go), curator (Java), consul-catalog (consul:// only: the agent\'s service catalog)').default('roster'))
     .addOption(new Option('--root <path>', "where services live (absolute '/services' as Go spells it, or relative)").default('services'));
 }

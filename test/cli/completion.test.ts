@@ -75,6 +75,6 @@ describe('roster completion', () => {
     expect(await fish('roster de')).toEqual(['deregister']);
     expect(await fish('roster kv ')).toEqual(['del', 'get', 'ls', 'put', 'watch']);
     expect(await fish('roster server --no-')).toEqual(['--no-checks', '--no-consul']);
-    expect(await fish('roster ls --layout ')).toEqual(['curator', 'etcd-endpoints', 'plain', 'roster']);
+    expect(await fish('roster ls --layout ')).toEqual(['consul-catalog', 'curator', 'etcd-endpoints', 'plain', 'roster']);
   });
 });

@@ -14,7 +14,7 @@ import { out } from '../output.js';
 /** Values offered after flags that take one of a few words. */
 const VALUES: Record<string, readonly string[]> = {
   output: ['table', 'wide', 'json'],
-  layout: ['roster', 'plain', 'etcd-endpoints', 'curator'],
+  layout: ['roster', 'plain', 'etcd-endpoints', 'curator', 'consul-catalog'],
   health: ['passing', 'warning', 'critical'],
   strategy: ['round-robin', 'random', 'weighted', 'least-outstanding', 'p2c', 'consistent-hash', 'zone-aware'],
 };

@@ -157,7 +157,7 @@ async function freshSession(backend: Backend, opts: WaitOptions, first: boolean,
 export async function runLocked(backend: Backend, name: string, command: string[], opts: RunLockedOptions): Promise<number> {
   checkCommand(command[0]);
   const log = opts.log ?? note;
-  const dir = recipeDir('locks', name, opts.prefix);
+  const dir = recipeDir(backend, 'locks', name, opts.prefix);
   const timeout = opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined;
   const wait = AbortSignal.any([opts.signal, timeout, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
   let session: Session | undefined;
@@ -267,7 +267,7 @@ export interface ElectOptions extends WaitOptions {
 export async function runElect(backend: Backend, name: string, value: string, opts: ElectOptions): Promise<number> {
   const print = opts.print ?? out;
   const log = opts.log ?? note;
-  const dir = recipeDir('elections', name, opts.prefix);
+  const dir = recipeDir(backend, 'elections', name, opts.prefix);
   const timeout = opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined;
   const end = AbortSignal.any([opts.signal, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
   let session: Session | undefined;
@@ -333,7 +333,7 @@ export async function runElect(backend: Backend, name: string, value: string, op
 /** Print every leader of the election, and `vacant` when there is none, until `signal` aborts. */
 export async function runObserve(backend: Backend, name: string, opts: Omit<ElectOptions, 'ttl' | 'timeout'>): Promise<void> {
   const print = opts.print ?? out;
-  const dir = recipeDir('elections', name, opts.prefix);
+  const dir = recipeDir(backend, 'elections', name, opts.prefix);
   const end = AbortSignal.any([opts.signal, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
   const view = new WatchedPrefix(backend, dir, { filter: (k) => directChild(dir, k), signal: end });
   const line = lineOf(backend, dir, 'latch');

@@ -41,8 +41,10 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       if (service !== undefined) validateServiceName(service);
       const backend = await ctx.backend();
       const layout = ctx.layout(backend, o);
+      // Where the layout's instances live: the backend's keys, or a store of its own (Consul's catalog).
+      const store = layout.store?.(backend) ?? backend;
       if (service === undefined) {
-        const { items } = await backend.list(layout.root, { signal: ctx.deadline() });
+        const { items } = await store.list(layout.root, { signal: ctx.deadline() });
         // Count decoded instances per service (not keys): Curator's parent znode and deeper keys
         // are not instances; an entry the layout cannot decode is reported and counted as skipped.
         const counts = new Map<string, { instances: number; skipped: number }>();
@@ -66,7 +68,7 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
         }
         return;
       }
-      const { items } = await backend.list(layout.servicePrefix(service), { signal: ctx.deadline() });
+      const { items } = await store.list(layout.servicePrefix(service), { signal: ctx.deadline() });
       const all: Row[] = [];
       for (const kv of items) {
         const got = decodeOrReport(layout, service, kv);
@@ -102,7 +104,7 @@ export function registerServiceCommands(program: Command, ctx: CliContext): void
       const backend = await ctx.backend();
       const layout = ctx.layout(backend, o);
       const term = terminationSignal();
-      const view = new WatchedPrefix(backend, layout.servicePrefix(service), { signal: term.signal });
+      const view = new WatchedPrefix(layout.store?.(backend) ?? backend, layout.servicePrefix(service), { signal: term.signal });
       const decoded = new Map<string, Instance>();
       let chain = Promise.resolve();
       const print = (type: string, revision: number, inst: Instance, extra = '', change?: string) => {
