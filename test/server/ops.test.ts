@@ -123,12 +123,19 @@ describe('server operations', () => {
       const kv = await backend.get('services/orders/o-1');
       expect(JSON.parse(kv!.value).status).toBe('draining');
       // Deregister on purpose: gone, and the registrar does not put it back.
+      const honoured = new Promise<string>((resolve) => reg.on('deregistered', (e) => resolve(`${e.instance.id} ${e.reason}`)));
       const del = await json(server.url, 'DELETE', '/api/v1/instances/orders/o-2');
       expect(del.status).toBe(200);
+      // The owning registrar saw an operator's deregistration and let it go (no repair).
+      expect(await honoured).toBe('o-2 operator');
+      expect(reg.instances.map((i) => i.id)).toEqual(['o-1']);
       expect(await backend.get('services/orders/o-2')).toBeUndefined();
       const after = await json(server.url, 'GET', `/api/v1/events?after=${h.body.next}`);
       const dereg = (after.body.events as { type: string; instance?: string }[]).find((e) => e.type === 'instance.deregistered' && e.instance === 'o-2');
       expect(dereg).toBeDefined();
+      // Auth off: the dashboard is told it may do everything (it shows every write button).
+      const acl = await json(server.url, 'POST', '/api/v1/acl/check', { services: ['orders'], keys: ['config/a'], prefixes: [''] });
+      expect(acl.body).toMatchObject({ auth: false, services: { orders: 'write' }, keys: { 'config/a': 'write' }, prefixes: { '': 'write' } });
       // Unknown instance: 404; bad status: 400.
       expect((await json(server.url, 'PATCH', '/api/v1/instances/orders/nope', { status: 'draining' })).status).toBe(404);
       expect((await json(server.url, 'PATCH', '/api/v1/instances/orders/o-1', { status: 'down' })).status).toBe(400);
