@@ -166,7 +166,12 @@ async function api(input, init = {}) {
   return res;
 }
 
+/** Set once the server refused this page's token (or its lack of one): the page's own loops (event
+ *  history, permission questions) stop asking until the user signs in, which reloads the page. */
+let loginNeeded = false;
+
 function needLogin(message) {
+  loginNeeded = true;
   $('login').hidden = false;
   setText($('login-error'), message);
 }
@@ -289,6 +294,11 @@ class WatchStream {
   async loop() {
     let failures = 0;
     while (!this.stopped) {
+      // A refused token is not tried again: the sign-in reloads the page with the new one.
+      if (loginNeeded) {
+        await sleep(1000);
+        continue;
+      }
       this.opened = false;
       let err;
       try {
@@ -630,7 +640,7 @@ let healthTimer;
 let healthInflight;
 function pollHealth() {
   clearTimeout(healthTimer);
-  healthInflight ??= Promise.allSettled([fetchHealth(), fetchStatus()]).finally(() => {
+  healthInflight ??= Promise.allSettled([fetchHealth(), loginNeeded ? undefined : fetchStatus()]).finally(() => {
     healthInflight = undefined;
     schedule();
     healthTimer = setTimeout(pollHealth, jitter(ui.conn === 'live' ? HEALTH_EVERY_MS : HEALTH_EVERY_MS / 2));
@@ -1574,6 +1584,10 @@ const hist = { epoch: '', next: 0, entries: [], error: '', ok: false, truncated:
 
 async function historyLoop() {
   for (;;) {
+    if (loginNeeded) {
+      await sleep(1000);
+      continue;
+    }
     try {
       const params = { after: String(hist.next), limit: '1000' };
       if (hist.ok) params.wait = '30s';
@@ -1647,6 +1661,7 @@ function want(kind, name) {
 
 async function askPerms() {
   perms.timer = undefined;
+  if (loginNeeded) return; // asked again after the sign-in reloads the page
   const take = (kind) => {
     const list = [...perms.asked[kind]].slice(0, 1000);
     for (const n of list) perms.asked[kind].delete(n);
@@ -1728,6 +1743,8 @@ function route() {
     ui.keys.editing = null;
   }
   if (ui.view === 'locks' && prevView !== 'locks') void loadLocks();
+  // The checks panel belongs to an instance of the selected service.
+  if (ui.checks && ui.selected !== null && ui.selected !== ui.checks.service) ui.checks = null;
   if (ui.view === 'sessions' && (prevView !== 'sessions' || !ui.sessions.at)) void pollSessions();
   if (ui.view === 'events' && prevView !== 'events') ui.renderedLogSeq = log.seq; // no flash for history
   render();

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { RemoteBackend } from '../../src/backends/remote/backend.js';
 import { Registrar } from '../../src/registry/registrar.js';
-import { lock } from '../../src/recipes/index.js';
+import { Election, lock } from '../../src/recipes/index.js';
 import { secureWorld, type World } from '../security/helpers.js';
 
 const ARTIFACTS = process.env.ROSTER_UI_ARTIFACTS ?? join(tmpdir(), 'roster-ui-artifacts');
@@ -221,14 +221,26 @@ describe('dashboard operator actions (auth on, headless Chromium)', () => {
     await ctx.close();
   });
 
-  it('shows locks with holder, fencing token and waiters, and follows a release', async () => {
+  it('shows locks with holder, fencing token and waiters, elections with leader, term and candidates, and follows a release', async () => {
     const s1 = await backend.session({ ttl: 20_000 });
     const s2 = await backend.session({ ttl: 20_000 });
     const held = await lock(backend, s1, 'nightly-job');
     const ac = new AbortController();
     const second = lock(backend, s2, 'nightly-job', { signal: ac.signal });
+    const leader = new Election(backend, s1, 'scheduler');
+    await leader.campaign('node-a');
+    const candidate = new Election(backend, s2, 'scheduler');
+    const candidacy = candidate.campaign('node-b', { signal: ac.signal }).catch(() => undefined);
     const { ctx, page } = await open(w.tokens.admin!, '#/locks');
     try {
+      await page.waitForFunction(
+        () => document.querySelectorAll('#elections-body tr[data-election="scheduler"] td[data-label="Candidates"] li').length === 1,
+        null,
+        { timeout: SHOW_MS },
+      );
+      expect(await page.textContent('#elections-body tr[data-election="scheduler"] td[data-label="Value"]')).toBe('node-a');
+      expect(Number(await page.textContent('#elections-body tr[data-election="scheduler"] td[data-label="Term"]'))).toBe(leader.term);
+      expect(await page.getAttribute('#elections-body tr[data-election="scheduler"] td[data-label="Leader"] code', 'title')).toContain(s1.id);
       await page.waitForFunction(
         (sid) => {
           const tr = document.querySelector('#locks-body tr[data-lock="nightly-job"]');
@@ -254,6 +266,8 @@ describe('dashboard operator actions (auth on, headless Chromium)', () => {
       await page.waitForSelector('#locks-body tr[data-lock="nightly-job"]', { state: 'detached', timeout: SHOW_MS });
     } finally {
       ac.abort();
+      await candidacy;
+      await leader.resign().catch(() => undefined);
       await ctx.close();
       await s1.close();
       await s2.close();
