@@ -65,7 +65,7 @@ describe('server operations', () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('logs JSON lines: start, session expiry, client error', async () => {
+  it('logs JSON lines: start, session expiry, client error (WAL compaction: below)', async () => {
     const started = lines.find((l) => l.event === 'server.started');
     expect(started).toBeDefined();
     expect(started!.level).toBe('info');
@@ -217,6 +217,11 @@ describe('server operations', () => {
       sizes.push(after);
     }
     expect(Math.max(...sizes)).toBeLessThan(Math.min(...sizes) * 2);
+    // Logged: the operator's request and the log's (WAL) own compaction, with the sizes.
+    const asked = lines.filter((l) => l.event === 'admin.compaction');
+    expect(asked).toHaveLength(3);
+    expect(asked[2]!.diskBytes as number).toBeLessThan(asked[2]!.diskBytesBefore as number);
+    expect(lines.filter((l) => l.event === 'wal.compaction').length).toBeGreaterThanOrEqual(3);
   });
 });
 
