@@ -1641,7 +1641,7 @@ function renderHistory() {
     $('history-summary'),
     hist.error && !hist.ok
       ? `Cannot read the server's history: ${hist.error}`
-      : `${shown.length} of ${hist.entries.length} events kept by the server since it started (newest first)${hist.truncated ? '; older ones were dropped' : ''}.`,
+      : `${shown.length} of ${hist.entries.length} events kept by the server since it started (newest first)${hist.truncated ? '; older ones were dropped' : ''}${hist.restarts ? '; the server restarted while this page was open: its history starts over' : ''}.`,
   );
 }
 
