@@ -933,8 +933,9 @@ function updateServiceItem(li, s, isSelected) {
   const up = s.live.filter((r) => !r.problem && r.inst.status === 'up').length;
   const draining = s.live.filter((r) => !r.problem && r.inst.status !== 'up').length;
   const invalid = s.live.filter((r) => r.problem).length;
+  const critical = s.live.filter((r) => !r.problem && r.inst.health === 'critical').length;
   const zones = new Set(s.live.map((r) => r.inst?.zone).filter(Boolean));
-  const sig = [s.name, s.live.length, up, draining, invalid, [...zones].join(','), isSelected].join('|');
+  const sig = [s.name, s.live.length, up, draining, invalid, critical, [...zones].join(','), isSelected].join('|');
   li.classList.toggle('is-removed', s.live.length === 0);
   li.dataset.service = s.name;
   if (li._sig === sig) return;
@@ -943,6 +944,7 @@ function updateServiceItem(li, s, isSelected) {
   if (up) meta.push(h('span', { class: 'st-up' }, `${up} up`));
   if (draining) meta.push(h('span', { class: 'st-draining' }, `${draining} draining`));
   if (invalid) meta.push(h('span', { class: 'st-invalid' }, `${invalid} invalid`));
+  if (critical) meta.push(h('span', { class: 'st-critical', title: 'instances whose health checks fail (clients set them aside)' }, `${critical} critical`));
   if (zones.size) meta.push(h('span', { class: 'zones' }, `${zones.size} zone${zones.size > 1 ? 's' : ''}`));
   if (s.live.length === 0) meta.push(h('span', null, 'removed'));
   // The link element is kept (only its content changes) so keyboard focus survives live updates.

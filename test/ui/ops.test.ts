@@ -294,6 +294,8 @@ describe('dashboard operator actions (auth on, headless Chromium)', () => {
     await page.waitForSelector(`${row('p-1')} button.health[data-health="critical"]`, { timeout: SHOW_MS });
     await page.waitForFunction(() => document.querySelector('#checks-body tr[data-check="p1-ttl"] td[data-label="Output"]')?.textContent === 'db unreachable', null, { timeout: SHOW_MS });
     expect(await page.textContent('#checks-body tr[data-check="p1-ttl"] td[data-label="Status"]')).toBe('critical');
+    // The services list counts it too.
+    await page.waitForFunction(() => /1 critical/.test(document.querySelector('#svc-list li[data-service="payments"]')?.textContent ?? ''), null, { timeout: SHOW_MS });
     await shot(page, 'ops-health');
     await ctx.close();
     expect(pageErrors).toEqual([]);
