@@ -46,6 +46,20 @@ function simulate(picker: Picker, clock: FakeClock, opts: { requests: number; ev
   return counts;
 }
 
+/** A FakeClock whose readings are counted (`reads` may be reset). */
+function countingClock(): { clock: FakeClock; now: () => number; reads: number } {
+  const clock = new FakeClock();
+  const c = {
+    clock,
+    reads: 0,
+    now: (): number => {
+      c.reads++;
+      return clock.t;
+    },
+  };
+  return c;
+}
+
 describe('p2c with peak EWMA', () => {
   it('sends > 80% of traffic away from an instance made 10x slower (N=2, latency reported)', () => {
     const clock = new FakeClock();
@@ -112,22 +126,18 @@ describe('p2c with peak EWMA', () => {
   });
 
   it('reuses clock readings once latencies are reported, but never measures from a reused one', () => {
-    let reads = 0;
-    const clock = new FakeClock();
-    const now = () => {
-      reads++;
-      return clock.t;
-    };
-    const strat = p2c({ random: seededRandom(16), now, clockReuseMs: 1 });
+    const c = countingClock();
+    const clock = c.clock;
+    const strat = p2c({ random: seededRandom(16), now: c.now, clockReuseMs: 1 });
     const picker = strat.build(fleet(3));
     // Callers that report latency: after a few, picks stop reading the clock on each pick.
     for (let i = 0; i < 20; i++) picker.pick().done({ latencyMs: 5 });
-    reads = 0;
+    c.reads = 0;
     for (let i = 0; i < 1000; i++) {
       clock.advance(0.0001); // a fast stream: 1,000 picks in 0.1 ms
       picker.pick().done({ latencyMs: 5 });
     }
-    expect(reads).toBeLessThan(100);
+    expect(c.reads).toBeLessThan(100);
     // A done() without latency after reused readings is not measured (it would be garbage)...
     const before = strat.stats().map((s) => s.latencyMs);
     const p = picker.pick();
@@ -143,13 +153,9 @@ describe('p2c with peak EWMA', () => {
   });
 
   it('measures its own latency from a sample of picks under load, one clock reading per fresh pick and its done()', () => {
-    let reads = 0;
-    const clock = new FakeClock();
-    const now = () => {
-      reads++;
-      return clock.t;
-    };
-    const strat = p2c({ random: seededRandom(17), now, clockReuseMs: 1 });
+    const c = countingClock();
+    const clock = c.clock;
+    const strat = p2c({ random: seededRandom(17), now: c.now, clockReuseMs: 1 });
     const picker = strat.build(fleet(2));
     // Slow traffic (one pick per 5 ms): every pick reads the clock and is measured.
     for (let i = 0; i < 10; i++) {
@@ -160,7 +166,7 @@ describe('p2c with peak EWMA', () => {
     expect(strat.stats().every((s) => s.latencyMs > 4 && s.latencyMs <= 5)).toBe(true);
     // A fast stream (10,000 picks in 1 ms, all answered 50 ms later, no latency reported): a
     // few readings serve them all, and the picks measured are measured right (the 50 ms peak).
-    reads = 0;
+    c.reads = 0;
     const held = [];
     for (let i = 0; i < 10_000; i++) {
       held.push(picker.pick());
@@ -168,7 +174,7 @@ describe('p2c with peak EWMA', () => {
     }
     clock.advance(50);
     for (const p of held) p.done();
-    expect(reads).toBeLessThan(200);
+    expect(c.reads).toBeLessThan(200);
     for (const s of strat.stats()) expect(s.latencyMs).toBeGreaterThanOrEqual(50);
     // Traffic slows down again: every pick is measured again at once.
     clock.advance(100);
