@@ -5,6 +5,7 @@
  */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
+  | 'PERMISSION_DENIED'
   | 'NOT_FOUND'
   | 'CONFLICT'
   | 'SESSION_LOST'
@@ -22,6 +23,7 @@ export type ErrorCode =
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
   INVALID_ARGUMENT: 400,
+  PERMISSION_DENIED: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   SESSION_LOST: 410,
@@ -65,6 +67,12 @@ export class RosterError extends Error {
 export class InvalidArgumentError extends RosterError {
   constructor(message: string, options?: RosterErrorOptions) {
     super('INVALID_ARGUMENT', message, options);
+  }
+}
+/** The credentials were rejected, or they do not allow this operation (etcd roles, ZooKeeper ACLs). */
+export class PermissionDeniedError extends RosterError {
+  constructor(message: string, options?: RosterErrorOptions) {
+    super('PERMISSION_DENIED', message, options);
   }
 }
 export class NotFoundError extends RosterError {
@@ -145,6 +153,7 @@ export function errorFromJSON(body: unknown, fallbackStatus = 500): RosterError 
   const opts = details ? { details } : {};
   switch (code) {
     case 'INVALID_ARGUMENT': return new InvalidArgumentError(message, opts);
+    case 'PERMISSION_DENIED': return new PermissionDeniedError(message, opts);
     case 'NOT_FOUND': return new NotFoundError(message, opts);
     case 'CONFLICT': return new ConflictError(message, opts);
     case 'SESSION_LOST': return new SessionLostError(message, opts);
