@@ -25,6 +25,15 @@
  *   tried). Failures where the request provably never left the client are retried on the next
  *   member at once and then with a short backoff within `retryBudgetMs`; idempotent reads are also
  *   retried after failures that may have reached the server.
+ * - When the leader dies or goes silent (a refused connection or a failed probe of the member the
+ *   others name as leader), writes in flight on the other members, which were forwarded to it and
+ *   would otherwise wait for their whole deadline, fail at once with UNAVAILABLE (they may or may
+ *   not have been applied), and new writes wait (within their deadline) until a member names the
+ *   next leader; meanwhile every member is probed each tick. When a probe shows a new leader
+ *   first, writes in flight for over 500 ms fail the same way. So a write fails or waits for
+ *   about one election instead of its whole deadline.
+ * - The client keeps the Node process alive while it has a watch or keepalive stream, including
+ *   the moments between a broken stream and its reconnection (see holdProcess).
  * - A prefix range without a limit is read in pages of `pageSize` keys at the revision of the first
  *   page (a consistent snapshot, like etcd's mirror.Syncer), so one huge prefix never becomes one
  *   huge response.
@@ -84,14 +93,23 @@ interface Tracked {
   probing: boolean;
   /** When the last probe went out. */
   lastProbe: number;
+  /** This member's id and the leader it last named (from its status), decimal strings. */
+  memberId: string | undefined;
   leaderId: string | undefined;
-  inflight: Set<(err: Error) => void>;
+  /** Calls waiting on this member; `write` ones cannot be retried elsewhere. */
+  inflight: Set<{ abandon(err: Error): void; write: boolean; since: number }>;
   streams: Set<{ call?: { cancelWithStatus(code: number, details: string): void } }>;
 }
 
 const GRPC_UNAVAILABLE = 14;
 /** A busy member is still probed every this many probe intervals, to learn whether it has a leader. */
 const LEADER_CHECK_EVERY = 5;
+/** A write in flight this long when the leader changes is presumed lost in the change. */
+const STUCK_WRITE_MS = 500;
+/** See Members.holdProcess. */
+const HOLD_AFTER_STREAM_MS = 10_000;
+/** Writes wait at most this long for a new leader before going out anyway. */
+const MAX_ELECTION_WAIT_MS = 10_000;
 
 /** A recoverable etcd3 error (GRPCUnavailableError) for a call we gave up on. */
 function unavailable(message: string): Error {
@@ -103,6 +121,13 @@ export class Members {
   private readonly hosts = new Map<Host, Tracked>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** When a tracked stream last closed (see `holdProcess`). */
+  private lastStreamEnd = 0;
+  /** The leader's member id, as the members last named it. */
+  private leader: string | undefined;
+  private leaderChangedAt = 0;
+  /** Between losing the leader and learning the next one: writes wait (see leaderLost). */
+  private electing: { oldLeader: string | undefined; since: number; waiters: Set<() => void> } | undefined;
   readonly probeIntervalMs: number;
   readonly probeTimeoutMs: number;
   readonly tickMs: number;
@@ -117,7 +142,7 @@ export class Members {
     this.pageSize = opts.pageSize ?? 1000;
     this.retryBudgetMs = opts.retryBudgetMs ?? 1000;
     for (const h of this.pool.hosts) {
-      this.hosts.set(h, { state: 'unknown', lastAnswer: 0, since: 0, probing: false, lastProbe: 0, leaderId: undefined, inflight: new Set(), streams: new Set() });
+      this.hosts.set(h, { state: 'unknown', lastAnswer: 0, since: 0, probing: false, lastProbe: 0, memberId: undefined, leaderId: undefined, inflight: new Set(), streams: new Set() });
     }
     const pool = this.pool;
     pool.exec = (service, method, payload, options) => this.exec(service, method, payload, options);
@@ -173,11 +198,16 @@ export class Members {
           if (t && isStream(r)) this.trackStream(t, r);
           return r;
         } catch (e) {
-          if (t && e instanceof Error && isRecoverableError(e)) this.suspect(t);
+          if (t && e instanceof Error && isRecoverableError(e)) this.failed(this.hostOf(t), t, e);
           throw e;
         }
       },
     };
+  }
+
+  private hostOf(t: Tracked): Host {
+    for (const [h, x] of this.hosts) if (x === t) return h;
+    throw new Error('unknown member');
   }
 
   private byName(name: string): Tracked | undefined {
@@ -187,7 +217,10 @@ export class Members {
 
   private trackStream(t: Tracked, s: StreamLike): void {
     t.streams.add(s);
-    const forget = () => t.streams.delete(s);
+    this.holdProcess();
+    const forget = () => {
+      if (t.streams.delete(s)) this.lastStreamEnd = Date.now();
+    };
     s.on('data', () => this.answered(t));
     s.once('close', forget);
     s.once('end', forget);
@@ -199,6 +232,13 @@ export class Members {
   private answered(t: Tracked): void {
     t.lastAnswer = Date.now();
     if (t.state === 'unknown' || t.state === 'suspect') t.state = 'ok';
+  }
+
+  /** A call to the member failed at the connection level. A refused connection is a dead process:
+   *  if it was the leader, that is known now, not at the next probe. */
+  private failed(h: Host, t: Tracked, e: Error): void {
+    this.suspect(t);
+    if (neverSent(e) && this.isLeader(t)) this.leaderLost(h, 'refused the connection');
   }
 
   private suspect(t: Tracked): void {
@@ -215,19 +255,126 @@ export class Members {
       t.since = Date.now();
     }
     const err = unavailable(`etcd member ${h.host} ${why}`);
-    for (const abandon of [...t.inflight]) abandon(err);
+    for (const c of [...t.inflight]) c.abandon(err);
     t.inflight.clear();
     for (const s of [...t.streams]) s.call?.cancelWithStatus(GRPC_UNAVAILABLE, `etcd member ${h.host} ${why}`);
+    if (t.streams.size > 0) this.lastStreamEnd = Date.now();
     t.streams.clear();
     h.resetAllServices();
+    if (this.isLeader(t)) this.leaderLost(h, why);
+  }
+
+  /** Whether `t` is the leader the members last named. */
+  private isLeader(t: Tracked): boolean {
+    return t.memberId !== undefined && t.memberId === this.leader;
+  }
+
+  /** A member named `id` as its leader. */
+  private sawLeader(id: string): void {
+    if (this.electing && id !== this.electing.oldLeader) this.elected();
+    if (this.leader !== undefined && id !== this.leader) this.leaderChanged();
+    this.leader = id;
+  }
+
+  /**
+   * The leader changed (perhaps before we noticed the old one die). A write sent to a follower
+   * that had not noticed yet was forwarded into the void and waits out its deadline: fail writes
+   * in flight for longer than STUCK_WRITE_MS (a healthy write takes milliseconds) with UNAVAILABLE.
+   */
+  private leaderChanged(): void {
+    this.leaderChangedAt = Date.now();
+    this.sweepStuckWrites();
+  }
+
+  /** Fail writes sent before the last leader change and in flight for over STUCK_WRITE_MS (also
+   *  run every tick: a write that was young when the change was seen gets its 500 ms first). */
+  private sweepStuckWrites(): void {
+    const now = Date.now();
+    let err: Error | undefined;
+    for (const o of this.hosts.values()) {
+      for (const c of [...o.inflight]) {
+        if (!c.write || c.since >= this.leaderChangedAt || now - c.since < STUCK_WRITE_MS) continue;
+        err ??= unavailable(`the etcd leader changed while this write was in flight for over ${STUCK_WRITE_MS} ms; it may or may not have been applied`);
+        o.inflight.delete(c);
+        c.abandon(err);
+      }
+    }
+  }
+
+  /**
+   * The leader died or went silent. Writes in flight on the other members were forwarded to it
+   * and now wait for the next leader until their deadline (5 s by default), although they may or
+   * may not be applied: answer UNAVAILABLE now, so the caller retries as soon as a leader is back
+   * instead of after its whole deadline. Reads are not touched (they are retried transparently).
+   */
+  private leaderLost(h: Host, why: string): void {
+    this.electing ??= { oldLeader: this.hosts.get(h)?.memberId, since: Date.now(), waiters: new Set() };
+    this.leader = undefined;
+    const err = unavailable(`etcd leader ${h.host} ${why} while this write was in flight; it may or may not have been applied`);
+    for (const o of this.hosts.values()) {
+      o.leaderId = undefined;
+      for (const c of [...o.inflight]) {
+        if (!c.write) continue;
+        o.inflight.delete(c);
+        c.abandon(err);
+      }
+    }
+  }
+
+  /** A member named a leader other than the one lost: writes may go again. */
+  private elected(): void {
+    const e = this.electing;
+    this.electing = undefined;
+    for (const w of e?.waiters ?? []) w();
+  }
+
+  /**
+   * Wait (until `deadline`) for the next leader before sending a write: a follower that has not
+   * noticed the leader's death yet forwards the write into the void, where it waits out its whole
+   * deadline, and one that has noticed drops it.
+   */
+  private async leaderKnown(deadline: number): Promise<void> {
+    const e = this.electing;
+    if (!e) return;
+    if (Date.now() - e.since > MAX_ELECTION_WAIT_MS) return this.elected(); // stop gating: the calls' own deadlines rule
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+      function done() {
+        clearTimeout(t);
+        e!.waiters.delete(done);
+        resolve();
+      }
+      e.waiters.add(done);
+    });
+  }
+
+  /**
+   * Keep the Node process alive while this client has a long-lived stream (a watch, the lease
+   * keepalive), and for HOLD_AFTER_STREAM_MS after the last one ended. A healthy stream keeps the
+   * process alive through its socket anyway; without this, the moment between a broken stream and
+   * its reconnection (a backoff on an unref'd timer) would leave nothing to keep it alive, and a
+   * `roster watch` or `roster register` would exit with status 0 because an etcd member died.
+   * A client with no streams (plain reads and writes) never holds the process.
+   */
+  private holdProcess(): void {
+    if (this.closed) return;
+    let streams = 0;
+    for (const t of this.hosts.values()) streams += t.streams.size;
+    if (streams > 0 || Date.now() - this.lastStreamEnd < HOLD_AFTER_STREAM_MS) this.timer.ref();
+    else this.timer.unref();
   }
 
   private tick(): void {
     if (this.closed) return;
+    this.holdProcess();
+    this.sweepStuckWrites();
     const now = Date.now();
+    const electing = this.electing !== undefined;
     for (const [h, t] of this.hosts) {
-      // Busy members answer calls and need no probe, except now and then to learn their leader.
-      if (t.probing || (now - t.lastAnswer < this.probeIntervalMs && now - t.lastProbe < LEADER_CHECK_EVERY * this.probeIntervalMs)) continue;
+      // Busy members answer calls and need no probe, except now and then to learn their leader
+      // (and every tick while the leader is being replaced).
+      if (t.state === 'down' && now - t.lastProbe < this.probeIntervalMs) continue; // a dead member: once per interval is enough
+      if (t.probing || (!electing && now - t.lastAnswer < this.probeIntervalMs && now - t.lastProbe < LEADER_CHECK_EVERY * this.probeIntervalMs)) continue;
       t.probing = true;
       t.lastProbe = now;
       void this.probe(h, t).finally(() => (t.probing = false));
@@ -237,8 +384,13 @@ export class Members {
   private async probe(h: Host, t: Tracked): Promise<void> {
     try {
       const metadata = await this.pool.authenticator.getMetadata();
-      const res = (await this.unary(h, t, 'Maintenance', 'status', {}, { deadline: Date.now() + this.probeTimeoutMs }, metadata)) as { leader?: string };
+      const res = (await this.unary(h, t, 'Maintenance', 'status', {}, { deadline: Date.now() + this.probeTimeoutMs }, metadata, false)) as {
+        leader?: string;
+        header?: { member_id?: string };
+      };
+      t.memberId = res.header?.member_id !== undefined ? String(res.header.member_id) : undefined;
       t.leaderId = res.leader && res.leader !== '0' ? String(res.leader) : undefined;
+      if (t.leaderId !== undefined) this.sawLeader(t.leaderId);
       if (t.leaderId === undefined && [...this.hosts.values()].some((o) => o !== t && o.state !== 'down' && o.leaderId !== undefined)) {
         // Cut off from the quorum: its reads and watches would not move. Treat it as silent.
         this.down(h, t, 'has no leader while other members have one');
@@ -253,37 +405,50 @@ export class Members {
   // ------------------------------------------------------------------ unary calls
 
   /** One unary call on one member; abandoned with UNAVAILABLE if the member is declared down. */
-  private unary(h: Host, t: Tracked, service: string, method: string, payload: unknown, options: CallOptions | undefined, metadata: Metadata): Promise<unknown> {
+  private unary(
+    h: Host,
+    t: Tracked,
+    service: string,
+    method: string,
+    payload: unknown,
+    options: CallOptions | undefined,
+    metadata: Metadata,
+    write: boolean,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
       let settled = false;
       let call: { cancel?(): void } | undefined;
-      const abandon = (err: Error) => {
-        if (settled) return;
-        settled = true;
-        t.inflight.delete(abandon);
-        reject(err);
-        call?.cancel?.();
+      const entry = {
+        write,
+        since: Date.now(),
+        abandon: (err: Error) => {
+          if (settled) return;
+          settled = true;
+          t.inflight.delete(entry);
+          reject(err);
+          call?.cancel?.();
+        },
       };
-      t.inflight.add(abandon);
+      t.inflight.add(entry);
       try {
         const client = h.getServiceClient(service);
         call = client[method]!.call(client, payload, metadata, options ?? {}, (err: Error | null, res: unknown) => {
           if (settled) return;
           settled = true;
-          t.inflight.delete(abandon);
+          t.inflight.delete(entry);
           if (!err) {
             this.answered(t);
             return resolve(res);
           }
           const e = castGrpcError(err);
           // A server-side answer (not found, permission, compacted...) is a sign of life too.
-          if (isRecoverableError(e)) this.suspect(t);
+          if (isRecoverableError(e)) this.failed(h, t, e);
           else this.answered(t);
           reject(e);
         }) as { cancel?(): void };
       } catch (e) {
         settled = true;
-        t.inflight.delete(abandon);
+        t.inflight.delete(entry);
         reject(e);
       }
     });
@@ -316,8 +481,9 @@ export class Members {
       tried.add(host);
       const t = this.hosts.get(host)!;
       try {
+        if (!idempotent && this.electing) await this.leaderKnown(deadline);
         const metadata = await this.pool.authenticator.getMetadata();
-        return await this.unary(host, t, service, method, payload, options, metadata);
+        return await this.unary(host, t, service, method, payload, options, metadata, !idempotent);
       } catch (e) {
         if (e instanceof EtcdInvalidAuthTokenError && !authRetried) {
           // Simple tokens expire when idle: authenticate again and repeat once.
@@ -371,6 +537,7 @@ export class Members {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.elected();
   }
 }
 
