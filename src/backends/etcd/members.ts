@@ -25,13 +25,14 @@
  *   tried). Failures where the request provably never left the client are retried on the next
  *   member at once and then with a short backoff within `retryBudgetMs`; idempotent reads are also
  *   retried after failures that may have reached the server.
- * - When the leader dies or goes silent (a refused connection or a failed probe of the member the
- *   others name as leader), writes in flight on the other members, which were forwarded to it and
- *   would otherwise wait for their whole deadline, fail at once with UNAVAILABLE (they may or may
- *   not have been applied), and new writes wait (within their deadline) until a member names the
- *   next leader; meanwhile every member is probed each tick. When a probe shows a new leader
- *   first, writes in flight for over 500 ms fail the same way. So a write fails or waits for
- *   about one election instead of its whole deadline.
+ * - When the leader dies (it refuses connections), writes in flight on the other members, which
+ *   were forwarded to it and would otherwise wait for their whole deadline, fail at once with
+ *   UNAVAILABLE (they may or may not have been applied), and new writes wait (within their
+ *   deadline) until a member names the next leader. When it dies or goes silent, every member is
+ *   probed each tick until one names a new leader (or, after 2 s, still names the old one: it is
+ *   only cut off from us); on a leader change, writes sent before it and in flight for over
+ *   500 ms fail the same way. So a write fails or waits for about one election instead of its
+ *   whole deadline.
  * - The client keeps the Node process alive while it has a watch or keepalive stream, including
  *   the moments between a broken stream and its reconnection (see holdProcess).
  * - A prefix range without a limit is read in pages of `pageSize` keys at the revision of the first
@@ -108,6 +109,8 @@ const LEADER_CHECK_EVERY = 5;
 const STUCK_WRITE_MS = 500;
 /** See Members.holdProcess. */
 const HOLD_AFTER_STREAM_MS = 10_000;
+/** After losing the leader, members still naming it this much later mean it is alive. */
+const ELECTION_GRACE_MS = 2000;
 /** Writes wait at most this long for a new leader before going out anyway. */
 const MAX_ELECTION_WAIT_MS = 10_000;
 
@@ -127,7 +130,7 @@ export class Members {
   private leader: string | undefined;
   private leaderChangedAt = 0;
   /** Between losing the leader and learning the next one: writes wait (see leaderLost). */
-  private electing: { oldLeader: string | undefined; since: number; waiters: Set<() => void> } | undefined;
+  private electing: { oldLeader: string | undefined; since: number; gate: boolean; waiters: Set<() => void> } | undefined;
   readonly probeIntervalMs: number;
   readonly probeTimeoutMs: number;
   readonly tickMs: number;
@@ -237,8 +240,9 @@ export class Members {
   /** A call to the member failed at the connection level. A refused connection is a dead process:
    *  if it was the leader, that is known now, not at the next probe. */
   private failed(h: Host, t: Tracked, e: Error): void {
+    const first = t.state !== 'down';
     this.suspect(t);
-    if (neverSent(e) && this.isLeader(t)) this.leaderLost(h, 'refused the connection');
+    if (first && neverSent(e) && this.isLeader(t)) this.leaderLost(h, 'refused the connection');
   }
 
   private suspect(t: Tracked): void {
@@ -261,7 +265,9 @@ export class Members {
     if (t.streams.size > 0) this.lastStreamEnd = Date.now();
     t.streams.clear();
     h.resetAllServices();
-    if (this.isLeader(t)) this.leaderLost(h, why);
+    // Silent, not necessarily dead: the others may still reach it (a partition between us and
+    // it), so writes through them are not held; probe everyone each tick to see a new leader soon.
+    if (this.isLeader(t)) this.electing ??= { oldLeader: t.memberId, since: Date.now(), gate: false, waiters: new Set() };
   }
 
   /** Whether `t` is the leader the members last named. */
@@ -271,7 +277,10 @@ export class Members {
 
   /** A member named `id` as its leader. */
   private sawLeader(id: string): void {
-    if (this.electing && id !== this.electing.oldLeader) this.elected();
+    const e = this.electing;
+    // A new leader; or the old one still named long after we lost it: it is alive for the
+    // cluster, only cut off from us.
+    if (e && (id !== e.oldLeader || Date.now() - e.since > ELECTION_GRACE_MS)) this.elected();
     if (this.leader !== undefined && id !== this.leader) this.leaderChanged();
     this.leader = id;
   }
@@ -302,17 +311,18 @@ export class Members {
   }
 
   /**
-   * The leader died or went silent. Writes in flight on the other members were forwarded to it
-   * and now wait for the next leader until their deadline (5 s by default), although they may or
-   * may not be applied: answer UNAVAILABLE now, so the caller retries as soon as a leader is back
-   * instead of after its whole deadline. Reads are not touched (they are retried transparently).
+   * The leader refused a connection: its process is gone. Writes in flight on the other members
+   * were forwarded to it and now wait for the next leader until their deadline (5 s by default),
+   * although they may or may not be applied: answer UNAVAILABLE now, so the caller retries as soon
+   * as a leader is back instead of after its whole deadline; new writes wait for the next leader.
+   * Reads are not touched (they are retried transparently).
    */
   private leaderLost(h: Host, why: string): void {
-    this.electing ??= { oldLeader: this.hosts.get(h)?.memberId, since: Date.now(), waiters: new Set() };
-    this.leader = undefined;
+    const old = this.hosts.get(h)?.memberId;
+    if (this.electing) this.electing.gate = true;
+    else this.electing = { oldLeader: old, since: Date.now(), gate: true, waiters: new Set() };
     const err = unavailable(`etcd leader ${h.host} ${why} while this write was in flight; it may or may not have been applied`);
     for (const o of this.hosts.values()) {
-      o.leaderId = undefined;
       for (const c of [...o.inflight]) {
         if (!c.write) continue;
         o.inflight.delete(c);
@@ -335,7 +345,7 @@ export class Members {
    */
   private async leaderKnown(deadline: number): Promise<void> {
     const e = this.electing;
-    if (!e) return;
+    if (!e?.gate) return;
     if (Date.now() - e.since > MAX_ELECTION_WAIT_MS) return this.elected(); // stop gating: the calls' own deadlines rule
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, Math.max(0, deadline - Date.now()));
@@ -369,6 +379,7 @@ export class Members {
     this.holdProcess();
     this.sweepStuckWrites();
     const now = Date.now();
+    if (this.electing && now - this.electing.since > MAX_ELECTION_WAIT_MS) this.elected(); // give up: deadlines rule
     const electing = this.electing !== undefined;
     for (const [h, t] of this.hosts) {
       // Busy members answer calls and need no probe, except now and then to learn their leader
@@ -481,7 +492,7 @@ export class Members {
       tried.add(host);
       const t = this.hosts.get(host)!;
       try {
-        if (!idempotent && this.electing) await this.leaderKnown(deadline);
+        if (!idempotent && this.electing?.gate) await this.leaderKnown(deadline);
         const metadata = await this.pool.authenticator.getMetadata();
         return await this.unary(host, t, service, method, payload, options, metadata, !idempotent);
       } catch (e) {
