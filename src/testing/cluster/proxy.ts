@@ -146,6 +146,7 @@ export class TcpProxy {
   private accept(a: net.Socket): void {
     this.accepted++;
     a.on('error', () => undefined);
+    a.setNoDelay(true); // a proxy must not add Nagle's 40 ms to small request/response exchanges
     if (this.closed || this._mode === 'cut') {
       this.refused++;
       a.resetAndDestroy();
@@ -162,6 +163,7 @@ export class TcpProxy {
 
   private connectUpstream(pair: Pair): void {
     const b = net.connect({ host: this.targetHost, port: this.targetPort });
+    b.setNoDelay(true);
     pair.b = b;
     b.on('error', () => undefined);
     b.on('close', () => {
