@@ -159,6 +159,8 @@ type KeepAliveStream = ClientDuplexStream<{ ID: string }, ILeaseKeepAliveRespons
  */
 export class KeepAliveMux {
   private stream: Promise<KeepAliveStream> | undefined;
+  /** The open stream, once `stream` resolved. */
+  private current: KeepAliveStream | undefined;
   private waiters = new Map<string, Deferred<void>[]>();
   private closed = false;
 
@@ -174,8 +176,11 @@ export class KeepAliveMux {
     this.waiters.set(id, list);
     const timer = setTimeout(() => {
       const err = new UnavailableError(`etcd lease keepalive: no answer within ${timeoutMs} ms`);
-      if (this.stream === streamP) this.reset(err);
-      else d.reject(err);
+      if (this.stream === streamP) {
+        // Reopen it on another member: this one may have gone silent (the tracker's probe will say).
+        if (this.current) membersOf.get(this.client)?.stalled(this.current);
+        this.reset(err);
+      } else d.reject(err);
     }, timeoutMs);
     timer.unref();
     try {
@@ -202,6 +207,7 @@ export class KeepAliveMux {
       throw toRosterError(e, 'etcd lease keepalive');
     }
     const mine = this.stream;
+    this.current = stream;
     const fail = (e: unknown) => {
       if (/invalid auth token/.test(String((e as Error | undefined)?.message))) invalidateAuth(this.client);
       if (this.stream === mine) this.reset(toRosterError(e, 'etcd lease keepalive'));
@@ -225,6 +231,7 @@ export class KeepAliveMux {
   private reset(err: RosterError): void {
     const s = this.stream;
     this.stream = undefined;
+    this.current = undefined;
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
     for (const d of all) d.reject(err);

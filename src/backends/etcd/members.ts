@@ -230,11 +230,23 @@ export class Members {
     s.once('error', forget);
   }
 
+  /**
+   * A stream's owner got no answer on it in time (a lease keepalive): deprioritize its member so
+   * the stream is reopened elsewhere, and probe it at the next tick.
+   */
+  stalled(stream: unknown): void {
+    for (const t of this.hosts.values()) {
+      if (!t.streams.has(stream as StreamLike)) continue;
+      this.suspect(t);
+      t.lastAnswer = 0;
+    }
+  }
+
   // ------------------------------------------------------------------ health
 
   private answered(t: Tracked): void {
     t.lastAnswer = Date.now();
-    if (t.state === 'unknown' || t.state === 'suspect') t.state = 'ok';
+    t.state = 'ok';
   }
 
   /** A call to the member failed at the connection level. A refused connection is a dead process:
