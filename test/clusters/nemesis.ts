@@ -9,7 +9,8 @@
  *    keeping one "anchor" instance registered all along;
  *  - 2 ServiceCaches follow the service;
  *  - 3 lock workers take one lock in turn and write their fencing token into a checker
- *    (a FencedResource plus a log of every attempted write);
+ *    (a FencedResource plus a log of every attempted write); now and then a holder stalls past
+ *    its TTL (its session is orphaned, as a paused process's would expire) and writes anyway;
  *  - 3 election participants campaign; each leadership is recorded with its term (the leader
  *    key's createRevision) and the wall-clock interval it believed it led.
  * Around the proxies, a truth log records every put and delete of the service.
@@ -35,7 +36,17 @@ export interface NemesisResult {
   durationMs: number;
   faults: Record<string, number>;
   faultLog: string[];
-  ops: { registers: number; deregisters: number; failedOps: number; lockAcquisitions: number; fencedWrites: number; staleWritesRejected: number; terms: number };
+  ops: {
+    registers: number;
+    deregisters: number;
+    failedOps: number;
+    lockAcquisitions: number;
+    fencedWrites: number;
+    /** Writes by a holder that stalled past its TTL (see the lock loop). */
+    zombieWrites: number;
+    staleWritesRejected: number;
+    terms: number;
+  };
   /** Registrations that should exist and do not (at the end). */
   missing: string[];
   /** Registrations that exist and should not (at the end). */
@@ -103,7 +114,7 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
     cleanup.push(() => truth.stop());
 
     // ---------------------------------------------------------------- registrars
-    const ops = { registers: 0, deregisters: 0, failedOps: 0, lockAcquisitions: 0, fencedWrites: 0, staleWritesRejected: 0, terms: 0 };
+    const ops = { registers: 0, deregisters: 0, failedOps: 0, lockAcquisitions: 0, fencedWrites: 0, zombieWrites: 0, staleWritesRejected: 0, terms: 0 };
     /** Expected state per key: true registered, false not; decided by the last successful op. */
     const expected = new Map<string, boolean>();
     const anchors: string[] = [];
@@ -181,6 +192,18 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
               const l = await lock(w.backend, s, lockName, { signal: AbortSignal.any([stop, AbortSignal.timeout(10_000)]) });
               ops.lockAcquisitions++;
               acquisitions.push({ token: l.token, worker: n, at: Date.now() });
+              if (random() < 0.15) {
+                // A holder that stalls (a GC pause, SIGSTOP): its session stops being renewed and
+                // expires, another worker takes the lock, then the stalled one writes anyway,
+                // without looking at its lock's signal. Fencing must reject that write.
+                s.orphan();
+                w.session = undefined;
+                await sleep(TTL_MS + 1500);
+                const accepted = fence.admit(l.token);
+                writes.push({ token: l.token, worker: n, at: Date.now(), accepted });
+                ops.zombieWrites++;
+                continue;
+              }
               for (let k = 0; k < 3 && !l.signal.aborted; k++) {
                 const accepted = fence.admit(l.token);
                 writes.push({ token: l.token, worker: n, at: Date.now(), accepted });
@@ -233,13 +256,11 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
     );
 
     // ---------------------------------------------------------------- nemesis
-    if (process.env.NEMESIS_DEBUG) console.log(at(), 'workload started');
     const faults: Record<string, number> = {};
     const faultLog: string[] = [];
     const note = (kind: string, what: string) => {
       faults[kind] = (faults[kind] ?? 0) + 1;
       faultLog.push(`${at()} ${what}`);
-      if (process.env.NEMESIS_DEBUG) console.log(faultLog[faultLog.length - 1]);
     };
     const end = t0 + durationMs;
     let lastFaultEnd = Date.now();
@@ -286,21 +307,13 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
           break;
         }
       }
-      if (process.env.NEMESIS_DEBUG) console.log(at(), 'fault over, waiting for health');
       await c.waitHealthy();
-      if (process.env.NEMESIS_DEBUG) console.log(at(), 'healthy');
       lastFaultEnd = Date.now();
     }
 
     // ---------------------------------------------------------------- wind down
     stopAc.abort(new Error('nemesis over'));
-    if (process.env.NEMESIS_DEBUG) console.log(at(), 'stopping loops');
-    await Promise.all([
-      ...registrarLoops.map((p, i) => p.then(() => process.env.NEMESIS_DEBUG && console.log(at(), 'registrar loop', i, 'done'))),
-      ...lockLoops.map((p, i) => p.done.then(() => process.env.NEMESIS_DEBUG && console.log(at(), 'lock loop', i, 'done'))),
-      ...electLoops.map((p, i) => p.done.then(() => process.env.NEMESIS_DEBUG && console.log(at(), 'elect loop', i, 'done'))),
-    ]);
-    if (process.env.NEMESIS_DEBUG) console.log(at(), 'loops stopped');
+    await Promise.all([...registrarLoops, ...lockLoops.map((l) => l.done), ...electLoops.map((l) => l.done)]);
     // Make every key's expected state known: repeat the last intended op until it succeeds.
     for (const [key, intent] of lastIntent) {
       for (let attempt = 0; expected.get(key) !== intent.register; attempt++) {

@@ -20,9 +20,9 @@
  *   (watch, keepalive) reopen them on a healthy member, where a watch resumes from its revision.
  *   Bound: a member that goes silent is declared down at most
  *   probeIntervalMs + tickMs + probeTimeoutMs after its last answer (2.25 s by default).
- * - Calls and new streams go to `ok`/`unknown` members first (random among them, which spreads the
- *   load), then `suspect`, then `down` ones (a cluster where every member looks bad still gets
- *   tried). Failures where the request provably never left the client are retried on the next
+ * - Calls and new streams go to `ok` members first, then `unknown` ones (random among each, which
+ *   spreads the load), then `suspect`, then `down` ones (a cluster where every member looks bad
+ *   still gets tried). Failures where the request provably never left the client are retried on the next
  *   member at once and then with a short backoff within `retryBudgetMs`; idempotent reads are also
  *   retried after failures that may have reached the server.
  * - When the leader dies (it refuses connections), writes in flight on the other members, which
@@ -168,18 +168,18 @@ export class Members {
 
   // ------------------------------------------------------------------ choosing a member
 
-  /** Members in preference order: healthy ones (shuffled), then suspect, then down (oldest first). */
+  /**
+   * Members in preference order: those that answered (shuffled, to spread the load), those not
+   * heard from yet (shuffled), then suspect, then down ones (longest down first).
+   */
   order(): Host[] {
-    const good: Host[] = [];
+    const ok: Host[] = [];
+    const unknown: Host[] = [];
     const bad: Host[] = [];
-    for (const [h, t] of this.hosts) (t.state === 'ok' || t.state === 'unknown' ? good : bad).push(h);
-    for (let i = good.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      [good[i], good[j]] = [good[j]!, good[i]!];
-    }
+    for (const [h, t] of this.hosts) (t.state === 'ok' ? ok : t.state === 'unknown' ? unknown : bad).push(h);
     const rank = (h: Host) => (this.hosts.get(h)!.state === 'suspect' ? 0 : 1);
     bad.sort((a, b) => rank(a) - rank(b) || this.hosts.get(a)!.since - this.hosts.get(b)!.since);
-    return [...good, ...bad];
+    return [...shuffle(ok), ...shuffle(unknown), ...bad];
   }
 
   private *cycle(): Generator<Host, never, unknown> {
@@ -568,6 +568,14 @@ interface StreamLike {
   call?: { cancelWithStatus(code: number, details: string): void };
   on(ev: 'data', fn: () => void): unknown;
   once(ev: string, fn: () => void): unknown;
+}
+
+function shuffle<T>(xs: T[]): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+  }
+  return xs;
 }
 
 function isStream(x: unknown): x is StreamLike {

@@ -395,8 +395,9 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
       this.lastPing = now;
       this.cm.queue(new jute.Request(new jute.protocol.RequestHeader(jute.XID_PING, OP.PING), null));
     }
-    if (silent > deaf && now - this.lastKick > deaf && (this.connected || this.cm.state === CM.CONNECTING)) {
-      // Connected but deaf, or stuck in a connect attempt that a server accepted and never answered.
+    if (silent > deaf && now - this.lastKick > deaf && this.connected) {
+      // Connected but deaf. (A connect attempt has its own deadlines: connectTimeout for TCP,
+      // the handshake deadline after it; kicking it here would cut a fresh attempt short.)
       this.lastKick = now;
       this.cm.socket?.destroy();
     }

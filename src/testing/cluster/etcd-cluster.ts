@@ -25,7 +25,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Child, freePort, waitFor } from './processes.js';
+import { Child, freePort, trackDir, untrackDir, waitFor } from './processes.js';
 import { TcpProxy } from './proxy.js';
 
 const execFileP = promisify(execFile);
@@ -155,7 +155,7 @@ export class EtcdMember {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const child = new Child(proc);
+    const child = new Child(proc, { dir: c.dataDir });
     this.child = child;
     this.starts++;
     const onData = (d: Buffer) => {
@@ -296,6 +296,7 @@ export class EtcdCluster {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 4; attempt++) {
       const root = await mkdtemp(path.join(opts.dataRoot ?? os.tmpdir(), 'roster-etcd-'));
+      trackDir(root);
       const token = path.basename(root);
       const ports: { client: number; peer: number }[] = [];
       const taken = new Set<number>();
@@ -439,5 +440,6 @@ export class EtcdCluster {
     await Promise.all(this.members.map((m) => m.kill('SIGKILL')));
     await Promise.all(this.members.map((m) => m.proxy?.close()));
     await rm(this.root, { recursive: true, force: true });
+    untrackDir(this.root);
   }
 }

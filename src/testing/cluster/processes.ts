@@ -8,31 +8,49 @@
  * second; that is its whole job.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 
 const children = new Set<ChildProcess>();
+/** Data dirs to remove when this process exits (the fixtures' temporary directories). */
+const dirs = new Set<string>();
 let exitHook = false;
 
-/** Kill `child` when this process exits (normally or not). Returns the child. */
-export function track<C extends ChildProcess>(child: C): C {
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const c of children) {
-        try {
-          if (c.pid) process.kill(c.pid, 'SIGCONT'); // a SIGSTOPped child dies on SIGKILL too, but let it be explicit
-        } catch {
-          // already gone
-        }
-        c.kill('SIGKILL');
-      }
-    });
-  }
+function hookExit(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const c of children) c.kill('SIGKILL'); // a SIGSTOPped child dies on SIGKILL too
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+}
+
+/** Remove `dir` when this process exits, unless `untrackDir` was called (it was cleaned up). */
+export function trackDir(dir: string): void {
+  hookExit();
+  dirs.add(dir);
+}
+export function untrackDir(dir: string): void {
+  dirs.delete(dir);
+}
+
+/**
+ * Kill `child` when this process exits (normally or not). With `dir`, the watchdog also removes
+ * that directory once this process is gone (after a kill -9 of this process nothing else would).
+ * Returns the child.
+ */
+export function track<C extends ChildProcess>(child: C, opts: { dir?: string } = {}): C {
+  hookExit();
   children.add(child);
+  const rm = opts.dir ? `; rm -rf '${opts.dir.replace(/'/g, `'\\''`)}'` : '';
   const dog = child.pid
     ? spawn(
         'sh',
-        ['-c', `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${child.pid} 2>/dev/null; do sleep 1; done; kill -9 ${child.pid} 2>/dev/null`],
+        [
+          '-c',
+          `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${child.pid} 2>/dev/null; do sleep 1; done; ` +
+            `if ! kill -0 ${process.pid} 2>/dev/null; then kill -9 ${child.pid} 2>/dev/null${rm}; fi`,
+        ],
         { stdio: 'ignore', detached: true },
       )
     : undefined;
@@ -92,8 +110,11 @@ export class Child {
   private _gone = false;
   private _paused = false;
 
-  constructor(readonly proc: ChildProcess) {
-    track(proc);
+  constructor(
+    readonly proc: ChildProcess,
+    opts: { dir?: string } = {},
+  ) {
+    track(proc, opts);
     this.exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
         this._gone = true;

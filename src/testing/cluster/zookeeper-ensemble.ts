@@ -21,7 +21,7 @@ import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Child, fourLetter, freePort, waitFor } from './processes.js';
+import { Child, fourLetter, freePort, trackDir, untrackDir, waitFor } from './processes.js';
 import { TcpProxy } from './proxy.js';
 
 export const ZK_JAR = process.env.ZOOKEEPER_JAR ?? '/usr/share/java/zookeeper.jar';
@@ -147,7 +147,7 @@ export class ZooKeeperMember {
     } finally {
       closeSync(fd);
     }
-    const child = new Child(proc);
+    const child = new Child(proc, { dir: c.dir });
     this.child = child;
     this.starts++;
     if (opts.wait === false) return;
@@ -265,6 +265,7 @@ export class ZooKeeperEnsemble {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 4; attempt++) {
       const root = await mkdtemp(path.join(opts.dataRoot ?? os.tmpdir(), 'roster-zk-'));
+      trackDir(root);
       const taken = new Set<number>();
       const port = async () => {
         for (;;) {
@@ -373,5 +374,6 @@ export class ZooKeeperEnsemble {
     await Promise.all(this.members.map((m) => m.kill('SIGKILL')));
     await Promise.all(this.members.map((m) => m.proxy?.close()));
     await rm(this.root, { recursive: true, force: true });
+    untrackDir(this.root);
   }
 }
