@@ -359,8 +359,10 @@ export class Members {
     const e = this.electing;
     if (!e?.gate) return;
     if (Date.now() - e.since > MAX_ELECTION_WAIT_MS) return this.elected(); // stop gating: the calls' own deadlines rule
+    // Nobody left to elect (a single member, or every other one down): fail fast instead.
+    if (![...this.hosts.values()].some((t) => t.state !== 'down' && t.memberId !== e.oldLeader)) return;
     await new Promise<void>((resolve) => {
-      const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+      const t = setTimeout(done, Math.max(0, Math.min(deadline, e.since + ELECTION_GRACE_MS) - Date.now()));
       function done() {
         clearTimeout(t);
         e!.waiters.delete(done);
