@@ -175,15 +175,21 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
       caches.push(cache);
     }
 
+    /** A client of its own with a session made (again) on demand; closed at the end. */
+    const worker = async (): Promise<Worker> => {
+      const w: Worker = { backend: await open(c, PREFIX), session: undefined };
+      cleanup.push(() => w.backend.close());
+      cleanup.push(() => w.session?.close().catch(() => undefined));
+      return w;
+    };
+
     // ---------------------------------------------------------------- locks + fencing checker
     const fence = new FencedResource();
     const writes: { token: number; worker: number; at: number; accepted: boolean }[] = [];
     const acquisitions: { token: number; worker: number; at: number }[] = [];
     const lockLoops = await Promise.all(
       [0, 1, 2].map(async (n) => {
-        const w: Worker = { backend: await open(c, PREFIX), session: undefined };
-        cleanup.push(() => w.backend.close());
-        cleanup.push(() => w.session?.close().catch(() => undefined));
+        const w = await worker();
         // Wrapped: an async function returning the loop's promise would wait for the loop.
         return { done: (async () => {
           while (!stop.aborted) {
@@ -223,9 +229,7 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
     const terms: { term: number; who: number; from: number; to: number | undefined }[] = [];
     const electLoops = await Promise.all(
       [0, 1, 2].map(async (n) => {
-        const w: Worker = { backend: await open(c, PREFIX), session: undefined };
-        cleanup.push(() => w.backend.close());
-        cleanup.push(() => w.session?.close().catch(() => undefined));
+        const w = await worker();
         return { done: (async () => {
           while (!stop.aborted) {
             try {

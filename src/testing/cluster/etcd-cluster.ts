@@ -25,7 +25,8 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Child, freePort, trackDir, untrackDir, waitFor } from './processes.js';
+import { ServerGroup, ServerProcess } from './member.js';
+import { Child, freePort, trackDir, waitFor } from './processes.js';
 import { TcpProxy } from './proxy.js';
 
 const execFileP = promisify(execFile);
@@ -70,18 +71,15 @@ export interface EtcdMemberStatus {
   revision: number;
 }
 
-export class EtcdMember {
-  /** The proxy in front of this member's client port (set by EtcdCluster unless `proxies: false`). */
-  proxy: TcpProxy | undefined;
-  private child: Child | undefined;
+export class EtcdMember extends ServerProcess {
   private output = '';
-  /** Times started (1 after the cluster started). */
-  starts = 0;
 
   constructor(
     readonly index: number,
     readonly config: EtcdMemberConfig,
-  ) {}
+  ) {
+    super();
+  }
 
   get name(): string {
     return this.config.name;
@@ -99,21 +97,8 @@ export class EtcdMember {
   get endpoint(): string {
     return `127.0.0.1:${this.config.clientPort}`;
   }
-  /** Where clients should connect: the proxy when there is one, else the member itself. */
-  get clientEndpoint(): string {
-    return this.proxy?.endpoint ?? this.endpoint;
-  }
   get clientUrl(): string {
     return `${this.config.tls ? 'https' : 'http'}://${this.endpoint}`;
-  }
-  get running(): boolean {
-    return this.child !== undefined && !this.child.gone;
-  }
-  get paused(): boolean {
-    return this.child?.paused ?? false;
-  }
-  get pid(): number | undefined {
-    return this.running ? this.child!.pid : undefined;
   }
   /** etcd's own output (last 64 KiB). */
   log(): string {
@@ -183,28 +168,6 @@ export class EtcdMember {
       if (!child || child.gone) throw new Error(`etcd member ${this.name} exited during start:\n${this.output.slice(-2000)}`, { cause: e });
       throw e;
     });
-  }
-
-  /** Send `signal` (default SIGKILL) and wait until the process is gone. */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    await this.child?.kill(signal);
-  }
-  /** Graceful stop (SIGTERM; the member steps down / leaves the quorum cleanly). */
-  stop(): Promise<void> {
-    return this.kill('SIGTERM');
-  }
-  /** kill (default -9) then start again on the same ports and data dir. */
-  async restart(opts: { signal?: NodeJS.Signals; wait?: boolean } = {}): Promise<void> {
-    await this.kill(opts.signal ?? 'SIGKILL');
-    await this.start(opts.wait === undefined ? {} : { wait: opts.wait });
-  }
-  /** SIGSTOP: the member keeps its sockets and answers nothing (a GC pause, a hung host). */
-  pause(): void {
-    this.child?.pause();
-  }
-  /** SIGCONT. */
-  resume(): void {
-    this.child?.resume();
   }
 
   async healthy(timeoutMs = 1000): Promise<boolean> {
@@ -278,16 +241,17 @@ export interface EtcdClusterOptions {
   bin?: string;
 }
 
-export class EtcdCluster {
+export class EtcdCluster extends ServerGroup<EtcdMember> {
   /** Extra etcdctl flags for every etcdctl() call (e.g. `--user=root:pw`). */
   readonly ctlArgs: string[] = [];
-  private closed = false;
 
   private constructor(
-    readonly members: readonly EtcdMember[],
-    private readonly root: string,
+    members: readonly EtcdMember[],
+    root: string,
     private readonly tls: EtcdTlsFiles | undefined,
-  ) {}
+  ) {
+    super(members, root);
+  }
 
   static async start(opts: EtcdClusterOptions = {}): Promise<EtcdCluster> {
     const size = opts.size ?? 3;
@@ -358,11 +322,6 @@ export class EtcdCluster {
     return `${this.tls ? 'etcds' : 'etcd'}://${this.members.map((m) => m.endpoint).join(',')}${prefix}`;
   }
 
-  /** Members running and not paused. */
-  get live(): EtcdMember[] {
-    return this.members.filter((m) => m.running && !m.paused);
-  }
-
   /**
    * The current leader: the live member whose status says it leads, confirmed by a majority of
    * the live members naming the same leader (so a deposed leader that has not heard yet is not
@@ -431,15 +390,5 @@ export class EtcdCluster {
     const rev = await this.revision();
     await this.etcdctl('compact', '--physical', String(rev));
     return rev;
-  }
-
-  /** Kill every member, close the proxies, remove the data dirs. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.all(this.members.map((m) => m.kill('SIGKILL')));
-    await Promise.all(this.members.map((m) => m.proxy?.close()));
-    await rm(this.root, { recursive: true, force: true });
-    untrackDir(this.root);
   }
 }

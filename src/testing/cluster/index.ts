@@ -5,6 +5,7 @@
  * framework; every server is killed when the process exits.
  */
 export { TcpProxy, type ProxyMode, type TcpProxyOptions } from './proxy.js';
+export { ServerGroup, ServerProcess } from './member.js';
 export {
   EtcdCluster,
   EtcdMember,

@@ -21,7 +21,8 @@ import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Child, fourLetter, freePort, trackDir, untrackDir, waitFor } from './processes.js';
+import { ServerGroup, ServerProcess } from './member.js';
+import { Child, fourLetter, freePort, trackDir, waitFor } from './processes.js';
 import { TcpProxy } from './proxy.js';
 
 export const ZK_JAR = process.env.ZOOKEEPER_JAR ?? '/usr/share/java/zookeeper.jar';
@@ -49,14 +50,10 @@ export interface ZooKeeperMemberConfig {
   heapMb?: number;
 }
 
-export class ZooKeeperMember {
-  /** The proxy in front of this node's client port (set by the ensemble unless `proxies: false`). */
-  proxy: TcpProxy | undefined;
-  private child: Child | undefined;
-  /** Times started. */
-  starts = 0;
-
-  constructor(readonly config: ZooKeeperMemberConfig) {}
+export class ZooKeeperMember extends ServerProcess {
+  constructor(readonly config: ZooKeeperMemberConfig) {
+    super();
+  }
 
   get id(): number {
     return this.config.id;
@@ -76,19 +73,6 @@ export class ZooKeeperMember {
   /** `127.0.0.1:<client port>`: the node itself, bypassing its proxy. */
   get endpoint(): string {
     return `127.0.0.1:${this.config.clientPort}`;
-  }
-  /** Where clients should connect: the proxy when there is one, else the node itself. */
-  get clientEndpoint(): string {
-    return this.proxy?.endpoint ?? this.endpoint;
-  }
-  get running(): boolean {
-    return this.child !== undefined && !this.child.gone;
-  }
-  get paused(): boolean {
-    return this.child?.paused ?? false;
-  }
-  get pid(): number | undefined {
-    return this.running ? this.child!.pid : undefined;
   }
 
   /**
@@ -170,28 +154,6 @@ export class ZooKeeperMember {
     });
   }
 
-  /** Send `signal` (default SIGKILL) and wait until the JVM is gone. */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    await this.child?.kill(signal);
-  }
-  /** Graceful stop (SIGTERM). */
-  stop(): Promise<void> {
-    return this.kill('SIGTERM');
-  }
-  /** kill (default -9) then start again on the same ports and data dir. */
-  async restart(opts: { signal?: NodeJS.Signals; wait?: boolean } = {}): Promise<void> {
-    await this.kill(opts.signal ?? 'SIGKILL');
-    await this.start(opts.wait === undefined ? {} : { wait: opts.wait });
-  }
-  /** SIGSTOP. */
-  pause(): void {
-    this.child?.pause();
-  }
-  /** SIGCONT. */
-  resume(): void {
-    this.child?.resume();
-  }
-
   /** A four-letter command to the node itself (not through the proxy). */
   fourLetter(cmd: string, timeoutMs = 2000): Promise<string> {
     return fourLetter(this.clientPort, cmd, timeoutMs);
@@ -251,13 +213,10 @@ export interface ZooKeeperEnsembleOptions {
   heapMb?: number;
 }
 
-export class ZooKeeperEnsemble {
-  private closed = false;
-
-  private constructor(
-    readonly members: readonly ZooKeeperMember[],
-    private readonly root: string,
-  ) {}
+export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
+  private constructor(members: readonly ZooKeeperMember[], root: string) {
+    super(members, root);
+  }
 
   static async start(opts: ZooKeeperEnsembleOptions = {}): Promise<ZooKeeperEnsemble> {
     const size = opts.size ?? 3;
@@ -322,11 +281,6 @@ export class ZooKeeperEnsemble {
     return `zk://${this.directConnectString}${chroot === '' || chroot.startsWith('/') ? chroot : `/${chroot}`}`;
   }
 
-  /** Nodes running and not paused. */
-  get live(): ZooKeeperMember[] {
-    return this.members.filter((m) => m.running && !m.paused);
-  }
-
   /** The node that reports `Mode: leader` (or the standalone server); waits through an election. */
   async leader(timeoutMs = 30_000): Promise<ZooKeeperMember> {
     return waitFor(
@@ -365,15 +319,5 @@ export class ZooKeeperEnsemble {
         detail: async () => (await Promise.all(this.members.map(async (m) => `--- ${m.name}\n${await m.logTail(15)}`))).join('\n'),
       },
     );
-  }
-
-  /** Kill every node, close the proxies, remove the data dirs. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.all(this.members.map((m) => m.kill('SIGKILL')));
-    await Promise.all(this.members.map((m) => m.proxy?.close()));
-    await rm(this.root, { recursive: true, force: true });
-    untrackDir(this.root);
   }
 }
