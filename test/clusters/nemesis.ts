@@ -66,7 +66,7 @@ export interface NemesisResult {
   cacheEmptied: number;
   /** Accepted writes whose token was lower than one accepted before (0 with fencing). */
   acceptedStale: number;
-  /** Distinct acquisitions that got the same token. */
+  /** Tokens handed to more than one worker. */
   duplicateTokens: number;
   /** Terms claimed by more than one participant. */
   sharedTerms: number;
@@ -363,8 +363,10 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
       if (w.token < highest) acceptedStale++;
       highest = Math.max(highest, w.token);
     }
-    const tokenOwners = new Map<number, Set<string>>();
-    for (const a of acquisitions) tokenOwners.set(a.token, new Set([...(tokenOwners.get(a.token) ?? []), `${a.worker}@${a.at}`]));
+    // The same worker may take the same key again (its unlock failed, its session lived on): that
+    // is one holder. Two workers with one token is what fencing could not tell apart.
+    const tokenOwners = new Map<number, Set<number>>();
+    for (const a of acquisitions) tokenOwners.set(a.token, new Set([...(tokenOwners.get(a.token) ?? []), a.worker]));
     const duplicateTokens = [...tokenOwners.values()].filter((s) => s.size > 1).length;
     const termOwners = new Map<number, Set<number>>();
     for (const t of terms) termOwners.set(t.term, new Set([...(termOwners.get(t.term) ?? []), t.who]));

@@ -539,7 +539,8 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
    */
   private syncIfBehind(): void {
     const floor = floors.get(this.ensemble) ?? 0;
-    if (this.maxZxid >= floor || this.syncing >= floor || !this.connected) return;
+    // Queued even while reconnecting: it goes out first on the new connection, ahead of the read.
+    if (this.maxZxid >= floor || this.syncing >= floor) return;
     this.syncing = floor;
     const header = new jute.protocol.RequestHeader();
     header.type = OP.SYNC;
