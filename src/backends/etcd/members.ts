@@ -22,16 +22,17 @@
  *   probeIntervalMs + tickMs + probeTimeoutMs after its last answer (2.25 s by default).
  * - Calls and new streams go to `ok` members first, then `unknown` ones (random among each, which
  *   spreads the load), then `suspect`, then `down` ones (a cluster where every member looks bad
- *   still gets tried). Failures where the request provably never left the client are retried on the next
- *   member at once and then with a short backoff within `retryBudgetMs`; idempotent reads are also
- *   retried after failures that may have reached the server.
+ *   still gets tried). Failures where the request provably never left the client are retried on
+ *   the next member at once and then with a short backoff within `retryBudgetMs`; idempotent reads
+ *   are also retried after failures that may have reached the server.
+ * - A lease keepalive stream that stalls is reopened on another member (`stalled`).
  * - When the leader dies (it refuses connections), writes in flight on the other members, which
  *   were forwarded to it and would otherwise wait for their whole deadline, fail at once with
- *   UNAVAILABLE (they may or may not have been applied), and new writes wait (within their
- *   deadline) until a member names the next leader. When it dies or goes silent, every member is
- *   probed each tick until one names a new leader (or, after 2 s, still names the old one: it is
- *   only cut off from us); on a leader change, writes sent before it and in flight for over
- *   500 ms fail the same way. So a write fails or waits for about one election instead of its
+ *   UNAVAILABLE (they may or may not have been applied), and new writes wait (at most 2 s, and
+ *   only while another member can become leader) until a member names the next leader. When it
+ *   dies or goes silent, every member is probed each tick until one names a new leader (or, after
+ *   2 s, still names the old one: it is only cut off from us); on a leader change, writes sent
+ *   before it and in flight for over 500 ms fail the same way. So a write fails or waits for about one election instead of its
  *   whole deadline.
  * - The client keeps the Node process alive while it has a watch or keepalive stream, including
  *   the moments between a broken stream and its reconnection (see holdProcess).
