@@ -4,6 +4,8 @@
  * the process that started it (exit, or kill -9 of that process).
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -202,19 +204,19 @@ describe('no server outlives the process that started it', () => {
   const script = (how: string) => `
     import { EtcdCluster } from ${JSON.stringify(`${here}../../src/testing/cluster/index.ts`)};
     const c = await EtcdCluster.start({ size: 1, proxies: false });
-    console.log(JSON.stringify(c.members.map((m) => m.pid)));
+    console.log(JSON.stringify({ pids: c.members.map((m) => m.pid), dir: c.members[0].dataDir }));
     ${how === 'exit' ? 'process.exit(0);' : 'setInterval(() => {}, 1000);'}
   `;
 
   for (const how of ['exit', 'kill -9'] as const) {
-    it(`${how}: the etcd it started is gone`, async () => {
+    it(`${how}: the etcd it started is gone, with its data`, async () => {
       const child = spawn(process.execPath, ['--import', register, '--input-type=module', '-e', script(how)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const pids = await new Promise<number[]>((resolve, reject) => {
+      const { pids, dir } = await new Promise<{ pids: number[]; dir: string }>((resolve, reject) => {
         let out = '';
         child.stdout!.on('data', (d: Buffer) => {
           out += d.toString();
-          const line = out.split('\n').find((l) => l.startsWith('['));
-          if (line) resolve(JSON.parse(line) as number[]);
+          const line = out.split('\n').find((l) => l.startsWith('{'));
+          if (line) resolve(JSON.parse(line) as { pids: number[]; dir: string });
         });
         child.on('exit', () => reject(new Error(`child exited before printing pids: ${out}`)));
       });
@@ -222,6 +224,9 @@ describe('no server outlives the process that started it', () => {
       if (how === 'kill -9') child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       expect(await waitGone(pids, 5000)).toEqual([]);
+      const root = path.dirname(dir); // the cluster's temporary directory goes too
+      for (let i = 0; i < 50 && existsSync(root); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(existsSync(root)).toBe(false);
     }, 60_000);
   }
 });

@@ -59,6 +59,8 @@ export interface EtcdMemberConfig {
   tls?: EtcdTlsFiles;
   args?: readonly string[];
   bin?: string;
+  /** Removed if this process dies without cleaning up (default `dataDir`; the cluster's root). */
+  cleanupDir?: string;
 }
 
 /** What a member says about itself (Maintenance.Status). Ids are decimal strings. */
@@ -140,7 +142,7 @@ export class EtcdMember extends ServerProcess {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const child = new Child(proc, { dir: c.dataDir });
+    const child = new Child(proc, { dir: c.cleanupDir ?? c.dataDir });
     this.child = child;
     this.starts++;
     const onData = (d: Buffer) => {
@@ -282,6 +284,7 @@ export class EtcdCluster extends ServerGroup<EtcdMember> {
             peerPort: p.peer,
             initialCluster,
             clusterToken: token,
+            cleanupDir: root,
             heartbeatMs: opts.heartbeatMs ?? 50,
             electionMs: opts.electionMs ?? 500,
             ...(opts.tls ? { tls: opts.tls } : {}),

@@ -48,6 +48,8 @@ export interface ZooKeeperMemberConfig {
   config?: Record<string, string | number>;
   /** JVM heap cap (default 256 MB). */
   heapMb?: number;
+  /** Removed if this process dies without cleaning up (default `dir`; the ensemble's root). */
+  cleanupDir?: string;
 }
 
 export class ZooKeeperMember extends ServerProcess {
@@ -131,7 +133,7 @@ export class ZooKeeperMember extends ServerProcess {
     } finally {
       closeSync(fd);
     }
-    const child = new Child(proc, { dir: c.dir });
+    const child = new Child(proc, { dir: c.cleanupDir ?? c.dir });
     this.child = child;
     this.starts++;
     if (opts.wait === false) return;
@@ -240,6 +242,7 @@ export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
           new ZooKeeperMember({
             id: i + 1,
             dir: path.join(root, `zk${i + 1}`),
+            cleanupDir: root,
             clientPort: s.client,
             ...(servers ? { servers } : {}),
             tickTime: opts.tickTime ?? 200,
