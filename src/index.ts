@@ -25,6 +25,7 @@ export {
   UnsupportedError,
   NoInstanceError,
   LockLostError,
+  PermissionDeniedError,
   isRosterError,
   errorFromJSON,
   type ErrorCode,

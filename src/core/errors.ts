@@ -5,6 +5,7 @@
  */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
+  | 'PERMISSION_DENIED'
   | 'NOT_FOUND'
   | 'CONFLICT'
   | 'SESSION_LOST'
@@ -22,6 +23,7 @@ export type ErrorCode =
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
   INVALID_ARGUMENT: 400,
+  PERMISSION_DENIED: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   SESSION_LOST: 410,
@@ -102,6 +104,8 @@ function coded(code: ErrorCode, defaultMessage?: string) {
 
 /** Bad input: the message says what was wrong and what is allowed. */
 export class InvalidArgumentError extends coded('INVALID_ARGUMENT') {}
+/** The credentials were rejected, or they do not allow this operation (etcd roles, ZooKeeper ACLs). */
+export class PermissionDeniedError extends coded('PERMISSION_DENIED') {}
 export class NotFoundError extends coded('NOT_FOUND') {}
 /** A compare-and-set or create-if-absent precondition did not hold. */
 export class ConflictError extends coded('CONFLICT') {}
@@ -124,6 +128,7 @@ export class LockLostError extends coded('LOCK_LOST') {}
 /** The class of each code that has one (the others are plain RosterErrors). */
 const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterErrorOptions) => RosterError>> = {
   INVALID_ARGUMENT: InvalidArgumentError,
+  PERMISSION_DENIED: PermissionDeniedError,
   NOT_FOUND: NotFoundError,
   CONFLICT: ConflictError,
   SESSION_LOST: SessionLostError,

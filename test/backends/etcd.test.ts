@@ -172,10 +172,13 @@ describe('etcd with authentication', () => {
     }
   }, 20_000);
 
-  it('a wrong password or a prefix outside the role fails open() with INVALID_ARGUMENT', async () => {
-    await expect(EtcdBackend.open(secured.url('/app'), { username: 'app', password: 'nope' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  it('a wrong password or a prefix outside the role fails open() with PERMISSION_DENIED', async () => {
+    await expect(EtcdBackend.open(secured.url('/app'), { username: 'app', password: 'nope' })).rejects.toMatchObject({
+      code: 'PERMISSION_DENIED',
+      message: expect.stringMatching(/authentication failed/),
+    });
     await expect(EtcdBackend.open(secured.url('/elsewhere'), { username: 'app', password: 'apppw' })).rejects.toMatchObject({
-      code: 'INVALID_ARGUMENT',
+      code: 'PERMISSION_DENIED',
       message: expect.stringMatching(/permission/),
     });
   });
