@@ -42,8 +42,8 @@ export interface WatchedPrefixOptions {
   signal?: AbortSignal;
   /** After a failure, re-watch with a fresh snapshot (full-jitter exponential backoff; default on,
    *  100 ms to 5 s), or end the view (`false`: for a caller that must not paper over a gap, like a
-   *  lock holder, which then presumes the lock lost). A watch() that throws CLOSED or
-   *  INVALID_ARGUMENT ends the view either way: no retry can succeed. */
+   *  lock holder, which then presumes the lock lost). A watch() that fails with CLOSED,
+   *  INVALID_ARGUMENT or PERMISSION_DENIED ends the view either way: no retry can succeed. */
   retry?: false | { baseMs?: number; capMs?: number };
   /** Start from a state already read at `revision` (e.g. by list()) instead of a snapshot: the
    *  view is synced at once and follows the changes after it. */
@@ -287,8 +287,9 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
       } catch (e) {
         if (this._ended) return;
         this.failed(e);
-        // This client is closed (or rejects the prefix), or the caller wants no retry: end.
-        if (!retry || isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT')) return this.end(e);
+        // This client is closed, rejects the prefix or is not allowed to read it, or the caller
+        // wants no retry: end.
+        if (!retry || isTerminal(e)) return this.end(e);
         from = undefined; // re-watch from a fresh snapshot: that is the backend telling the truth
         await sleep(backoff(attempt++, retry.baseMs, retry.capMs), this.ac.signal, this.clock).catch(() => undefined);
       } finally {
@@ -349,4 +350,9 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
     this._staleSince = undefined;
     this.emit('change', { changes, revision: this._revision, resync: true });
   }
+}
+
+/** Failures a re-watch cannot mend. */
+function isTerminal(e: unknown): boolean {
+  return isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT') || isRosterError(e, 'PERMISSION_DENIED');
 }

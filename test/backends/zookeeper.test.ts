@@ -307,22 +307,22 @@ describe('zk:// specifics', () => {
     const alice = await open(zk.url(base), { auth: 'alice:secret', acl: 'creator' });
     await alice.put('private/k', 'mine');
     const anon = await open(zk.url(base));
-    await rejectsWithCode(anon.get('private/k'), 'INVALID_ARGUMENT');
-    await rejectsWithCode(anon.list('private/'), 'INVALID_ARGUMENT');
+    await rejectsWithCode(anon.get('private/k'), 'PERMISSION_DENIED');
+    await rejectsWithCode(anon.list('private/'), 'PERMISSION_DENIED');
     const w = new Reader(anon.watch('private/'));
-    await expect(w.next(5000)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(w.next(5000)).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
     const alsoAlice = await open(`zk://alice:secret@127.0.0.1:${zk.port}${base}`);
     expect((await alsoAlice.get('private/k'))?.value).toBe('mine');
     const mallory = await open(zk.url(base), { auth: 'alice:wrong' });
-    await rejectsWithCode(mallory.get('private/k'), 'INVALID_ARGUMENT');
+    await rejectsWithCode(mallory.get('private/k'), 'PERMISSION_DENIED');
 
     const base2 = `${base}-public`;
     const bob = await open(zk.url(base2), { auth: 'bob:pw', acl: 'creator-read' });
     await bob.put('pub/k', 'readable');
     const reader = await open(zk.url(base2));
     expect((await reader.get('pub/k'))?.value).toBe('readable');
-    await rejectsWithCode(reader.put('pub/k', 'tampered'), 'INVALID_ARGUMENT');
-    await rejectsWithCode(reader.delete('pub/k'), 'INVALID_ARGUMENT');
+    await rejectsWithCode(reader.put('pub/k', 'tampered'), 'PERMISSION_DENIED');
+    await rejectsWithCode(reader.delete('pub/k'), 'PERMISSION_DENIED');
     expect((await bob.get('pub/k'))?.value).toBe('readable');
   });
 

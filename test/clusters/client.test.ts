@@ -5,13 +5,13 @@
  * - IPv6 endpoints (`[::1]:port`) work end to end;
  * - etcd lists a prefix larger than one page as one consistent snapshot;
  * - on a ZooKeeper ensemble a read sees the writes this process made through other connections;
- * - (ROSTER_CLUSTER_WIP=1) a ZooKeeper ACL denial is PERMISSION_DENIED, as etcd's is: needs the
- *   mapping in zookeeper/index.ts and mirror.ts (see the report of issue 18).
+ * - a ZooKeeper ACL denial is PERMISSION_DENIED, as etcd's is, and ends a watch, a WatchedPrefix
+ *   and a ServiceCache instead of being retried forever.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openBackend } from '../../src/index.js';
+import { openBackend, ServiceCache, WatchedPrefix } from '../../src/index.js';
 import { EtcdCluster, TcpProxy, ZooKeeperEnsemble } from '../../src/testing/index.js';
-import { DATA_ROOT, WIP } from './env.js';
+import { DATA_ROOT } from './env.js';
 
 const dataRoot = DATA_ROOT ? { dataRoot: DATA_ROOT } : {};
 
@@ -165,15 +165,21 @@ describe('ZooKeeper ensemble client', () => {
     expect(misses, `${misses} of ${reads} reads missed a write made just before`).toBe(0);
   }, 60_000);
 
-  it.runIf(WIP)('an ACL denial (NO_AUTH) is PERMISSION_DENIED for reads, writes and watches', async () => {
+  it('an ACL denial (NO_AUTH) is PERMISSION_DENIED for reads, writes and watches, and ends a view or cache at once', async () => {
     const alice = await openBackend(zk.url('/acl'), { auth: 'alice:secret', acl: 'creator' });
     const anon = await openBackend(zk.url('/acl'));
     try {
       await alice.put('private/k', 'v');
+      await alice.put('services/hidden/i1', '{}');
       await expect(anon.get('private/k')).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
       await expect(anon.put('private/k', 'x')).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
       const w = anon.watch('private/')[Symbol.asyncIterator]();
       await expect(w.next()).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
+      // The view does not re-watch (a retry cannot succeed): it ends with the error.
+      const view = new WatchedPrefix(anon, 'private/');
+      await expect(view.ready()).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
+      expect(view.ended).toBe(true);
+      await expect(ServiceCache.open(anon, 'hidden')).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
     } finally {
       await alice.close();
       await anon.close();

@@ -41,7 +41,8 @@
  *   connection (on a standalone server, or once the follower caught up, it does not).
  * - Errors: unreachable / timeout → UnavailableError (a write that timed out after being sent may
  *   still be applied; one never sent is withdrawn), CAS → ConflictError, ACL denial or rejected
- *   credentials → InvalidArgumentError (as the etcd backend does), structural limits of ZooKeeper
+ *   credentials → PermissionDeniedError (as the etcd backend's; a watch ends with it, retrying cannot
+ *   help), an invalid ACL → InvalidArgumentError, structural limits of ZooKeeper
  *   (children under a session-bound key) → UnsupportedError, after close → ClosedError.
  *
  * Options: auth ("user:password" digest, or a list; also URL userinfo), acl (see url.ts), and
@@ -55,7 +56,7 @@ import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
 import { commonOptionSpec, readOptions, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { abortable } from '../../core/async.js';
-import { InvalidArgumentError, isRosterError, RosterError, SessionLostError, TooLargeError, UnavailableError, UnsupportedError } from '../../core/errors.js';
+import { InvalidArgumentError, isRosterError, PermissionDeniedError, RosterError, SessionLostError, TooLargeError, UnavailableError, UnsupportedError } from '../../core/errors.js';
 import { wasNotSent, ZK, ZkCodeError, ZkConn, type Acl } from './conn.js';
 import { journalFor, type Journal } from './journal.js';
 import { Mirror, toKv, type Change, type MirrorHost } from './mirror.js';
@@ -190,7 +191,7 @@ export class ZooKeeperBackend extends BackendBase {
     });
     c.on('expired', () => this.replaceMain(c));
     c.on('auth-failed', () => {
-      const err = new InvalidArgumentError(`${this.url}: ZooKeeper rejected the credentials`);
+      const err = new PermissionDeniedError(`${this.url}: ZooKeeper rejected the credentials`);
       for (const m of [...this.live]) m.fail(err);
     });
     return c;
@@ -243,7 +244,7 @@ export class ZooKeeperBackend extends BackendBase {
     if (!(e instanceof ZkCodeError)) return e;
     switch (e.zkCode) {
       case ZK.NO_AUTH:
-        return new InvalidArgumentError(`${what}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
+        return new PermissionDeniedError(`${what}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
       case ZK.INVALID_ACL:
         return new InvalidArgumentError(`${what}: ZooKeeper rejected the ACL (the "creator" ACLs need auth)`, { cause: e });
       case ZK.BAD_ARGUMENTS:

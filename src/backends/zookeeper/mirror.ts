@@ -45,7 +45,7 @@
  * make those parents appear as keys with value ''.
  */
 import type { KeyValue, WatchStatus } from '../../contract/types.js';
-import { InvalidArgumentError, isRosterError, RosterError, UnavailableError } from '../../core/errors.js';
+import { InvalidArgumentError, isRosterError, PermissionDeniedError, RosterError, UnavailableError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';
 import type { JVersion, Journal } from './journal.js';
@@ -658,15 +658,17 @@ export class Mirror {
   }
 }
 
+/** A failure no retry can mend, as the contract's error: an ACL denial (PERMISSION_DENIED) or a
+ *  request the server rejects as invalid (INVALID_ARGUMENT). */
 function terminalError(e: unknown, prefix: string): unknown {
   if (!(e instanceof ZkCodeError)) return e;
-  const why = e.zkCode === ZK.NO_AUTH ? 'ZooKeeper denied access (ACL): check the auth and acl options' : 'ZooKeeper rejected the request as invalid';
-  return new InvalidArgumentError(`watch ${JSON.stringify(prefix)}: ${why}`, { cause: e });
+  if (e.zkCode === ZK.NO_AUTH) return new PermissionDeniedError(`watch ${JSON.stringify(prefix)}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
+  return new InvalidArgumentError(`watch ${JSON.stringify(prefix)}: ZooKeeper rejected the request as invalid`, { cause: e });
 }
 
 function isTerminal(e: unknown): boolean {
   if (e instanceof ZkCodeError) return e.zkCode === ZK.NO_AUTH || e.zkCode === ZK.BAD_ARGUMENTS;
-  return isRosterError(e, 'INVALID_ARGUMENT');
+  return isRosterError(e, 'INVALID_ARGUMENT') || isRosterError(e, 'PERMISSION_DENIED');
 }
 
 function journalKv(key: string, e: JVersion): KeyValue {
