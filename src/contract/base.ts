@@ -168,14 +168,14 @@ export abstract class BackendBase implements Backend {
     if (from !== undefined && (!Number.isInteger(from) || from < 0)) {
       throw new InvalidArgumentError(`invalid fromRevision ${from}: expected a non-negative integer`);
     }
-    return this.trackedWatch(opts.signal, (stream) => this.doWatch(prefix, from, stream));
+    return this.trackedWatch(opts.signal, (stream) => this.doWatch(prefix, from, stream), opts.progress === true);
   }
 
   /** A watch stream that close() / destroy() end like watch()'s, fed by `feed` (for a backend's
    *  watches of something other than a key prefix, e.g. Consul's health endpoint). */
-  protected trackedWatch(signal: AbortSignal | undefined, feed: (stream: WatchStream) => void): Watch {
+  protected trackedWatch(signal: AbortSignal | undefined, feed: (stream: WatchStream) => void, progress = false): Watch {
     this.check(signal);
-    const stream = new WatchStream(signal, { keepProcessAlive: this.keepProcessAlive });
+    const stream = new WatchStream(signal, { keepProcessAlive: this.keepProcessAlive, progress });
     this.watches.add(stream);
     stream.onStop(() => this.watches.delete(stream));
     if (!stream.ended) feed(stream);

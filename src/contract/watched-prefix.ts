@@ -31,6 +31,9 @@ export interface WatchedPrefixEvents {
   /** The stream was resumed gap-free after an outage: the view is current again without a resync
    *  (everything that changed meanwhile follows, in order, ahead of anything later). */
   fresh: { readonly revision: number };
+  /** The backend reported that nothing else changed up to `revision` (WatchOptions.progress), and
+   *  `revision` moved there: the view equals the store at `revision`. */
+  progress: { readonly revision: number };
   /** The watch failed; with `retry` it is re-watched after a backoff (a fresh snapshot). */
   error: { readonly error: unknown; readonly op: string };
   /** The view ended: close(), the signal, or a failure it does not retry (`error`). */
@@ -250,7 +253,7 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
       /** A snapshot being collected (initial, or after a reset); undefined while following. */
       let pending: Map<string, KeyValue> | undefined = from === undefined ? new Map() : undefined;
       try {
-        const w = this.backend.watch(this.prefix, { signal: this.ac.signal, ...(from !== undefined ? { fromRevision: from } : {}) });
+        const w = this.backend.watch(this.prefix, { signal: this.ac.signal, progress: true, ...(from !== undefined ? { fromRevision: from } : {}) });
         this.watch = w;
         w.on('status', (st) => this.onStatus(st));
         for await (const ev of w) {
@@ -277,6 +280,7 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
               break;
             case 'synced':
               if (pending) this.resync(pending, ev.revision);
+              else if (ev.revision > this._revision) this.progressed(ev.revision);
               pending = undefined;
               attempt = 0;
               break;
@@ -329,6 +333,13 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
     this._revision = Math.max(this._revision, revision);
     this._syncedAt = this.clock.now();
     this.emit('change', { changes: [change], revision: this._revision, resync: false });
+  }
+
+  /** A progress marker while following: the view is complete up to `revision`. */
+  private progressed(revision: number): void {
+    this._revision = revision;
+    this._syncedAt = this.clock.now();
+    this.emit('progress', { revision });
   }
 
   /** Replace the view by `next` (complete at `revision`), telling only the difference. */

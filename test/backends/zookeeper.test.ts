@@ -208,6 +208,31 @@ describe('zk:// specifics', () => {
     await w2.return();
   });
 
+  it('progress markers (WatchOptions.progress): a re-read that finds nothing new in view is a synced at its revision', async () => {
+    const p = uniquePrefix('progress');
+    await b.put(`${p}mine/k`, '1');
+    const plain = new Reader(b2.watch(`${p}mine/`));
+    const marked = new Reader(b2.watch(`${p}mine/`, { progress: true }));
+    await readSnapshot(plain);
+    const { revision: r0 } = await readSnapshot(marked);
+    // A key created and deleted under the watched directory: the mirror re-reads it, finds the
+    // same children, and says so at the read's revision (no put or delete is invented).
+    const created = await b.put(`${p}mine/gone`, 'x');
+    const deleted = await b.delete(`${p}mine/gone`);
+    const evs = await marked.until((e) => e.type === 'synced' && e.revision >= deleted.revision, 5000, 'progress past the delete');
+    expect(evs.every((e) => e.type === 'synced' || ((e.type === 'put' || e.type === 'delete') && e.key === `${p}mine/gone`))).toBe(true);
+    expect(evs.filter((e) => e.type === 'synced').every((e) => e.revision > r0)).toBe(true);
+    expect(created.revision).toBeGreaterThan(r0);
+    // Without the option the stream is as before: the next event is the next change.
+    const next = await b.put(`${p}mine/k`, '2');
+    expect(await plain.until((e) => e.type === 'put' && e.key === `${p}mine/k`)).toEqual(
+      expect.not.arrayContaining([expect.objectContaining({ type: 'synced' })]),
+    );
+    expect((await marked.until((e) => e.type === 'put' && e.key === `${p}mine/k`)).at(-1)).toMatchObject({ revision: next.revision });
+    await plain.return();
+    await marked.return();
+  });
+
   it('fromRevision: exact after own writes (intermediate versions too), reset when ZooKeeper cannot prove the gap', async () => {
     const p = uniquePrefix('from');
     const r0 = await b.put(`${p}a`, '0');
