@@ -5,15 +5,43 @@
  * - IPv6 endpoints (`[::1]:port`) work end to end;
  * - etcd lists a prefix larger than one page as one consistent snapshot;
  * - on a ZooKeeper ensemble a read sees the writes this process made through other connections;
+ * - a one-shot program whose call is in flight when every member is cut off gets its answer
+ *   (UNAVAILABLE) and runs to its end: the process is not ended by an empty event loop;
  * - a ZooKeeper ACL denial is PERMISSION_DENIED, as etcd's is, and ends a watch, a WatchedPrefix
  *   and a ServiceCache instead of being retried forever.
  */
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnWorker } from '../integrations/fixtures/spawn.js';
 import { openBackend, ServiceCache, WatchedPrefix } from '../../src/index.js';
 import { EtcdCluster, TcpProxy, ZooKeeperEnsemble } from '../../src/testing/index.js';
 import { DATA_ROOT } from './env.js';
 
 const dataRoot = DATA_ROOT ? { dataRoot: DATA_ROOT } : {};
+const ONE_SHOT = join(fileURLToPath(new URL('.', import.meta.url)), 'workers', 'one-shot.ts');
+
+/**
+ * Start the one-shot worker on `url`, cut every member off once it is open, let it call, and
+ * return its output and exit code.
+ */
+async function oneShotDuringOutage(url: string, options: Record<string, unknown>, proxies: readonly TcpProxy[]): Promise<{ lines: string[]; code: number | null; ms: number }> {
+  const go = join(os.tmpdir(), `roster-oneshot-${process.pid}-${Date.now()}`);
+  const w = spawnWorker(ONE_SHOT, { ROSTER_TEST_ONESHOT: JSON.stringify({ url, options, go }) }, 'one-shot');
+  try {
+    await w.waitLine('OPEN', 20_000);
+    for (const p of proxies) p.cut();
+    const t = Date.now();
+    writeFileSync(go, '');
+    const code = await w.exited;
+    return { lines: w.lines, code, ms: Date.now() - t };
+  } finally {
+    for (const p of proxies) p.heal();
+    w.proc.kill('SIGKILL');
+  }
+}
 
 /** open() + one put, six times, with `silent` blackholed: the slowest open() in ms. */
 async function slowestOpen(url: string, silent: TcpProxy): Promise<{ max: number; times: number[] }> {
@@ -67,6 +95,14 @@ describe('etcd cluster client', () => {
     } finally {
       await v6.close();
     }
+  });
+
+  it('a one-shot call in flight while every member is cut off fails UNAVAILABLE; the process is not ended mid-call', async () => {
+    const r = await oneShotDuringOutage(etcd.url('/oneshot'), {}, etcd.members.map((m) => m.proxy!));
+    // Without a hold for the call in flight, Node ends the process (exit 13, "unsettled top-level
+    // await") during the retry's backoff: nothing printed, the failure lost.
+    expect(r.lines.slice(1), JSON.stringify(r)).toEqual(['FAILED UNAVAILABLE', 'END']);
+    expect(r.code).toBe(0);
   });
 
   it('a prefix of 2,500 keys is listed in pages at one revision, while it is being written to', async () => {
@@ -137,6 +173,12 @@ describe('ZooKeeper ensemble client', () => {
     } finally {
       await v6.close();
     }
+  });
+
+  it('a one-shot call in flight while every server is cut off fails UNAVAILABLE; the process is not ended mid-call', async () => {
+    const r = await oneShotDuringOutage(zk.url('/oneshot'), { requestTimeout: 3000 }, zk.members.map((m) => m.proxy!));
+    expect(r.lines.slice(1), JSON.stringify(r)).toEqual(['FAILED UNAVAILABLE', 'END']);
+    expect(r.code).toBe(0);
   });
 
   it('a read through one connection sees what this process wrote through another (sync before a read that is behind)', async () => {

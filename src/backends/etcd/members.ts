@@ -34,8 +34,9 @@
  *   2 s, still names the old one: it is only cut off from us); on a leader change, writes sent
  *   before it and in flight for over 500 ms fail the same way. So a write fails or waits for about one election instead of its
  *   whole deadline.
- * - The client keeps the Node process alive while it has a watch or keepalive stream, including
- *   the moments between a broken stream and its reconnection (see holdProcess).
+ * - The tracker never holds the Node process open (its timer is unref()'d): what keeps a process
+ *   alive through an outage is decided once, for every backend, by core/lifetime.ts (a live
+ *   session, watch, Registrar or cache holds it; `keepProcessAlive: false` opts out).
  * - A prefix range without a limit is read in pages of `pageSize` keys at the revision of the first
  *   page (a consistent snapshot, like etcd's mirror.Syncer), so one huge prefix never becomes one
  *   huge response.
@@ -108,8 +109,6 @@ const GRPC_UNAVAILABLE = 14;
 const LEADER_CHECK_EVERY = 5;
 /** A write in flight this long when the leader changes is presumed lost in the change. */
 const STUCK_WRITE_MS = 500;
-/** See Members.holdProcess. */
-const HOLD_AFTER_STREAM_MS = 10_000;
 /** After losing the leader, members still naming it this much later mean it is alive. */
 const ELECTION_GRACE_MS = 2000;
 /** Writes wait at most this long for a new leader before going out anyway. */
@@ -125,8 +124,6 @@ export class Members {
   private readonly hosts = new Map<Host, Tracked>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
-  /** When a tracked stream last closed (see `holdProcess`). */
-  private lastStreamEnd = 0;
   /** The leader's member id, as the members last named it. */
   private leader: string | undefined;
   private leaderChangedAt = 0;
@@ -221,10 +218,7 @@ export class Members {
 
   private trackStream(t: Tracked, s: StreamLike): void {
     t.streams.add(s);
-    this.holdProcess();
-    const forget = () => {
-      if (t.streams.delete(s)) this.lastStreamEnd = Date.now();
-    };
+    const forget = () => void t.streams.delete(s);
     s.on('data', () => this.answered(t));
     s.once('close', forget);
     s.once('end', forget);
@@ -275,7 +269,6 @@ export class Members {
     for (const c of [...t.inflight]) c.abandon(err);
     t.inflight.clear();
     for (const s of [...t.streams]) s.call?.cancelWithStatus(GRPC_UNAVAILABLE, `etcd member ${h.host} ${why}`);
-    if (t.streams.size > 0) this.lastStreamEnd = Date.now();
     t.streams.clear();
     h.resetAllServices();
     // Silent, not necessarily dead: the others may still reach it (a partition between us and
@@ -373,25 +366,8 @@ export class Members {
     });
   }
 
-  /**
-   * Keep the Node process alive while this client has a long-lived stream (a watch, the lease
-   * keepalive), and for HOLD_AFTER_STREAM_MS after the last one ended. A healthy stream keeps the
-   * process alive through its socket anyway; without this, the moment between a broken stream and
-   * its reconnection (a backoff on an unref'd timer) would leave nothing to keep it alive, and a
-   * `roster watch` or `roster register` would exit with status 0 because an etcd member died.
-   * A client with no streams (plain reads and writes) never holds the process.
-   */
-  private holdProcess(): void {
-    if (this.closed) return;
-    let streams = 0;
-    for (const t of this.hosts.values()) streams += t.streams.size;
-    if (streams > 0 || Date.now() - this.lastStreamEnd < HOLD_AFTER_STREAM_MS) this.timer.ref();
-    else this.timer.unref();
-  }
-
   private tick(): void {
     if (this.closed) return;
-    this.holdProcess();
     this.sweepStuckWrites();
     const now = Date.now();
     if (this.electing && now - this.electing.since > MAX_ELECTION_WAIT_MS) this.elected(); // give up: deadlines rule
