@@ -108,6 +108,12 @@ describe('etcd URL and key mapping', () => {
     await expect(EtcdBackend.open(etcd.url('/'), { dialTimeout: 'soon' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { username: 42 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { password: 'x' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probeInterval: 'often' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probeTimeout: 10 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/probeTimeout/) });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probe: 1000 } } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/probeInterval, probeTimeout/) });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: 1000 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    const tuned = await EtcdBackend.open(etcd.url('/'), { health: { probeInterval: '500ms', probeTimeout: 300 } });
+    await tuned.close();
   });
 });
 

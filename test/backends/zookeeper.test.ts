@@ -73,6 +73,9 @@ describe('zk:// specifics', () => {
     }
     await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { bogus: 1 } as never), 'INVALID_ARGUMENT');
     await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { acl: 'creator' }), 'INVALID_ARGUMENT');
+    await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { deafAfter: 'soon' }), 'INVALID_ARGUMENT');
+    await rejectsWithCode(ZooKeeperBackend.open(zk.url(CHROOT), { deafAfter: 10 }), 'INVALID_ARGUMENT');
+    opened.push(await ZooKeeperBackend.open(zk.url(CHROOT), { deafAfter: '1s' }));
     expect(b.url).toBe(`zk://127.0.0.1:${zk.port}${CHROOT}`);
     const viaOpen = await openBackend(zk.url(CHROOT));
     opened.push(viaOpen);

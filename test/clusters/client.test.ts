@@ -3,7 +3,12 @@
  * - open() with one silent endpoint (accepts connections, answers nothing) and one healthy one
  *   succeeds quickly instead of spending its whole dial timeout on the silent one;
  * - IPv6 endpoints (`[::1]:port`) work end to end;
+ * - an etcd watch stream that stops answering is re-opened on another member within
+ *   probeInterval + probeTimeout + the check period, by its own progress deadline (the member
+ *   prober, which usually notices first, switched off);
  * - etcd lists a prefix larger than one page as one consistent snapshot;
+ * - a ZooKeeper watch on a server that goes silent moves to another within deafAfter × 7/6 (plus
+ *   the reconnect and re-sync);
  * - on a ZooKeeper ensemble a read sees the writes this process made through other connections;
  * - a one-shot program whose call is in flight when every member is cut off gets its answer
  *   (UNAVAILABLE) and runs to its end: the process is not ended by an empty event loop;
@@ -15,7 +20,10 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Etcd3 } from 'etcd3';
 import { spawnWorker } from '../integrations/fixtures/spawn.js';
+import { memberTracker } from '../../src/backends/etcd/client.js';
+import { Reader, readSnapshot } from '../../src/testing/index.js';
 import { openBackend, ServiceCache, WatchedPrefix } from '../../src/index.js';
 import { EtcdCluster, TcpProxy, ZooKeeperEnsemble } from '../../src/testing/index.js';
 import { DATA_ROOT } from './env.js';
@@ -105,6 +113,37 @@ describe('etcd cluster client', () => {
     expect(r.code).toBe(0);
   });
 
+  it('a watch stream that stops answering is re-opened elsewhere by its progress deadline (prober off)', async () => {
+    const b = await openBackend(etcd.url('/stall'), { health: { probeInterval: 500, probeTimeout: 500 } });
+    const writer = await openBackend(etcd.directUrl('/stall'));
+    try {
+      const tracker = memberTracker((b as unknown as { client: Etcd3 }).client)!;
+      tracker.setProbing(false);
+      const w = new Reader(b.watch(''));
+      await readSnapshot(w);
+      const on = Object.entries(tracker.streamCounts()).filter(([, n]) => n > 0).map(([h]) => h);
+      expect(on).toHaveLength(1);
+      const victim = etcd.members.find((m) => m.proxy!.endpoint === on[0])!;
+      victim.proxy!.blackhole();
+      try {
+        const t = Date.now();
+        const put = await writer.put('k', 'v');
+        expect(await w.next(10_000)).toMatchObject({ type: 'put', key: 'k', revision: put.revision });
+        const blind = Date.now() - t;
+        // Bound: 500 (idle) + 500 (no answer to the progress request) + 125 (check period), plus
+        // the reconnect's first backoff (< 100 ms) and the resumed stream's first answer.
+        expect(blind).toBeLessThan(2000);
+        expect(tracker.states()[on[0]!]).not.toBe('ok');
+      } finally {
+        victim.proxy!.heal();
+      }
+      await w.return();
+    } finally {
+      await b.close();
+      await writer.close();
+    }
+  });
+
   it('a prefix of 2,500 keys is listed in pages at one revision, while it is being written to', async () => {
     const b = await openBackend(etcd.url('/paged'));
     const writer = await openBackend(etcd.url('/paged'));
@@ -172,6 +211,31 @@ describe('ZooKeeper ensemble client', () => {
       }
     } finally {
       await v6.close();
+    }
+  });
+
+  it('a watch whose server goes silent moves to another within deafAfter × 7/6 (deafAfter 600 ms)', async () => {
+    const before = zk.members.map((m) => m.proxy!.connections);
+    const b = await openBackend(zk.url('/deaf'), { deafAfter: 600 });
+    const writer = await openBackend(zk.directUrl('/deaf'));
+    try {
+      const w = new Reader(b.watch(''));
+      await readSnapshot(w);
+      const victim = zk.members.find((m, i) => m.proxy!.connections > before[i]!)!; // the shared connection's server
+      victim.proxy!.blackhole();
+      try {
+        const t = Date.now();
+        const put = await writer.put('k', 'v');
+        expect(await w.next(10_000)).toMatchObject({ type: 'put', key: 'k', revision: put.revision });
+        // 700 ms until the silent server is left, then a connect, a session re-attach and a re-sync.
+        expect(Date.now() - t).toBeLessThan(1500);
+      } finally {
+        victim.proxy!.heal();
+      }
+      await w.return();
+    } finally {
+      await b.close();
+      await writer.close();
     }
   });
 

@@ -164,6 +164,17 @@ export class Members {
     return Object.fromEntries([...this.hosts].map(([h, t]) => [h.host, t.state]));
   }
 
+  /** Open streams (watch, keepalive) per member, for tests and diagnostics. */
+  streamCounts(): Record<string, number> {
+    return Object.fromEntries([...this.hosts].map(([h, t]) => [h.host, t.streams.size]));
+  }
+
+  /** Stop (false) or resume the prober: for tests that observe the other mechanisms alone. */
+  setProbing(on: boolean): void {
+    this.probing = on;
+  }
+  private probing = true;
+
   // ------------------------------------------------------------------ choosing a member
 
   /**
@@ -369,6 +380,7 @@ export class Members {
   private tick(): void {
     if (this.closed) return;
     this.sweepStuckWrites();
+    if (!this.probing) return;
     const now = Date.now();
     if (this.electing && now - this.electing.since > MAX_ELECTION_WAIT_MS) this.elected(); // give up: deadlines rule
     const electing = this.electing !== undefined;
