@@ -240,6 +240,8 @@ export interface EtcdClusterOptions {
   dataRoot?: string;
   /** How long start() waits for a healthy cluster (default 30 s). */
   startTimeoutMs?: number;
+  /** How often start() asks whether every member is healthy (default 50 ms). */
+  pollMs?: number;
   bin?: string;
 }
 
@@ -296,7 +298,7 @@ export class EtcdCluster extends ServerGroup<EtcdMember> {
       try {
         if (opts.proxies !== false) for (const m of members) m.proxy = await TcpProxy.start(m.endpoint);
         for (const m of members) await m.start({ wait: false });
-        await cluster.waitHealthy(opts.startTimeoutMs ?? 30_000);
+        await cluster.waitHealthy(opts.startTimeoutMs ?? 30_000, opts.pollMs);
         const dead = members.find((m) => !m.running);
         if (dead) throw new Error(`etcd member ${dead.name} exited during start:\n${dead.log().slice(-2000)}`);
         return cluster;
@@ -356,7 +358,7 @@ export class EtcdCluster extends ServerGroup<EtcdMember> {
   }
 
   /** Resolve once every running, unpaused member reports healthy (which implies a leader). */
-  async waitHealthy(timeoutMs = 30_000): Promise<void> {
+  async waitHealthy(timeoutMs = 30_000, pollMs = 50): Promise<void> {
     await waitFor(
       'etcd cluster healthy',
       async () => {
@@ -365,7 +367,7 @@ export class EtcdCluster extends ServerGroup<EtcdMember> {
         const ok = await Promise.all(live.map((m) => m.healthy(1000)));
         return ok.every(Boolean) ? true : undefined;
       },
-      { timeoutMs, intervalMs: 50, detail: () => this.members.map((m) => `--- ${m.name}\n${m.log().slice(-1500)}`).join('\n') },
+      { timeoutMs, intervalMs: pollMs, detail: () => this.members.map((m) => `--- ${m.name}\n${m.log().slice(-1500)}`).join('\n') },
     );
   }
 

@@ -20,6 +20,7 @@ export {
   ZooKeeperEnsemble,
   ZooKeeperMember,
   ZK_JAR,
+  TEST_JVM_ARGS,
   zookeeperAvailable,
   type ZooKeeperEnsembleOptions,
   type ZooKeeperMemberConfig,

@@ -29,6 +29,9 @@ export const ZK_JAR = process.env.ZOOKEEPER_JAR ?? '/usr/share/java/zookeeper.ja
 /** An SLF4J binding so the server logs (to <dataDir>/zookeeper.log); without one it runs silent. */
 const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop.jar'];
 
+/** JVM flags the fixtures use by default: a quick start and a small footprint, not peak speed. */
+export const TEST_JVM_ARGS: readonly string[] = ['-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xshare:auto'];
+
 export function zookeeperAvailable(): boolean {
   return existsSync(ZK_JAR);
 }
@@ -48,6 +51,9 @@ export interface ZooKeeperMemberConfig {
   config?: Record<string, string | number>;
   /** JVM heap cap (default 256 MB). */
   heapMb?: number;
+  /** JVM flags replacing the test-tuned defaults (TEST_JVM_ARGS: quick start, little memory, no
+   *  C2 compiler); `[]` runs the JVM as ZooKeeper ships it (what a benchmark wants). */
+  jvmArgs?: readonly string[];
   /** Removed if this process dies without cleaning up (default `dir`; the ensemble's root). */
   cleanupDir?: string;
 }
@@ -117,9 +123,7 @@ export class ZooKeeperMember extends ServerProcess {
         [
           '-Xms32m',
           `-Xmx${c.heapMb ?? 256}m`,
-          '-XX:+UseSerialGC',
-          '-XX:TieredStopAtLevel=1',
-          '-Xshare:auto',
+          ...(c.jvmArgs ?? TEST_JVM_ARGS),
           '-Dzookeeper.admin.enableServer=false',
           '-Dzookeeper.jmx.log4j.disable=true',
           `-Dorg.slf4j.simpleLogger.defaultLogLevel=${process.env.ZK_LOG_LEVEL ?? 'warn'}`,
@@ -212,7 +216,11 @@ export interface ZooKeeperEnsembleOptions {
   dataRoot?: string;
   /** How long start() waits for every node to serve (default 60 s). */
   startTimeoutMs?: number;
+  /** How often start() asks whether every node serves (default 50 ms). */
+  pollMs?: number;
   heapMb?: number;
+  /** See ZooKeeperMemberConfig.jvmArgs. */
+  jvmArgs?: readonly string[];
 }
 
 export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
@@ -248,13 +256,14 @@ export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
             tickTime: opts.tickTime ?? 200,
             ...(opts.config ? { config: opts.config } : {}),
             ...(opts.heapMb ? { heapMb: opts.heapMb } : {}),
+            ...(opts.jvmArgs ? { jvmArgs: opts.jvmArgs } : {}),
           }),
       );
       const ensemble = new ZooKeeperEnsemble(members, root);
       try {
         if (opts.proxies !== false) for (const m of members) m.proxy = await TcpProxy.start(m.endpoint);
         for (const m of members) await m.start({ wait: false });
-        await ensemble.waitHealthy(opts.startTimeoutMs ?? 60_000);
+        await ensemble.waitHealthy(opts.startTimeoutMs ?? 60_000, opts.pollMs);
         const dead = members.find((m) => !m.running);
         if (dead) throw new Error(`ZooKeeper ${dead.name} exited during start:\n${await dead.logTail()}`);
         return ensemble;
@@ -305,7 +314,7 @@ export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
   }
 
   /** Resolve once every running, unpaused node serves clients and exactly one of them leads. */
-  async waitHealthy(timeoutMs = 60_000): Promise<void> {
+  async waitHealthy(timeoutMs = 60_000, pollMs = 50): Promise<void> {
     await waitFor(
       'ZooKeeper ensemble healthy',
       async () => {
@@ -318,7 +327,7 @@ export class ZooKeeperEnsemble extends ServerGroup<ZooKeeperMember> {
       },
       {
         timeoutMs,
-        intervalMs: 50,
+        intervalMs: pollMs,
         detail: async () => (await Promise.all(this.members.map(async (m) => `--- ${m.name}\n${await m.logTail(15)}`))).join('\n'),
       },
     );
