@@ -7,7 +7,7 @@ import { appendFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster, type EngineName } from './harness.js';
 import { runNemesis, type NemesisResult } from './nemesis.js';
-import { FULL, RUNS, WIP } from './env.js';
+import { FULL, RUNS } from './env.js';
 
 const SECONDS = Number(process.env.ROSTER_NEMESIS_SECONDS ?? (FULL ? 60 : 30));
 
@@ -37,9 +37,8 @@ for (const engine of ['etcd', 'zookeeper'] as EngineName[]) {
           expect(r.missing, ctx).toEqual([]);
           expect(r.anchorDeletes, ctx).toBe(0);
           expect(r.registrarLost, ctx).toBe(0);
-          // A register() that fails ambiguously (UNAVAILABLE after the write was sent) can leave a
-          // key its registrar no longer tracks: a Registrar fix the lead lands after the redesign.
-          if (WIP) expect(r.unexpected, ctx).toEqual([]);
+          // Nothing left behind by a register() or deregister() that failed ambiguously.
+          expect(r.unexpected, ctx).toEqual([]);
           expect(r.unconverged, ctx).toBe(0);
           expect(r.cacheEmptied, ctx).toBe(0);
           expect(r.acceptedStale, ctx).toBe(0);

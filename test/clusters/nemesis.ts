@@ -241,11 +241,13 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
               ops.terms++;
               // Lead for a while (or until leadership is lost), then resign so others get terms too.
               await new Promise<void>((resolve) => {
-                const t = setTimeout(resolve, 500 + random() * 1500);
-                const end = () => {
+                const t = setTimeout(end, 500 + random() * 1500);
+                function end() {
                   clearTimeout(t);
+                  e.signal!.removeEventListener('abort', end);
+                  stop.removeEventListener('abort', end);
                   resolve();
-                };
+                }
                 e.signal!.addEventListener('abort', end, { once: true });
                 stop.addEventListener('abort', end, { once: true });
               });
