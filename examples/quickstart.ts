@@ -1,17 +1,20 @@
 /**
  * The README's TypeScript example. It is typechecked and linted with the rest of the code, and
- * test/cli/example.test.ts runs it against a real server, so the README cannot drift from the API.
+ * test/cli/example.test.ts runs it (`npm run example`, which starts a server unless $ROSTER_BACKEND
+ * names one), so the README cannot drift from the API. Its instance id and port (example-1,
+ * 9201) are not the README tour's (9001, 9002), so both can run side by side.
  */
 import { lock, openBackend, Registrar, ServiceCache, strategy, watchConfig } from 'roster-sd';
 import { drainOnSignals } from 'roster-sd/process';
 
-const backend = await openBackend(process.env.ROSTER_BACKEND ?? 'http://127.0.0.1:8470');
+// ROSTER_TOKEN: a token for a server with auth on (`roster server`'s default; docs/security.md).
+const backend = await openBackend(process.env.ROSTER_BACKEND ?? 'http://127.0.0.1:8470', { token: process.env.ROSTER_TOKEN });
 
 // A service registers itself; the registrar re-registers by itself after a lost lease.
 const registrar = new Registrar(backend, { ttl: 10_000 });
 registrar.on('lost', (e) => console.warn('registration lost, re-registering:', e.cause));
 registrar.on('restored', (e) => console.info(`registered again after ${e.downtimeMs} ms`));
-await registrar.register({ service: 'orders', address: '127.0.0.1', port: 9001, metadata: { version: '1.4' } });
+await registrar.register({ service: 'orders', id: 'example-1', address: '127.0.0.1', port: 9201, metadata: { version: '1.4' } });
 drainOnSignals(registrar, { drainMs: 2_000 }); // on SIGTERM: deregister, let caches drop us, exit
 
 // A client keeps a live cache (list + watch) and picks one instance per call.

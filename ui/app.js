@@ -1,5 +1,6 @@
 /* global document, window, location, history, fetch, URL, URLSearchParams, AbortController, AbortSignal,
-   TextDecoderStream, requestAnimationFrame, setTimeout, clearTimeout, setInterval, performance, Node, console */
+   TextDecoderStream, requestAnimationFrame, setTimeout, clearTimeout, setInterval, performance, Node, console,
+   sessionStorage */
 /**
  * roster dashboard: plain ES module, no build step, no dependencies, served by `roster server` at /ui/.
  *
@@ -13,6 +14,11 @@
  * detected — the server sends a heartbeat comment every `roster-heartbeat-ms` and EventSource hides
  * comments — and (b) reconnects are ours: jittered backoff, resume with Last-Event-ID = the last
  * revision applied, and the staleness shown to the user is exact.
+ *
+ * Auth: a server with tokens on answers 401 without one; the page then shows its sign-in form. The
+ * token is kept in this tab's sessionStorage only (gone when the tab closes, never in a cookie, so
+ * no other site can make the browser send it) and goes out as `Authorization: Bearer` on every
+ * request (`api()`).
  *
  * Safety: every string from the registry (keys, values, names, metadata) is untrusted. The DOM is
  * built with createElement/textContent/setAttribute only (see `h`); innerHTML is never used, and
@@ -125,6 +131,31 @@ function jitter(ms) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const TOKEN_KEY = 'roster.token';
+
+function savedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || '';
+  } catch {
+    return '';
+  }
+}
+
+/** fetch() with the token; a 401 shows the sign-in form. */
+async function api(input, init = {}) {
+  const t = savedToken();
+  const headers = { ...(init.headers || {}) };
+  if (t) headers.authorization = `Bearer ${t}`;
+  const res = await fetch(input, { ...init, headers });
+  if (res.status === 401) needLogin(t ? 'That token was not accepted: it is unknown, revoked or mistyped.' : '');
+  return res;
+}
+
+function needLogin(message) {
+  $('login').hidden = false;
+  setText($('login-error'), message);
+}
+
 async function httpError(res) {
   let msg = `HTTP ${res.status}`;
   try {
@@ -138,7 +169,7 @@ async function httpError(res) {
 }
 
 async function getJson(path, params, timeoutMs = 8000) {
-  const res = await fetch(url(path, params), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+  const res = await api(url(path, params), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
   if (!res.ok) throw await httpError(res);
   return res.json();
 }
@@ -251,7 +282,7 @@ class WatchStream {
     const connectTimer = setTimeout(() => ac.abort(new Error('connecting timed out')), 10_000);
     let res;
     try {
-      res = await fetch(url('api/v1/watch', { prefix: this.prefix }), { headers, cache: 'no-store', signal: ac.signal });
+      res = await api(url('api/v1/watch', { prefix: this.prefix }), { headers, cache: 'no-store', signal: ac.signal });
     } finally {
       clearTimeout(connectTimer);
     }
@@ -573,7 +604,7 @@ function pollHealth() {
 
 async function fetchHealth() {
   try {
-    const res = await fetch(url('healthz'), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+    const res = await api(url('healthz'), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
     let body = null;
     try {
       body = await res.json();
@@ -593,7 +624,7 @@ async function fetchHealth() {
 
 async function fetchMetrics() {
   try {
-    const res = await fetch(url('metrics'), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+    const res = await api(url('metrics'), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
     if (!res.ok) return;
     const text = await res.text();
     const m = {};
@@ -639,7 +670,7 @@ async function loadKeys() {
   ui.keys.loading = true;
   renderKeys();
   try {
-    const res = await fetch(url('api/v1/keys', { prefix }), { cache: 'no-store', signal: AbortSignal.any([ac.signal, AbortSignal.timeout(10_000)]) });
+    const res = await api(url('api/v1/keys', { prefix }), { cache: 'no-store', signal: AbortSignal.any([ac.signal, AbortSignal.timeout(10_000)]) });
     if (!res.ok) throw await httpError(res);
     const body = await res.json();
     if (ac !== keysAc) return;
@@ -1207,6 +1238,18 @@ function onTabKey(e) {
 // ------------------------------------------------------------------------------------------- init
 
 function init() {
+  $('login').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const t = /** @type {HTMLInputElement} */ ($('login-token')).value.trim();
+    if (!t) return;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    location.reload(); // every stream and poll starts over with the token
+  });
+  $('signout').hidden = !savedToken();
+  $('signout').addEventListener('click', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
   let filterTimer;
   $('filter').addEventListener('input', (e) => {
     clearTimeout(filterTimer);

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout, clearTimeout } from 'node:timers';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
@@ -86,7 +86,9 @@ export async function startSystem(name, opts = {}) {
 
 /**
  * `roster server` in a child process. With `profileDir`, Node writes a CPU profile there when the
- * server exits (stop() sends SIGTERM so it exits cleanly).
+ * server exits (stop() sends SIGTERM so it exits cleanly). Auth is off unless ROSTER_BENCH_AUTH=1:
+ * then the server runs with its default (tokens on) and the clients use the bootstrap admin token
+ * (the cost of auth: docs/security.md).
  */
 export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir, nodeArgs: extraArgs = [] } = {}) {
   const dir = dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'roster-bench-')));
@@ -94,7 +96,9 @@ export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir
     const port = await freePort();
     const nodeArgs = [...extraArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
     const t0 = performance.now();
-    const proc = spawn(process.execPath, [...nodeArgs, ROSTER_BIN, 'server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir], {
+    const auth = process.env.ROSTER_BENCH_AUTH === '1';
+    const authArgs = auth ? ['--public-metrics'] : ['--auth', 'off'];
+    const proc = spawn(process.execPath, [...nodeArgs, ROSTER_BIN, 'server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, ...authArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = track(proc);
@@ -131,7 +135,7 @@ export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir
       name: 'roster',
       label: LABELS.roster,
       url,
-      options: { connections: 64 },
+      options: { connections: 64, ...(auth ? { token: (await readFile(path.join(dir, 'admin.token'), 'utf8')).trim() } : {}) },
       pid: proc.pid,
       dataDir: dir,
       startedMs,

@@ -1,57 +1,123 @@
 /**
- * The roster CLI. Every command resolves its backend from --backend, else $ROSTER_BACKEND, else the
- * embedded default server at http://127.0.0.1:8470. Errors print one line to stderr and exit non-zero
- * (1 for operational errors, 2 for usage errors); nothing here calls process.exit on a code path a
- * library user could reach.
+ * The roster CLI (docs/cli.md). Every command resolves its flags from the command line, else
+ * `ROSTER_*` environment variables, else the config file, else defaults (config.ts). A failure
+ * prints one line to stderr and exits with a code from one table (exit.ts); nothing here calls
+ * process.exit on a path a library user could reach (bin.ts does, once main() settled).
  */
-import { Command, CommanderError, Option } from 'commander';
-import type { Backend } from '../contract/types.js';
-import { openBackend } from '../contract/schemes.js';
-import '../backends/builtin.js';
-import { describeError } from './shared.js';
-import { registerCoreCommands } from './commands/core.js';
-import { registerRegistryCommands } from './commands/registry.js';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { isRosterError } from '../core/errors.js';
+import { applySettings, checkConfig, configPath, readConfig } from './config.js';
+import { describeError, EXIT, EXIT_TABLE, exitCodeOf } from './exit.js';
+import { CliContext, globalOptions } from './shared.js';
+import { registerServerCommand } from './commands/server.js';
+import { registerServiceCommands } from './commands/services.js';
+import { registerRegisterCommands } from './commands/register.js';
+import { registerKvCommands } from './commands/kv.js';
 import { registerRecipeCommands } from './commands/recipes.js';
+import { registerCompletionCommand } from './commands/completion.js';
+import { registerTokenCommands } from './commands/token.js';
+import { registerAclCommands } from './commands/acl.js';
 
-export const DEFAULT_BACKEND = 'http://127.0.0.1:8470';
+export { DEFAULT_BACKEND } from './shared.js';
 
-export function buildProgram(): { program: Command; closeBackend: () => Promise<void> } {
-  const program = new Command();
-  let backend: Promise<Backend> | undefined;
-  const getBackend = (): Promise<Backend> => {
-    const url = (program.opts().backend as string | undefined) ?? process.env.ROSTER_BACKEND ?? DEFAULT_BACKEND;
-    return (backend ??= openBackend(url));
-  };
-  program
-    .name('roster')
-    .description('service registration, discovery and coordination')
-    .addOption(new Option('-b, --backend <url>', `backend URL (default: $ROSTER_BACKEND or ${DEFAULT_BACKEND})`))
-    .showHelpAfterError()
-    .exitOverride();
-  registerCoreCommands(program, getBackend);
-  registerRegistryCommands(program, getBackend);
-  registerRecipeCommands(program, getBackend);
-  const closeBackend = async () => {
-    if (backend) await (await backend.catch(() => undefined))?.close();
-  };
-  return { program, closeBackend };
+export function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
+/** `roster kv put` for a command (used in hints). */
+function fullName(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+export function buildProgram(): { program: Command; ctx: CliContext; failedCommand: () => Command } {
+  const program = new Command();
+  const ctx = new CliContext(program);
+  let failed: Command = program;
+  program
+    .name('roster')
+    .description('service registration, discovery and coordination (npm package roster-sd)')
+    .version(`roster ${version()} (roster-sd, node ${process.version})`, '-V, --version', 'print the version')
+    .showSuggestionAfterError()
+    .exitOverride();
+  globalOptions(program);
+  registerServerCommand(program, ctx);
+  registerServiceCommands(program, ctx);
+  registerRegisterCommands(program, ctx);
+  registerKvCommands(program, ctx);
+  registerRecipeCommands(program, ctx);
+  registerTokenCommands(program, ctx);
+  registerAclCommands(program, ctx);
+  registerCompletionCommand(program);
+  program.addHelpText(
+    'after',
+    [
+      '',
+      'Every flag can also come from the environment or a config file: command line > ROSTER_<FLAG> /',
+      'ROSTER_<COMMAND>_<FLAG> (e.g. ROSTER_BACKEND, ROSTER_SERVER_PORT, ROSTER_KV_PUT_TTL) > config file > default.',
+      'Durations take units: 500ms, 10s, 1m30s. Shell completion: roster completion bash|zsh|fish.',
+      '',
+      'Exit codes:',
+      ...EXIT_TABLE.map(([c, m]) => `  ${c.padEnd(9)} ${m}`),
+    ].join('\n'),
+  );
+  // Flags from the environment and the config file, before any action runs; the command that
+  // runs is remembered for the usage hint of an error.
+  program.hook('preAction', (_root, action) => {
+    failed = action;
+    const flags = program.opts<{ config?: string }>();
+    const file = configPath(flags.config, process.env);
+    const settings = file ? readConfig(file) : {};
+    if (file) checkConfig(program, settings, file);
+    applySettings(action, settings, process.env);
+  });
+  // Commander's own errors (unknown option, missing argument) become one line, printed by main().
+  const quiet = (cmd: Command) => {
+    cmd.configureOutput({ outputError: () => (failed = cmd) });
+    for (const c of cmd.commands) quiet(c);
+  };
+  quiet(program);
+  return { program, ctx, failedCommand: () => failed };
+}
+
+/** Run the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const { program, closeBackend } = buildProgram();
+  const { program, ctx, failedCommand } = buildProgram();
+  const hint = () => `see ${fullName(failedCommand())} --help`;
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version are "errors" to commander; they have already printed.
-      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? 0 : 2;
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.OK;
+      if (e.code === 'commander.executeSubCommandAsync') return EXIT.FAILURE;
+      const msg = e.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+      process.stderr.write(`roster: ${msg} (${hint()})\n`);
+      return EXIT.USAGE;
     }
-    process.stderr.write(`roster: ${describeError(e)}\n`);
-    return 1;
+    const code = exitCodeOf(e);
+    const usage = code === EXIT.USAGE && isRosterError(e, 'INVALID_ARGUMENT');
+    process.stderr.write(`roster: ${describeError(e)}${usage ? ` (${hint()})` : ''}\n`);
+    return code;
   } finally {
-    await closeBackend().catch((e: unknown) => {
-      process.stderr.write(`roster: closing the backend failed: ${describeError(e)}\n`);
-    });
+    await closeBounded(ctx);
   }
+}
+
+/** Close the backend, but never hang the exit on a backend that stopped answering. */
+async function closeBounded(ctx: CliContext): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    ctx.close().catch((e: unknown) => process.stderr.write(`roster: closing the backend failed: ${describeError(e)}\n`)),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, 3000))),
+  ]);
+  clearTimeout(timer);
 }

@@ -24,6 +24,8 @@ export interface ServiceCatalog {
   /** The instances of `service` with their health now: keys are instance ids, values the engine's
    *  JSON for the instance, revisions the engine's indexes. */
   list(service: string, opts?: { signal?: AbortSignal; waitIndex?: number; waitMs?: number }): Promise<ListResult>;
+  /** The names of the services the catalog knows now, sorted. */
+  services(opts?: { signal?: AbortSignal }): Promise<string[]>;
   /** The same as a watch (snapshot, `synced`, then changes, in the backend's watch semantics). */
   watch(service: string, opts?: WatchOptions): Watch;
 }

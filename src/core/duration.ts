@@ -2,8 +2,25 @@ import { InvalidArgumentError } from './errors.js';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
+const PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
+
+/** Milliseconds of a Go-style duration string ("500ms", "1.5m", "1m30s", "2h45m"), or NaN. */
+function parseUnits(s: string): number {
+  let ms = 0;
+  PART.lastIndex = 0;
+  while (PART.lastIndex < s.length) {
+    const at = PART.lastIndex;
+    const m = PART.exec(s);
+    if (!m || m.index !== at) return NaN;
+    ms += Number(m[1]) * UNITS[m[2]!]!;
+  }
+  return s.length > 0 ? ms : NaN;
+}
+
 /**
- * Parse a duration: a number of milliseconds, or a string like "500ms", "10s", "1.5m", "2h".
+ * Parse a duration: a number of milliseconds, or a string like "500ms", "10s", "1.5m", "2h", or
+ * Go's compound form ("1m30s", "1h2m3.5s"; units ms, s, m, h). A string of digits alone is
+ * milliseconds (the library's historical reading; the CLI refuses it and asks for a unit).
  * Returns milliseconds. Rejects negatives, NaN, infinity and anything above `max`.
  */
 export function parseDuration(input: unknown, what = 'duration', { min = 0, max = 7 * 24 * 3_600_000 } = {}): number {
@@ -11,9 +28,9 @@ export function parseDuration(input: unknown, what = 'duration', { min = 0, max 
   if (typeof input === 'number') {
     ms = input;
   } else if (typeof input === 'string') {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(input.trim());
-    if (!m) throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(input)}: expected a number with a unit, e.g. 500ms, 10s, 1m`);
-    ms = Number(m[1]) * UNITS[m[2] ?? 'ms']!;
+    const t = input.trim();
+    ms = /^\d+(?:\.\d+)?$/.test(t) ? Number(t) : parseUnits(t);
+    if (Number.isNaN(ms)) throw new InvalidArgumentError(`invalid ${what} ${JSON.stringify(input)}: expected a number with a unit, e.g. 500ms, 10s, 1m30s`);
   } else {
     throw new InvalidArgumentError(`invalid ${what}: expected milliseconds or a string like "10s", got ${input === null ? 'null' : typeof input}`);
   }

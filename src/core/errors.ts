@@ -5,7 +5,6 @@
  */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
-  | 'PERMISSION_DENIED'
   | 'NOT_FOUND'
   | 'CONFLICT'
   | 'SESSION_LOST'
@@ -19,11 +18,13 @@ export type ErrorCode =
   | 'UNSUPPORTED'
   | 'NO_INSTANCE'
   | 'LOCK_LOST'
+  | 'UNAUTHENTICATED'
+  | 'PERMISSION_DENIED'
+  | 'QUOTA_EXCEEDED'
   | 'INTERNAL';
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
   INVALID_ARGUMENT: 400,
-  PERMISSION_DENIED: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   SESSION_LOST: 410,
@@ -37,6 +38,9 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   UNSUPPORTED: 501,
   NO_INSTANCE: 503,
   LOCK_LOST: 409,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
+  QUOTA_EXCEEDED: 429,
   INTERNAL: 500,
 };
 
@@ -104,8 +108,6 @@ function coded(code: ErrorCode, defaultMessage?: string) {
 
 /** Bad input: the message says what was wrong and what is allowed. */
 export class InvalidArgumentError extends coded('INVALID_ARGUMENT') {}
-/** The credentials were rejected, or they do not allow this operation (etcd roles, ZooKeeper ACLs). */
-export class PermissionDeniedError extends coded('PERMISSION_DENIED') {}
 export class NotFoundError extends coded('NOT_FOUND') {}
 /** A compare-and-set or create-if-absent precondition did not hold. */
 export class ConflictError extends coded('CONFLICT') {}
@@ -124,11 +126,19 @@ export class UnsupportedError extends coded('UNSUPPORTED') {}
 /** No instance to pick: the set is empty or every instance is filtered out or ejected. */
 export class NoInstanceError extends coded('NO_INSTANCE') {}
 export class LockLostError extends coded('LOCK_LOST') {}
+/** No credentials, or credentials the server does not accept (a roster server with auth on). */
+export class UnauthenticatedError extends coded('UNAUTHENTICATED') {}
+/** Not allowed: a roster server's token policies (an ACL, a reserved key, another token's session,
+ *  a refused Host or cross-site request), or credentials an etcd cluster or ZooKeeper ensemble
+ *  rejected or whose roles / ACLs do not allow the operation. */
+export class PermissionDeniedError extends coded('PERMISSION_DENIED') {}
+/** A per-token (or per-address) limit was reached: sessions, watch streams, keys, value bytes or
+ *  request rate. `details.retryAfterSeconds` says when to try again. */
+export class QuotaExceededError extends coded('QUOTA_EXCEEDED') {}
 
 /** The class of each code that has one (the others are plain RosterErrors). */
 const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterErrorOptions) => RosterError>> = {
   INVALID_ARGUMENT: InvalidArgumentError,
-  PERMISSION_DENIED: PermissionDeniedError,
   NOT_FOUND: NotFoundError,
   CONFLICT: ConflictError,
   SESSION_LOST: SessionLostError,
@@ -141,6 +151,9 @@ const CLASSES: Partial<Record<ErrorCode, new (message: string, options?: RosterE
   UNSUPPORTED: UnsupportedError,
   NO_INSTANCE: NoInstanceError,
   LOCK_LOST: LockLostError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  PERMISSION_DENIED: PermissionDeniedError,
+  QUOTA_EXCEEDED: QuotaExceededError,
 };
 
 /** Rebuild a typed error from its JSON form (the remote client uses this on server replies). */

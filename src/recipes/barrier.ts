@@ -35,7 +35,7 @@ export class Barrier {
     opts: { prefix?: string } = {},
   ) {
     if (!Number.isSafeInteger(count) || count < 1) throw new InvalidArgumentError(`invalid barrier count ${count}: expected a positive integer`);
-    this.prefix = recipeDir('barriers', name, opts.prefix);
+    this.prefix = recipeDir(backend, 'barriers', name, opts.prefix);
     this.arrivedDir = `${this.prefix}arrived/`;
     this.releasedKey = `${this.prefix}released`;
   }

@@ -69,7 +69,7 @@ export class Election {
     readonly name: string,
     opts: ElectionOptions = {},
   ) {
-    this.prefix = recipeDir('elections', name, opts.prefix);
+    this.prefix = recipeDir(backend, 'elections', name, opts.prefix);
     this.line = lineOf(backend, this.prefix, 'latch');
     this.ownKey = this.line.keyOf(session);
   }

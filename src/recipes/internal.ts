@@ -7,7 +7,7 @@ import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { WatchedPrefix } from '../contract/watched-prefix.js';
 import { backoff, sleep } from '../core/async.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { validateKey } from '../core/names.js';
+import { nameRoot, resolveName, validateKey } from '../core/names.js';
 
 /**
  * A recipe's directory: `<root>/<name>/` where root is e.g. `locks`. An explicit `prefix` replaces
@@ -15,9 +15,12 @@ import { validateKey } from '../core/names.js';
  * `NewElection(s, "x")` use the key prefix `x/`). The result always ends in '/'; roster's layers
  * only ever list and watch `<dir>/` prefixes (see the contract).
  */
-export function recipeDir(root: string, name: string, prefix?: string): string {
+export function recipeDir(backend: Pick<Backend, 'kind' | 'url'>, root: string, name: string, prefix?: string): string {
   if (prefix !== undefined) {
-    const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+    // `prefix` may be spelled as Go programs spell it (`/locks/job` on etcd://host:2379/):
+    // resolved against the backend's name root (core/names.ts, docs/interop.md).
+    const resolved = resolveName(prefix, nameRoot(backend), 'prefix');
+    const p = resolved.endsWith('/') ? resolved.slice(0, -1) : resolved;
     validateKey(p, 'prefix');
     return `${p}/`;
   }

@@ -65,7 +65,7 @@ class HeldLock extends HeldKey implements Lock {
  * waiter's key is deleted by someone else; in every case the waiter's key is removed.
  */
 export async function lock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock> {
-  const line = lineOf(backend, recipeDir('locks', name, opts.prefix), 'lock');
+  const line = lineOf(backend, recipeDir(backend, 'locks', name, opts.prefix), 'lock');
   const signal = anySignal(opts.signal, session.signal)!;
   throwIfAborted(signal);
   const releaseLocal = claimLocalKey(session, line.dir, `lock ${name}`);
@@ -84,7 +84,7 @@ export async function lock(backend: Backend, session: Session, name: string, opt
 
 /** Acquire `name` only if it is free right now; otherwise leave no trace and resolve undefined. */
 export async function tryLock(backend: Backend, session: Session, name: string, opts: LockOptions = {}): Promise<Lock | undefined> {
-  const line = lineOf(backend, recipeDir('locks', name, opts.prefix), 'lock');
+  const line = lineOf(backend, recipeDir(backend, 'locks', name, opts.prefix), 'lock');
   throwIfAborted(anySignal(opts.signal, session.signal));
   const releaseLocal = claimLocalKey(session, line.dir, `lock ${name}`);
   try {

@@ -193,7 +193,7 @@ export class Queue {
     readonly name: string,
     opts: { prefix?: string } = {},
   ) {
-    this.prefix = recipeDir('queues', name, opts.prefix);
+    this.prefix = recipeDir(backend, 'queues', name, opts.prefix);
     this.itemsDir = `${this.prefix}items/`;
     this.claimsDir = `${this.prefix}claims/`;
     this.takersDir = `${this.prefix}takers/`;

@@ -50,7 +50,7 @@ export class Semaphore {
     opts: { prefix?: string } = {},
   ) {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgumentError(`invalid semaphore limit ${limit}: expected a positive integer`);
-    this.prefix = recipeDir('semaphores', name, opts.prefix);
+    this.prefix = recipeDir(backend, 'semaphores', name, opts.prefix);
   }
 
   private async enter(): Promise<KeyValue> {

@@ -8,7 +8,8 @@ import { abortable, throwIfAborted } from '../core/async.js';
 import { Channel } from '../core/channel.js';
 import type { Clock } from '../core/clock.js';
 import { ClosedError, InvalidArgumentError } from '../core/errors.js';
-import type { Instance, InstanceStatus } from '../core/model.js';
+import type { HealthStatus, Instance, InstanceStatus } from '../core/model.js';
+import { isHealthStatus } from '../core/checks.js';
 import { validateMetadata, validateServiceName, validateTags } from '../core/names.js';
 import { Emitter } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
@@ -24,6 +25,9 @@ export interface CacheFilter {
   zone?: string | string[];
   /** Only instances with this status (default: any; pickers skip `draining` anyway). */
   status?: InstanceStatus;
+  /** Only instances whose health is this (or one of these); an instance without checks has no
+   *  `health` and counts as passing (Consul's rule). `'passing'` is Consul's `?passing`. */
+  health?: HealthStatus | readonly HealthStatus[];
   /** Any further predicate; it must be pure (it is re-run on every change). */
   match?: (instance: Instance) => boolean;
 }
@@ -325,6 +329,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
     const f = this.filter;
     if (!f) return true;
     if (f.status !== undefined && i.status !== f.status) return false;
+    if (f.health !== undefined && !(f.health as readonly HealthStatus[]).includes(i.health ?? 'passing')) return false;
     if (f.zone !== undefined && !(typeof f.zone === 'string' ? i.zone === f.zone : i.zone !== undefined && f.zone.includes(i.zone))) return false;
     if (f.tags) for (const t of f.tags) if (!i.tags.includes(t)) return false;
     if (f.metadata) for (const [k, v] of Object.entries(f.metadata)) if (i.metadata[k] !== v) return false;
@@ -375,7 +380,7 @@ function sameInstance(a: Instance, b: Instance): boolean {
 }
 
 function normaliseFilter(f: CacheFilter): CacheFilter {
-  if (typeof f !== 'object' || f === null) throw new InvalidArgumentError('invalid filter: expected { tags?, metadata?, zone?, status?, match? }');
+  if (typeof f !== 'object' || f === null) throw new InvalidArgumentError('invalid filter: expected { tags?, metadata?, zone?, status?, health?, match? }');
   const out: CacheFilter = {};
   if (f.tags !== undefined) out.tags = validateTags(f.tags);
   if (f.metadata !== undefined) out.metadata = validateMetadata(f.metadata);
@@ -388,6 +393,13 @@ function normaliseFilter(f: CacheFilter): CacheFilter {
   if (f.status !== undefined) {
     if (f.status !== 'up' && f.status !== 'draining') throw new InvalidArgumentError(`invalid filter status ${JSON.stringify(f.status)}: expected "up" or "draining"`);
     out.status = f.status;
+  }
+  if (f.health !== undefined) {
+    const list = typeof f.health === 'string' ? [f.health] : f.health;
+    if (!Array.isArray(list) || list.length === 0 || !list.every(isHealthStatus)) {
+      throw new InvalidArgumentError(`invalid filter health ${JSON.stringify(f.health)}: expected "passing", "warning" or "critical", or a list of them`);
+    }
+    out.health = Object.freeze([...list]);
   }
   if (f.match !== undefined) {
     if (typeof f.match !== 'function') throw new InvalidArgumentError('invalid filter match: expected a function');

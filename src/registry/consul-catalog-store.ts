@@ -122,6 +122,16 @@ export class ConsulCatalogStore extends BackendBase {
   }
 
   protected async doList(prefix: string, signal: AbortSignal | undefined): Promise<ListResult> {
+    if (prefix === '') {
+      // Every service, one health read each (the catalog has no single read of everything); the
+      // revision is the lowest of the reads, so nothing later is claimed as seen.
+      const names = (await this.catalog.services(signal ? { signal } : {})).filter((n) => n !== 'consul');
+      const lists = await Promise.all(names.map(async (n) => ({ n, l: await this.catalog.list(n, signal ? { signal } : {}) })));
+      return {
+        revision: lists.length ? Math.min(...lists.map((x) => x.l.revision)) : 0,
+        items: lists.flatMap(({ n, l }) => l.items.map((kv) => this.mapKv(n, kv))).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+      };
+    }
     const service = this.serviceOf(prefix);
     const l = await this.catalog.list(service, signal ? { signal } : {});
     return { revision: l.revision, items: l.items.map((kv) => this.mapKv(service, kv)) };

@@ -20,6 +20,7 @@ export {
   type CacheEvents,
   type CachePicker,
 } from './cache.js';
+export { deregisterInstance, intentKey, INTENT_PREFIX, type DeregisterOptions, type DeregisterResult, type DeregisterIntent } from './deregister.js';
 export { Discovery, ServiceCatalog, type DiscoveryOptions } from './discovery.js';
 export { call, broadcast, type CallOptions, type CallContext, type BroadcastOptions, type BroadcastResult } from './call.js';
 export { resolveStrategy, type StrategyLike } from './strategy.js';

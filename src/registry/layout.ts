@@ -40,8 +40,20 @@ export interface Layout {
   /** Prefix of one service's instances. Ends with '/'. */
   servicePrefix(service: string): string;
   key(instance: Instance): string;
-  encode(instance: Instance, extra?: { registeredAt?: number }): string;
+  /** `extra`: when the registration was made and the TTL of the session it is bound to (a layout
+   *  may store them for operators: `roster ls` shows AGE and TTL). */
+  encode(instance: Instance, extra?: { registeredAt?: number; sessionTtl?: number }): string;
   decode(service: string, kv: KeyValue): Instance | undefined;
+  /**
+   * Optional: the stored value marked "being deregistered at `at`" (undefined when it cannot be
+   * marked). A writer that deregisters on purpose (Registrar, `roster deregister`) writes the marked
+   * value and then deletes the key, so a watcher tells a deregistration (the deleted value carries
+   * the mark) from an expiry (it does not: the session ended). The mark must not change what
+   * `decode` returns.
+   */
+  markLeaving?(value: string, at: number): string | undefined;
+  /** Optional: whether a stored value carries that mark. */
+  isLeaving?(value: string): boolean;
   /**
    * Optional. Writers (Registrar) call it before encoding an instance of `service`, so a layout
    * can write in the shape the service's other instances already use (the curator layout learns
@@ -173,6 +185,11 @@ function writeAttributes(i: Instance): string {
   });
 }
 
+/**
+ * roster's own layout: `<root><service>/<id>` → the Instance as JSON, plus what the writer adds for
+ * operators: `registeredAt` (ms since epoch), `sessionTtl` (ms), and `deregisteredAt` on the value
+ * written just before a deliberate deregistration deletes the key (Layout.markLeaving).
+ */
 export function rosterLayout(root = 'services'): Layout {
   const r = normRoot(root);
   return {
@@ -180,7 +197,21 @@ export function rosterLayout(root = 'services'): Layout {
     root: r,
     servicePrefix: (service) => `${r}${service}/`,
     key: (i) => `${r}${i.service}/${i.id}`,
-    encode: (i, extra) => JSON.stringify({ ...i, ...(extra?.registeredAt ? { registeredAt: extra.registeredAt } : {}) }),
+    encode: (i, extra) =>
+      JSON.stringify({
+        ...i,
+        ...(extra?.registeredAt ? { registeredAt: extra.registeredAt } : {}),
+        ...(extra?.sessionTtl ? { sessionTtl: extra.sessionTtl } : {}),
+      }),
+    markLeaving(value, at) {
+      const o = tryJson(value);
+      return isMap(o) ? JSON.stringify({ ...o, deregisteredAt: at }) : undefined;
+    },
+    isLeaving(value) {
+      if (!value.includes('"deregisteredAt"')) return false;
+      const o = tryJson(value);
+      return isMap(o) && typeof o.deregisteredAt === 'number';
+    },
     decode(service, kv) {
       const leaf = leafOf(`${r}${service}/`, kv.key);
       if (leaf === undefined) return undefined;

@@ -8,6 +8,7 @@ import { holdProcess } from '../core/lifetime.js';
 import { toInstance, type Instance, type InstanceInput } from '../core/model.js';
 import { Emitter, type Tagged } from '../core/emitter.js';
 import { rosterLayout, type Layout } from './layout.js';
+import { intentKey, INTENT_PREFIX, parseIntent } from './deregister.js';
 
 export interface RegistrarOptions {
   /** Session TTL: ms or a duration string ("10s"). An instance disappears at most about this long
@@ -43,7 +44,10 @@ export type RegistrarState = 'idle' | 'up' | 'recovering' | 'closed';
 export interface RegistrarEvents {
   /** An instance was written (first registration or an update). */
   registered: { readonly instance: Instance; readonly revision: number; readonly sessionId: string };
-  deregistered: { readonly instance: Instance };
+  /** An owned instance is no longer registered: `deregister()`, `close()`, or an operator's
+   *  deliberate deregistration (`roster deregister`, see deregister.ts), which the registrar
+   *  honours instead of repairing. */
+  deregistered: { readonly instance: Instance; readonly reason: 'deregister' | 'close' | 'operator' };
   /** The session carrying the registrations ended without close(): its keys must be presumed gone. */
   lost: { readonly cause: unknown; readonly sessionId: string; readonly instances: number };
   /** Every owned instance is registered again, under a new session. */
@@ -74,6 +78,9 @@ interface Entry {
   revision: number;
   version: number;
   sessionId: string | undefined;
+  /** Revision of our last successful write only (`revision` also advances past changes already
+   *  handled): an operator's intent older than it was aimed at an earlier registration. */
+  written: number;
   /** Tail of this key's write chain: writes and deletes of one key never overlap. */
   chain: Promise<unknown>;
   /** A write or delete was attempted whose outcome is unknown: the key may exist. */
@@ -207,12 +214,12 @@ export class Registrar extends Emitter<RegistrarEvents> {
     // A layout may adapt what it writes to what the service already holds (curator: payload class).
     if (this.layout.prepare) await this.layout.prepare(this.backend, instance.service, opts);
     const key = this.layout.key(instance);
-    const value = this.layout.encode(instance, { registeredAt: this.clock.now() });
+    const value = this.layout.encode(instance, { registeredAt: this.clock.now(), sessionTtl: this.ttl });
     const prev = this.desired.get(key);
     // An unsettled key of this instance is taken over: its chain orders this write after its delete.
     const left = prev ? undefined : this.unsettled.get(key);
     if (left) this.unsettled.delete(key);
-    const entry: Entry = prev ?? left ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, chain: Promise.resolve(), maybeWritten: false };
+    const entry: Entry = prev ?? left ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, written: 0, chain: Promise.resolve(), maybeWritten: false };
     const before = prev && { instance: prev.instance, value: prev.value };
     entry.instance = instance;
     entry.value = value;
@@ -285,7 +292,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
       throw e;
     }
     if (this.unsettled.get(entry.key) === entry) this.unsettled.delete(entry.key);
-    this.emit('deregistered', { instance: entry.instance });
+    this.emit('deregistered', { instance: entry.instance, reason: 'deregister' });
     return true;
   }
 
@@ -399,6 +406,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
         return;
       }
       this.install(s);
+      await this.honourIntents(signal);
       // Put every owned entry under the new session; retry transient failures on the same session
       // for as long as it lives.
       let pending = [...this.desired.values()];
@@ -449,19 +457,45 @@ export class Registrar extends Emitter<RegistrarEvents> {
       res = await this.store.put(entry.key, entry.value, { session: s, ifAbsent: true, ...sig });
     }
     entry.revision = res.revision;
+    entry.written = res.revision;
     entry.version = res.kv.version;
     entry.sessionId = s.id;
   }
 
-  /** Delete the entry's key if it is still ours (bound to one of our sessions). */
+  /**
+   * Delete the entry's key if it is still ours (bound to one of our sessions). Where the layout
+   * can mark a value as leaving (Layout.markLeaving) and the key is bound to the live session, the
+   * marked value is written first (compare-and-set, same session), so watchers can tell this
+   * deregistration from an expiry. The fast path (our last write is still the stored value) costs
+   * the same two round trips as a get + delete.
+   */
   private async remove(entry: Entry, signal?: AbortSignal): Promise<void> {
     if (!entry.maybeWritten) return; // never written
     const sig = signal ? { signal } : {};
+    const s = this.current;
+    const live = s && !s.signal.aborted ? s : undefined;
+    const marked = (value: string) => this.layout.markLeaving?.(value, this.clock.now());
+    if (live && entry.sessionId === live.id) {
+      const m = marked(entry.value);
+      if (m !== undefined) {
+        try {
+          const r = await this.store.put(entry.key, m, { session: live, ifVersion: entry.version, ...sig });
+          await this.store.delete(entry.key, { ifVersion: r.kv.version, ...sig });
+          entry.maybeWritten = false;
+          return;
+        } catch (e) {
+          if (!isRosterError(e, 'CONFLICT')) throw e; // changed since our write (a health update): look
+        }
+      }
+    }
     for (let i = 0; i < 3; i++) {
       const kv = await this.store.get(entry.key, sig);
       if (!kv || !this.isOurs(kv)) return;
       try {
-        await this.store.delete(entry.key, { ifVersion: kv.version, ...sig });
+        let version = kv.version;
+        const m = live && kv.session === live.id ? marked(kv.value) : undefined;
+        if (m !== undefined) version = (await this.store.put(entry.key, m, { session: live!, ifVersion: kv.version, ...sig })).kv.version;
+        await this.store.delete(entry.key, { ifVersion: version, ...sig });
         entry.maybeWritten = false;
         return;
       } catch (e) {
@@ -499,6 +533,49 @@ export class Registrar extends Emitter<RegistrarEvents> {
       if (typeof ref === 'object' ? e.instance.service === ref.service && e.instance.id === ref.id : e.instance.id === ref) return e;
     }
     return undefined;
+  }
+
+  // ------------------------------------------------------------------ operators' deregistrations
+
+  /** Whether an operator deregistered this entry on purpose: an intent written after our last write
+   *  of it (revisions order them), naming one of our sessions (or none). If so, stop owning it.
+   *  See deregister.ts. */
+  private async honourIntent(entry: Entry): Promise<boolean> {
+    if (!this.aimedAtUs(entry, await this.backend.get(intentKey(entry.instance.service, entry.instance.id)))) return false;
+    this.drop(entry);
+    return true;
+  }
+
+  private aimedAtUs(entry: Entry, kv: KeyValue | undefined): boolean {
+    const intent = parseIntent(kv);
+    return !!intent && kv!.modRevision > entry.written && (intent.session === undefined || this.ownSessions.has(intent.session));
+  }
+
+  /** Before a recovery re-puts everything: drop what operators deregistered meanwhile. */
+  private async honourIntents(signal: AbortSignal): Promise<void> {
+    const services = new Set([...this.desired.values()].map((e) => e.instance.service));
+    for (const service of services) {
+      let items: readonly KeyValue[];
+      try {
+        items = (await this.backend.list(`${INTENT_PREFIX}${service}/`, { signal })).items;
+      } catch (e) {
+        if (!this.closing) this.report(e, 'recover');
+        continue; // cannot tell: re-put (the registrar's contract) rather than drop
+      }
+      for (const kv of items) {
+        const id = kv.key.slice(`${INTENT_PREFIX}${service}/`.length);
+        const entry = [...this.desired.values()].find((e) => e.instance.service === service && e.instance.id === id);
+        if (entry && this.aimedAtUs(entry, kv)) this.drop(entry);
+      }
+    }
+  }
+
+  private drop(entry: Entry): void {
+    if (this.desired.get(entry.key) !== entry) return;
+    this.desired.delete(entry.key);
+    this.releaseWatch(entry.instance.service);
+    this.holdIfOwning();
+    this.emit('deregistered', { instance: entry.instance, reason: 'operator' });
   }
 
   private isOurs(kv: KeyValue): boolean {
@@ -600,6 +677,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     void this.exclusive(entry, async () => {
       if (this.desired.get(entry.key) !== entry || s.signal.aborted || this.current !== s) return;
       try {
+        if (reason !== 'old-session' && (await this.honourIntent(entry))) return;
         await this.write(entry, s);
         this.counters.repairs++;
         this.emit('repaired', { instance: entry.instance, reason });
@@ -638,7 +716,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
         const inst = entries[i]!.instance;
         errors.push(new RosterError(isRosterError(r.reason) ? r.reason.code : 'UNAVAILABLE', `deregistering ${inst.service}/${inst.id}: ${errMsg(r.reason)}`, { cause: r.reason, details: { service: inst.service, id: inst.id } }));
       } else {
-        this.emit('deregistered', { instance: entries[i]!.instance });
+        this.emit('deregistered', { instance: entries[i]!.instance, reason: 'close' });
       }
     });
     const s = this.current;

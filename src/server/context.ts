@@ -3,6 +3,7 @@ import type { Route } from './router.js';
 import type { SseHub } from './sse.js';
 import type { RouteStats } from './metrics.js';
 import type { HealthChecker } from './health/checker.js';
+import type { Security } from './auth/security.js';
 
 /**
  * What a route module sees of the server: the engine it serves, the request limits, the SSE hub
@@ -24,6 +25,9 @@ export interface ServerContext {
   readonly bodiesRejected: number;
   /** The active health checker (server/health), unless the server runs without one. */
   readonly checker: HealthChecker | undefined;
+  /** Tokens, ACLs, quotas and the edge rules (auth/security.ts). Routes check what they touch
+   *  against `x.principal` through it; with auth off every check passes but reserved keys. */
+  readonly security: Security;
   /** Report an unexpected failure (a 500, a socket error). */
   onError(err: unknown): void;
   /** Run `fn` when the server closes, before it waits for requests in flight (a module that parks

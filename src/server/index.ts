@@ -3,6 +3,10 @@
  * /api/v1, watch streams as Server-Sent Events, /healthz, /metrics and the dashboard; DNS and
  * Prometheus HTTP SD for consumers without a roster library. The wire protocol is docs/protocol.md.
  */
-export { startServer, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BODY_BYTES, type RosterServer, type ServerOptions } from './server.js';
+export { startServer, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_BODY_BYTES, type RosterServer, type ServerOptions, type TlsOptions } from './server.js';
+export type { AuthOptions, SecurityOptions, RouteAcl } from './auth/security.js';
+export type { QuotaLimits } from './auth/quotas.js';
+export type { AuditEntry, AuditSink } from './auth/audit.js';
+export type { Access, Rule } from './auth/policy.js';
 export { startDnsServer, DEFAULT_DNS_PORT, type DnsServer, type DnsServerOptions } from './dns/index.js';
 export { createPromSdHandler, type PromSdHandler, type TargetGroup } from './promsd/index.js';

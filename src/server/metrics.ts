@@ -54,6 +54,8 @@ export interface MetricsSources {
   sseDropped: () => number;
   bodyRejected: () => number;
   startedAt: number;
+  /** More exposition lines (auth and quota figures). */
+  extra?: () => string[];
 }
 
 function fmt(n: number): string {
@@ -112,6 +114,7 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_history_bytes', 'gauge', 'Bytes charged to the events kept for resume (bounded by the history byte limit).', s.historyBytes);
   metric('roster_leases_expired_total', 'counter', 'Sessions that expired because no keepalive arrived within their TTL.', src.engine.expiredLeases);
   metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
+  if (src.extra) out.push(...src.extra());
 
   const mem = process.memoryUsage();
   const cpu = process.cpuUsage();

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, NotFoundError, RosterError, UnavailableError } from '../core/errors.js';
 import { describeValue } from './http.js';
 import { methodIndex, RouteStats, type MethodIndex } from './metrics.js';
+import type { Principal, RouteAcl, Security } from './auth/security.js';
 
 /**
  * The router: a precompiled route table (one Map lookup for fixed paths, a few startsWith /
@@ -29,9 +30,24 @@ export interface Route {
   /** Label of the route in metrics (`roster_http_requests_total{route=...}`). */
   readonly name: string;
   readonly methods: Partial<Record<HttpMethod, Handler>>;
+  /**
+   * Who may call it (auth/security.ts): 'open', 'metrics', 'token' (the handler then checks each
+   * key, session or service it touches) or 'admin'. Required, so a route cannot be added without a
+   * decision; test/security/battery.test.ts holds every route and method to its table.
+   */
+  readonly acl: RouteAcl;
+  /** Consul's wire rules: the token may come as ?token=, and no JSON content type is required of
+   *  state-changing requests (auth/edge.ts says why that is safe). */
+  readonly consulWire?: boolean;
+  /** A page a browser may navigate to from another site (the dashboard). */
+  readonly navigation?: boolean;
+  /** false: successful requests are not audited (keepalives: they change no data). */
+  readonly audit?: false;
 }
 
 export const JSON_TYPE = 'application/json; charset=utf-8';
+
+const ACLS: readonly RouteAcl[] = ['open', 'metrics', 'token', 'admin'];
 
 /** What the router needs from the server around it. */
 export interface RouterHost {
@@ -44,6 +60,8 @@ export interface RouterHost {
   onError(err: unknown): void;
   /** A request body was refused for its size (counted in metrics). */
   rejectedBody(): void;
+  /** Admission (edge, tokens, ACLs, quotas) and the audit trail. */
+  readonly security: Security;
 }
 
 interface Compiled {
@@ -51,6 +69,15 @@ interface Compiled {
   /** Indexed by method index (metrics.ts). */
   readonly handlers: (Handler | undefined)[];
   readonly allow: string;
+  readonly route: Route;
+}
+
+/** A route as the router holds it (for the security battery and docs). */
+export interface RouteEntry {
+  readonly path: string;
+  readonly name: string;
+  readonly acl: RouteAcl;
+  readonly methods: readonly HttpMethod[];
 }
 
 interface Pattern {
@@ -62,6 +89,9 @@ interface Pattern {
 /** One request in flight: the request, its route match, and the ways to answer it. */
 export class Exchange {
   done = false;
+  /** Who is asking: set by the router once the request is admitted, before the handler runs. */
+  principal!: Principal;
+  private errorCode: string | undefined;
 
   constructor(
     readonly req: IncomingMessage,
@@ -79,7 +109,7 @@ export class Exchange {
   /** Write the one reply of this request (no-op if already replied) and record it. */
   reply(status: number, body: string, contentType = JSON_TYPE, extra?: string[]): void {
     if (this.done) return;
-    const headers = ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store'];
+    const headers = ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store', 'x-content-type-options', 'nosniff'];
     if (extra !== undefined) headers.push(...extra);
     this.write(status, headers, body);
   }
@@ -91,7 +121,7 @@ export class Exchange {
   /** A reply with the caller's own headers and body (static files). */
   send(status: number, headers: string[], body: Buffer): void {
     if (this.done) return;
-    this.write(status, ['content-length', String(body.length), ...headers], body);
+    this.write(status, ['content-length', String(body.length), 'x-content-type-options', 'nosniff', ...headers], body);
   }
 
   /** The response goes on as a stream (SSE): the request counts as answered now. */
@@ -99,6 +129,7 @@ export class Exchange {
     if (this.done) return;
     this.done = true;
     this.route.stats.observe(this.method, status, undefined);
+    this.audit(status);
     this.host.finished();
   }
 
@@ -108,6 +139,7 @@ export class Exchange {
     if (this.done) return;
     this.done = true;
     this.route.stats.observe(this.method, this.res.statusCode, (performance.now() - this.t0) / 1000);
+    this.audit(this.res.statusCode);
     this.host.finished();
   }
 
@@ -123,7 +155,10 @@ export class Exchange {
       err = new RosterError('INTERNAL', 'internal server error', { cause: e });
     }
     const extra: string[] = [];
+    this.errorCode = err.code;
     if (err.code === 'METHOD_NOT_ALLOWED') extra.push('allow', this.route.allow);
+    if (err.code === 'UNAUTHENTICATED') extra.push('www-authenticate', 'Bearer realm="roster"');
+    if (err.code === 'QUOTA_EXCEEDED') extra.push('retry-after', String(err.details?.retryAfterSeconds ?? 1));
     if (err.code === 'TOO_LARGE') {
       this.host.rejectedBody();
       // The rest of the body is not read: ask the client to start over on a new connection.
@@ -135,13 +170,22 @@ export class Exchange {
   private write(status: number, headers: string[], body: string | Buffer): void {
     this.done = true;
     if (!this.host.open) headers.push('connection', 'close');
+    const sec = this.host.security;
+    if (sec.edge.corsOrigins.size > 0) headers.push(...sec.edge.corsHeaders(this.req));
     const res = this.res;
     if (!res.headersSent && !res.destroyed) {
       res.writeHead(status, headers);
       res.end(body);
     }
     this.route.stats.observe(this.method, status, (performance.now() - this.t0) / 1000);
+    this.audit(status);
     this.host.finished();
+  }
+
+  private audit(status: number): void {
+    const changing = this.method > 1 && this.method !== 6; // not GET, HEAD, OPTIONS
+    if (this.route.route.audit === false && status < 300) return;
+    this.host.security.audited(this.req, this.route.stats.name, status, this.errorCode, changing);
   }
 }
 
@@ -153,7 +197,7 @@ export class Router {
   private readonly notFound: Compiled;
 
   constructor(private readonly host: RouterHost) {
-    this.notFound = this.compile({ path: '', name: 'not_found', methods: {} });
+    this.notFound = this.compile({ path: '', name: 'not_found', methods: {}, acl: 'open' });
   }
 
   /** Add routes. A path mounted twice is a programming error, reported at start. */
@@ -162,6 +206,9 @@ export class Router {
       const star = r.path.indexOf('*');
       if (!r.path.startsWith('/') || star !== r.path.lastIndexOf('*')) {
         throw new InvalidArgumentError(`invalid route path ${JSON.stringify(r.path)}: expected /fixed/path or one '*'`);
+      }
+      if (!ACLS.includes(r.acl)) {
+        throw new InvalidArgumentError(`route ${JSON.stringify(r.path)} has no acl decision (${JSON.stringify(r.acl)}): expected ${ACLS.join(', ')}`);
       }
       const taken = star < 0 ? this.exact.has(r.path) : this.patterns.some((p) => p.head + '*' + p.tail === r.path);
       if (taken) throw new InvalidArgumentError(`route ${JSON.stringify(r.path)} is mounted twice`);
@@ -178,7 +225,13 @@ export class Router {
     if (!stats) this.stats.push((stats = new RouteStats(r.name)));
     const handlers: (Handler | undefined)[] = [];
     for (const [m, fn] of Object.entries(r.methods)) handlers[methodIndex(m)] = fn;
-    return { stats, handlers, allow: Object.keys(r.methods).join(', ') };
+    return { stats, handlers, allow: Object.keys(r.methods).join(', '), route: r };
+  }
+
+  /** Every mounted route with its ACL decision and methods. */
+  table(): RouteEntry[] {
+    const all = [...this.exact.values(), ...this.patterns.map((p) => p.route)];
+    return all.map((c) => ({ path: c.route.path, name: c.route.name, acl: c.route.acl, methods: Object.keys(c.route.methods) as HttpMethod[] }));
   }
 
   dispatch(req: IncomingMessage, res: ServerResponse): void {
@@ -204,11 +257,18 @@ export class Router {
     this.host.started();
     if (!this.host.open) return x.fail(new UnavailableError('server is shutting down'));
     const h = route.handlers[method];
-    if (h === undefined) {
-      if (route === this.notFound) return x.fail(new NotFoundError(`no such endpoint: ${req.method} ${describeValue(path)}`));
-      return x.fail(new RosterError('METHOD_NOT_ALLOWED', `method ${describeValue(req.method)} not allowed on ${describeValue(path)}: allowed ${route.allow}`));
-    }
+    const r = route.route;
+    const sec = this.host.security;
     try {
+      if (h === undefined) {
+        // The edge rules (Host, cross-site) hold for unknown paths and methods too.
+        x.principal = sec.admit(req, 'open', { consulWire: false, navigation: false, stateChanging: false, query });
+        const pre = method === 6 ? sec.edge.preflight(req) : undefined;
+        if (pre !== undefined) return x.reply(204, '', 'text/plain', pre);
+        if (route === this.notFound) return x.fail(new NotFoundError(`no such endpoint: ${req.method} ${describeValue(path)}`));
+        return x.fail(new RosterError('METHOD_NOT_ALLOWED', `method ${describeValue(req.method)} not allowed on ${describeValue(path)}: allowed ${route.allow}`));
+      }
+      x.principal = sec.admit(req, r.acl, { consulWire: r.consulWire === true, navigation: r.navigation === true, stateChanging: method > 1 && method !== 6, query });
       const p = h(x);
       if (p !== undefined) p.then(undefined, (e: unknown) => x.fail(e));
     } catch (e) {

@@ -1,10 +1,11 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { Engine, type StorageOptions } from '../engine/engine.js';
 import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { jitter } from '../core/async.js';
 import { describeValue } from './http.js';
-import { JSON_TYPE, Router, type RouterHost } from './router.js';
+import { JSON_TYPE, Router, type RouteEntry, type RouterHost } from './router.js';
 import { SseHub } from './sse.js';
 import { staticRoutes } from './static.js';
 import type { RouteModule, ServerContext } from './context.js';
@@ -18,6 +19,9 @@ import { HealthChecker, type HealthCheckerOptions } from './health/checker.js';
 import { checkRoutes } from './health/api.js';
 import { promSdRoutes } from './promsd/index.js';
 import { startDnsServer, type DnsServer, type DnsServerOptions } from './dns/index.js';
+import { Security, validateSecurityOptions, type SecurityOptions } from './auth/security.js';
+import { isLoopback } from './auth/edge.js';
+import { aclRoutes } from './auth/routes.js';
 
 /**
  * roster's HTTP server, its lifecycle: listen, graceful close, destroy. What it serves is a list of
@@ -25,8 +29,8 @@ import { startDnsServer, type DnsServer, type DnsServerOptions } from './dns/ind
  * streams as Server-Sent Events, /healthz and /metrics; the dashboard when `uiDir` is given) plus
  * any the caller mounts (`routes`). Plain node:http; the router answers every request.
  */
-export interface ServerOptions {
-  /** Default 127.0.0.1. */
+export interface ServerOptions extends SecurityOptions {
+  /** Default 127.0.0.1. Anything beyond loopback needs auth and tls, or `insecure` (docs/security.md). */
   host?: string;
   /** Default 8470; 0 picks a free port (see RosterServer.port). */
   port?: number;
@@ -56,6 +60,20 @@ export interface ServerOptions {
   checks?: false | Omit<HealthCheckerOptions, 'engine'>;
   /** Also serve DNS (SRV, A / AAAA of healthy instances; src/server/dns). Off unless given. */
   dns?: Omit<DnsServerOptions, 'engine' | 'backend'>;
+  /** Serve HTTPS: PEM certificate (chain) and key; with `clientCa`, clients must present a
+   *  certificate signed by it (mutual TLS). */
+  tls?: TlsOptions;
+  /** Listen beyond loopback without auth or TLS anyway (a warning is printed on every start). */
+  insecure?: boolean;
+  /** Where warnings go (the insecure start). Default: a line on stderr. */
+  onWarning?: (line: string) => void;
+}
+
+export interface TlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA(s) for client certificates: turns on mutual TLS (a client without a valid one is refused). */
+  clientCa?: string | Buffer;
 }
 
 /**
@@ -77,6 +95,8 @@ export interface RosterServer {
   readonly port: number;
   /** The DNS interface, when started with `dns`. */
   readonly dns?: DnsServer;
+  /** Tokens and ACLs: whether they are on, and where a generated bootstrap token was written. */
+  readonly auth: { readonly enabled: boolean; readonly tokenFile?: string; readonly created: boolean; readonly note?: string };
   /** Graceful: stop accepting, end watch streams (clients resume elsewhere / later), finish
    *  in-flight requests, flush and close the engine (if the server opened it). Idempotent. */
   close(): Promise<void>;
@@ -89,7 +109,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024 + 256 * 1024;
 
 /** The API every roster server serves, in mount order. */
-export const BUILTIN_ROUTES: readonly RouteModule[] = [adminRoutes, sessionRoutes, keyRoutes, serviceRoutes, watchRoutes, promSdRoutes];
+export const BUILTIN_ROUTES: readonly RouteModule[] = [adminRoutes, sessionRoutes, keyRoutes, serviceRoutes, watchRoutes, promSdRoutes, aclRoutes];
 
 class HttpServer implements RosterServer, ServerContext, RouterHost {
   readonly http: Server;
@@ -115,8 +135,10 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     readonly host: string,
     readonly engine: Engine,
     private readonly ownsEngine: boolean,
+    readonly security: Security,
     opts: InternalServerOptions,
   ) {
+    this.onClose(() => security.close());
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
     this.onError = opts.onError ?? ((e) => process.stderr.write(`roster server: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
@@ -137,16 +159,42 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     ];
     for (const m of modules) this.router.mount(m(this));
 
-    this.http = createServer(
-      {
-        // Slow-loris bounds; watch streams are unaffected (their request is complete at once).
-        headersTimeout: 20_000,
-        requestTimeout: 60_000,
-        keepAliveTimeout: 5_000,
-      },
-      (req: IncomingMessage, res: ServerResponse) => this.router.dispatch(req, res),
-    );
+    const httpOptions = {
+      // Slow-loris bounds; watch streams are unaffected (their request is complete at once).
+      headersTimeout: 20_000,
+      requestTimeout: 60_000,
+      keepAliveTimeout: 5_000,
+      // Node's own answer to a missing Host is a bare 400: the router answers it in JSON instead.
+      requireHostHeader: false,
+    };
+    const handle = (req: IncomingMessage, res: ServerResponse) => {
+      const host = req.headers.host;
+      if ((host === undefined || host === '') && (req.httpVersionMajor > 1 || req.httpVersionMinor >= 1)) {
+        res.shouldKeepAlive = false;
+        return rawJson(res, 400, 'INVALID_ARGUMENT', 'missing or empty Host header (required by HTTP/1.1)');
+      }
+      this.router.dispatch(req, res);
+    };
+    const t = opts.tls;
+    this.http = t
+      ? createHttpsServer({ ...httpOptions, cert: t.cert, key: t.key, ...(t.clientCa ? { ca: t.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, handle)
+      : createServer(httpOptions, handle);
+    this.scheme = t ? 'https' : 'http';
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => onClientError(err, socket));
+    // CONNECT, Upgrade and unknown Expect values: Node's defaults are no reply or a bare status.
+    this.http.on('connect', (_req: IncomingMessage, socket: Duplex) => endSocket(socket, 405, 'METHOD_NOT_ALLOWED', 'CONNECT is not served: roster is not a proxy'));
+    this.http.on('upgrade', (_req: IncomingMessage, socket: Duplex) => endSocket(socket, 400, 'INVALID_ARGUMENT', 'protocol upgrades are not served'));
+    this.http.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      res.shouldKeepAlive = false;
+      rawJson(res, 417, 'INVALID_ARGUMENT', `unsupported Expect ${JSON.stringify(String(req.headers.expect).slice(0, 60))}: only 100-continue is understood`);
+    });
+  }
+
+  readonly scheme: 'http' | 'https';
+
+  get auth(): RosterServer['auth'] {
+    const b = this.security.bootstrap;
+    return { enabled: this.security.enabled, created: b?.created ?? false, ...(b?.tokenFile ? { tokenFile: b.tokenFile } : {}), ...(b?.note ? { note: b.note } : {}) };
   }
 
   get open(): boolean {
@@ -155,6 +203,10 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
 
   get routeStats() {
     return this.router.stats;
+  }
+
+  routeTable(): RouteEntry[] {
+    return this.router.table();
   }
 
   async listen(port: number): Promise<void> {
@@ -171,7 +223,7 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     this.http.on('error', (e) => this.onError(e));
     const addr = this.http.address();
     this.port = typeof addr === 'object' && addr ? addr.port : port;
-    this.url = `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    this.url = `${this.scheme}://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
     this.heartbeat = setInterval(() => this.sse.beat(), jitter(this.sse.heartbeatMs, 0.1));
     this.heartbeat.unref();
   }
@@ -273,16 +325,35 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   const code = status === 431 ? 'TOO_LARGE' : status === 408 ? 'TIMEOUT' : 'INVALID_ARGUMENT';
   const message = status === 431 ? 'request headers too large' : status === 408 ? 'request timed out' : `malformed HTTP request (${err.code ?? 'parse error'})`;
+  endSocket(socket, status, code, message);
+}
+
+/** Answer on a raw socket (no response object exists) with the JSON error body, then close. */
+function endSocket(socket: Duplex, status: number, code: string, message: string): void {
+  if (!socket.writable) return void socket.destroy();
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/** A JSON error on a response the router never saw (refused before routing); the connection closes. */
+function rawJson(res: ServerResponse, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body), connection: 'close', 'x-content-type-options': 'nosniff' });
+  res.end(body);
 }
 
 /** @internal The engine behind a server started here (tests inspect it; not part of the API). */
 export function serverEngine(server: RosterServer): Engine {
   if (!(server instanceof HttpServer)) throw new InvalidArgumentError('not a roster server started by this process');
   return server.engine;
+}
+
+/** @internal Every route the server mounted, with its ACL decision (the security battery's list). */
+export function serverRoutes(server: RosterServer): RouteEntry[] {
+  if (!(server instanceof HttpServer)) throw new InvalidArgumentError('not a roster server started by this process');
+  return server.routeTable();
 }
 
 /** Start roster's HTTP server. Resolves once it listens; `port: 0` picks a free port. */
@@ -300,12 +371,38 @@ export async function launchServer(opts: InternalServerOptions = {}): Promise<Ro
   if (opts.heartbeatMs !== undefined && (!Number.isFinite(opts.heartbeatMs) || opts.heartbeatMs < 10)) {
     throw new InvalidArgumentError(`invalid heartbeatMs ${describeValue(opts.heartbeatMs)}: expected at least 10`);
   }
-  const engine = opts.engine ?? (await Engine.open({ ...opts.storage, dataDir: opts.dataDir ?? './.roster' }));
-  const server = new HttpServer(opts.host ?? DEFAULT_HOST, engine, opts.engine === undefined, opts);
+  validateSecurityOptions(opts);
+  const host = opts.host ?? DEFAULT_HOST;
+  const authOn = opts.auth !== undefined && opts.auth !== false;
+  if (!isLoopback(host)) {
+    const missing = [authOn ? '' : 'auth', opts.tls ? '' : 'TLS'].filter(Boolean).join(' and ');
+    if (missing !== '') {
+      if (!opts.insecure) {
+        throw new InvalidArgumentError(
+          `refusing to listen on ${host} without ${missing}: anyone who can reach this address could read and change every registration. ` +
+            'Turn on auth and TLS (docs/security.md), listen on 127.0.0.1, or accept the risk with --insecure (insecure: true)',
+        );
+      }
+      (opts.onWarning ?? ((l: string) => process.stderr.write(`roster: ${l}\n`)))(
+        `WARNING: listening on ${host} without ${missing} (--insecure): anyone who can reach it can read and change every registration`,
+      );
+    }
+  }
+  const dataDir = opts.engine === undefined ? (opts.dataDir ?? './.roster') : opts.dataDir;
+  const engine = opts.engine ?? (await Engine.open({ ...opts.storage, dataDir: dataDir! }));
+  let server: HttpServer;
+  try {
+    const security = await Security.open(engine, opts, { listenHost: host, ...(dataDir !== undefined ? { dataDir } : {}), onError: opts.onError ?? ((e) => process.stderr.write(`roster server: ${String(e)}\n`)) });
+    server = new HttpServer(host, engine, opts.engine === undefined, security, opts);
+  } catch (e) {
+    if (opts.engine === undefined) await engine.close().catch(() => undefined);
+    throw e;
+  }
   try {
     await server.listen(port);
     if (opts.dns) await server.startDns(opts.dns);
   } catch (e) {
+    await server.security.close().catch(() => undefined);
     if (opts.engine === undefined) {
       try {
         await engine.close();

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Engine, EngineEvent, Subscription } from '../engine/engine.js';
 import { sseFrame, writeOpening, type OpeningStream } from './watch-stream.js';
+import { isReserved, rangeHasReserved } from './auth/store.js';
 
 const HEARTBEAT = Buffer.from(':\n\n');
 
@@ -9,7 +10,13 @@ class SseStream implements OpeningStream {
   /** Set once its snapshot or backlog is written (watch-stream.ts). */
   live = false;
   sub: Subscription | undefined;
-  constructor(readonly res: ServerResponse) {}
+  constructor(
+    readonly res: ServerResponse,
+    /** The prefix covers the server's reserved keys (auth/store.ts): those events are left out. */
+    readonly filtered: boolean,
+    /** Frees the stream's quota slot; called once when it ends. */
+    readonly release: () => void,
+  ) {}
 }
 
 /**
@@ -41,8 +48,8 @@ export class SseHub {
    * resumed after revision `from`. The opening (snapshot, reset or backlog) is streamed from the
    * engine's history in pieces (watch-stream.ts); live events follow once it is written.
    */
-  open(res: ServerResponse, engine: Engine, prefix: string, from: number | undefined): void {
-    const s = new SseStream(res);
+  open(res: ServerResponse, engine: Engine, prefix: string, from: number | undefined, release: () => void = () => undefined): void {
+    const s = new SseStream(res, rangeHasReserved(prefix), release);
     const sub = engine.subscribe(prefix, from, (ev) => this.send(s, ev), { streamBacklog: true });
     s.sub = sub;
     this.streams.add(s);
@@ -68,6 +75,7 @@ export class SseHub {
 
   private send(s: SseStream, ev: EngineEvent): void {
     if (!s.live) return; // still writing its opening, which reads this event from history
+    if (s.filtered && isReserved(ev.key)) return;
     if (ev !== this.lastEvent) {
       this.lastEvent = ev;
       this.lastFrame = Buffer.from(sseFrame(ev.type, ev.revision, JSON.stringify(ev)));
@@ -93,6 +101,7 @@ export class SseHub {
   private drop(s: SseStream): void {
     s.sub?.cancel();
     this.streams.delete(s);
+    s.release();
   }
 
   private end(s: SseStream, destroy: boolean): void {

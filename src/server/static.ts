@@ -4,6 +4,7 @@ import { InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import { decodePath, describeValue, parseQuery } from './http.js';
 import type { Exchange } from './router.js';
 import type { RouteModule } from './context.js';
+import { UI_HEADERS } from './auth/edge.js';
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -26,7 +27,7 @@ export function staticRoutes(dir: string): RouteModule {
   const root = resolvePath(dir);
   const redirect = (x: Exchange) => {
     parseQuery(x.query, []);
-    x.reply(302, '', 'text/plain', ['location', '/ui/']);
+    x.reply(302, '', 'text/plain', ['location', '/ui/', ...UI_HEADERS]);
   };
   const serve = async (x: Exchange) => {
     parseQuery(x.query, []);
@@ -45,11 +46,15 @@ export function staticRoutes(dir: string): RouteModule {
     } catch (e) {
       throw new NotFoundError(`no such file: /ui/${rel}`, { cause: e });
     }
-    x.send(200, ['content-type', MIME[extname(file)] ?? 'application/octet-stream', 'cache-control', 'no-cache'], body);
+    // The page's own CSP meta tag stays as a second line; these headers are the enforced policy
+    // (frame-ancestors and X-Frame-Options work only as headers).
+    x.send(200, ['content-type', MIME[extname(file)] ?? 'application/octet-stream', 'cache-control', 'no-cache', ...UI_HEADERS], body);
   };
+  // The dashboard's files are public (no data in them): the page asks for a token (kept in the
+  // tab's sessionStorage) and sends it with every API request.
   return () => [
-    { path: '/', name: 'ui', methods: { GET: redirect } },
-    { path: '/ui', name: 'ui', methods: { GET: redirect } },
-    { path: '/ui/*', name: 'ui', methods: { GET: serve } },
+    { path: '/', name: 'ui', acl: 'open', navigation: true, methods: { GET: redirect } },
+    { path: '/ui', name: 'ui', acl: 'open', navigation: true, methods: { GET: redirect } },
+    { path: '/ui/*', name: 'ui', acl: 'open', navigation: true, methods: { GET: serve } },
   ];
 }

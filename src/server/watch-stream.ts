@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Engine, Subscription } from '../engine/engine.js';
+import { isReserved } from './auth/store.js';
 
 /**
  * The opening of a watch stream, written in pieces: the snapshot (or reset) of a new watch, the
@@ -20,6 +21,8 @@ export interface OpeningStream {
   closed: boolean;
   /** The opening is written: live events are written as they are published. */
   live: boolean;
+  /** Leave out the server's reserved keys (a prefix that covers them: '', '_', ...). */
+  readonly filtered: boolean;
 }
 
 const HIGH_WATER = 1024 * 1024;
@@ -39,8 +42,11 @@ export async function writeOpening(engine: Engine, s: OpeningStream, sub: Subscr
     const { revision, items } = sub.snapshot;
     // Byte for byte the frame of JSON.stringify(snapshot), without building that string.
     let piece = `id: ${revision}\nevent: ${sub.reset ? 'reset' : 'snapshot'}\ndata: {"revision":${revision},"items":[`;
+    let first = true;
     for (let i = 0; i < items.length; i++) {
-      piece += (i > 0 ? ',' : '') + JSON.stringify(items[i]);
+      if (s.filtered && isReserved(items[i]!.key)) continue;
+      piece += (first ? '' : ',') + JSON.stringify(items[i]);
+      first = false;
       if (piece.length >= PIECE) {
         res.write(piece);
         piece = '';
@@ -59,8 +65,9 @@ export async function writeOpening(engine: Engine, s: OpeningStream, sub: Subscr
     let whole = true;
     let piece = '';
     for (const ev of page.events) {
-      piece += sseFrame(ev.type, ev.revision, JSON.stringify(ev));
       cursor = ev.revision;
+      if (s.filtered && isReserved(ev.key)) continue;
+      piece += sseFrame(ev.type, ev.revision, JSON.stringify(ev));
       if (piece.length >= PIECE) {
         res.write(piece);
         piece = '';

@@ -84,7 +84,7 @@ describe('remote backend: write batching', () => {
   it('a lost session fails only its writes and marks the session lost; an aborted write is not sent', async () => {
     const p = uniquePrefix('rb2');
     const s = await b.session({ ttl: 5000 });
-    await request(srv.url, 'DELETE', `/api/v1/sessions/${s.id}`); // revoked behind the client's back
+    await request(srv.url, 'DELETE', `/api/v1/sessions/${s.id}`, { headers: { 'x-roster-request': '1' } }); // revoked behind the client's back
     const ac = new AbortController();
     const bound = b.put(`${p}bound`, 'v', { session: s });
     const free = b.put(`${p}free`, 'v');

@@ -21,7 +21,7 @@ describe('http:// (roster server) conformance', () => {
     ttl: 1000,
     restart: () => proc.restart(),
     compact: async () => {
-      const res = await fetch(`${proc.url}/api/v1/admin/compact`, { method: 'POST' });
+      const res = await fetch(`${proc.url}/api/v1/admin/compact`, { method: 'POST', headers: { 'x-roster-request': '1' } });
       if (res.status !== 200) throw new Error(`compact failed: HTTP ${res.status} ${await res.text()}`);
     },
   });
@@ -58,7 +58,7 @@ describe('http:// client specifics', () => {
     try {
       const s = await b.session({ ttl: 900 });
       await b.put('lost/k', 'v', { session: s });
-      const res = await fetch(`${srv.url}/api/v1/sessions/${s.id}`, { method: 'DELETE' });
+      const res = await fetch(`${srv.url}/api/v1/sessions/${s.id}`, { method: 'DELETE', headers: { 'x-roster-request': '1' } });
       expect(res.status).toBe(204);
       await eventually(() => s.signal.aborted, 3000, 'session signal');
       expect(s.lost).toBe(true);

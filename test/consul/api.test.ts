@@ -140,7 +140,7 @@ describe('sessions', () => {
     const before = await call('GET', '/v1/kv/jobs/leader');
     const parked = call('GET', `/v1/kv/jobs/leader?index=${before.index}&wait=10s`);
     // End the lease the way expiry does (the engine drops it), not through /v1.
-    expect((await fetch(`${base}/api/v1/sessions/${await leaseOf(id)}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${base}/api/v1/sessions/${await leaseOf(id)}`, { method: 'DELETE', headers: { 'x-roster-request': '1' } })).status).toBe(204);
     const after = (await parked).json()[0];
     expect(after.Session).toBeUndefined();
     expect(Buffer.from(after.Value, 'base64').toString()).toBe('me');
@@ -159,7 +159,7 @@ describe('sessions', () => {
     expect((await call('PUT', `/v1/kv/eph?release=${id}`, 'b')).text).toBe('true');
     expect((await call('PUT', `/v1/kv/eph?acquire=${id}`, 'c')).text).toBe('true');
     expect((await call('GET', '/v1/kv/eph')).json()[0]).toMatchObject({ LockIndex: 2, Session: id });
-    expect((await fetch(`${base}/api/v1/sessions/${await leaseOf(id)}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${base}/api/v1/sessions/${await leaseOf(id)}`, { method: 'DELETE', headers: { 'x-roster-request': '1' } })).status).toBe(204);
     expect((await call('GET', '/v1/kv/eph')).status).toBe(404);
     expect((await call('PUT', `/v1/kv/eph?acquire=${id}`, 'c')).status).toBe(400); // invalid session
   });

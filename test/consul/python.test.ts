@@ -1,7 +1,7 @@
 /**
  * Debian's Python Consul clients against roster server's /v1 API, each against a fresh server:
  * python3-consul2 (installed as a package) and python3-consul 0.7 (conflicts with it as a package:
- * unpacked by test/consul/install-clients.sh into .cache/consul-clients and used through
+ * unpacked by scripts/setup.sh (npm test's pretest, .ci/run) into .cache/consul-clients and used through
  * PYTHONPATH; it still sends GET for deregistration and TTL updates). Both run
  * test/consul/python/client.py; the endpoints each called are printed.
  */
@@ -37,7 +37,7 @@ describe('Python Consul clients', () => {
   for (const c of clients) {
     it(`${c.name} registers, discovers, blocks, uses KV and sessions`, async () => {
       if (!existsSync(PYTHON) || !existsSync(c.marker)) {
-        throw new Error(`${c.name} is not installed (${c.marker} missing): run test/consul/install-clients.sh (.ci/run does)`);
+        throw new Error(`${c.name} is not installed (${c.marker} missing): run scripts/setup.sh (npm test does)`);
       }
       const srv = await startConsulServer();
       try {

@@ -3,14 +3,13 @@
  * `roster elect` take an AbortSignal where the command wires SIGINT/SIGTERM). The commands run real
  * child processes.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/contract/types.js';
 import { MemoryBackend } from '../../src/backends/memory/index.js';
-import { registerRecipeCommands, runElect, runLocked, runObserve } from '../../src/cli/commands/recipes.js';
+import { checkCommand, runElect, runLocked, runObserve } from '../../src/cli/commands/recipes.js';
 import { Election, lock } from '../../src/recipes/index.js';
 import { eventually } from '../helpers/watch.js';
 
@@ -48,7 +47,7 @@ describe('roster lock -- <command>', () => {
     expect(Number(readFileSync(out, 'utf8'))).toBeGreaterThan(token);
   });
 
-  it('waits for the holder, and kills the command when the lock is lost (status never 0)', async () => {
+  it('waits for the holder (saying who holds it), and kills the command when the lock is lost (status 6)', async () => {
     const s = await b.session({ ttl: 1000 });
     const held = await lock(b, s, 'busy');
     const marker = join(dir, 'started');
@@ -72,31 +71,35 @@ describe('roster lock -- <command>', () => {
     // Someone deletes the lock key: the lock is lost, the command is stopped.
     const { items } = await b.list('locks/busy/');
     await b.delete(items[0]!.key);
-    expect(await run).toBe(1); // the command exited 0 on SIGTERM, but the lock was lost
+    expect(await run).toBe(6); // the command exited 0 on SIGTERM, but the lock was lost
     expect(logs.some((l) => l.includes('lost'))).toBe(true);
+    expect(logs.some((l) => /^waiting for lock busy: held by \S+ \(fencing token \d+\)$/.test(l))).toBe(true);
+    expect(logs).toContain('the command exited with status 0 after the lock was lost');
     await s.close();
   });
 
-  it('times out waiting with TIMEOUT and leaves no key; a missing program exits 127', async () => {
+  it('times out waiting (exit 7) and leaves no key; a missing program is 127 before any waiting', async () => {
     const s = await b.session({ ttl: 1000 });
     const held = await lock(b, s, 'taken');
-    await expect(runLocked(b, 'taken', [node, '-e', '1'], { ttl: 1000, timeout: 200, log: () => undefined })).rejects.toMatchObject({ code: 'TIMEOUT' });
+    await expect(runLocked(b, 'taken', [node, '-e', '1'], { ttl: 1000, timeout: 200, log: () => undefined })).rejects.toMatchObject({ exitCode: 7 });
+    expect((await b.list('locks/taken/')).items.map((i) => i.key)).toEqual([held.key]);
+    // Held or not, a command that cannot run never queues for the lock.
+    await expect(runLocked(b, 'taken', ['/nonexistent/program'], { ttl: 1000, log: () => undefined })).rejects.toMatchObject({ exitCode: 127 });
     expect((await b.list('locks/taken/')).items.map((i) => i.key)).toEqual([held.key]);
     await held.unlock();
     await s.close();
-    expect(await runLocked(b, 'free', ['/nonexistent/program'], { ttl: 1000, log: () => undefined })).toBe(127);
   });
 
-  it('is wired into commander as `lock <name> -- <command...>`', async () => {
-    const program = new Command().exitOverride();
-    registerRecipeCommands(program, async () => b);
-    const before = process.exitCode;
-    try {
-      await program.parseAsync(['node', 'roster', 'lock', 'wired', '--ttl', '1s', '--', node, '-e', 'process.exit(5)']);
-      expect(process.exitCode).toBe(5);
-    } finally {
-      process.exitCode = before;
-    }
+  it('checkCommand: 127 when missing (path or $PATH), 126 when not executable, fine when found on $PATH', () => {
+    expect(() => checkCommand('/nonexistent/program')).toThrow(expect.objectContaining({ exitCode: 127 }));
+    expect(() => checkCommand('no-such-program-anywhere', { PATH: '/usr/bin:/bin' })).toThrow(expect.objectContaining({ exitCode: 127 }));
+    const plain = join(dir, 'plain.txt');
+    writeFileSync(plain, 'not a program', { mode: 0o644 });
+    expect(() => checkCommand(plain)).toThrow(expect.objectContaining({ exitCode: 126 }));
+    expect(() => checkCommand('/tmp')).toThrow(expect.objectContaining({ exitCode: 126 }));
+    expect(() => checkCommand('sh', { PATH: '/nonexistent:/bin:/usr/bin' })).not.toThrow();
+    expect(() => checkCommand(node)).not.toThrow();
+    expect(() => checkCommand(undefined)).toThrow(/needs a command after "--"/);
   });
 });
 
@@ -105,6 +108,7 @@ describe('roster elect', () => {
     const observed: string[] = [];
     const stopObs = new AbortController();
     const obs = runObserve(b, 'leaders', { signal: stopObs.signal, print: (l) => observed.push(l), json: true });
+    await eventually(() => observed.length === 1, 5000, 'vacant observed');
     const s = await b.session({ ttl: 1000 });
     const incumbent = new Election(b, s, 'leaders');
     await incumbent.campaign('first');
@@ -119,16 +123,26 @@ describe('roster elect', () => {
     stop.abort(new Error('SIGTERM'));
     expect(await run).toBe(0);
     expect((await b.list('elections/leaders/')).items).toEqual([]);
-    await eventually(() => observed.length === 2, 5000, 'two leaders observed');
-    expect(observed.map((l) => (JSON.parse(l) as { value: string }).value)).toEqual(['first', 'second']);
+    await eventually(() => observed.length === 4, 5000, 'vacant, two leaders, vacant observed');
+    expect(observed.map((l) => JSON.parse(l) as { type: string; value?: string }).map((e) => e.value ?? e.type)).toEqual(['vacant', 'first', 'second', 'vacant']);
     stopObs.abort(new Error('SIGINT'));
     await obs;
     await s.close();
   });
 
-  it('rejects a missing value', async () => {
-    const program = new Command().exitOverride();
-    registerRecipeCommands(program, async () => b);
-    await expect(program.parseAsync(['node', 'roster', 'elect', 'x'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  it('campaigns again after its leadership is lost (the session expired), saying so', async () => {
+    const logs: string[] = [];
+    const printed: string[] = [];
+    const stop = new AbortController();
+    const run = runElect(b, 'again', 'me', { ttl: 1000, signal: stop.signal, print: (l) => printed.push(l), log: (l) => logs.push(l) });
+    await eventually(() => printed.length === 1, 5000, 'elected');
+    // Someone deletes the leader key: leadership is lost, the candidate campaigns again.
+    const { items } = await b.list('elections/again/');
+    await b.delete(items[0]!.key);
+    await eventually(() => printed.length === 2, 5000, 'elected again');
+    expect(logs.some((l) => /^leadership of again lost \(.*\): campaigning again$/.test(l))).toBe(true);
+    stop.abort(new Error('SIGTERM'));
+    expect(await run).toBe(0);
+    expect((await b.list('elections/again/')).items).toEqual([]);
   });
 });

@@ -123,4 +123,28 @@ describe('interop with etcdctl (Go concurrency package)', () => {
     await l.unlock();
     await s.close();
   }, 60_000);
+
+  it("the recipes take Go's absolute names: `prefix: '/locks/<job>'` on etcd://host:2379/ is Go's NewMutex(s, \"/locks/<job>\")", async () => {
+    const job = uniq('abs');
+    const rooted = await EtcdBackend.open(etcd.url('/')); // keys as Go spells them, with a leading '/'
+    try {
+      const s = await rooted.session({ ttl: 1000 });
+      const held = await lock(rooted, s, 'ignored', { prefix: `/locks/${job}` });
+      // The raw etcd key Go's concurrency.NewMutex(s, "/locks/<job>") would make, as etcdctl sees it.
+      const get = new Ctl(['get', '--prefix', '--keys-only', `/locks/${job}/`]);
+      expect(await get.exited).toBe(0);
+      expect(get.lines.filter((l) => l !== '')).toEqual([`/locks/${job}/${s.id}`]);
+      // etcdctl, which spells the name the same way, waits behind it.
+      const ctl = new Ctl(['lock', `/locks/${job}`, 'echo', 'etcdctl-after-roster']);
+      await eventually(async () => (await rooted.list(`locks/${job}/`)).items.length === 2, 10_000, `etcdctl waiting (${ctl.stderr})`);
+      expect(ctl.lines).not.toContain('etcdctl-after-roster');
+      await held.unlock();
+      expect(await ctl.exited).toBe(0);
+      // Without the trailing '/', the URL has no '/' root: an absolute name is refused, saying why.
+      await expect(lock(b, s, 'ignored', { prefix: `/locks/${job}` })).rejects.toThrow(/trailing '\/'/);
+      await s.close();
+    } finally {
+      await rooted.close();
+    }
+  }, 60_000);
 });

@@ -21,7 +21,7 @@ describe('registry on http:// (roster server in a child process)', () => {
     open: () => RemoteBackend.open(srv.url),
     ttl: 1000,
     revoke: async (id) => {
-      const res = await fetch(`${srv.url}/api/v1/sessions/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      const res = await fetch(`${srv.url}/api/v1/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { 'x-roster-request': '1' } });
       if (!res.ok) throw new Error(`revoke ${id}: HTTP ${res.status} ${await res.text()}`);
     },
     restart: () => srv.restart(),

@@ -8,7 +8,7 @@ import type { Backend } from '../../src/contract/types.js';
 import type { CallResult, Pick, Picker, Strategy } from '../../src/balance/types.js';
 import { NoInstanceError, RosterError } from '../../src/core/errors.js';
 import type { Instance, InstanceInput } from '../../src/core/model.js';
-import { broadcast, call, Discovery, Registrar, ServiceCache, type CacheChange, type RegistrarEvent } from '../../src/registry/index.js';
+import { broadcast, call, deregisterInstance, Discovery, Registrar, ServiceCache, type CacheChange, type RegistrarEvent } from '../../src/registry/index.js';
 import { rosterLayout } from '../../src/registry/layout.js';
 import { drainOnSignals } from '../../src/integrations/process.js';
 import { eventually, Reader } from '../helpers/watch.js';
@@ -246,6 +246,56 @@ export function registrySuite(getTarget: () => RegistryTarget): void {
       await eventually(() => cache.instances.length === 1, 5000, 'instance back in the cache');
       expect((await b2.get(`${layout.servicePrefix(s)}i1`))?.session).toBe(r.session!.id);
       expect(r.stats.repairs).toBe(1);
+    });
+
+    it('a deliberate deregistration writes the leaving mark just before the delete; an expiry does not', async () => {
+      const s = svc();
+      const r = later(new Registrar(b, { ttl: ttl() }));
+      await r.register(inst(s, 1));
+      const watch = new Reader(b2.watch(layout.servicePrefix(s)));
+      expect((await watch.next()).type).toBe('put');
+      expect((await watch.next()).type).toBe('synced');
+      await r.deregister('i1');
+      const mark = await watch.next();
+      expect(mark.type).toBe('put');
+      expect(mark.type === 'put' && layout.isLeaving!(mark.kv.value)).toBe(true);
+      // The mark changes nothing a reader decodes.
+      expect(mark.type === 'put' && layout.decode(s, mark.kv)).toMatchObject({ id: 'i1', status: 'up' });
+      expect((await watch.next()).type).toBe('delete');
+      // The stored value also says when and with which session TTL it was registered.
+      await r.register(inst(s, 2));
+      const put = await watch.next();
+      const stored = put.type === 'put' ? (JSON.parse(put.kv.value) as { registeredAt?: number; sessionTtl?: number }) : {};
+      expect(stored.sessionTtl).toBe(r.ttl);
+      expect(Math.abs(Date.now() - stored.registeredAt!)).toBeLessThan(60_000);
+      expect(put.type === 'put' && layout.isLeaving!(put.kv.value)).toBe(false);
+      await watch.return();
+    });
+
+    it("an operator's deregistration (deregisterInstance) is honoured, not repaired; a later registration is not affected", async () => {
+      const s = svc();
+      const r = later(new Registrar(b, { ttl: ttl() }));
+      await r.register(inst(s, 1));
+      await r.register(inst(s, 2));
+      const cache = later(await ServiceCache.open(b2, s));
+      const dropped = once<{ reason: string; instance: Instance }>(r, 'deregistered', 15_000, (e) => e.reason === 'operator');
+      let repaired = 0;
+      r.on('repaired', () => repaired++);
+      const res = await deregisterInstance(b2, s, 'i1', { by: 'test' });
+      expect(res).toMatchObject({ key: `${layout.servicePrefix(s)}i1`, instance: { id: 'i1' } });
+      expect((await dropped).instance.id).toBe('i1');
+      expect(r.instances.map((i) => i.id)).toEqual(['i2']);
+      await eventually(() => cache.instances.map((i) => i.id).join() === 'i2', 5000, 'cache without i1');
+      expect(repaired).toBe(0);
+      await expect(deregisterInstance(b2, s, 'i1')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      // Registering i1 again (same registrar, same session) is a new registration: a stray delete is repaired.
+      await r.register(inst(s, 1));
+      // (Seen by watchers first: on ZooKeeper a create and delete in quick succession can fold into nothing.)
+      await eventually(() => cache.instances.length === 2, 5000, 'i1 registered again');
+      const rep = once<{ reason: string }>(r, 'repaired', 15_000);
+      await b2.delete(`${layout.servicePrefix(s)}i1`);
+      expect((await rep).reason).toBe('deleted');
+      await eventually(() => cache.instances.length === 2, 5000, 'i1 back');
     });
 
     it('retries with backoff while the backend is unavailable, reporting every failure, then restores', async () => {

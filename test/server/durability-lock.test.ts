@@ -56,7 +56,7 @@ describe('one writer per data dir', () => {
 
     const second = await runServer(dir, 0);
     expect(second.stdout).not.toContain('listening on');
-    expect(second.code).toBe(1);
+    expect(second.code).toBe(3); // UNAVAILABLE in the CLI's exit-code table (docs/cli.md)
     const lines = second.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`data dir ${dir} is in use by roster server pid ${first.pid}`);

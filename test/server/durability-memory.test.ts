@@ -41,7 +41,7 @@ describe.skipIf(process.platform !== 'linux')('memory budget under huge values',
 
   it(`${PUTS} overwrites of one key with 1 MiB values: peak RSS under ${CEILING / MIB} MiB; resume from far back = reset, from 40 back = streamed`, async () => {
     dir = await tempDir('roster-memory');
-    const c = spawn(process.execPath, [BIN, 'server', '--port', '0', '--data-dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(process.execPath, [BIN, 'server', '--port', '0', '--auth', 'off', '--data-dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
     child = c;
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';

@@ -167,7 +167,7 @@ describe('corruption', () => {
 describe('roster server on a corrupt dir (CLI)', () => {
   function run(args: string[], untilListening: boolean): Promise<{ code: number | null; stderr: string; stdout: string }> {
     return new Promise((resolve) => {
-      const c = spawn(process.execPath, [BIN, 'server', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const c = spawn(process.execPath, [BIN, 'server', '--port', '0', '--auth', 'off', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let stdout = '';
       c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));

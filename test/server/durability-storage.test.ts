@@ -84,7 +84,7 @@ describe('storage failure (injected)', () => {
     expect((await request(server.url, 'GET', '/api/v1/keys/s/refused')).status).toBe(404);
     const deadline = Date.now() + 1200;
     while (Date.now() < deadline) {
-      expect((await request(server.url, 'POST', `/api/v1/sessions/${kept.id}/keepalive`)).status).toBe(200);
+      expect((await request(server.url, 'POST', `/api/v1/sessions/${kept.id}/keepalive`, { headers: { 'x-roster-request': '1' } })).status).toBe(200);
       await new Promise((r) => setTimeout(r, 100));
     }
     // Past its TTL (500 ms) the idle session still holds its key: nothing can be deleted durably now.

@@ -16,6 +16,7 @@ const kvGroup: RouteModule = (s) => [
   {
     path: '/v1/kv/*',
     name: 'toy_kv',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
@@ -25,7 +26,7 @@ const kvGroup: RouteModule = (s) => [
       },
     },
   },
-  { path: '/v1/status/*/leader', name: 'toy_leader', methods: { GET: (x) => x.json(200, { of: x.param }) } },
+  { path: '/v1/status/*/leader', name: 'toy_leader', acl: 'open', methods: { GET: (x) => x.json(200, { of: x.param }) } },
 ];
 
 describe('mounting a route group', () => {
@@ -56,8 +57,11 @@ describe('mounting a route group', () => {
   it('a path mounted twice fails the start with INVALID_ARGUMENT', async () => {
     const engine = await Engine.open();
     try {
-      const twice: RouteModule = () => [{ path: '/api/v1/keys/*', name: 'mine', methods: {} }];
+      const twice: RouteModule = () => [{ path: '/api/v1/keys/*', name: 'mine', acl: 'admin', methods: {} }];
       await expect(launchServer({ port: 0, engine, routes: [twice] })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      // A route without an ACL decision (from JavaScript, or cast past the type) fails the start too.
+      const undecided = (() => [{ path: '/mine', name: 'mine', methods: {} }]) as unknown as RouteModule;
+      await expect(launchServer({ port: 0, engine, routes: [undecided] })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/acl/) });
     } finally {
       await engine.close();
     }

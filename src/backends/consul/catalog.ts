@@ -67,6 +67,20 @@ export class ConsulCatalog implements ServiceCatalog {
     return { revision: r.index, items: r.items.map((it) => it.kv()) };
   }
 
+  /** GET /v1/catalog/services: every service name (with its tags, which are not needed here). */
+  async services(o: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const r = await this.t.request('GET', '/v1/catalog/services', { idempotent: true, ...(o.signal ? { signal: o.signal } : {}) });
+    if (r.status !== 200) throw this.t.fail(r, 'list services');
+    let names: unknown;
+    try {
+      names = JSON.parse(r.text);
+    } catch (e) {
+      throw new UnavailableError(`list services on ${this.t.url}: the reply was not JSON`, { cause: e });
+    }
+    if (names === null || typeof names !== 'object' || Array.isArray(names)) throw new UnavailableError(`list services on ${this.t.url}: expected a JSON object of service names`);
+    return Object.keys(names).sort();
+  }
+
   watch(service: string, opts: WatchOptions = {}): Watch {
     validateServiceName(service);
     return this.opts.watch(service, opts);

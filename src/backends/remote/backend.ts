@@ -3,10 +3,10 @@ import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/k
 import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
-import { boolean, commonOptionSpec, duration, optional, positiveNumber, readOptions, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
+import { boolean, commonOptionSpec, duration, optional, positiveNumber, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { InvalidArgumentError, isRosterError, SessionLostError } from '../../core/errors.js';
 import { WriteBatcher } from './batch.js';
-import { replyError, Transport } from './transport.js';
+import { replyError, Transport, type RemoteTls } from './transport.js';
 import { remoteWatch } from './watch.js';
 
 /**
@@ -32,7 +32,14 @@ export interface RemoteBackendOptions extends CommonBackendOptions {
   /** Send the puts and deletes issued in one turn of the event loop as one batch request (default
    *  true; see batch.ts). Each write keeps its own result and errors. */
   batch?: boolean;
+  /** The token to send (`Authorization: Bearer`) to a server with auth on (docs/security.md). */
+  token?: string;
+  /** For https:// URLs: CA(s) to trust, a client certificate and key (mutual TLS), the expected
+   *  server name. PEM text or Buffers. */
+  tls?: RemoteTls;
 }
+
+export type { RemoteTls };
 
 interface Resolved extends CommonBackendOptions {
   connections?: number;
@@ -40,6 +47,32 @@ interface Resolved extends CommonBackendOptions {
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
   batch?: boolean;
+  token?: string;
+  tls?: RemoteTls;
+}
+
+function pem(v: unknown, name: string): string | Buffer {
+  if (typeof v === 'string' || Buffer.isBuffer(v)) return v;
+  throw new InvalidArgumentError(`invalid ${name}: expected PEM text or a Buffer`);
+}
+
+function tlsOption(v: unknown, name: string): RemoteTls {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new InvalidArgumentError(`invalid ${name}: expected { ca?, cert?, key?, servername? }`);
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!['ca', 'cert', 'key', 'servername'].includes(k)) throw new InvalidArgumentError(`unknown ${name} field ${JSON.stringify(k)}: expected ca, cert, key, servername`);
+  const out: RemoteTls = {};
+  if (o.ca !== undefined) out.ca = Array.isArray(o.ca) ? o.ca.map((c, i) => pem(c, `${name}.ca[${i}]`)) : pem(o.ca, `${name}.ca`);
+  if (o.cert !== undefined) out.cert = pem(o.cert, `${name}.cert`);
+  if (o.key !== undefined) out.key = pem(o.key, `${name}.key`);
+  if ((out.cert === undefined) !== (out.key === undefined)) throw new InvalidArgumentError(`invalid ${name}: a client certificate needs both cert and key`);
+  if (o.servername !== undefined) out.servername = string(o.servername, `${name}.servername`);
+  return out;
+}
+
+function tokenOption(v: unknown, name: string): string {
+  const t = string(v, name);
+  if (t === '' || t.length > 512 || !/^[\x21-\x7e]+$/.test(t)) throw new InvalidArgumentError(`invalid ${name}: expected 1-512 printable ASCII characters without spaces`);
+  return t;
 }
 
 const spec: OptionSpec<Resolved> = {
@@ -49,6 +82,8 @@ const spec: OptionSpec<Resolved> = {
   reconnectBaseMs: optional(positiveNumber),
   reconnectCapMs: optional(positiveNumber),
   batch: optional(boolean),
+  token: optional(tokenOption),
+  tls: optional(tlsOption),
 };
 
 /** Characters that never need percent-encoding in a path (every key character outside this set is). */
@@ -67,7 +102,7 @@ export class RemoteBackend extends BackendBase {
   private constructor(u: URL, opts: Resolved) {
     const base = u.pathname.replace(/\/+$/, '');
     super(`${u.origin}${base}`, opts);
-    this.t = new Transport(u.origin, base, this.url, opts.requestTimeout ?? 30_000, opts.connections ?? 32);
+    this.t = new Transport(u.origin, base, this.url, opts.requestTimeout ?? 30_000, opts.connections ?? 32, opts.token, opts.tls);
     this.backoff = { baseMs: opts.reconnectBaseMs ?? 100, capMs: opts.reconnectCapMs ?? 5000 };
     this.batcher = opts.batch === false ? undefined : new WriteBatcher({ send: (body) => this.t.call('POST', '/api/v1/batch', body) });
   }
@@ -86,7 +121,18 @@ export class RemoteBackend extends BackendBase {
     if (u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
       throw new InvalidArgumentError(`invalid roster server URL ${JSON.stringify(u.origin + u.pathname)}: no query, fragment or credentials expected`);
     }
-    return new RemoteBackend(u, readOptions('remote', spec, options));
+    const opts = readOptions('remote', spec, options);
+    if (opts.tls !== undefined && u.protocol !== 'https:') throw new InvalidArgumentError(`TLS options given for ${u.origin}: use an https:// URL`);
+    return new RemoteBackend(u, opts);
+  }
+
+  /**
+   * One request to the server's HTTP API with this client's token and TLS (the CLI's token and ACL
+   * commands use it): the parsed JSON reply, or the server's error as its typed RosterError.
+   */
+  request(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+    if (!path.startsWith('/')) throw new InvalidArgumentError(`invalid path ${JSON.stringify(path.slice(0, 60))}: expected /api/...`);
+    return this.t.call(method, path, body === undefined ? undefined : JSON.stringify(body), signal);
   }
 
   protected async grant(ttl: number, signal: AbortSignal | undefined): Promise<LeaseSession> {

@@ -4,4 +4,4 @@
  */
 import './scheme.js';
 
-export { RemoteBackend, type RemoteBackendOptions } from './backend.js';
+export { RemoteBackend, type RemoteBackendOptions, type RemoteTls } from './backend.js';

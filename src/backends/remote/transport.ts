@@ -2,8 +2,15 @@ import { Agent, type Dispatcher } from 'undici';
 import { abortReason } from '../../core/async.js';
 import { ClosedError, errorFromJSON, RosterError, TooLargeError, UnavailableError } from '../../core/errors.js';
 
-const JSON_HEADERS = { 'content-type': 'application/json' };
-const SSE_HEADERS = { accept: 'text/event-stream' };
+/** TLS settings of an https:// server: PEM CA(s) to trust instead of the system's, and a client
+ *  certificate for servers that require one (mutual TLS). */
+export interface RemoteTls {
+  ca?: string | Buffer | (string | Buffer)[];
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** The name the server's certificate must carry, when it differs from the URL's host. */
+  servername?: string;
+}
 
 /**
  * roster's HTTP API as a client sees it (docs/protocol.md): undici Agents with keep-alive, one
@@ -15,6 +22,11 @@ export class Transport {
   private readonly agent: Agent;
   private readonly watchAgent: Agent;
   private destroyed = false;
+  /** Headers of a request with a JSON body, of one without (its CSRF marker: the server refuses a
+   *  state-changing request that has neither), and of a watch stream; each with the token. */
+  private readonly jsonHeaders: Record<string, string>;
+  private readonly bareHeaders: Record<string, string>;
+  private readonly sseHeaders: Record<string, string>;
 
   constructor(
     private readonly origin: string,
@@ -23,9 +35,16 @@ export class Transport {
     readonly url: string,
     readonly requestTimeout: number,
     connections: number,
+    token?: string,
+    tls?: RemoteTls,
   ) {
-    this.agent = new Agent({ connections, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 30_000 });
-    this.watchAgent = new Agent({ keepAliveTimeout: 4_000 });
+    const connect = tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.cert ? { cert: tls.cert } : {}), ...(tls.key ? { key: tls.key } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : undefined;
+    this.agent = new Agent({ connections, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 30_000, ...(connect ? { connect } : {}) });
+    this.watchAgent = new Agent({ keepAliveTimeout: 4_000, ...(connect ? { connect } : {}) });
+    const auth: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+    this.jsonHeaders = { 'content-type': 'application/json', ...auth };
+    this.bareHeaders = { 'x-roster-request': '1', ...auth };
+    this.sseHeaders = { accept: 'text/event-stream', ...auth };
   }
 
   /** One JSON request. Resolves with the parsed body (undefined for 204); rejects with a RosterError. */
@@ -38,7 +57,7 @@ export class Transport {
         origin: this.origin,
         path: this.base + path,
         method,
-        headers: body === undefined ? null : JSON_HEADERS,
+        headers: body === undefined ? this.bareHeaders : this.jsonHeaders,
         body: body ?? null,
         signal: signal ?? null,
         headersTimeout: timeout,
@@ -84,7 +103,7 @@ export class Transport {
       origin: this.origin,
       path: this.base + path,
       method: 'GET',
-      headers: SSE_HEADERS,
+      headers: this.sseHeaders,
       signal,
       headersTimeout: this.requestTimeout,
       bodyTimeout: 0, // the stream is idle between events; liveness comes from heartbeats

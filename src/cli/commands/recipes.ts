@@ -2,64 +2,209 @@
  * Coordination commands:
  *   roster lock <name> -- <command...>   run a command while holding a lock
  *   roster elect <name> <value>          campaign, hold leadership until SIGINT/SIGTERM, resign
- *   roster elect --observe <name>        print every leader
+ *   roster elect --observe <name>        print every leader, and when there is none
+ *
+ * Both ride out outages while *waiting* (a lost session is replaced and the wait resumes; lost and
+ * regained are said on stderr; `--give-up-after` bounds it) and say who holds the lock / leads while
+ * they wait. A lock lost while its command runs is never ridden out: the command is stopped and the
+ * exit status is 6. Leadership lost while held is campaigned for again.
  *
  * The work is done by exported functions that take an AbortSignal instead of process signals, so
  * tests drive them in-process; the commander actions only wire SIGINT/SIGTERM to that signal.
  */
 import { spawn } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { Command, Option } from 'commander';
-import type { Backend } from '../../contract/types.js';
-import { parseDuration, parseTtl } from '../../core/duration.js';
-import { InvalidArgumentError, TimeoutError, isRosterError } from '../../core/errors.js';
+import type { Backend, KeyValue, Session } from '../../contract/types.js';
+import { WatchedPrefix } from '../../contract/watched-prefix.js';
+import { backoff, sleep } from '../../core/async.js';
+import { formatDuration } from '../../core/duration.js';
+import { InvalidArgumentError, isRosterError } from '../../core/errors.js';
 import { lock, type Lock } from '../../recipes/lock.js';
-import { Election, observeLeaders, type Leader } from '../../recipes/election.js';
-import { recipeDir } from '../../recipes/internal.js';
+import { Election } from '../../recipes/election.js';
+import { directChild, recipeDir } from '../../recipes/internal.js';
+import { lineOf, type Line, type LineName } from '../../recipes/line.js';
 import { terminationSignal } from '../../integrations/process.js';
+import { CliError, describeError, EXIT } from '../exit.js';
+import { duration, giveUpAfter, ttl as parseTtl } from '../options.js';
+import { note, out, timestamp } from '../output.js';
+import { giveUpOption, Outage } from '../outage.js';
+import type { CliContext } from '../shared.js';
 
-export interface RunLockedOptions {
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+/** Exit status for an interruption by `reason` (130 for SIGINT, 143 for SIGTERM, else 130). */
+function interrupted(reason: unknown): number {
+  return reason instanceof Error && /SIGTERM/.test(reason.message) ? 143 : 130;
+}
+
+/**
+ * Fail before waiting for a lock when the command cannot run: 127 when it is not found (on $PATH,
+ * or at the path given), 126 when it is not an executable file (what a shell answers).
+ */
+export function checkCommand(cmd: string | undefined, env: NodeJS.ProcessEnv = process.env): void {
+  if (cmd === undefined || cmd === '') throw new InvalidArgumentError('lock needs a command after "--", e.g. roster lock nightly-job -- ./run-job.sh');
+  const executable = (p: string): 'ok' | 'missing' | 'not-executable' => {
+    try {
+      if (!statSync(p).isFile()) return 'not-executable';
+      accessSync(p, constants.X_OK);
+      return 'ok';
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'missing' : 'not-executable';
+    }
+  };
+  if (cmd.includes('/') || isAbsolute(cmd)) {
+    const r = executable(cmd);
+    if (r === 'missing') throw new CliError(`cannot run ${cmd}: not found`, EXIT.COMMAND_NOT_FOUND);
+    if (r === 'not-executable') throw new CliError(`cannot run ${cmd}: not an executable file`, EXIT.CANNOT_EXECUTE);
+    return;
+  }
+  let sawNotExecutable = false;
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const r = executable(join(dir, cmd));
+    if (r === 'ok') return;
+    if (r === 'not-executable') sawNotExecutable = true;
+  }
+  if (sawNotExecutable) throw new CliError(`cannot run ${cmd}: not an executable file`, EXIT.CANNOT_EXECUTE);
+  throw new CliError(`cannot run ${cmd}: not found on $PATH`, EXIT.COMMAND_NOT_FOUND);
+}
+
+/** What `lock` and `elect` share while they wait: who is first in the directory, said on stderr;
+ *  outages of that view reported to `outage`. */
+function holderView(backend: Backend, dir: string, kind: LineName, say: (holder: KeyValue | undefined) => void, outage: Outage | undefined, what: string): WatchedPrefix {
+  const view = new WatchedPrefix(backend, dir, { filter: (k) => directChild(dir, k), keepProcessAlive: false });
+  const line = lineOf(backend, dir, kind);
+  let last: string | undefined;
+  view.on('change', ({ resync }) => {
+    const h = first(line, view);
+    const id = h ? `${h.key}@${h.createRevision}:${h.value}` : '';
+    if (id !== last) {
+      last = id;
+      say(h);
+    }
+    if (resync) outage?.regained(what);
+  });
+  view.on('stale', ({ error }) => outage?.lost(error, what));
+  view.on('fresh', () => outage?.regained(what));
+  return view;
+}
+
+const who = (kv: KeyValue) => (kv.value !== '' ? kv.value : kv.key);
+
+/** Who holds the lock / leads: the first of the line in the recipe's own order (creation order, or
+ *  Curator's on ZooKeeper). A directory the recipe would refuse (mixed formats) shows no holder; the
+ *  recipe itself reports why. */
+function first(line: Line, view: WatchedPrefix): KeyValue | undefined {
+  try {
+    return line.order(view.items.values())[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waiting went wrong: retry (the session or the connection went away) or not. */
+function retryable(e: unknown): boolean {
+  return isRosterError(e, 'SESSION_LOST') || isRosterError(e, 'UNAVAILABLE') || isRosterError(e, 'TIMEOUT') || isRosterError(e, 'LOCK_LOST');
+}
+
+export interface WaitOptions {
   ttl: number;
-  /** Give up waiting for the lock after this many ms. */
-  timeout?: number;
   prefix?: string;
-  /** Ends the wait, or (once running) forwards SIGTERM to the command. */
+  /** Ends the wait (interrupt): the function resolves / returns the interrupt status. */
   signal?: AbortSignal;
+  /** Bounds the first contact with the backend (default: none). */
+  connect?: AbortSignal;
+  /** Long outages: aborts with the give-up error. */
+  giveUp?: AbortSignal;
+  outage?: Outage;
+  /** Status lines (default: stderr `roster: ...`). */
+  log?: (line: string) => void;
+}
+
+export interface RunLockedOptions extends WaitOptions {
+  /** Give up if the lock is not acquired within this many ms (exit 7). */
+  timeout?: number;
   /** After SIGTERM (lock lost or interrupted), SIGKILL the command after this many ms. */
   killGrace?: number;
-  /** Status lines (default: stderr). */
-  log?: (line: string) => void;
   /** Child stdio (default: inherit). */
   stdio?: 'inherit' | 'ignore' | 'pipe';
 }
 
-const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+/** A session, the first one bounded by `connect`; later ones retried through outages. */
+async function freshSession(backend: Backend, opts: WaitOptions, first: boolean, signal: AbortSignal): Promise<Session> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await backend.session({ ttl: opts.ttl, signal: first && opts.connect ? AbortSignal.any([signal, opts.connect]) : signal });
+    } catch (e) {
+      if (first || signal.aborted || !retryable(e)) throw signal.aborted ? signal.reason : e;
+      opts.outage?.lost(e, 'creating a session');
+      await sleep(backoff(attempt, 100, 5000), signal).catch(() => undefined);
+    }
+  }
+}
 
 /**
- * Acquire the lock, run `command` with ROSTER_FENCING_TOKEN (and ROSTER_LOCK_KEY) in its
- * environment, release the lock when it exits. Returns the exit status to use: the command's own
- * (128+n when killed by signal n); when the lock was lost while it ran, the command is sent SIGTERM
- * (SIGKILL after the grace period) and the status is never 0.
+ * Check the command, acquire the lock (saying who holds it while waiting, riding out outages), run
+ * `command` with ROSTER_FENCING_TOKEN (and ROSTER_LOCK_KEY) in its environment, release the lock
+ * when it exits. Returns the exit status: the command's own (128+n when killed by signal n); 6
+ * when the lock was lost while it ran (the command is sent SIGTERM, SIGKILL after the grace
+ * period); 130/143 when interrupted while waiting. Throws CliError(7) on --timeout, (126/127) when
+ * the command cannot run, and the give-up error after --give-up-after.
  */
 export async function runLocked(backend: Backend, name: string, command: string[], opts: RunLockedOptions): Promise<number> {
-  if (command.length === 0) throw new InvalidArgumentError('roster lock needs a command after "--"');
-  const log = opts.log ?? ((l: string) => process.stderr.write(`roster: ${l}\n`));
-  const session = await backend.session({ ttl: opts.ttl });
+  checkCommand(command[0]);
+  const log = opts.log ?? note;
+  const dir = recipeDir(backend, 'locks', name, opts.prefix);
+  const timeout = opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined;
+  const wait = AbortSignal.any([opts.signal, timeout, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
+  let session: Session | undefined;
   let held: Lock | undefined;
+  let myKey: string | undefined;
+  let view: WatchedPrefix | undefined;
   try {
-    const waitSignal = AbortSignal.any([
-      ...(opts.signal ? [opts.signal] : []),
-      ...(opts.timeout !== undefined ? [AbortSignal.timeout(opts.timeout)] : []),
-    ]);
-    try {
-      held = await lock(backend, session, name, { signal: waitSignal, value: `${hostname()}:${process.pid}`, ...(opts.prefix ? { prefix: opts.prefix } : {}) });
-    } catch (e) {
-      if (e instanceof DOMException && e.name === 'TimeoutError') {
-        throw new TimeoutError(`lock ${name} not acquired within ${opts.timeout} ms`, { cause: e });
+    for (let attempt = 0; ; attempt++) {
+      if (!session || session.signal.aborted) session = await freshSession(backend, opts, attempt === 0, wait);
+      myKey = dir + backend.sessionKey(session);
+      // Who holds it, said while we wait (after the first contact: a failure before is an error).
+      view ??= holderView(
+        backend,
+        dir,
+        'lock',
+        (h) => {
+          if (h && h.key !== myKey && !held) log(`waiting for lock ${name}: held by ${who(h)} (fencing token ${h.createRevision})`);
+        },
+        opts.outage,
+        `waiting for lock ${name}`,
+      );
+      try {
+        held = await lock(backend, session, name, { signal: wait, value: `${hostname()}:${process.pid}`, ...(opts.prefix ? { prefix: opts.prefix } : {}) });
+        break;
+      } catch (e) {
+        if (wait.aborted) break;
+        if (attempt === 0 && opts.connect?.aborted) throw opts.connect.reason;
+        if (!retryable(e)) throw e;
+        opts.outage?.lost(e, `waiting for lock ${name}`);
+        await sleep(backoff(attempt, 100, 5000), wait).catch(() => undefined);
       }
-      throw e;
     }
-    const l = held;
+  } catch (e) {
+    await session?.close().catch(() => undefined);
+    throw e;
+  } finally {
+    view?.close();
+  }
+  if (!held) {
+    await session?.close().catch(() => undefined);
+    if (opts.giveUp?.aborted) throw opts.giveUp.reason;
+    if (timeout?.aborted) throw new CliError(`lock ${name} not acquired within ${formatDuration(opts.timeout!)} (--timeout)`, EXIT.TIMEOUT);
+    return interrupted(opts.signal?.reason);
+  }
+  opts.outage?.regained(`lock ${name} acquired`);
+  const l = held;
+  try {
     log(`acquired lock ${name} (fencing token ${l.token})`);
     const child = spawn(command[0]!, command.slice(1), {
       stdio: opts.stdio ?? 'inherit',
@@ -78,7 +223,7 @@ export async function runLocked(backend: Backend, name: string, command: string[
     const onLost = () => {
       if (!l.lost) return;
       lost = true;
-      stop(`lock ${name} lost (${describe(l.signal.reason)}): stopping the command`);
+      stop(`lock ${name} lost (${describeError(l.signal.reason)}): stopping the command`);
     };
     const onInterrupt = () => stop('interrupted: stopping the command');
     l.signal.addEventListener('abort', onLost, { once: true });
@@ -86,147 +231,217 @@ export async function runLocked(backend: Backend, name: string, command: string[
     const status = await new Promise<number>((resolve) => {
       child.once('error', (e) => {
         log(`cannot run ${command[0]}: ${e.message}`);
-        resolve(127);
+        resolve((e as NodeJS.ErrnoException).code === 'ENOENT' ? EXIT.COMMAND_NOT_FOUND : EXIT.CANNOT_EXECUTE);
       });
       child.once('exit', (code, sig) => resolve(code ?? 128 + (SIGNAL_NUMBERS[sig as NodeJS.Signals] ?? 0)));
     });
     clearTimeout(killTimer);
     l.signal.removeEventListener('abort', onLost);
     opts.signal?.removeEventListener('abort', onInterrupt);
-    return lost && status === 0 ? 1 : status;
+    if (lost) {
+      log(`the command exited with status ${status} after the lock was lost`);
+      return EXIT.LOST;
+    }
+    return status;
   } finally {
     try {
-      await held?.unlock();
+      await held.unlock();
     } finally {
-      await session.close();
+      await session!.close();
     }
   }
 }
 
-export interface ElectOptions {
-  ttl: number;
-  prefix?: string;
-  /** Ends the campaign or, once leader, resigns. */
-  signal?: AbortSignal;
+export interface ElectOptions extends WaitOptions {
   print?: (line: string) => void;
   json?: boolean;
-}
-
-function formatLeader(l: Leader, json: boolean | undefined): string {
-  return json
-    ? JSON.stringify({ key: l.key, value: l.value, term: l.createRevision, revision: l.modRevision })
-    : `leader ${l.value} (key ${l.key}, term ${l.createRevision})`;
+  /** Give up if not elected within this many ms (exit 7). */
+  timeout?: number;
 }
 
 /**
- * Campaign with `value`, print once elected, hold until `signal` aborts, then resign.
- * Returns 0 after a normal resign, 1 if leadership was lost while held.
+ * Campaign with `value`, print once elected, hold until `signal` aborts, then resign. Leadership
+ * lost while held (the session expired) is said on stderr and campaigned for again. Returns 0 after
+ * an interrupt; throws CliError(7) on --timeout, the give-up error after --give-up-after.
  */
 export async function runElect(backend: Backend, name: string, value: string, opts: ElectOptions): Promise<number> {
-  const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
-  const session = await backend.session({ ttl: opts.ttl });
-  const election = new Election(backend, session, name, opts.prefix ? { prefix: opts.prefix } : {});
+  const print = opts.print ?? out;
+  const log = opts.log ?? note;
+  const dir = recipeDir(backend, 'elections', name, opts.prefix);
+  const timeout = opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined;
+  const end = AbortSignal.any([opts.signal, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
+  let session: Session | undefined;
+  let election: Election | undefined;
+  let first = true;
+  let view: WatchedPrefix | undefined;
   try {
-    try {
-      await election.campaign(value, opts.signal ? { signal: opts.signal } : {});
-    } catch (e) {
-      if (opts.signal?.aborted && e === opts.signal.reason) return 0; // interrupted while waiting: nothing held
-      throw e;
-    }
-    print(
-      opts.json
-        ? JSON.stringify({ elected: true, key: election.key, value, term: election.term })
-        : `elected: ${name} = ${value} (key ${election.key}, term ${election.term})`,
-    );
-    const lost = await new Promise<boolean>((resolve) => {
+    for (let attempt = 0; !end.aborted; attempt++) {
+      if (!session || session.signal.aborted) session = await freshSession(backend, opts, first, end);
+      election = new Election(backend, session, name, opts.prefix ? { prefix: opts.prefix } : {});
+      view ??= holderView(
+        backend,
+        dir,
+        'latch',
+        (h) => {
+          if (election?.isLeader) return;
+          if (h && h.key !== election?.key) log(`waiting for election ${name}: leader is ${who(h)} (term ${h.createRevision})`);
+        },
+        opts.outage,
+        `campaigning in ${name}`,
+      );
+      try {
+        await election.campaign(value, { signal: first && timeout ? AbortSignal.any([end, timeout]) : end });
+      } catch (e) {
+        if (end.aborted) break;
+        if (timeout?.aborted && first) throw new CliError(`not elected in ${name} within ${formatDuration(opts.timeout!)} (--timeout)`, EXIT.TIMEOUT);
+        if (first && opts.connect?.aborted) throw opts.connect.reason;
+        if (!retryable(e)) throw e;
+        opts.outage?.lost(e, `campaigning in ${name}`);
+        await sleep(backoff(attempt, 100, 5000), end).catch(() => undefined);
+        continue;
+      }
+      first = false;
+      attempt = 0;
+      opts.outage?.regained(`elected in ${name}`);
+      print(
+        opts.json
+          ? JSON.stringify({ time: timestamp(), elected: true, key: election.key, value, term: election.term })
+          : `elected: ${name} = ${value} (key ${election.key}, term ${election.term})`,
+      );
       const lead = election.signal!;
-      const done = () => resolve(!opts.signal?.aborted && lead.aborted);
-      lead.addEventListener('abort', done, { once: true });
-      opts.signal?.addEventListener('abort', done, { once: true });
-      if (lead.aborted || opts.signal?.aborted) done();
-    });
-    if (lost) {
-      process.stderr.write(`roster: leadership of ${name} lost: ${describe(election.signal?.reason)}\n`);
-      return 1;
+      await new Promise<void>((resolve) => {
+        if (lead.aborted || end.aborted) return resolve();
+        lead.addEventListener('abort', () => resolve(), { once: true });
+        end.addEventListener('abort', () => resolve(), { once: true });
+      });
+      if (end.aborted) break;
+      log(`leadership of ${name} lost (${describeError(lead.reason)}): campaigning again`);
+      await election.resign().catch(() => undefined); // releases this process's claim on the key
     }
-    return 0;
   } finally {
+    view?.close();
     try {
-      await election.resign();
+      await election?.resign();
     } finally {
-      await session.close();
+      await session?.close();
     }
   }
+  if (opts.giveUp?.aborted) throw opts.giveUp.reason;
+  return EXIT.OK;
 }
 
-/** Print every leader of the election until `signal` aborts. */
-export async function runObserve(backend: Backend, name: string, opts: { prefix?: string; signal?: AbortSignal; print?: (line: string) => void; json?: boolean }): Promise<void> {
-  const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
-  const prefix = recipeDir('elections', name, opts.prefix);
+/** Print every leader of the election, and `vacant` when there is none, until `signal` aborts. */
+export async function runObserve(backend: Backend, name: string, opts: Omit<ElectOptions, 'ttl' | 'timeout'>): Promise<void> {
+  const print = opts.print ?? out;
+  const dir = recipeDir(backend, 'elections', name, opts.prefix);
+  const end = AbortSignal.any([opts.signal, opts.giveUp].filter((s): s is AbortSignal => s !== undefined));
+  const view = new WatchedPrefix(backend, dir, { filter: (k) => directChild(dir, k), signal: end });
+  const line = lineOf(backend, dir, 'latch');
+  let last: string | undefined;
+  view.on('change', ({ revision, resync }) => {
+    const l = first(line, view);
+    const id = l ? `${l.key}@${l.createRevision}:${l.value}` : 'vacant';
+    if (resync) opts.outage?.regained(`observing ${name}, re-synced`);
+    if (id === last) return;
+    last = id;
+    if (!l) print(opts.json ? JSON.stringify({ time: timestamp(), type: 'vacant', revision }) : `${timestamp()}  VACANT  no leader of ${name}`);
+    else
+      print(
+        opts.json
+          ? JSON.stringify({ time: timestamp(), type: 'leader', key: l.key, value: l.value, term: l.createRevision, revision: l.modRevision })
+          : `${timestamp()}  LEADER  ${l.value} (key ${l.key}, term ${l.createRevision})`,
+      );
+  });
   try {
-    for await (const l of observeLeaders(backend, prefix, opts.signal)) print(formatLeader(l, opts.json));
+    await view.ready({ failFast: true, ...(opts.connect ? { signal: AbortSignal.any([opts.connect, end]) } : { signal: end }) });
+    view.on('stale', ({ error }) => opts.outage?.lost(error, `observing ${name}`));
+    view.on('fresh', () => opts.outage?.regained(`observing ${name}`));
+    await new Promise<void>((resolve, reject) => {
+      view.on('ended', ({ error }) => (error === undefined || opts.signal?.aborted ? resolve() : reject(opts.giveUp?.aborted ? opts.giveUp.reason : error)));
+      if (view.ended) resolve();
+    });
   } catch (e) {
-    if (opts.signal?.aborted && e === opts.signal.reason) return;
-    throw e;
+    if (opts.giveUp?.aborted) throw opts.giveUp.reason;
+    if (!opts.signal?.aborted) throw e;
+  } finally {
+    view.close();
   }
 }
 
-function describe(e: unknown): string {
-  if (isRosterError(e)) return `${e.message} [${e.code}]`;
-  return e instanceof Error ? e.message : String(e);
+interface RecipeFlags {
+  ttl: string;
+  timeout?: string;
+  prefix?: string;
+  giveUpAfter: string;
 }
 
-export function registerRecipeCommands(program: Command, getBackend: () => Promise<Backend>): void {
-  program
-    .command('lock')
+/** Wire SIGINT/SIGTERM, --connect-timeout and --give-up-after around a recipe run. */
+async function withRecipeSignals<T>(ctx: CliContext, backend: Backend, o: RecipeFlags, run: (w: WaitOptions & { prefix?: string }) => Promise<T>): Promise<T> {
+  const giveUp = giveUpAfter(o.giveUpAfter);
+  const term = terminationSignal();
+  const giveUpAc = new AbortController();
+  const outage = new Outage(backend.url, giveUp, (e) => giveUpAc.abort(e));
+  try {
+    return await run({
+      ttl: parseTtl(o.ttl),
+      signal: term.signal,
+      connect: ctx.deadline(),
+      giveUp: giveUpAc.signal,
+      outage,
+      ...(o.prefix !== undefined ? { prefix: ctx.name(backend, o.prefix, '--prefix') } : {}),
+    });
+  } finally {
+    outage.dispose();
+    term.dispose();
+  }
+}
+
+export function registerRecipeCommands(program: Command, ctx: CliContext): void {
+  giveUpOption(program.command('lock'))
     .description('run a command while holding a distributed lock; its fencing token is in $ROSTER_FENCING_TOKEN')
     .argument('<name>', 'lock name')
     .argument('<command...>', 'the command to run, after "--"')
     .addOption(new Option('--ttl <duration>', 'session TTL: the lock is freed this long after this process dies').default('10s'))
-    .addOption(new Option('--timeout <duration>', 'give up if the lock is not acquired within this time'))
-    .addOption(new Option('--prefix <prefix>', 'key prefix instead of locks/<name>/ (e.g. the bare name for etcdctl lock / Go interop)'))
+    .addOption(new Option('--timeout <duration>', 'give up (exit 7) if the lock is not acquired within this time'))
+    .addOption(new Option('--prefix <prefix>', "key prefix instead of locks/<name>/ (Go's concurrency.NewMutex(s, \"/locks/job\") on etcd://h:2379/: --prefix /locks/job)"))
     .addOption(new Option('--kill-grace <duration>', 'after SIGTERM, SIGKILL the command after this long').default('5s'))
-    .addHelpText('after', '\nExit status: the command\'s; 128+n if it was killed by signal n; never 0 if the lock was lost while it ran.\nExample: roster lock nightly-report -- ./report.sh --full')
-    .action(async (name: string, command: string[], opts: { ttl: string; timeout?: string; prefix?: string; killGrace: string }) => {
-      const ttl = parseTtl(opts.ttl);
-      const timeout = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, 'timeout');
-      const killGrace = parseDuration(opts.killGrace, 'kill-grace');
-      const backend = await getBackend();
-      const term = terminationSignal();
-      try {
-        process.exitCode = await runLocked(backend, name, command, {
-          ttl,
-          killGrace,
-          signal: term.signal,
-          ...(timeout !== undefined ? { timeout } : {}),
-          ...(opts.prefix ? { prefix: opts.prefix } : {}),
-        });
-      } finally {
-        term.dispose();
-      }
+    .addHelpText(
+      'after',
+      [
+        '',
+        'The command is checked (found and executable) before waiting. While waiting, who holds the lock is said on stderr.',
+        "Exit status: the command's; 128+n if it was killed by signal n; 6 if the lock was lost while it ran (the command is",
+        'stopped); 7 on --timeout; 126/127 when the command cannot run; 3 when the backend is unreachable.',
+        'Example: roster lock nightly-report -- ./report.sh --full',
+      ].join('\n'),
+    )
+    .action(async (name: string, command: string[], o: RecipeFlags & { killGrace: string }) => {
+      checkCommand(command[0]);
+      const timeout = o.timeout === undefined ? undefined : duration(o.timeout, 'timeout', { min: 1 });
+      const killGrace = duration(o.killGrace, 'kill-grace');
+      const backend = await ctx.backend();
+      process.exitCode = await withRecipeSignals(ctx, backend, o, (w) => runLocked(backend, name, command, { ...w, killGrace, ...(timeout !== undefined ? { timeout } : {}) }));
     });
 
-  program
-    .command('elect')
-    .description('campaign for leadership and hold it until SIGINT/SIGTERM (then resign); with --observe, print every leader')
+  giveUpOption(program.command('elect'))
+    .description('campaign for leadership and hold it until SIGINT/SIGTERM (then resign); with --observe, print every leader and vacancies')
     .argument('<name>', 'election name')
     .argument('[value]', 'the value to proclaim as leader')
-    .option('--observe', 'do not campaign: print each leader as it changes')
+    .addOption(new Option('--observe', 'do not campaign: print each leader as it changes, and VACANT when there is none'))
     .addOption(new Option('--ttl <duration>', 'session TTL: leadership passes on this long after this process dies').default('10s'))
+    .addOption(new Option('--timeout <duration>', 'give up (exit 7) if not elected within this time'))
     .addOption(new Option('--prefix <prefix>', "key prefix instead of elections/<name>/ (use '<name>/' to join `etcdctl elect <name>` and Go concurrency.Election on etcd)"))
-    .option('--json', 'print JSON lines')
-    .action(async (name: string, value: string | undefined, opts: { observe?: boolean; ttl: string; prefix?: string; json?: boolean }) => {
-      const ttl = parseTtl(opts.ttl);
-      if (!opts.observe && value === undefined) throw new InvalidArgumentError('roster elect needs a value to campaign with (or --observe)');
-      if (opts.observe && value !== undefined) throw new InvalidArgumentError('roster elect --observe takes no value');
-      const backend = await getBackend();
-      const term = terminationSignal();
-      try {
-        const common = { signal: term.signal, ...(opts.prefix ? { prefix: opts.prefix } : {}), ...(opts.json ? { json: true } : {}) };
-        if (opts.observe) await runObserve(backend, name, common);
-        else process.exitCode = await runElect(backend, name, value!, { ttl, ...common });
-      } finally {
-        term.dispose();
-      }
+    .addHelpText('after', '\nWhile waiting, the current leader is said on stderr; leadership lost while held is campaigned for again.\nExample: roster elect scheduler "$(hostname)"')
+    .action(async (name: string, value: string | undefined, o: RecipeFlags & { observe?: boolean }) => {
+      if (!o.observe && value === undefined) throw new InvalidArgumentError('elect needs a value to campaign with (or --observe)');
+      if (o.observe && value !== undefined) throw new InvalidArgumentError('elect --observe takes no value');
+      const timeout = o.timeout === undefined ? undefined : duration(o.timeout, 'timeout', { min: 1 });
+      parseTtl(o.ttl);
+      const backend = await ctx.backend();
+      await withRecipeSignals(ctx, backend, o, async (w) => {
+        const common = { ...w, ...(ctx.json ? { json: true } : {}) };
+        if (o.observe) await runObserve(backend, name, common);
+        else process.exitCode = await runElect(backend, name, value!, { ...common, ...(timeout !== undefined ? { timeout } : {}) });
+      });
     });
 }

@@ -18,6 +18,23 @@ export interface ConsulAccess {
   /** Service name, KV key (or prefix), session id, node name; '' for the whole resource. */
   readonly name: string;
   readonly access: 'read' | 'write';
+  /** For keys: the request covers every key under `name` (recurse, keys, get-tree, delete-tree). */
+  readonly prefix?: boolean;
+}
+
+/**
+ * Sessions owned by whoever created them (the server's token owner records): a Consul session
+ * rides on an engine lease, and these calls decide by that lease. Each throws to refuse.
+ */
+export interface ConsulSessionGuard {
+  /** Before a session is created (a quota may refuse). */
+  beforeCreate(req: IncomingMessage): void;
+  /** After its lease is granted: record the owner (a failure ends the new session). */
+  created(lease: string, req: IncomingMessage): Promise<void>;
+  /** Renew, destroy, or acquire keys with the session behind `lease`. */
+  use(lease: string, req: IncomingMessage, what: 'renew' | 'destroy' | 'acquire'): void;
+  /** Whether the session shows in this request's lists and info. */
+  sees(lease: string, req: IncomingMessage): boolean;
 }
 
 export interface Req {
@@ -44,7 +61,10 @@ export interface ApiContext {
   readonly maxValue: number;
   /** Instance id -> engine keys (Consul addresses services by id alone). */
   readonly ids: ReadonlyMap<string, ReadonlySet<string>>;
-  allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access']): Promise<void>;
+  /** `prefix`: a key request covering every key under `name`. */
+  allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access'], prefix?: boolean): Promise<void>;
+  /** Session ownership, when the server has it (auth on). */
+  readonly guard: ConsulSessionGuard | undefined;
   /** A blocking read for this request (parked until a change, the wait, or the client leaving). */
   block<T extends { index: number }>(r: Req, block: Blocking, topics: readonly string[], prefixes: readonly string[], read: () => Promise<T>): Promise<T>;
   /** An agent write's empty 200 (Consul's). */

@@ -8,7 +8,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { HealthChecker } from '../health/checker.js';
 import { AgentRoutes } from './agent.js';
 import { CatalogRoutes } from './catalog.js';
-import { type ApiContext, type ConsulAccess, type Handler, type Req, type Route } from './context.js';
+import { type ApiContext, type ConsulAccess, type ConsulSessionGuard, type Handler, type Req, type Route } from './context.js';
 import { compileFilter, type Predicate } from './filter.js';
 import { blockingRead, Hub, NODE_CHECKS_ROOT, SERVICES_ROOT } from './hub.js';
 import { KvRoutes } from './kv-routes.js';
@@ -31,6 +31,7 @@ import { Query, send, type Blocking } from './wire.js';
  */
 export type ConsulAuthorizer = (token: string | undefined, need: ConsulAccess, req: IncomingMessage) => void | Promise<void>;
 
+
 export interface ConsulApiOptions {
   engine: Engine;
   /** The server's health checker (checks registered through /v1 run there). */
@@ -49,6 +50,8 @@ export interface ConsulApiOptions {
    *  Consul operator can). */
   sessionTtlMin?: number | string;
   authorize?: ConsulAuthorizer;
+  /** Session ownership (see ConsulSessionGuard); without it any caller may use any session. */
+  sessionGuard?: ConsulSessionGuard;
   /** Called once per request with its method and path (tests log the endpoints a client used). */
   onRequest?: (method: string, path: string, query: string) => void;
   onError?: (err: unknown) => void;
@@ -63,10 +66,12 @@ export interface ConsulApi {
   readonly parked: number;
   /** Parked queries woken by a change so far. */
   readonly wakeups: number;
+  /** Every endpoint: exact paths, and prefixes whose remainder is a name (for the security battery). */
+  endpoints(): { path: string; prefix: boolean; methods: string[] }[];
 }
 
 
-export type { ConsulAccess };
+export type { ConsulAccess, ConsulSessionGuard };
 export { CONSUL_VERSION } from './agent.js';
 
 export function createConsulApi(opts: ConsulApiOptions): ConsulApi {
@@ -83,6 +88,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
   readonly maxBody: number;
   readonly maxValue: number;
   private readonly authorize: ConsulAuthorizer | undefined;
+  readonly guard: ConsulSessionGuard | undefined;
   private readonly onRequest: ConsulApiOptions['onRequest'];
   private readonly onError: (e: unknown) => void;
   /** Instance id -> engine keys (Consul addresses services by id alone). */
@@ -104,6 +110,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     this.maxBody = opts.maxBodyBytes ?? 6 * 1024 * 1024 + 256 * 1024;
     this.maxValue = opts.maxValueBytes ?? 512 * 1024;
     this.authorize = opts.authorize;
+    this.guard = opts.sessionGuard;
     this.onRequest = opts.onRequest;
     this.onError = opts.onError ?? (() => undefined);
     this.hub = new Hub(this.engine);
@@ -122,6 +129,13 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
 
   get parked(): number {
     return this.hub.parked;
+  }
+
+  endpoints(): { path: string; prefix: boolean; methods: string[] }[] {
+    return [
+      ...[...this.exact].map(([path, h]) => ({ path, prefix: false, methods: Object.keys(h) })),
+      ...this.prefixed.map(([path, h]) => ({ path, prefix: true, methods: Object.keys(h) })),
+    ];
   }
   get wakeups(): number {
     return this.hub.wakeups;
@@ -187,6 +201,7 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     }
     if (err.code === 'INTERNAL') this.onError(err);
     if (err.code === 'TOO_LARGE') res.setHeader('connection', 'close');
+    if (err.code === 'QUOTA_EXCEEDED') res.setHeader('retry-after', String(err.details?.retryAfterSeconds ?? 1));
     send(res, err.status, JSON.stringify({ error: err.toJSON() }), this.agentIndex());
   }
 
@@ -197,12 +212,12 @@ class ConsulApiImpl implements ConsulApi, ApiContext {
     }
   }
 
-  async allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access']): Promise<void> {
+  async allow(r: Req, resource: ConsulAccess['resource'], name: string, access: ConsulAccess['access'], prefix = false): Promise<void> {
     if (!this.authorize) return;
     const h = r.req.headers['x-consul-token'];
     const auth = r.req.headers.authorization;
     const token = typeof h === 'string' && h !== '' ? h : auth?.startsWith('Bearer ') ? auth.slice(7) : r.q.get('token') || undefined;
-    await this.authorize(token, { resource, name, access }, r.req);
+    await this.authorize(token, { resource, name, access, ...(prefix ? { prefix } : {}) }, r.req);
   }
 
   /** A blocking read for this request (parked until a change, the wait, or the client leaving). */

@@ -30,9 +30,9 @@ export class KvRoutes {
     const rawValue = r.q.flag('raw');
     const sep = r.q.get('separator');
     if (!recurse && !keys && key === '') throw new InvalidArgumentError('Missing key name', { details: { field: 'key' } });
-    await this.c.allow(r, 'key', key, 'read');
-    const block = parseBlocking(r.q);
     const tree = recurse || keys;
+    await this.c.allow(r, 'key', key, 'read', tree);
+    const block = parseBlocking(r.q);
     const out = await this.c.block(r, block, tree ? [] : [`kv:${escapeKey(key)}`], tree ? [escapeKey(key)] : [], async () => {
       if (!tree) {
         const e = await this.c.kv.get(key);
@@ -80,6 +80,7 @@ export class KvRoutes {
       if (v !== undefined && !/^[0-9a-fA-F-]{1,64}$/.test(v)) throw new InvalidArgumentError(`invalid ?${n} ${JSON.stringify(v.slice(0, 40))}: expected a session id`, { details: { field: n } });
     }
     await this.c.allow(r, 'key', key, 'write');
+    this.useSession(r, acquire);
     const body = await readRaw(r.req, this.c.maxValue);
     const ok = await this.c.kv.put(key, body.length ? body : null, {
       flags: flags.toString(),
@@ -96,9 +97,16 @@ export class KvRoutes {
     if (!recurse && key === '') throw new InvalidArgumentError('Missing key name', { details: { field: 'key' } });
     const cas = r.q.uint('cas');
     if (cas !== undefined && recurse) throw new InvalidArgumentError('?cas cannot be combined with ?recurse', { details: { field: 'cas' } });
-    await this.c.allow(r, 'key', key, 'write');
+    await this.c.allow(r, 'key', key, 'write', recurse);
     const ok = await this.c.kv.delete(key, { recurse, ...(cas !== undefined ? { cas } : {}) });
     send(r.res, 200, ok ? 'true' : 'false', this.c.agentIndex());
+  }
+
+  /** Acquiring a key binds it to a session: only the session's owner may (session guard). */
+  useSession(r: Req, id: string | undefined): void {
+    if (id === undefined || !this.c.guard) return;
+    const s = this.c.sessions.record(id);
+    if (s) this.c.guard.use(s.lease, r.req, 'acquire');
   }
 
   async txn(r: Req): Promise<void> {
@@ -108,7 +116,10 @@ export class KvRoutes {
     if (!Array.isArray(body)) throw new InvalidArgumentError('invalid txn body: expected a JSON array of operations', { details: { field: 'body' } });
     if (body.length === 0 || body.length > MAX_TXN_OPS) throw new InvalidArgumentError(`invalid txn: expected 1-${MAX_TXN_OPS} operations, got ${body.length}`, { details: { field: 'body' } });
     const ops: KvOp[] = body.map((o, i) => txnOp(o, i, this.c.maxValue));
-    for (const op of ops) await this.c.allow(r, 'key', op.key, op.verb.startsWith('get') || op.verb.startsWith('check') ? 'read' : 'write');
+    for (const op of ops) {
+      await this.c.allow(r, 'key', op.key, op.verb.startsWith('get') || op.verb.startsWith('check') ? 'read' : 'write', op.verb.endsWith('-tree'));
+      if (op.verb === 'lock') this.useSession(r, op.session);
+    }
     const res = await this.c.kv.txn(ops);
     if (!res.ok) {
       send(r.res, 409, JSON.stringify({ Results: null, Errors: res.errors }), res.index);

@@ -21,7 +21,9 @@ export class SessionRoutes {
   async sessionCreate(r: Req): Promise<void> {
     await this.c.allow(r, 'session', this.c.node.name, 'write');
     const body = await readJson(r.req, this.c.maxBody, true);
-    const id = await this.c.sessions.create(body);
+    const guard = this.c.guard;
+    guard?.beforeCreate(r.req);
+    const id = await this.c.sessions.create(body, guard && ((lease) => guard.created(lease, r.req)));
     send(r.res, 200, JSON.stringify({ ID: id }), this.c.agentIndex());
   }
 
@@ -34,6 +36,8 @@ export class SessionRoutes {
   async sessionDestroy(r: Req, raw: string): Promise<void> {
     const id = this.sessionIdParam(raw);
     await this.c.allow(r, 'session', id, 'write');
+    const rec = this.c.sessions.record(id);
+    if (rec) this.c.guard?.use(rec.lease, r.req, 'destroy');
     await this.c.sessions.destroy(id);
     send(r.res, 200, 'true', this.c.agentIndex());
   }
@@ -41,6 +45,8 @@ export class SessionRoutes {
   async sessionRenew(r: Req, raw: string): Promise<void> {
     const id = this.sessionIdParam(raw);
     await this.c.allow(r, 'session', id, 'write');
+    const rec = this.c.sessions.record(id);
+    if (rec) this.c.guard?.use(rec.lease, r.req, 'renew');
     const s = this.c.sessions.renew(id);
     if (!s) throw sessionNotFound(id);
     send(r.res, 200, JSON.stringify([this.c.sessions.json(s)]), Math.max(this.c.hub.sessionsIndex(), s.kv.modRevision));
@@ -51,7 +57,8 @@ export class SessionRoutes {
     await this.c.allow(r, 'session', id, 'read');
     const block = parseBlocking(r.q);
     const out = await this.c.block(r, block, ['sessions'], [], async () => {
-      const s = this.c.sessions.record(id);
+      const found = this.c.sessions.record(id);
+      const s = found && (!this.c.guard || this.c.guard.sees(found.lease, r.req)) ? found : undefined;
       return { index: Math.max(this.c.hub.sessionsIndex(), s?.kv.modRevision ?? 0), body: JSON.stringify(s ? [this.c.sessions.json(s)] : []) };
     });
     send(r.res, 200, out.body, out.index);
@@ -65,7 +72,7 @@ export class SessionRoutes {
       const { items } = await this.c.engine.list(SESSIONS_ROOT);
       let max = 0;
       for (const kv of items) if (kv.modRevision > max) max = kv.modRevision;
-      const list = this.c.sessions.all().filter((s) => node === undefined || s.node === node);
+      const list = this.c.sessions.all().filter((s) => (node === undefined || s.node === node) && (!this.c.guard || this.c.guard.sees(s.lease, r.req)));
       return { index: Math.max(this.c.hub.sessionsIndex(), max), body: JSON.stringify(list.map((s) => this.c.sessions.json(s))) };
     });
     send(r.res, 200, out.body, out.index);

@@ -113,7 +113,7 @@ export class Sessions implements SessionLookup {
   // ------------------------------------------------------------------ API
 
   /** PUT /v1/session/create. */
-  async create(body: unknown): Promise<string> {
+  async create(body: unknown, granted?: (lease: string) => Promise<void>): Promise<string> {
     const f = new Fields(body === undefined ? {} : asObject(body, 'session'), 'session');
     const name = f.str('Name', 'Name') ?? '';
     if (name.length > 256) throw new InvalidArgumentError('invalid session.Name: at most 256 characters', { details: { field: 'Name' } });
@@ -163,6 +163,7 @@ export class Sessions implements SessionLookup {
     const id = randomUUID();
     const def = { ID: id, Name: name, Node: node, LockDelay: lockDelayMs, Behavior: behavior, TTL: ttlMs, NodeChecks: nodeChecks, ServiceChecks: serviceChecks, lease: lease.id };
     try {
+      await granted?.(lease.id);
       await this.engine.put(`${SESSIONS_ROOT}${id}`, JSON.stringify(def), { lease: lease.id, ifAbsent: true });
     } catch (e) {
       await this.engine.revoke(lease.id).catch(() => undefined);

@@ -38,6 +38,9 @@ export function checkRoutes(checker: HealthChecker): RouteModule {
       parseQuery(x.query, []);
       const id = decodePath(x.param, 'check id');
       const body = await readJsonObject(x.req, Math.min(s.maxBody, 64 * 1024), ['output'], true);
+      // Updating a check writes its instance: write access, or register access to an instance held
+      // by one of the token's own sessions (a service reporting on itself).
+      for (const c of checker.byCheckId(id)) await s.security.checkWrite(x.principal, c.owner, { put: false, pinned: true });
       if (body.output !== undefined && (typeof body.output !== 'string' || body.output.length > 4096)) {
         throw new InvalidArgumentError(`invalid output ${describeValue(body.output)}: expected a string of at most 4096 characters`, { details: { field: 'output' } });
       }
@@ -47,10 +50,12 @@ export function checkRoutes(checker: HealthChecker): RouteModule {
       {
         path: '/api/v1/checks',
         name: 'checks',
+        acl: 'token',
         methods: {
           GET: (x) => {
             const q = parseQuery(x.query, ['service']);
             const service = q.service === undefined ? undefined : validateServiceName(q.service);
+            s.security.requireService(x.principal, service, 'read');
             const list = [...checker.all()].filter((c) => service === undefined || c.service === service).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
             x.json(200, { checks: list.map(viewJson) });
           },
@@ -59,17 +64,19 @@ export function checkRoutes(checker: HealthChecker): RouteModule {
       {
         path: '/api/v1/checks/*',
         name: 'check',
+        acl: 'token',
         methods: {
           GET: (x) => {
             parseQuery(x.query, []);
             const id = decodePath(x.param, 'check id');
             const found = checker.byCheckId(id);
             if (found.length === 0) throw new NotFoundError(`unknown check id ${describeValue(id)}`, { details: { check: id } });
+            for (const c of found) s.security.requireRead(x.principal, c.owner);
             x.json(200, { checks: found.map(viewJson) });
           },
         },
       },
-      ...Object.entries(VERBS).map(([name, status]) => ({ path: `/api/v1/checks/*/${name}`, name: 'check_update', methods: { POST: verb(status) } })),
+      ...Object.entries(VERBS).map(([name, status]) => ({ path: `/api/v1/checks/*/${name}`, name: 'check_update', acl: 'token' as const, methods: { POST: verb(status) } })),
     ];
   };
 }

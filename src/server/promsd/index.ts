@@ -71,6 +71,15 @@ export function targetGroup(v: ViewInstance): TargetGroup {
   return { targets: [i.port === undefined ? host : `${host}:${i.port}`], labels };
 }
 
+/** Percent-decode a query part; malformed encoding is the client's error (found by the fuzz). */
+function decodeQueryPart(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch (e) {
+    throw new InvalidArgumentError(`malformed percent-encoding in the query ${JSON.stringify(s.slice(0, 40))}`, { cause: e });
+  }
+}
+
 export function createPromSdHandler(source: ViewSource | { view: ServicesView }): PromSdHandler {
   let view: Promise<ServicesView> | undefined;
   const getView = () => (view ??= 'view' in source ? Promise.resolve(source.view) : ServicesView.open(source as { engine: Engine } | { backend: Backend }));
@@ -78,8 +87,8 @@ export function createPromSdHandler(source: ViewSource | { view: ServicesView })
     const only = new Set<string>();
     for (const part of query === '' ? [] : query.split('&')) {
       const eq = part.indexOf('=');
-      const k = decodeURIComponent(eq < 0 ? part : part.slice(0, eq));
-      const val = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+      const k = decodeQueryPart(eq < 0 ? part : part.slice(0, eq));
+      const val = eq < 0 ? '' : decodeQueryPart(part.slice(eq + 1).replace(/\+/g, ' '));
       if (k !== 'service') throw new InvalidArgumentError(`unknown query parameter ${JSON.stringify(k.slice(0, 64))}: expected service`, { details: { field: k.slice(0, 64) } });
       only.add(validateServiceName(val));
     }
@@ -121,5 +130,18 @@ export function createPromSdHandler(source: ViewSource | { view: ServicesView })
 export const promSdRoutes: RouteModule = (s) => {
   const sd = createPromSdHandler({ engine: s.engine });
   s.onClose(() => sd.close());
-  return [{ path: '/api/v1/prometheus/sd', name: 'prometheus_sd', methods: { GET: async (x) => x.reply(200, await sd.render(x.query)) } }];
+  return [
+    {
+      path: '/api/v1/prometheus/sd',
+      name: 'prometheus_sd',
+      // Every instance of every service: a token that may read every service ({"service": "*"}).
+      acl: 'token',
+      methods: {
+        GET: async (x) => {
+          s.security.requireService(x.principal, undefined, 'read');
+          x.reply(200, await sd.render(x.query));
+        },
+      },
+    },
+  ];
 };

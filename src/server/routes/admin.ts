@@ -8,6 +8,8 @@ export const adminRoutes: RouteModule = (s) => [
   {
     path: '/healthz',
     name: 'healthz',
+    // Liveness probes carry no token; the reply says nothing beyond "up" and a revision.
+    acl: 'open',
     methods: {
       GET: (x) => {
         parseQuery(x.query, []);
@@ -24,6 +26,7 @@ export const adminRoutes: RouteModule = (s) => [
   {
     path: '/metrics',
     name: 'metrics',
+    acl: 'metrics',
     methods: {
       GET: (x) => {
         parseQuery(x.query, []);
@@ -34,6 +37,7 @@ export const adminRoutes: RouteModule = (s) => [
           sseDropped: () => s.sse.dropped,
           bodyRejected: () => s.bodiesRejected,
           startedAt: s.startedAt,
+          extra: () => s.security.metricLines(),
         });
         x.reply(200, text, 'text/plain; version=0.0.4; charset=utf-8');
       },
@@ -42,6 +46,7 @@ export const adminRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/admin/compact',
     name: 'admin_compact',
+    acl: 'admin',
     methods: {
       POST: async (x) => {
         parseQuery(x.query, []);

@@ -3,7 +3,8 @@ import { InvalidArgumentError, NotFoundError } from '../../core/errors.js';
 import { validateKey, validatePrefix, validateValue } from '../../core/names.js';
 import { describeValue, jsonNonNegativeInt, parseNonNegativeInt, parseQuery, readJsonObject, decodePath } from '../http.js';
 import type { Exchange } from '../router.js';
-import type { RouteModule } from '../context.js';
+import type { RouteModule, ServerContext } from '../context.js';
+import { rangeHasReserved, isReserved } from '../auth/store.js';
 import { SESSION_ID_RE } from './sessions.js';
 
 export const PUT_FIELDS = ['value', 'session', 'ifAbsent', 'ifVersion'];
@@ -62,26 +63,49 @@ function batchOp(v: unknown, i: number): BatchOp {
   return { op: 'put', key, value, ...putOptions(o, where) };
 }
 
+/**
+ * The permission checks of one write (security.ts): ACL level, session ownership, and for a
+ * register-level write the version it checked, pinned as the write's precondition.
+ */
+function admitWrite(s: ServerContext, x: Exchange, op: BatchOp): BatchOp | Promise<BatchOp> {
+  const put = op.op === 'put';
+  const pinned = op.ifVersion !== undefined || (put && op.ifAbsent === true);
+  const pin = s.security.checkWrite(x.principal, op.key, { put, session: put ? op.lease : undefined, pinned });
+  const apply = (v: number | undefined): BatchOp => (v === undefined ? op : { ...op, ifVersion: v });
+  return pin instanceof Promise ? pin.then(apply) : apply(pin);
+}
+
+/** Charge the keys a request's puts created or resized to its principal (quotas.ts). */
+function charge(s: ServerContext, x: Exchange, key: string, value: string, kv: { createRevision: number }): void {
+  s.security.quotas.wrote(x.principal.id, key, kv.createRevision, value);
+}
+
 /** Keys: list by prefix, get / put / delete one key, and batches of independent writes. */
 export const keyRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/keys',
     name: 'keys',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         const q = parseQuery(x.query, ['prefix']);
         const prefix = validatePrefix(q.prefix ?? '');
-        x.json(200, await s.engine.list(prefix));
+        s.security.requireReadRange(x.principal, prefix);
+        const r = await s.engine.list(prefix);
+        // The server's own records (auth/store.ts) are never listed.
+        x.json(200, rangeHasReserved(prefix) ? { revision: r.revision, items: r.items.filter((kv) => !isReserved(kv.key)) } : r);
       },
     },
   },
   {
     path: '/api/v1/keys/*',
     name: 'key',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
         const key = keyOf(x);
+        s.security.requireRead(x.principal, key);
         const kv = await s.engine.get(key);
         if (!kv) throw new NotFoundError(`key ${JSON.stringify(key)} not found`, { details: { key } });
         x.reply(200, `{"kv":${JSON.stringify(kv)}}`);
@@ -91,13 +115,17 @@ export const keyRoutes: RouteModule = (s) => [
         const key = keyOf(x);
         const body = await readJsonObject(x.req, s.maxBody, PUT_FIELDS);
         const value = validateValue(body.value);
-        const r = await s.engine.put(key, value, putOptions(body, ''));
+        const op = (await admitWrite(s, x, { op: 'put', key, value, ...putOptions(body, '') })) as BatchOp & { op: 'put' };
+        if (s.security.quotas.trackKeys) await s.security.quotas.checkKeys(x.principal.id, [{ key, bytes: Buffer.byteLength(value) }]);
+        const r = await s.engine.put(key, value, { ...(op.lease !== undefined ? { lease: op.lease } : {}), ...(op.ifAbsent ? { ifAbsent: true } : {}), ...(op.ifVersion !== undefined ? { ifVersion: op.ifVersion } : {}) });
+        charge(s, x, key, value, r.kv);
         x.reply(200, JSON.stringify(r));
       },
       DELETE: async (x) => {
         const q = parseQuery(x.query, ['ifVersion']);
         const key = keyOf(x);
-        const r = await s.engine.delete(key, q.ifVersion === undefined ? {} : { ifVersion: parseNonNegativeInt(q.ifVersion, 'ifVersion') });
+        const op = await admitWrite(s, x, q.ifVersion === undefined ? { op: 'delete', key } : { op: 'delete', key, ifVersion: parseNonNegativeInt(q.ifVersion, 'ifVersion') });
+        const r = await s.engine.delete(key, op.ifVersion === undefined ? {} : { ifVersion: op.ifVersion });
         x.reply(200, `{"revision":${r.revision},"deleted":${r.deleted}}`);
       },
     },
@@ -106,6 +134,7 @@ export const keyRoutes: RouteModule = (s) => [
     // Several independent puts and deletes, applied in order with one group commit (protocol.md).
     path: '/api/v1/batch',
     name: 'batch',
+    acl: 'token',
     methods: {
       POST: async (x) => {
         parseQuery(x.query, []);
@@ -115,8 +144,23 @@ export const keyRoutes: RouteModule = (s) => [
           throw new InvalidArgumentError(`invalid ops ${describeValue(raw)}: expected an array of 1-${MAX_BATCH_OPS} operations`, { details: { field: 'ops' } });
         }
         // Everything is validated before anything is applied: a malformed op fails the whole request.
-        const ops = raw.map(batchOp);
+        const parsed = raw.map(batchOp);
+        // Every op is admitted before any is applied: a forbidden op refuses the whole request.
+        const admitted: (BatchOp | Promise<BatchOp>)[] = [];
+        try {
+          for (const op of parsed) admitted.push(admitWrite(s, x, op));
+        } catch (e) {
+          for (const a of admitted) if (a instanceof Promise) a.catch(() => undefined); // refused already
+          throw e;
+        }
+        const ops = admitted.some((o) => o instanceof Promise) ? await Promise.all(admitted) : (admitted as BatchOp[]);
+        if (s.security.quotas.trackKeys) await s.security.quotas.checkKeys(x.principal.id, ops.flatMap((o) => (o.op === 'put' ? [{ key: o.key, bytes: Buffer.byteLength(o.value) }] : [])));
         const results = await s.engine.batch(ops);
+        for (let i = 0; i < ops.length; i++) {
+          const o = ops[i]!;
+          const r = results[i]!;
+          if (o.op === 'put' && 'kv' in r) charge(s, x, o.key, o.value, r.kv);
+        }
         let out = `{"revision":${s.engine.publishedRevision},"results":[`;
         for (let i = 0; i < results.length; i++) {
           const r = results[i]!;

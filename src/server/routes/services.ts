@@ -11,20 +11,34 @@ export const serviceRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/services',
     name: 'services',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
+        s.security.requireService(x.principal, undefined, 'read');
         const root = layout.root;
         const { revision, items } = await s.engine.list(root);
-        const counts = new Map<string, number>();
+        // Decoded instances per service, as `roster ls` counts them: the service's parent key and
+        // deeper keys are not instances; an entry that does not decode is counted as skipped.
+        const counts = new Map<string, { instances: number; skipped: number }>();
         for (const kv of items) {
           const slash = kv.key.indexOf('/', root.length);
-          // Only `<root><service>/<id>`: deeper keys are not instances of this layout.
-          if (slash <= root.length || slash === kv.key.length - 1 || kv.key.indexOf('/', slash + 1) >= 0) continue;
+          if (slash <= root.length) continue;
           const name = kv.key.slice(root.length, slash);
-          counts.set(name, (counts.get(name) ?? 0) + 1);
+          let inst;
+          let bad = false;
+          try {
+            inst = layout.decode(name, kv);
+          } catch {
+            bad = true;
+          }
+          if (!inst && !bad) continue;
+          const c = counts.get(name) ?? { instances: 0, skipped: 0 };
+          if (bad) c.skipped++;
+          else c.instances++;
+          counts.set(name, c);
         }
-        const services = [...counts].map(([name, instances]) => ({ name, instances }));
+        const services = [...counts].map(([name, c]) => ({ name, instances: c.instances, ...(c.skipped ? { skipped: c.skipped } : {}) }));
         x.json(200, { revision, services });
       },
     },
@@ -32,10 +46,12 @@ export const serviceRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/services/*',
     name: 'service',
+    acl: 'token',
     methods: {
       GET: async (x) => {
         parseQuery(x.query, []);
         const name = validateServiceName(decodePath(x.param, 'service name'));
+        s.security.requireService(x.principal, name, 'read');
         const { revision, items } = await s.engine.list(layout.servicePrefix(name));
         const instances = [];
         const invalid = [];

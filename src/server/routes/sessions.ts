@@ -35,16 +35,21 @@ export const sessionRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/sessions',
     name: 'sessions',
+    acl: 'token',
     methods: {
       GET: (x) => {
         parseQuery(x.query, []);
-        x.json(200, { sessions: s.engine.listLeases() });
+        // With auth on a token sees its own sessions (an admin every session).
+        const sessions = s.engine.listLeases().filter((l) => s.security.seesSession(x.principal, l.id));
+        x.json(200, { sessions: sessions.map((l) => ({ ...l, keys: s.security.visibleKeys(l.id, l.keys) })) });
       },
       POST: async (x) => {
         parseQuery(x.query, []);
         const body = await readJsonObject(x.req, s.maxBody, ['ttl']);
         const ttl = requestTtl(body.ttl);
+        s.security.beforeSession(x.principal);
         const granted = await s.engine.grant(ttl);
+        await s.security.sessionCreated(x.principal, granted.id);
         x.reply(201, `{"id":${JSON.stringify(granted.id)},"ttl":${granted.ttl}}`);
       },
     },
@@ -52,17 +57,20 @@ export const sessionRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/sessions/*',
     name: 'session',
+    acl: 'token',
     methods: {
       GET: (x) => {
         parseQuery(x.query, []);
         const id = sessionId(x);
         const info = s.engine.leaseInfo(id);
         if (!info) throw new NotFoundError(`session ${id} not found: it expired or was revoked`, { details: { session: id } });
-        x.json(200, info);
+        s.security.requireOwnSession(x.principal, id, 'inspect', true);
+        x.json(200, { ...info, keys: s.security.visibleKeys(id, info.keys) });
       },
       DELETE: async (x) => {
         parseQuery(x.query, []);
         const id = sessionId(x);
+        s.security.requireOwnSession(x.principal, id, 'revoke', true);
         await s.engine.revoke(id);
         x.reply(204, '');
       },
@@ -71,10 +79,13 @@ export const sessionRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/sessions/*/keepalive',
     name: 'session_keepalive',
+    acl: 'token',
+    audit: false,
     methods: {
       POST: (x) => {
         parseQuery(x.query, []);
         const id = sessionId(x);
+        s.security.requireOwnSession(x.principal, id, 'keep alive');
         const { ttl } = s.engine.keepAlive(id);
         x.reply(200, `{"id":${JSON.stringify(id)},"ttl":${ttl}}`);
       },

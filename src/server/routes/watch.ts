@@ -11,6 +11,7 @@ export const watchRoutes: RouteModule = (s) => [
   {
     path: '/api/v1/watch',
     name: 'watch',
+    acl: 'token',
     methods: {
       GET: (x) => {
         const q = parseQuery(x.query, ['prefix', 'fromRevision']);
@@ -20,7 +21,9 @@ export const watchRoutes: RouteModule = (s) => [
         // Last-Event-ID wins: an EventSource reconnect keeps the original URL but sends the newer id.
         if (typeof lastId === 'string' && lastId !== '') from = parseNonNegativeInt(lastId.trim(), 'Last-Event-ID');
         else if (q.fromRevision !== undefined) from = parseNonNegativeInt(q.fromRevision, 'fromRevision');
-        s.sse.open(x.res, s.engine, prefix, from);
+        s.security.requireReadRange(x.principal, prefix);
+        const release = s.security.quotas.openWatch(x.principal.id);
+        s.sse.open(x.res, s.engine, prefix, from, release);
         x.streamed(200);
       },
     },
