@@ -263,7 +263,7 @@ export function meterCli(cli: Cli, meter: LagMeter): void {
     if (!line.startsWith('{')) return;
     try {
       const ev = JSON.parse(line) as { type: string; instance?: { id: string; metadata: Record<string, string> } };
-      if (ev.type === 'put' && ev.instance?.id === 'ticker') meter.seen(Number(ev.instance.metadata.seq ?? 0), at);
+      if ((ev.type === 'add' || ev.type === 'update') && ev.instance?.id === 'ticker') meter.seen(Number(ev.instance.metadata.seq ?? 0), at);
     } catch {
       // not a JSON event line: ignore
     }
