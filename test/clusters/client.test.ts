@@ -250,16 +250,25 @@ describe('ZooKeeper ensemble client', () => {
     // the other client's reads often through another, which may not have applied them yet.
     let misses = 0;
     let reads = 0;
+    const missed: string[] = [];
     for (let pair = 0; pair < 8; pair++) {
       const writer = await openBackend(zk.url('/ryw'));
       const reader = await openBackend(zk.url('/ryw'));
       try {
         const s = await writer.session({ ttl: 5000 });
         for (let i = 0; i < 40; i++) {
-          await writer.put('k', String(i), { session: s });
-          if ((await reader.get('k'))?.value !== String(i)) misses++;
-          await writer.delete('k');
-          if ((await reader.get('k')) !== undefined) misses++;
+          const put = await writer.put('k', String(i), { session: s });
+          const got = await reader.get('k');
+          if (got?.value !== String(i)) {
+            misses++;
+            missed.push(`pair ${pair} put ${i} rev ${put.revision}: read ${got ? `${got.value} rev ${got.modRevision}` : 'nothing'}`);
+          }
+          const del = await writer.delete('k');
+          const after = await reader.get('k');
+          if (after !== undefined) {
+            misses++;
+            missed.push(`pair ${pair} delete ${i} rev ${del.revision} (deleted: ${del.deleted}): read ${after.value} rev ${after.modRevision}`);
+          }
           reads += 2;
         }
         await s.close();
@@ -268,7 +277,7 @@ describe('ZooKeeper ensemble client', () => {
         await reader.close();
       }
     }
-    expect(misses, `${misses} of ${reads} reads missed a write made just before`).toBe(0);
+    expect(misses, `${misses} of ${reads} reads missed a write made just before: ${missed.join('; ')}`).toBe(0);
   }, 60_000);
 
   it('an ACL denial (NO_AUTH) is PERMISSION_DENIED for reads, writes and watches, and ends a view or cache at once', async () => {
