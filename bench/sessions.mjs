@@ -14,7 +14,9 @@
 // crash: a registered process (bench/victim.mjs: one Registrar, its defaults: on roster a
 //   connection-bound session) is SIGKILLed at a random moment; the time until every one of
 //   `watchers` watchers (separate backends) has seen its instance deleted. TTL 10 s on all three.
+/* global AbortController */
 import { fork, spawn } from 'node:child_process';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import process from 'node:process';
@@ -103,7 +105,7 @@ export async function keepaliveOnce(system, c) {
       lost: sum('lost'),
     };
   } finally {
-    for (const w of workers) w.child.connected && w.child.send({ type: 'exit' });
+    for (const w of workers) if (w.child.connected) w.child.send({ type: 'exit' });
     await Promise.race([Promise.all(workers.map((w) => w.exited)), sleep(10_000)]);
     for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
     await sys.stop();
