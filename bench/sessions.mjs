@@ -43,6 +43,7 @@ async function counter(sys) {
 
 function startWorker(spec) {
   const child = fork(fileURLToPath(import.meta.url), ['--worker', JSON.stringify(spec)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  child.on('error', () => undefined); // a send to a worker that died: its exit is reported instead
   const inbox = [];
   const waiting = [];
   child.on('message', (m) => {
@@ -75,7 +76,7 @@ export async function keepaliveOnce(system, c) {
       if (count <= 0) break;
       workers.push(startWorker({ index: i, system, url: sys.url, options: sys.options ?? {}, backends: c.backends, sessions: count, firstSession: i * perWorker, perSession: c.perSession, ttl: c.ttl, inflight: c.inflight }));
     }
-    await Promise.all(workers.map((w) => w.next('ready', 1_200_000)));
+    const ready = await Promise.all(workers.map((w) => w.next('ready', 1_200_000)));
     const setupMs = performance.now() - t0;
     await sleep(c.settleMs);
     const k0 = await counter(sys);
@@ -103,6 +104,7 @@ export async function keepaliveOnce(system, c) {
       clientBytesPerSec: sum('bytes') / sec,
       requestsPerSec: (k1 - k0) / sec,
       lost: sum('lost'),
+      setupRetries: ready.reduce((a, m) => a + m.failedSetup, 0),
     };
   } finally {
     for (const w of workers) if (w.child.connected) w.child.send({ type: 'exit' });
@@ -120,6 +122,7 @@ async function worker(spec) {
   for (let b = 0; b < spec.backends; b++) backends.push(await openBackend(spec.url, { ...spec.options, keepProcessAlive: false }));
   const regs = [];
   let next = 0;
+  let failedSetup = 0;
   const one = async () => {
     for (;;) {
       const i = next++;
@@ -129,7 +132,19 @@ async function worker(spec) {
       regs.push(r);
       for (let j = 0; j < spec.perSession; j++) {
         const k = s * spec.perSession + j;
-        await r.register({ service: `svc-${k % 50}`, id: `i-${k}`, address: `10.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255}`, port: 8080, metadata: { version: '1.4.2' }, tags: ['http'] });
+        const input = { service: `svc-${k % 50}`, id: `i-${k}`, address: `10.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255}`, port: 8080, metadata: { version: '1.4.2' }, tags: ['http'] };
+        // A loaded machine makes a registration time out now and then (etcd's deadline, a ZooKeeper
+        // connection): retried, counted, never fatal for the run.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await r.register(input);
+            break;
+          } catch (e) {
+            failedSetup++;
+            if (attempt >= 5) throw e;
+            await sleep(200 * (attempt + 1));
+          }
+        }
       }
     }
   };
@@ -151,7 +166,7 @@ async function worker(spec) {
       process.exit(0);
     }
   });
-  process.send({ type: 'ready' });
+  process.send({ type: 'ready', failedSetup });
 }
 
 // ------------------------------------------------------------------ crash detection

@@ -91,37 +91,41 @@ function whenDeleted(b: RemoteBackend, prefix: string, key: string): { synced: P
   return { synced: s, gone, events };
 }
 
-describe('connection-bound sessions over session channels', () => {
-  let engine: Engine;
-  let server: RosterServer;
-  let watcher: RemoteBackend;
+/** A server in this process (its engine at hand) and a watcher client, for one describe block. */
+function world(): { engine: Engine; server: RosterServer; watcher: RemoteBackend } {
+  const o = {} as { engine: Engine; server: RosterServer; watcher: RemoteBackend };
   beforeAll(async () => {
-    engine = await Engine.open();
-    server = await launchServer({ port: 0, engine });
-    watcher = await RemoteBackend.open(server.url, { keepProcessAlive: false });
+    o.engine = await Engine.open();
+    o.server = await launchServer({ port: 0, engine: o.engine });
+    o.watcher = await RemoteBackend.open(o.server.url, { keepProcessAlive: false });
   });
   afterAll(async () => {
-    await watcher?.close();
-    await server?.close();
-    await engine?.close();
+    await o.watcher?.close();
+    await o.server?.close();
+    await o.engine?.close();
   });
+  return o;
+}
+
+describe('connection-bound sessions over session channels', () => {
+  const env = world();
 
   const startWorker = (service: string, id: string, ttl: number): Worker =>
-    spawnWorker(WORKER, { ROSTER_TEST_REGISTERED: JSON.stringify({ backend: server.url, service, id, ttl }) }, `worker ${id}`);
+    spawnWorker(WORKER, { ROSTER_TEST_REGISTERED: JSON.stringify({ backend: env.server.url, service, id, ttl }) }, `worker ${id}`);
 
   it('a registered process killed with SIGKILL is gone for every watcher long before its 10 s TTL', async () => {
     const service = `kill-${process.pid}`;
     const key = `services/${service}/k1`;
-    const watchers = await Promise.all([0, 1, 2].map(() => RemoteBackend.open(server.url, { keepProcessAlive: false })));
+    const watchers = await Promise.all([0, 1, 2].map(() => RemoteBackend.open(env.server.url, { keepProcessAlive: false })));
     const w = startWorker(service, 'k1', 10_000);
     try {
       const seen = watchers.map((b) => whenDeleted(b, `services/${service}/`, key));
       await Promise.all(seen.map((s) => s.synced));
       await w.waitLine('REGISTERED');
-      const kv = await watcher.get(key);
+      const kv = await env.watcher.get(key);
       expect(kv?.session).toBeDefined();
       // The Registrar's session is bound (the remote backend offers it; the Registrar's default).
-      expect(engine.leaseInfo(kv!.session!)?.ttl).toBe(10_000);
+      expect(env.engine.leaseInfo(kv!.session!)?.ttl).toBe(10_000);
       const t0 = performance.now();
       w.proc.kill('SIGKILL');
       const at = await Promise.all(seen.map((s) => s.gone));
@@ -131,7 +135,7 @@ describe('connection-bound sessions over session channels', () => {
       // Expired (no leaving mark: the Registrar never deregistered it), and the lease is gone.
       const del = seen[0]!.events.find((e) => e.type === 'delete');
       expect(del).toBeDefined();
-      expect(engine.leaseInfo(kv!.session!)).toBeUndefined();
+      expect(env.engine.leaseInfo(kv!.session!)).toBeUndefined();
     } finally {
       w.proc.kill('SIGKILL');
       await Promise.all(watchers.map((b) => b.close()));
@@ -144,15 +148,15 @@ describe('connection-bound sessions over session channels', () => {
     const ttl = 1500;
     const w = startWorker(service, 's1', ttl);
     try {
-      const seen = whenDeleted(watcher, `services/${service}/`, key);
+      const seen = whenDeleted(env.watcher, `services/${service}/`, key);
       await seen.synced;
       await w.waitLine('REGISTERED');
-      const sid = (await watcher.get(key))!.session!;
+      const sid = (await env.watcher.get(key))!.session!;
       // Let a few renewals go by, then stop it between two of them.
-      await eventually(() => (engine.leaseInfo(sid)?.remaining ?? ttl) < ttl - 200, 5000, 'a renewal cycle');
+      await eventually(() => (env.engine.leaseInfo(sid)?.remaining ?? ttl) < ttl - 200, 5000, 'a renewal cycle');
       w.proc.kill('SIGSTOP');
       const t0 = performance.now();
-      const remaining = engine.leaseInfo(sid)!.remaining;
+      const remaining = env.engine.leaseInfo(sid)!.remaining;
       const gone = (await seen.gone) - t0;
       process.stderr.write(`    SIGSTOP -> gone after ${gone.toFixed(0)} ms (lease had ${remaining} ms left, TTL ${ttl})\n`);
       expect(gone).toBeGreaterThanOrEqual(remaining - 25);
@@ -165,10 +169,10 @@ describe('connection-bound sessions over session channels', () => {
   it('a clean close (SIGTERM: deregister, close) is a deregistration, not an expiry', async () => {
     const service = `term-${process.pid}`;
     const key = `services/${service}/t1`;
-    const expired0 = engine.expiredLeases;
+    const expired0 = env.engine.expiredLeases;
     const w = startWorker(service, 't1', 10_000);
     try {
-      const seen = whenDeleted(watcher, `services/${service}/`, key);
+      const seen = whenDeleted(env.watcher, `services/${service}/`, key);
       await seen.synced;
       await w.waitLine('REGISTERED');
       w.proc.kill('SIGTERM');
@@ -177,7 +181,7 @@ describe('connection-bound sessions over session channels', () => {
       // The leaving mark came first (a deliberate deregistration), and no lease was expired.
       expect(seen.events.filter((e) => e.type === 'put').at(-1)?.kv.value).toContain('deregisteredAt');
       await new Promise((r) => setTimeout(r, 300)); // past the 100 ms grace
-      expect(engine.expiredLeases).toBe(expired0);
+      expect(env.engine.expiredLeases).toBe(expired0);
     } finally {
       w.proc.kill('SIGKILL');
     }
@@ -185,20 +189,8 @@ describe('connection-bound sessions over session channels', () => {
 });
 
 describe('session channels through a proxy', () => {
-  let engine: Engine;
-  let server: RosterServer;
-  let watcher: RemoteBackend;
-  beforeAll(async () => {
-    engine = await Engine.open();
-    server = await launchServer({ port: 0, engine });
-    watcher = await RemoteBackend.open(server.url, { keepProcessAlive: false });
-  });
-  afterAll(async () => {
-    await watcher?.close();
-    await server?.close();
-    await engine?.close();
-  });
-  const port = () => Number(new URL(server.url).port);
+  const env = world();
+  const port = () => Number(new URL(env.server.url).port);
 
   it('a cut connection ends the bound session after the grace; the unbound one on the same channel lives on', async () => {
     const proxy = new Proxy(port());
@@ -210,16 +202,16 @@ describe('session channels through a proxy', () => {
       expect(loose.connectionBound).toBe(false);
       await b.put('cut/bound', 'v', { session: bound });
       await b.put('cut/loose', 'v', { session: loose });
-      const seen = whenDeleted(watcher, 'cut/', 'cut/bound');
+      const seen = whenDeleted(env.watcher, 'cut/', 'cut/bound');
       await seen.synced;
       // Refuse the reconnect: the proxy stops listening, so the grace runs out.
       await proxy.close();
       const t0 = performance.now();
       const gone = (await seen.gone) - t0;
       expect(gone).toBeLessThan(2000);
-      expect(await watcher.get('cut/loose')).toBeDefined();
-      expect(engine.leaseInfo(loose.id)).toBeDefined();
-      expect(engine.leaseInfo(bound.id)).toBeUndefined();
+      expect(await env.watcher.get('cut/loose')).toBeDefined();
+      expect(env.engine.leaseInfo(loose.id)).toBeDefined();
+      expect(env.engine.leaseInfo(bound.id)).toBeUndefined();
     } finally {
       b.destroy();
       await proxy.close().catch(() => undefined);
@@ -240,10 +232,10 @@ describe('session channels through a proxy', () => {
       // Renewed through the resumed channel for two TTLs: still there.
       await new Promise((r) => setTimeout(r, 4000));
       expect(s.lost).toBe(false);
-      expect(engine.leaseInfo(s.id)).toBeDefined();
-      expect(await watcher.get('resume/k')).toBeDefined();
+      expect(env.engine.leaseInfo(s.id)).toBeDefined();
+      expect(await env.watcher.get('resume/k')).toBeDefined();
       await s.close();
-      expect(await watcher.get('resume/k')).toBeUndefined();
+      expect(await env.watcher.get('resume/k')).toBeUndefined();
     } finally {
       b.destroy();
       await proxy.close();
@@ -257,12 +249,12 @@ describe('session channels through a proxy', () => {
       const ttl = 1500;
       const s = await b.session({ ttl, connectionBound: true });
       await b.put('frozen/k', 'v', { session: s });
-      const seen = whenDeleted(watcher, 'frozen/', 'frozen/k');
+      const seen = whenDeleted(env.watcher, 'frozen/', 'frozen/k');
       await seen.synced;
-      await eventually(() => (engine.leaseInfo(s.id)?.remaining ?? ttl) < ttl - 200, 5000, 'a renewal cycle');
+      await eventually(() => (env.engine.leaseInfo(s.id)?.remaining ?? ttl) < ttl - 200, 5000, 'a renewal cycle');
       proxy.freeze();
       const t0 = performance.now();
-      const remaining = engine.leaseInfo(s.id)!.remaining;
+      const remaining = env.engine.leaseInfo(s.id)!.remaining;
       const gone = (await seen.gone) - t0;
       expect(gone).toBeGreaterThanOrEqual(remaining - 25);
       expect(gone).toBeLessThan(remaining + 1000);
@@ -275,19 +267,19 @@ describe('session channels through a proxy', () => {
   }, 30_000);
 
   it('an orphaned bound session lives to its TTL even when its process then closes the connection', async () => {
-    const b = await RemoteBackend.open(server.url, { keepProcessAlive: false });
+    const b = await RemoteBackend.open(env.server.url, { keepProcessAlive: false });
     const s = await b.session({ ttl: 1500, connectionBound: true });
     await b.put('orphan/k', 'v', { session: s });
     s.orphan();
-    await eventually(() => b.channelStats!.opens > 0 && engine.stats().leases > 0, 1000, 'setup');
+    await eventually(() => b.channelStats!.opens > 0 && env.engine.stats().leases > 0, 1000, 'setup');
     await b.close();
     await new Promise((r) => setTimeout(r, 400)); // well past the 100 ms grace
-    expect(await watcher.get('orphan/k')).toBeDefined();
-    await eventually(async () => (await watcher.get('orphan/k')) === undefined, 5000, 'expired at its TTL');
+    expect(await env.watcher.get('orphan/k')).toBeDefined();
+    await eventually(async () => (await env.watcher.get('orphan/k')) === undefined, 5000, 'expired at its TTL');
   }, 30_000);
 
   it('renews every session of a backend with one request per interval, and reports a session revoked by someone else', async () => {
-    const b = await RemoteBackend.open(server.url, { keepProcessAlive: false });
+    const b = await RemoteBackend.open(env.server.url, { keepProcessAlive: false });
     try {
       const regs = Array.from({ length: 40 }, () => new Registrar(b, { ttl: 900, repair: false, keepProcessAlive: false }));
       await Promise.all(regs.map((r, i) => r.register({ service: 'many', id: `m${i}`, address: '127.0.0.1', port: 9000 + i })));
@@ -297,12 +289,12 @@ describe('session channels through a proxy', () => {
       expect(sent).toBeGreaterThanOrEqual(3);
       expect(sent).toBeLessThanOrEqual(10);
       expect(regs.every((r) => r.session && !r.session.lost)).toBe(true);
-      expect((await watcher.list('services/many/')).items).toHaveLength(40);
+      expect((await env.watcher.list('services/many/')).items).toHaveLength(40);
       // Revoked behind its back: the next channel keepalive says so, and the Registrar re-registers.
       const victim = regs[0]!.session!;
-      await engine.revoke(victim.id);
+      await env.engine.revoke(victim.id);
       await eventually(() => victim.lost, 3000, 'revoked session reported lost');
-      await eventually(async () => (await watcher.list('services/many/')).items.length === 40, 5000, 're-registered');
+      await eventually(async () => (await env.watcher.list('services/many/')).items.length === 40, 5000, 're-registered');
       await Promise.all(regs.map((r) => r.close()));
     } finally {
       await b.close();

@@ -111,7 +111,7 @@ describe('session channels belong to their token', () => {
     }
   });
 
-  it('a Registrar with a token binds its session; a reader token cannot open a session on it', async () => {
+  it('a Registrar with a token binds its session; destroying its backend ends it within the grace', async () => {
     const owner = await RemoteBackend.open(w.url, { token: w.tokens.svc!, keepProcessAlive: false });
     const reg = new Registrar(owner, { ttl: 30_000, keepProcessAlive: false });
     try {

@@ -66,6 +66,14 @@ function optionalBoolean(v: unknown, what: string): boolean {
 export const sessionRoutes: RouteModule = (s) => {
   const channels = new Channels(s.engine, s.sse.heartbeatMs, (e) => s.onError(e));
   s.onClose(() => channels.close());
+  /** The caller's channel named in the path, and the `sessions` list of the body. */
+  const channelRequest = async <T>(x: Exchange, item: (e: unknown, i: number) => T) => {
+    parseQuery(x.query, []);
+    const id = channelId(decodePath(x.param, 'channel id'));
+    const body = await readJsonObject(x.req, s.maxBody, ['sessions']);
+    const list = sessionList(body.sessions, item);
+    return { ch: channels.get(id, x.principal.id), list };
+  };
   return [
   {
     path: '/api/v1/sessions',
@@ -172,14 +180,10 @@ export const sessionRoutes: RouteModule = (s) => {
     acl: 'token',
     methods: {
       POST: async (x) => {
-        parseQuery(x.query, []);
-        const id = channelId(decodePath(x.param, 'channel id'));
-        const body = await readJsonObject(x.req, s.maxBody, ['sessions']);
-        const list = sessionList(body.sessions, (e, i) => {
+        const { ch, list } = await channelRequest(x, (e, i) => {
           const o = (e !== null && typeof e === 'object' ? e : {}) as { id?: unknown; bound?: unknown };
           return { id: listedSession(o.id, i), bound: optionalBoolean(o.bound, `sessions[${i}].bound`) };
         });
-        const ch = channels.get(id, x.principal.id);
         const lost: string[] = [];
         for (const e of list) {
           s.security.requireOwnSession(x.principal, e.id, 'renew');
@@ -197,11 +201,7 @@ export const sessionRoutes: RouteModule = (s) => {
     acl: 'token',
     methods: {
       POST: async (x) => {
-        parseQuery(x.query, []);
-        const id = channelId(decodePath(x.param, 'channel id'));
-        const body = await readJsonObject(x.req, s.maxBody, ['sessions']);
-        const list = sessionList(body.sessions, listedSession);
-        const ch = channels.get(id, x.principal.id);
+        const { ch, list } = await channelRequest(x, listedSession);
         for (const sid of list) if (ch.sessions.has(sid)) channels.detach(sid);
         x.reply(204, '');
       },
