@@ -16,6 +16,7 @@
 //   `watchers` watchers (separate backends) has seen its instance deleted. TTL 10 s on all three.
 /* global AbortController */
 import { fork, spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout, clearTimeout } from 'node:timers';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
@@ -274,6 +275,9 @@ const med = (runs, k) => {
 };
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${fmt(a / b, 3)}×` : '');
 
+/** The columns of the tables, whichever systems ran. */
+const COLUMNS = ['roster', 'etcd', 'zookeeper'];
+
 /** Tables in report.mjs's shape ({ title, header, rows, errors }). */
 export function sessionsTables(s) {
   const out = [];
@@ -281,10 +285,9 @@ export function sessionsTables(s) {
   const k = s.keepalive ?? {};
   if (Object.keys(k).length) {
     const p = s.params.keepalive;
-    const row = (label, key, d = 0) => [label, ...SYSTEMS.map((x) => fmt(med(k[x], key), d)), ratio(med(k.roster, key), med(k.etcd, key)), ratio(med(k.roster, key), med(k.zookeeper, key))];
-    const procs = med(k.roster, 'processes');
+    const row = (label, key, d = 0) => [label, ...COLUMNS.map((x) => fmt(med(k[x], key), d)), ratio(med(k.roster, key), med(k.etcd, key)), ratio(med(k.roster, key), med(k.zookeeper, key))];
     out.push({
-      title: `Keepalive: ${fmt(p.n)} instances in ${fmt(p.n / p.perSession)} sessions over ${fmt(procs)} client processes (${p.workers} OS processes x ${p.backends} backends), TTL ${p.ttl / 1000} s, held ${p.holdMs / 1000} s`,
+      title: `Keepalive: ${fmt(p.n)} instances in ${fmt(p.n / p.perSession)} sessions, TTL ${p.ttl / 1000} s, held ${p.holdMs / 1000} s; client processes (backends, each with its own connections) / OS processes: ${COLUMNS.map((x) => `${x} ${fmt(med(k[x], 'processes'))} / ${fmt(med(k[x], 'osProcesses'))}`).join(', ')}`,
       header: ['', 'roster', 'etcd', 'ZooKeeper', 'roster ÷ etcd', 'roster ÷ ZooKeeper'],
       rows: [
         row('client bytes/s (all client processes, both directions)', 'clientBytesPerSec'),
@@ -299,7 +302,7 @@ export function sessionsTables(s) {
   const c = s.crash ?? {};
   if (Object.keys(c).length) {
     const p = s.params.crash;
-    const row = (label, key) => [label, ...SYSTEMS.map((x) => fmt(med(c[x], key))), ratio(med(c.roster, key), med(c.etcd, key)), ratio(med(c.roster, key), med(c.zookeeper, key))];
+    const row = (label, key) => [label, ...COLUMNS.map((x) => fmt(med(c[x], key))), ratio(med(c.roster, key), med(c.etcd, key)), ratio(med(c.roster, key), med(c.zookeeper, key))];
     out.push({
       title: `Crash detection: registered process SIGKILLed -> all ${p.watchers} watchers see it gone, TTL ${p.ttl / 1000} s (roster: connection-bound session, the Registrar's default; etcd, ZooKeeper: TTL-bound)`,
       header: ['', 'roster', 'etcd', 'ZooKeeper', 'roster ÷ etcd', 'roster ÷ ZooKeeper'],
@@ -308,7 +311,7 @@ export function sessionsTables(s) {
         row('max (ms)', 'max'),
         row('min (ms)', 'min'),
         row('first watcher, median (ms)', 'firstP50'),
-        ['kills per run', ...SYSTEMS.map((x) => String(p.kills[x])), '', ''],
+        ['kills per run', ...COLUMNS.map((x) => String(p.kills[x])), '', ''],
       ],
       errors: errors(c),
     });
@@ -342,8 +345,15 @@ if (argv[0] === '--worker') {
   if (val('--kills')) for (const s of SYSTEMS) cfg.sessions.crash.kills[s] = Number(val('--kills'));
   if (val('--systems')) SYSTEMS.splice(0, SYSTEMS.length, ...val('--systems').split(','));
   const only = (val('--only') ?? 'keepalive,crash').split(',');
-  const res = await sessionsScenario(cfg, only);
+  let res = await sessionsScenario(cfg, only);
   process.stdout.write(`RESULT ${JSON.stringify(res)}\n`);
+  if (argv.includes('--save')) {
+    // Accumulate systems run by separate invocations into bench/results/sessions.json.
+    const file = path.join(here, 'results', 'sessions.json');
+    const old = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : { keepalive: {}, crash: {} };
+    res = { params: { ...old.params, ...res.params }, keepalive: { ...old.keepalive, ...res.keepalive }, crash: { ...old.crash, ...res.crash }, date: new Date().toISOString() };
+    writeFileSync(file, JSON.stringify(res, null, 1) + '\n');
+  }
   for (const t of sessionsTables(res)) printTable(t);
   process.exit(0);
 }
