@@ -42,6 +42,8 @@ export class SessionChannel {
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private attaching = false;
+  /** Ends the reconnect loop's backoff early: a renewal is due and sessions are at stake. */
+  private wake: (() => void) | undefined;
   private attachAgain = false;
   /** The last renewal's failure, while it is failing. */
   lastError: unknown;
@@ -61,7 +63,12 @@ export class SessionChannel {
     if (this.unsupported) return Promise.resolve(undefined);
     if (this.live && this.id !== undefined) return Promise.resolve(this.id);
     return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+      // A grant whose channel could not open is over: it will not call done().
+      const failed = (e: unknown) => {
+        this.pending--;
+        reject(e);
+      };
+      this.waiters.push({ resolve, reject: failed });
       this.run();
     });
   }
@@ -138,7 +145,14 @@ export class SessionChannel {
           }
           if (!this.wanted()) break;
           // The first reconnect is immediate (the server's grace is short); then back off.
-          if (attempt > 0) await new Promise((r) => setTimeout(r, backoff(attempt - 1, this.retry.baseMs, this.retry.capMs)).unref());
+          if (attempt > 0) {
+            await new Promise<void>((r) => {
+              const t = setTimeout(() => r(), backoff(attempt - 1, this.retry.baseMs, this.retry.capMs));
+              t.unref();
+              this.wake = () => (clearTimeout(t), r());
+            });
+            this.wake = undefined;
+          }
           attempt++;
         }
       } finally {
@@ -272,6 +286,7 @@ export class SessionChannel {
     const t0 = Date.now();
     let ok = false;
     try {
+      if (!this.live) this.wake?.(); // reconnect now rather than after the stream's backoff
       if (ch === undefined) throw new UnavailableError('session channel not connected');
       this.stats.keepalives++;
       const r = await this.t.call('POST', `/api/v1/channels/${ch}/keepalive`, undefined, undefined, Math.max(250, Math.min(minTtl / 3, this.t.requestTimeout)), true);
