@@ -1,14 +1,26 @@
 /* global document, window, location, history, fetch, URL, URLSearchParams, AbortController, AbortSignal,
    TextDecoderStream, requestAnimationFrame, setTimeout, clearTimeout, setInterval, performance, Node, console,
-   sessionStorage */
+   sessionStorage, Element */
 /**
  * roster dashboard: plain ES module, no build step, no dependencies, served by `roster server` at /ui/.
  *
  * Data sources (all same-origin, relative to the server root so a reverse-proxy prefix works):
  * - one watch stream over `services/` (GET /api/v1/watch, Server-Sent Events, id = revision): the
  *   services list, instance tables, "recent changes" and the event log are all derived from it;
- * - /healthz and /metrics, polled, for the header;
- * - /api/v1/sessions (polled while the Sessions view is open) and /api/v1/keys?prefix= (on demand).
+ * - /healthz and /api/v1/status (every figure of the header at one revision), polled, and again
+ *   when the server's event history says something happened;
+ * - /api/v1/sessions (polled while the Sessions view is open);
+ * - the Keys view: /api/v1/keys?prefix= once, then a watch of that prefix from the listed revision
+ *   (live, never polled);
+ * - the server's event history (GET /api/v1/events, long-polled): what happened before the page
+ *   opened, and the trigger for refreshing the Locks view (/api/v1/locks) and the header;
+ * - POST /api/v1/acl/check: what the caller's token may do, so that write buttons (drain,
+ *   deregister, KV edit / delete / create) are shown only where the server would accept them. The
+ *   server checks every write anyway; a hidden button is a courtesy, not the guard.
+ *
+ * Writes (PATCH / DELETE /api/v1/instances, PUT / DELETE /api/v1/keys) carry the same CSRF marker
+ * as every API client (`X-Roster-Request: 1`, JSON bodies) and go to the page's own origin, so the
+ * server's Host allow-list and CSRF rule apply to them unchanged (docs/security.md).
  *
  * The watch is read with fetch() rather than EventSource so that (a) a silently dead connection is
  * detected — the server sends a heartbeat comment every `roster-heartbeat-ms` and EventSource hides
@@ -35,6 +47,9 @@ const RECENT_MAX = 8;
 const KEYS_MAX_ROWS = 1000;
 const HEALTH_EVERY_MS = 5000;
 const SESSIONS_EVERY_MS = 2000;
+const HEALTH = ['passing', 'warning', 'critical'];
+const HISTORY_MAX = 1000;
+const CONFIRM_MS = 4000;
 
 // ---------------------------------------------------------------------------------------------- DOM
 
@@ -151,7 +166,12 @@ async function api(input, init = {}) {
   return res;
 }
 
+/** Set once the server refused this page's token (or its lack of one): the page's own loops (event
+ *  history, permission questions) stop asking until the user signs in, which reloads the page. */
+let loginNeeded = false;
+
 function needLogin(message) {
+  loginNeeded = true;
   $('login').hidden = false;
   setText($('login-error'), message);
 }
@@ -167,6 +187,21 @@ async function httpError(res) {
   }
   return new Error(msg);
 }
+
+/** A state-changing request: the CSRF marker, a JSON body, the token; throws the server's error. */
+async function write(method, path, body, params) {
+  const headers = { accept: 'application/json', 'x-roster-request': '1' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await api(url(path, params), { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', signal: AbortSignal.timeout(10_000) });
+  if (!res.ok) throw await httpError(res);
+  try {
+    return await res.json();
+  } catch {
+    return null;
+  }
+}
+
+const keyPath = (key) => `api/v1/keys/${encodeURIComponent(key)}`;
 
 async function getJson(path, params, timeoutMs = 8000) {
   const res = await api(url(path, params), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
@@ -238,10 +273,10 @@ class SseParser {
  * longer has that history it answers with a `reset` frame carrying the full state.
  */
 class WatchStream {
-  constructor(prefix, handlers) {
+  constructor(prefix, handlers, fromRevision = 0) {
     this.prefix = prefix;
     this.h = handlers;
-    this.lastId = 0;
+    this.lastId = fromRevision;
     this.retryMs = 1000;
     this.stopped = false;
     this.ac = undefined;
@@ -259,6 +294,11 @@ class WatchStream {
   async loop() {
     let failures = 0;
     while (!this.stopped) {
+      // A refused token is not tried again: the sign-in reloads the page with the new one.
+      if (loginNeeded) {
+        await sleep(1000);
+        continue;
+      }
       this.opened = false;
       let err;
       try {
@@ -385,6 +425,8 @@ function normalize(o) {
     tags,
     metadata,
     registeredAt: Number.isFinite(o.registeredAt) ? o.registeredAt : undefined,
+    // Written by the server's health checker (absent: no checks, counted as passing).
+    health: HEALTH.includes(o.health) ? o.health : undefined,
   };
 }
 
@@ -500,9 +542,12 @@ const ui = {
   connError: '',
   attempts: 0,
   health: { state: 'unknown', revision: undefined, uptime: undefined, at: 0, message: '' },
-  metrics: {},
+  status: null, // GET /api/v1/status: the header's figures, all at one revision
   sessions: { list: [], at: 0, error: '', loading: false },
-  keys: { prefix: '', result: null, error: '', loading: false, at: 0 },
+  keys: { prefix: '', result: null, error: '', loading: false, at: 0, live: false, editing: null, v: 0 },
+  locks: { locks: [], elections: [], revision: 0, at: 0, error: '' },
+  checks: null, // { service, id, list, error, at }: the per-check panel of one instance
+  actionMsg: '',
   renderedLogSeq: 0,
 };
 
@@ -573,6 +618,7 @@ function applyEvent(ev) {
       model.lastChangeAt = Date.now();
       model.lastChangeRev = d.revision;
       addLog(d.kv && d.kv.version === 1 ? 'create' : 'update', d.revision, d.key, rec ? describeRec(rec) : '');
+      if (rec && ui.checks && ui.checks.service === rec.service && ui.checks.id === rec.id) void loadChecks();
       break;
     }
     case 'delete': {
@@ -594,7 +640,7 @@ let healthTimer;
 let healthInflight;
 function pollHealth() {
   clearTimeout(healthTimer);
-  healthInflight ??= Promise.allSettled([fetchHealth(), fetchMetrics()]).finally(() => {
+  healthInflight ??= Promise.allSettled([fetchHealth(), loginNeeded ? undefined : fetchStatus()]).finally(() => {
     healthInflight = undefined;
     schedule();
     healthTimer = setTimeout(pollHealth, jitter(ui.conn === 'live' ? HEALTH_EVERY_MS : HEALTH_EVERY_MS / 2));
@@ -622,20 +668,25 @@ async function fetchHealth() {
   }
 }
 
-async function fetchMetrics() {
+/** Every figure of the header from one answer, at one revision (not mixed from several sources). */
+async function fetchStatus() {
   try {
-    const res = await api(url('metrics'), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+    const res = await api(url('api/v1/status'), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(4000) });
     if (!res.ok) return;
-    const text = await res.text();
-    const m = {};
-    for (const line of text.split('\n')) {
-      const r = /^(roster_[a-z_]+) (\S+)$/.exec(line);
-      if (r) m[r[1]] = Number(r[2]);
-    }
-    ui.metrics = m;
+    ui.status = await res.json();
   } catch {
     // health shows the reachability problem; keep the last figures
   }
+}
+
+let statusTimer;
+/** Refresh the header soon (coalesced): something happened on the server. */
+function statusSoon() {
+  if (statusTimer) return;
+  statusTimer = setTimeout(() => {
+    statusTimer = undefined;
+    void fetchStatus().then(schedule);
+  }, 200);
 }
 
 let sessTimer;
@@ -675,12 +726,17 @@ async function loadKeys() {
     const body = await res.json();
     if (ac !== keysAc) return;
     ui.keys.result = { prefix, revision: body.revision, items: Array.isArray(body.items) ? body.items : [] };
+    ui.keys.v++;
     ui.keys.error = '';
     ui.keys.at = Date.now();
+    watchKeys(prefix, body.revision);
+    want('prefixes', prefix);
+    for (const kv of ui.keys.result.items.slice(0, KEYS_MAX_ROWS)) want('keys', kv.key);
   } catch (e) {
     if (ac !== keysAc) return;
     ui.keys.error = errMsg(e);
     ui.keys.result = null;
+    stopKeysWatch();
   } finally {
     if (ac === keysAc) ui.keys.loading = false;
   }
@@ -711,10 +767,15 @@ function render() {
     renderServices();
     renderInstances();
     renderLog($('recent-log'), log.entries.slice(0, RECENT_MAX), true);
+    renderChecks();
   } else if (ui.view === 'events') {
     renderEvents();
   } else if (ui.view === 'sessions') {
     renderSessions();
+  } else if (ui.view === 'keys') {
+    renderKeys();
+  } else if (ui.view === 'locks') {
+    renderLocks();
   }
   ui.renderedLogSeq = log.seq;
   document.title = `${ui.conn === 'stale' ? '⚠ stale · ' : ''}roster · ${countServices()} services`;
@@ -739,16 +800,20 @@ function renderHeader() {
   hs.dataset.health = ui.health.state;
   setText($('health'), ui.health.state === 'ok' ? 'healthy' : ui.health.state === 'unknown' ? '…' : ui.health.state);
   hs.title = ui.health.message || (ui.health.at ? `checked ${clock(ui.health.at)}` : '');
-  const rev = Math.max(ui.health.revision ?? 0, ui.metrics.roster_published_revision ?? 0);
+  // The figures come from one GET /api/v1/status: one revision, one moment (services and instances
+  // only for a token that may read every service).
+  const st = ui.status;
+  const rev = st ? st.revision : ui.health.revision;
   setText($('revision'), rev ? String(rev) : '–');
-  setText($('m-keys'), fmtCount(ui.metrics.roster_keys));
-  setText($('m-leases'), fmtCount(ui.metrics.roster_leases));
-  setText($('m-watchers'), fmtCount(ui.metrics.roster_watchers));
-  $('m-watchers').parentElement.title =
-    ui.metrics.roster_watch_streams === undefined ? '' : `${ui.metrics.roster_watch_streams} SSE streams; ${ui.metrics.roster_watch_streams_dropped_total ?? 0} cut for reading too slowly`;
+  setText($('m-services'), fmtCount(st?.services));
+  setText($('m-instances'), fmtCount(st?.instances));
+  setText($('m-keys'), fmtCount(st?.keys));
+  setText($('m-leases'), fmtCount(st?.sessions));
+  setText($('m-watchers'), fmtCount(st?.watchers));
+  $('revision').parentElement.title = st ? `figures at revision ${st.revision}; server ${st.version ?? ''} on Node ${st.node ?? ''}` : '';
   setText($('count-services'), String(countServices()));
-  setText($('count-sessions'), fmtCount(ui.metrics.roster_leases));
-  setText($('count-events'), String(log.entries.length));
+  setText($('count-sessions'), fmtCount(st?.sessions));
+  setText($('count-events'), String(hist.entries.length));
   setText($('view-rev'), model.synced ? `services/ at revision ${model.revision}` : 'loading services/…');
 
   const banner = $('stale-banner');
@@ -868,8 +933,9 @@ function updateServiceItem(li, s, isSelected) {
   const up = s.live.filter((r) => !r.problem && r.inst.status === 'up').length;
   const draining = s.live.filter((r) => !r.problem && r.inst.status !== 'up').length;
   const invalid = s.live.filter((r) => r.problem).length;
+  const critical = s.live.filter((r) => !r.problem && r.inst.health === 'critical').length;
   const zones = new Set(s.live.map((r) => r.inst?.zone).filter(Boolean));
-  const sig = [s.name, s.live.length, up, draining, invalid, [...zones].join(','), isSelected].join('|');
+  const sig = [s.name, s.live.length, up, draining, invalid, critical, [...zones].join(','), isSelected].join('|');
   li.classList.toggle('is-removed', s.live.length === 0);
   li.dataset.service = s.name;
   if (li._sig === sig) return;
@@ -878,6 +944,7 @@ function updateServiceItem(li, s, isSelected) {
   if (up) meta.push(h('span', { class: 'st-up' }, `${up} up`));
   if (draining) meta.push(h('span', { class: 'st-draining' }, `${draining} draining`));
   if (invalid) meta.push(h('span', { class: 'st-invalid' }, `${invalid} invalid`));
+  if (critical) meta.push(h('span', { class: 'st-critical', title: 'instances whose health checks fail (clients set them aside)' }, `${critical} critical`));
   if (zones.size) meta.push(h('span', { class: 'zones' }, `${zones.size} zone${zones.size > 1 ? 's' : ''}`));
   if (s.live.length === 0) meta.push(h('span', null, 'removed'));
   // The link element is kept (only its content changes) so keyboard focus survives live updates.
@@ -936,10 +1003,10 @@ function renderInstances() {
       rowEls.set(rec.key, tr);
       if (rec.born && now - rec.born < NEW_MS) tr.classList.add('is-new');
     }
-    if (tr._rec !== rec) {
+    if (tr._rec !== rec || tr._pv !== perms.v) {
       const prev = tr._rec;
       if (prev && prev.gone && !rec.gone) flash(tr, 'is-new'); // came back while fading out
-      else if (prev && rec.updated && rec.updated !== prev.updated && !rec.gone) flash(tr, 'is-updated');
+      else if (prev && prev !== rec && rec.updated && rec.updated !== prev.updated && !rec.gone) flash(tr, 'is-updated');
       tr._rec = rec;
       fillRow(tr, rec);
     }
@@ -1019,6 +1086,139 @@ function fillRow(tr, rec) {
     cell('Session', sess),
     cell('Registered', reg),
     h('td', { 'data-label': 'Rev', class: 'num', title: `created at revision ${kv.createRevision}, version ${kv.version}` }, String(kv.modRevision)),
+    cell('Health', healthBadge(rec)),
+    cell('Actions', instanceActions(rec)),
+  );
+  tr._pv = perms.v;
+}
+
+/** The instance's health (from its checks, written by the server's checker); a button opening the
+ *  per-check panel. No checks: a dash. */
+function healthBadge(rec) {
+  const hs = rec.inst && rec.inst.health;
+  if (!hs) return h('span', { class: 'muted', title: 'no health checks' }, '—');
+  const open = ui.checks && ui.checks.service === rec.service && ui.checks.id === rec.id;
+  return h('button', { type: 'button', class: 'health', 'data-health': hs, 'data-action': 'checks', 'aria-expanded': open ? 'true' : 'false', title: 'Show this instance’s checks' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), hs);
+}
+
+/** Drain / undrain and deregister, only when the token may write the service. */
+function instanceActions(rec) {
+  const access = rec.inst && !rec.problem ? (want('services', rec.service) ?? 'pending') : 'deny';
+  if (access !== 'write') return h('span', { class: 'muted', 'data-access': access }, '');
+  const draining = rec.inst.status === 'draining';
+  return h(
+    'span',
+    { class: 'actions', 'data-access': access },
+    h('button', { type: 'button', class: 'act', 'data-action': draining ? 'undrain' : 'drain', title: draining ? 'Set it up again: new calls may pick it' : 'Set it draining: no new calls pick it' }, draining ? 'Undrain' : 'Drain'),
+    h('button', { type: 'button', class: 'act danger', 'data-action': 'deregister', title: 'Remove this instance now (its registrar does not put it back)' }, 'Deregister'),
+  );
+}
+
+/** A destructive button asks once more: the first click arms it for CONFIRM_MS. */
+function armed(btn, label) {
+  if (btn.dataset.armed === '1') return true;
+  btn.dataset.armed = '1';
+  btn._label = btn.textContent;
+  btn.textContent = label;
+  btn.classList.add('is-armed');
+  setTimeout(() => {
+    if (!btn.isConnected) return;
+    btn.dataset.armed = '';
+    btn.textContent = btn._label;
+    btn.classList.remove('is-armed');
+  }, CONFIRM_MS);
+  return false;
+}
+
+function say(id, text, bad) {
+  const el = $(id);
+  setText(el, text);
+  el.dataset.kind = bad ? 'error' : 'ok';
+}
+
+async function onInstanceClick(e) {
+  const btn = e.target instanceof Element ? e.target.closest('button[data-action]') : null;
+  if (!btn) return;
+  const tr = btn.closest('tr');
+  const rec = tr && tr._rec;
+  if (!rec || rec.gone) return;
+  const what = `${rec.service}/${rec.id}`;
+  const path = `api/v1/instances/${encodeURIComponent(rec.service)}/${encodeURIComponent(rec.id)}`;
+  const action = btn.dataset.action;
+  if (action === 'checks') {
+    if (ui.checks && ui.checks.service === rec.service && ui.checks.id === rec.id) ui.checks = null;
+    else {
+      ui.checks = { service: rec.service, id: rec.id, list: null, error: '', at: 0 };
+      void loadChecks();
+    }
+    rerenderRows();
+    schedule();
+    return;
+  }
+  if (action === 'deregister' && !armed(btn, 'Confirm deregister')) return;
+  btn.disabled = true;
+  try {
+    if (action === 'deregister') {
+      await write('DELETE', path);
+      say('action-msg', `Deregistered ${what}.`);
+    } else {
+      const status = action === 'drain' ? 'draining' : 'up';
+      await write('PATCH', path, { status });
+      say('action-msg', `${what} is ${status === 'draining' ? 'draining' : 'up'}.`);
+    }
+  } catch (err) {
+    say('action-msg', `Could not ${action} ${what}: ${errMsg(err)}`, true);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function rerenderRows() {
+  for (const tr of rowEls.values()) tr._rec = null;
+}
+
+let checksAc;
+async function loadChecks() {
+  const c = ui.checks;
+  if (!c) return;
+  checksAc?.abort();
+  const ac = (checksAc = new AbortController());
+  try {
+    const res = await api(url('api/v1/checks', { service: c.service }), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(8000)]) });
+    if (!res.ok) throw await httpError(res);
+    const body = await res.json();
+    if (ui.checks !== c) return;
+    c.list = (Array.isArray(body.checks) ? body.checks : []).filter((k) => k && k.instance === c.id);
+    c.error = '';
+    c.at = Date.now();
+  } catch (e) {
+    if (ui.checks !== c || ac.signal.aborted) return;
+    c.error = errMsg(e);
+  }
+  renderChecks();
+}
+
+function renderChecks() {
+  const panel = $('checks-panel');
+  const c = ui.checks;
+  panel.hidden = !c || ui.view !== 'services';
+  if (!c) return;
+  setText($('checks-title'), `Checks of ${c.service}/${c.id}`);
+  const rows = (c.list ?? []).map((k) =>
+    h(
+      'tr',
+      { 'data-check': k.id },
+      cell('Check', h('code', null, k.id)),
+      cell('Type', String(k.type ?? '')),
+      cell('Status', h('span', { class: 'health', 'data-health': HEALTH.includes(k.status) ? k.status : 'critical' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), String(k.status))),
+      cell('Output', k.output ? h('code', { class: 'output' }, truncate(String(k.output), 4096)) : h('span', { class: 'muted' }, '(none)')),
+      cell('Updated', k.updatedAt ? h('span', { 'data-ts': String(k.updatedAt), title: isoOf(k.updatedAt) }, ago(k.updatedAt)) : '—'),
+    ),
+  );
+  $('checks-body').replaceChildren(...rows);
+  setText(
+    $('checks-summary'),
+    c.error ? `Cannot read the checks: ${c.error}` : c.list === null ? 'Loading…' : rows.length ? `${rows.length} check${rows.length === 1 ? '' : 's'} · read ${clock(c.at)}` : 'The server runs no check for this instance.',
   );
 }
 
@@ -1051,6 +1251,7 @@ function keyLink(key, compact) {
 }
 
 function renderEvents() {
+  renderHistory();
   const shown = ui.eventsFilter.length ? log.entries.filter((e) => matches(`${e.type}\n${e.key}\n${e.detail}\n${e.rev ?? ''}`.toLowerCase(), ui.eventsFilter)) : log.entries;
   renderLog($('events-log'), shown, false);
   setText(
@@ -1127,6 +1328,7 @@ function renderKeys() {
   if (k.error) {
     setText($('keys-summary'), `Cannot list keys: ${k.error}`);
     tbody.replaceChildren();
+    tbody._sig = '';
     dirs.replaceChildren();
     return;
   }
@@ -1145,22 +1347,342 @@ function renderKeys() {
   );
   setText(
     $('keys-summary'),
-    `${items.length} key${items.length === 1 ? '' : 's'} under ${prefix === '' ? 'the root' : `“${prefix}”`} at revision ${revision}${items.length > KEYS_MAX_ROWS ? `; showing the first ${KEYS_MAX_ROWS}` : ''} · read ${clock(k.at)}${k.loading ? ' · refreshing…' : ''}`,
+    `${items.length} key${items.length === 1 ? '' : 's'} under ${prefix === '' ? 'the root' : `“${prefix}”`} at revision ${revision}${items.length > KEYS_MAX_ROWS ? `; showing the first ${KEYS_MAX_ROWS}` : ''} · ${k.live ? 'live' : `read ${clock(k.at)} · reconnecting…`}${k.loading ? ' · refreshing…' : ''}`,
   );
+  $('keys-summary').dataset.live = k.live ? 'true' : 'false';
+  $('keys-new').hidden = want('prefixes', prefix) !== 'write';
+  if (k.editing && !items.some((kv) => kv.key === k.editing.key)) k.editing = null;
+  // Rows are rebuilt only when the keys, the permissions or the editor changed (not on every render:
+  // an expanded value stays expanded).
+  const sig = `${k.v}:${perms.v}:${k.editing ? k.editing.key : ''}`;
+  if (tbody._sig === sig) return;
+  tbody._sig = sig;
   tbody.replaceChildren(
-    ...items.slice(0, KEYS_MAX_ROWS).map((kv) =>
-      h(
+    ...items.slice(0, KEYS_MAX_ROWS).map((kv) => {
+      const editing = k.editing && k.editing.key === kv.key ? k.editing : null;
+      const tr = h(
         'tr',
         { 'data-key': kv.key },
         cell('Key', h('code', { class: 'key' }, kv.key)),
-        cell('Value', valueView(String(kv.value))),
+        cell('Value', editing ? editing.el : valueView(String(kv.value))),
         h('td', { 'data-label': 'Ver', class: 'num' }, String(kv.version)),
         h('td', { 'data-label': 'Created', class: 'num' }, String(kv.createRevision)),
         h('td', { 'data-label': 'Modified', class: 'num' }, String(kv.modRevision)),
         cell('Session', kv.session ? h('code', { title: kv.session }, shortId(kv.session)) : h('span', { class: 'muted' }, 'none')),
+        cell('Actions', keyActions(kv, editing)),
+      );
+      tr._kv = kv;
+      return tr;
+    }),
+  );
+}
+
+function keyActions(kv, editing) {
+  const access = want('keys', kv.key) ?? 'pending';
+  if (access !== 'write') return h('span', { class: 'muted', 'data-access': access }, '');
+  if (editing) {
+    return h(
+      'span',
+      { class: 'actions', 'data-access': access },
+      h('button', { type: 'button', class: 'act primary', 'data-action': 'save' }, 'Save'),
+      h('button', { type: 'button', class: 'act', 'data-action': 'cancel' }, 'Cancel'),
+    );
+  }
+  return h(
+    'span',
+    { class: 'actions', 'data-access': access },
+    h('button', { type: 'button', class: 'act', 'data-action': 'edit' }, 'Edit'),
+    h('button', { type: 'button', class: 'act danger', 'data-action': 'delete' }, 'Delete'),
+  );
+}
+
+async function onKeysClick(e) {
+  const btn = e.target instanceof Element ? e.target.closest('button[data-action]') : null;
+  if (!btn) return;
+  const tr = btn.closest('tr');
+  const kv = tr && tr._kv;
+  if (!kv) return;
+  const k = ui.keys;
+  const action = btn.dataset.action;
+  if (action === 'edit') {
+    const ta = h('textarea', { class: 'value-edit', rows: '4', spellcheck: 'false', 'aria-label': `New value of ${kv.key}` });
+    ta.value = String(kv.value);
+    // The version read: the save is a compare-and-set on it (a change meanwhile is a conflict, shown).
+    k.editing = { key: kv.key, version: kv.version, session: kv.session, el: ta };
+    renderKeys();
+    ta.focus();
+    return;
+  }
+  if (action === 'cancel') {
+    k.editing = null;
+    renderKeys();
+    return;
+  }
+  if (action === 'delete' && !armed(btn, 'Confirm delete')) return;
+  btn.disabled = true;
+  try {
+    if (action === 'save') {
+      const ed = k.editing;
+      if (!ed) return;
+      await write('PUT', keyPath(ed.key), { value: ed.el.value, ifVersion: ed.version, ...(ed.session ? { session: ed.session } : {}) });
+      k.editing = null;
+      say('keys-msg', `Saved ${ed.key}.`);
+    } else if (action === 'delete') {
+      await write('DELETE', keyPath(kv.key), undefined, { ifVersion: String(kv.version) });
+      say('keys-msg', `Deleted ${kv.key}.`);
+    }
+  } catch (err) {
+    say('keys-msg', `Could not ${action} ${kv.key}: ${errMsg(err)}`, true);
+  } finally {
+    btn.disabled = false;
+  }
+  renderKeys();
+}
+
+async function onNewKey(e) {
+  e.preventDefault();
+  const key = /** @type {HTMLInputElement} */ ($('keys-new-key')).value.trim();
+  const value = /** @type {HTMLTextAreaElement} */ ($('keys-new-value')).value;
+  if (!key) return;
+  try {
+    // Create only: an existing key is a conflict, not an overwrite.
+    await write('PUT', keyPath(key), { value, ifAbsent: true });
+    say('keys-msg', `Created ${key}.`);
+    /** @type {HTMLInputElement} */ ($('keys-new-key')).value = '';
+    /** @type {HTMLTextAreaElement} */ ($('keys-new-value')).value = '';
+  } catch (err) {
+    say('keys-msg', `Could not create ${key}: ${errMsg(err)}`, true);
+  }
+}
+
+// --- the Keys view is live: a watch of its prefix from the revision it listed
+
+let keysWatch;
+function watchKeys(prefix, revision) {
+  stopKeysWatch();
+  const w = new WatchStream(
+    prefix,
+    {
+      onOpen() {
+        if (keysWatch !== w) return;
+        ui.keys.live = true;
+        schedule();
+      },
+      onDown() {
+        if (keysWatch !== w) return;
+        ui.keys.live = false;
+        schedule();
+      },
+      onEvent(ev) {
+        if (keysWatch !== w || !ui.keys.result) return;
+        applyKeysEvent(ui.keys.result, ev);
+        schedule();
+      },
+    },
+    revision,
+  );
+  keysWatch = w;
+  w.start();
+}
+
+function stopKeysWatch() {
+  keysWatch?.stop();
+  keysWatch = undefined;
+  ui.keys.live = false;
+}
+
+function applyKeysEvent(r, ev) {
+  const d = JSON.parse(ev.data);
+  ui.keys.v++;
+  if (ev.type === 'snapshot' || ev.type === 'reset') {
+    r.items = Array.isArray(d.items) ? d.items.slice() : [];
+    r.revision = Math.max(r.revision, Number(d.revision) || 0);
+  } else if (ev.type === 'synced') {
+    r.revision = Math.max(r.revision, Number(d.revision) || 0);
+  } else if (ev.type === 'put' && d.kv) {
+    const i = r.items.findIndex((kv) => kv.key >= d.kv.key);
+    if (i >= 0 && r.items[i].key === d.kv.key) r.items[i] = d.kv;
+    else r.items.splice(i < 0 ? r.items.length : i, 0, d.kv);
+    r.revision = Math.max(r.revision, d.revision);
+    want('keys', d.kv.key);
+  } else if (ev.type === 'delete') {
+    r.items = r.items.filter((kv) => kv.key !== d.key);
+    r.revision = Math.max(r.revision, d.revision);
+  }
+}
+
+// --- locks and elections
+
+let locksAc;
+async function loadLocks() {
+  if (ui.view !== 'locks') return;
+  locksAc?.abort();
+  const ac = (locksAc = new AbortController());
+  try {
+    const res = await api(url('api/v1/locks'), { cache: 'no-store', headers: { accept: 'application/json' }, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(8000)]) });
+    if (!res.ok) throw await httpError(res);
+    const body = await res.json();
+    if (ac !== locksAc) return;
+    ui.locks = { locks: Array.isArray(body.locks) ? body.locks : [], elections: Array.isArray(body.elections) ? body.elections : [], revision: body.revision, at: Date.now(), error: '' };
+  } catch (e) {
+    if (ac !== locksAc) return;
+    ui.locks.error = errMsg(e);
+  }
+  renderLocks();
+}
+
+function who(p) {
+  return p && p.session ? h('code', { title: `session ${p.session} · key ${p.key}` }, shortId(p.session)) : h('code', { title: p ? p.key : '' }, p ? p.key.slice(p.key.lastIndexOf('/') + 1) : '—');
+}
+
+function waitersCell(list) {
+  if (!list || list.length === 0) return h('span', { class: 'muted' }, 'none');
+  return h('ol', { class: 'chips waiters' }, list.map((p) => h('li', { class: 'chip', title: `session ${p.session ?? '-'} · key ${p.key} · in line since revision ${p.createRevision}` }, p.session ? shortId(p.session) : p.key)));
+}
+
+function renderLocks() {
+  const L = ui.locks;
+  $('locks-body').replaceChildren(
+    ...L.locks.map((l) =>
+      h(
+        'tr',
+        { 'data-lock': l.name },
+        cell('Lock', h('code', null, l.name)),
+        cell('Holder', who(l.holder)),
+        h('td', { 'data-label': 'Fencing token', class: 'num' }, String(l.holder?.createRevision ?? '—')),
+        cell('Value', l.holder && l.holder.value ? h('code', null, truncate(String(l.holder.value), 80)) : h('span', { class: 'muted' }, '—')),
+        cell('Waiters', waitersCell(l.waiters)),
       ),
     ),
   );
+  $('elections-body').replaceChildren(
+    ...L.elections.map((l) =>
+      h(
+        'tr',
+        { 'data-election': l.name },
+        cell('Election', h('code', null, l.name)),
+        cell('Leader', who(l.holder)),
+        h('td', { 'data-label': 'Term', class: 'num' }, String(l.holder?.createRevision ?? '—')),
+        cell('Value', l.holder && l.holder.value ? h('code', null, truncate(String(l.holder.value), 80)) : h('span', { class: 'muted' }, '—')),
+        cell('Candidates', waitersCell(l.waiters)),
+      ),
+    ),
+  );
+  $('locks-empty').hidden = L.locks.length > 0 || !L.at;
+  $('elections-empty').hidden = L.elections.length > 0 || !L.at;
+  setText(
+    $('locks-summary'),
+    L.error
+      ? `Cannot read locks: ${L.error}`
+      : L.at
+        ? `${L.locks.length} lock${L.locks.length === 1 ? '' : 's'} held, ${L.elections.length} election${L.elections.length === 1 ? '' : 's'} with a leader · at revision ${L.revision} · updated ${clock(L.at)} on the server's events`
+        : 'Loading…',
+  );
+}
+
+// --- the server's event history (what happened before this page opened, too)
+
+const hist = { epoch: '', next: 0, entries: [], error: '', ok: false, truncated: false, restarts: 0 };
+
+async function historyLoop() {
+  for (;;) {
+    if (loginNeeded) {
+      await sleep(1000);
+      continue;
+    }
+    try {
+      const params = { after: String(hist.next), limit: '1000' };
+      if (hist.ok) params.wait = '30s';
+      if (hist.epoch) params.epoch = hist.epoch;
+      const body = await getJson('api/v1/events', params, 40_000);
+      if (hist.epoch && body.epoch !== hist.epoch) {
+        // A restarted server: its history starts over (its first event says so).
+        hist.entries = [];
+        hist.restarts++;
+      }
+      hist.epoch = body.epoch;
+      hist.next = body.next;
+      hist.truncated = hist.truncated || body.truncated === true;
+      hist.ok = true;
+      hist.error = '';
+      const events = Array.isArray(body.events) ? body.events : [];
+      for (const e of events) hist.entries.unshift(e);
+      if (hist.entries.length > HISTORY_MAX) hist.entries.length = HISTORY_MAX;
+      if (events.length) onServerEvents(events);
+      schedule();
+    } catch (e) {
+      hist.ok = false;
+      hist.error = errMsg(e);
+      schedule();
+      await sleep(jitter(3000));
+    }
+  }
+}
+
+function onServerEvents(events) {
+  statusSoon();
+  if (ui.view === 'locks' && events.some((e) => /^(lock|leader|election)\.|^session\.expired$/.test(String(e.type)))) void loadLocks();
+}
+
+function renderHistory() {
+  const f = ui.eventsFilter;
+  const shown = f.length ? hist.entries.filter((e) => matches(`${e.type}\n${e.message}\n${e.key ?? ''}\n${e.service ?? ''}\n${e.instance ?? ''}`.toLowerCase(), f)) : hist.entries;
+  const items = shown.map((e) =>
+    h(
+      'li',
+      { class: `entry h-${String(e.type).replace(/[^a-z]/g, '-')}`, 'data-type': e.type, 'data-seq': String(e.seq) },
+      h('time', { datetime: isoOf(e.at), title: isoOf(e.at) }, clock(e.at)),
+      h('span', { class: 'rev' }, e.revision ? `#${e.revision}` : ''),
+      h('span', { class: 'type' }, e.type),
+      h('span', { class: 'detail' }, e.message),
+    ),
+  );
+  if (items.length === 0) items.push(h('li', { class: 'entry muted' }, hist.ok ? 'Nothing recorded yet.' : 'Loading…'));
+  $('history-log').replaceChildren(...items);
+  setText(
+    $('history-summary'),
+    hist.error && !hist.ok
+      ? `Cannot read the server's history: ${hist.error}`
+      : `${shown.length} of ${hist.entries.length} events kept by the server since it started (newest first)${hist.truncated ? '; older ones were dropped' : ''}${hist.restarts ? '; the server restarted while this page was open: its history starts over' : ''}.`,
+  );
+}
+
+// --- what the token may do (POST /api/v1/acl/check), asked once per name, in batches
+
+const perms = { v: 0, services: new Map(), keys: new Map(), prefixes: new Map(), asked: { services: new Set(), keys: new Set(), prefixes: new Set() }, timer: undefined };
+
+/** The token's access to a service / key / prefix if known; asks for it otherwise (undefined). */
+function want(kind, name) {
+  const known = perms[kind].get(name);
+  if (known !== undefined) return known;
+  if (kind === 'services' && !SERVICE_RE.test(name)) return 'deny';
+  perms.asked[kind].add(name);
+  if (!perms.timer) perms.timer = setTimeout(askPerms, 20);
+  return undefined;
+}
+
+async function askPerms() {
+  perms.timer = undefined;
+  if (loginNeeded) return; // asked again after the sign-in reloads the page
+  const take = (kind) => {
+    const list = [...perms.asked[kind]].slice(0, 1000);
+    for (const n of list) perms.asked[kind].delete(n);
+    return list;
+  };
+  const q = { services: take('services'), keys: take('keys'), prefixes: take('prefixes') };
+  let answer;
+  try {
+    answer = await write('POST', 'api/v1/acl/check', q);
+  } catch (e) {
+    console.warn('roster: cannot ask what this token may do; write buttons stay hidden', e);
+    answer = null;
+  }
+  for (const kind of ['services', 'keys', 'prefixes']) {
+    for (const n of q[kind]) perms[kind].set(n, (answer && answer[kind] && answer[kind][n]) || 'deny');
+  }
+  perms.v++;
+  if (perms.asked.services.size + perms.asked.keys.size + perms.asked.prefixes.size > 0) perms.timer = setTimeout(askPerms, 20);
+  schedule();
 }
 
 function valueView(v) {
@@ -1188,7 +1710,7 @@ function keysHref(prefix) {
 
 // ---------------------------------------------------------------------------------------- routing
 
-const VIEWS = ['services', 'sessions', 'keys', 'events'];
+const VIEWS = ['services', 'sessions', 'keys', 'locks', 'events'];
 
 function route() {
   const raw = location.hash.replace(/^#\/?/, '');
@@ -1217,6 +1739,14 @@ function route() {
       void loadKeys();
     }
   }
+  if (ui.view !== 'keys' && prevView === 'keys') {
+    stopKeysWatch();
+    ui.keys.result = null;
+    ui.keys.editing = null;
+  }
+  if (ui.view === 'locks' && prevView !== 'locks') void loadLocks();
+  // The checks panel belongs to an instance of the selected service.
+  if (ui.checks && ui.selected !== null && ui.selected !== ui.checks.service) ui.checks = null;
   if (ui.view === 'sessions' && (prevView !== 'sessions' || !ui.sessions.at)) void pollSessions();
   if (ui.view === 'events' && prevView !== 'events') ui.renderedLogSeq = log.seq; // no flash for history
   render();
@@ -1270,6 +1800,15 @@ function init() {
     else location.hash = href;
   });
   $('tablist').addEventListener('keydown', onTabKey);
+  $('inst-body').addEventListener('click', (e) => void onInstanceClick(e));
+  $('keys-body').addEventListener('click', (e) => void onKeysClick(e));
+  $('keys-new').addEventListener('submit', (e) => void onNewKey(e));
+  $('checks-refresh').addEventListener('click', () => void loadChecks());
+  $('checks-close').addEventListener('click', () => {
+    ui.checks = null;
+    rerenderRows();
+    schedule();
+  });
   window.addEventListener('hashchange', route);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
@@ -1283,6 +1822,7 @@ function init() {
   route();
   stream.start();
   void pollHealth();
+  historyLoop().catch((e) => console.error('roster: history loop failed', e));
 }
 
 init();

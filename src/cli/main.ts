@@ -4,7 +4,6 @@
  * prints one line to stderr and exits with a code from one table (exit.ts); nothing here calls
  * process.exit on a path a library user could reach (bin.ts does, once main() settled).
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isRosterError } from '../core/errors.js';
 import { applySettings, checkConfig, configPath, readConfig } from './config.js';
@@ -18,16 +17,13 @@ import { registerRecipeCommands } from './commands/recipes.js';
 import { registerCompletionCommand } from './commands/completion.js';
 import { registerTokenCommands } from './commands/token.js';
 import { registerAclCommands } from './commands/acl.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
+import { BUILD } from '../core/version.js';
 
 export { DEFAULT_BACKEND } from './shared.js';
 
 export function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
+  return BUILD.version;
 }
 
 /** `roster kv put` for a command (used in hints). */
@@ -55,6 +51,7 @@ export function buildProgram(): { program: Command; ctx: CliContext; failedComma
   registerRecipeCommands(program, ctx);
   registerTokenCommands(program, ctx);
   registerAclCommands(program, ctx);
+  registerSnapshotCommands(program, ctx);
   registerCompletionCommand(program);
   program.addHelpText(
     'after',

@@ -1,14 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { ListResult, PutResult, DeleteResult, KeyValue } from '../core/kv.js';
-import { ClosedError, ConflictError, InvalidArgumentError, RosterError, SessionLostError } from '../core/errors.js';
+import { ClosedError, ConflictError, InvalidArgumentError, RosterError, SessionLostError, UnavailableError } from '../core/errors.js';
 import { TTL_MAX_MS, TTL_MIN_MS } from '../core/duration.js';
 import { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, type EngineEvent } from './history.js';
 import type { LeaseInfo } from './leases.js';
-import { validateOptions, type EngineOptions } from './options.js';
+import { validateOptions, type EngineLog, type EngineOptions } from './options.js';
+import { snapshotPieces } from './snapshot.js';
 import type { RecoveryReport } from './recovery.js';
 import { State } from './state.js';
 import { Storage, type StorageHost } from './storage.js';
-import type { Wal } from './wal.js';
+import type { CompactionResult, Wal } from './wal.js';
 import type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
 import { Watchers } from './watchers.js';
 
@@ -16,6 +17,31 @@ export type { EngineEvent } from './history.js';
 export type { RecoveryReport } from './recovery.js';
 export type { Subscriber } from './watchers.js';
 export type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
+export type { CompactionResult } from './wal.js';
+
+/** A session that ended: it expired (no keepalive within its TTL) or was revoked. */
+export interface LeaseEnd {
+  readonly id: string;
+  readonly ttl: number;
+  readonly reason: 'expired' | 'revoked';
+  /** The keys it held, deleted with it (one revision each, published with the same commit). */
+  readonly keys: readonly string[];
+}
+
+/**
+ * A consistent copy of the whole state at one revision (a backup): the snapshot file format of
+ * the data dir (snapshot.ts), produced piece by piece from an immutable capture, so writes go on
+ * while it streams.
+ */
+export interface SnapshotExport {
+  readonly revision: number;
+  /** The log sequence it is as of (its name in a data dir: snap-<seq>.snap). */
+  readonly seq: number;
+  readonly keys: number;
+  readonly sessions: number;
+  /** The file's text, in pieces of about 1 MiB. Each call starts from the beginning. */
+  pieces(): Iterable<string>;
+}
 export * from './options.js';
 
 /**
@@ -48,8 +74,9 @@ export class Engine {
   private wal: Wal | undefined;
   private readonly now: () => number;
   private readonly minTtl: number;
-  private readonly log: (line: string) => void;
+  private readonly log: EngineLog;
   private readonly opts: EngineOptions;
+  private readonly leaseEndListeners = new Set<(e: LeaseEnd) => void>();
   /** Count of leases that expired (for metrics). */
   expiredLeases = 0;
 
@@ -58,7 +85,8 @@ export class Engine {
     this.opts = opts;
     this.now = opts.now ?? Date.now;
     this.minTtl = opts.minTtl ?? TTL_MIN_MS;
-    this.log = opts.log ?? ((line) => process.stderr.write(`roster: ${line}\n`));
+    // Without a logger of the caller's, storage trouble goes to stderr; routine compactions do not.
+    this.log = opts.log ?? ((line, kind) => void (kind !== 'compaction' && process.stderr.write(`roster: ${line}\n`)));
     this.state = this.newState();
   }
 
@@ -111,6 +139,7 @@ export class Engine {
       historyEvents: s.history.size,
       historyBytes: s.history.bytes,
       diskBytes: this.wal?.diskBytes ?? 0,
+      walBytes: this.wal?.segmentBytes ?? 0,
       segments: this.wal?.segmentCount ?? 0,
       compactions: this.wal?.compactions ?? 0,
       compactionFailures: this.wal?.compactionFailures ?? 0,
@@ -157,7 +186,7 @@ export class Engine {
   async revoke(id: string): Promise<void> {
     this.checkWrite();
     if (!this.state.leases.has(id)) throw new SessionLostError(`session ${id} not found: it expired or was revoked`);
-    this.endLease(id);
+    this.endLease(id, 'revoked');
     await this.commit();
   }
 
@@ -167,7 +196,7 @@ export class Engine {
     this.checkWrite();
     if (!this.state.leases.has(id)) return false;
     this.expiredLeases++;
-    this.endLease(id);
+    this.endLease(id, 'expired');
     await this.commit();
     return true;
   }
@@ -305,6 +334,37 @@ export class Engine {
     this.state.history.compact(revision, this.state.published);
   }
 
+  /**
+   * Bound the data dir now: start a new log segment, write a snapshot, and remove the previous
+   * snapshot and the segments it covers that the history (see compact()) no longer needs. Resolves
+   * once that is on disk, with what it did; undefined for an engine without a data dir.
+   */
+  async compactLog(): Promise<CompactionResult | undefined> {
+    this.checkWrite();
+    return this.wal?.compactNow();
+  }
+
+  /**
+   * Capture the whole state (keys and sessions) at the last applied revision and wait until that is
+   * durable: the capture is then exactly the state at `revision`, which no crash can take back.
+   * Sessions are saved with their TTL, not their remaining time: a restored server gives every
+   * session a fresh TTL, as after a restart. Rejects with UNAVAILABLE if storage fails meanwhile.
+   */
+  async exportSnapshot(): Promise<SnapshotExport> {
+    this.checkWrite();
+    const state = this.state;
+    const cap = state.capture(this.wal?.seq ?? state.rev);
+    await this.commit();
+    if (state !== this.state) throw new UnavailableError('storage failed while the snapshot was taken: try again once it accepts writes');
+    return { revision: cap.revision, seq: cap.seq, keys: cap.kvs.length, sessions: cap.leases.length, pieces: () => snapshotPieces(cap) };
+  }
+
+  /** Be told of every session that ends (after its keys were deleted, before that is published). */
+  onLeaseEnd(listener: (e: LeaseEnd) => void): () => void {
+    this.leaseEndListeners.add(listener);
+    return () => this.leaseEndListeners.delete(listener);
+  }
+
   // ---------------------------------------------------------------- lifecycle
 
   /** Flush, stop, and give the data dir up. Idempotent. */
@@ -360,8 +420,24 @@ export class Engine {
   }
 
   /** Revoke or expire: delete every key (one revision each), then drop the lease. */
-  private endLease(id: string): void {
-    if (this.state.endLease(id, (key, r) => this.wal?.appendDel(r, key))) this.wal?.appendRevoke(id);
+  private endLease(id: string, reason: LeaseEnd['reason']): void {
+    const ttl = this.state.leases.get(id)?.ttl ?? 0;
+    const keys: string[] = [];
+    const ended = this.state.endLease(id, (key, r) => {
+      keys.push(key);
+      this.wal?.appendDel(r, key);
+    });
+    if (!ended) return;
+    this.wal?.appendRevoke(id);
+    if (this.leaseEndListeners.size === 0) return;
+    const e: LeaseEnd = { id, ttl, reason, keys };
+    for (const l of this.leaseEndListeners) {
+      try {
+        l(e);
+      } catch {
+        // a listener's failure is its own; the lease ended regardless
+      }
+    }
   }
 
   private expire(): void {
@@ -375,7 +451,7 @@ export class Engine {
     let ended = false;
     for (const id of leases.due()) {
       this.expiredLeases++;
-      this.endLease(id);
+      this.endLease(id, 'expired');
       ended = true;
     }
     if (ended) {
@@ -404,7 +480,10 @@ export class Engine {
     this.state = fresh;
     if (fresh.published > old.published) this.watchers.deliver(fresh.history, old.published, fresh.published);
     if (fresh.published < old.published) {
-      this.log(`after the storage failure the log ends at revision ${fresh.published}, below the ${old.published} already published: the disk lost fsync'ed data`);
+      this.log(`after the storage failure the log ends at revision ${fresh.published}, below the ${old.published} already published: the disk lost fsync'ed data`, 'storage-lost-data', {
+        revision: fresh.published,
+        published: old.published,
+      });
     }
   }
 }

@@ -1,6 +1,7 @@
 import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir, scanLines } from './files.js';
+import type { EngineLog } from './options.js';
 import { CorruptDataError } from './records.js';
 import type { RecoveryReport } from './types.js';
 
@@ -42,7 +43,7 @@ const FILES = ['wal.log', 'snapshot.json', 'snapshot.json.tmp'];
 export async function loadLegacy(
   dir: string,
   target: LegacyTarget,
-  opts: { recover: boolean; log: (line: string) => void },
+  opts: { recover: boolean; log: EngineLog },
   setAside: (file: string, offset: number, reason: string) => Promise<void>,
   report: RecoveryReport,
 ): Promise<number> {
@@ -94,9 +95,9 @@ export async function loadLegacy(
     await setAside('wal.log', bad.offset, bad.reason);
   } else if (res && res.end < res.size) {
     report.tornTails.push({ file: 'wal.log', offset: res.end, bytes: res.size - res.end });
-    opts.log(`wal.log: ignored a torn last record at byte offset ${res.end} (${res.size - res.end} bytes): a write interrupted by a crash, never acknowledged`);
+    opts.log(`wal.log: ignored a torn last record at byte offset ${res.end} (${res.size - res.end} bytes): a write interrupted by a crash, never acknowledged`, 'torn-tail', { file: 'wal.log', offset: res.end, bytes: res.size - res.end });
   }
-  opts.log(`migrating data dir ${dir} from format 1 (wal.log, snapshot.json; last record ${seq}) to format 2`);
+  opts.log(`migrating data dir ${dir} from format 1 (wal.log, snapshot.json; last record ${seq}) to format 2`, 'migrated', { dir, seq });
   return seq;
 }
 

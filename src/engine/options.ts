@@ -3,6 +3,21 @@ import type { StorageFaults } from './faults.js';
 
 export { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS } from './history.js';
 
+/** What an engine log line is about: the server maps it to a level and an event name. */
+export type StorageLogKind =
+  | 'torn-tail'
+  | 'recovered'
+  | 'migrated'
+  | 'storage-failed'
+  | 'storage-still-failed'
+  | 'storage-resumed'
+  | 'storage-lost-data'
+  | 'compaction'
+  | 'compaction-failed';
+
+/** A storage event: one human line, what it is about, and its figures (file, offset, bytes...). */
+export type EngineLog = (line: string, kind: StorageLogKind, fields?: Readonly<Record<string, unknown>>) => void;
+
 export interface EngineOptions {
   /** Data directory for durable persistence; omit for a purely in-memory engine. */
   dataDir?: string;
@@ -20,8 +35,9 @@ export interface EngineOptions {
   recover?: boolean;
   /** After a storage failure, check the disk this often, in ms (default 1000). */
   storageRetryMs?: number;
-  /** Where storage events go (torn tails, recovery, failures). Default: a line on stderr. */
-  log?: (line: string) => void;
+  /** Where storage events go (torn tails, recovery, failures, compactions). Default: a line on
+   *  stderr for everything but compactions. */
+  log?: EngineLog;
   /** Test-only fault injection (faults.ts). Default: from ROSTER_FAULTS, else none. */
   faults?: StorageFaults;
   now?: () => number;

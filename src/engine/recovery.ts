@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir, listDataDir, scanLines } from './files.js';
 import { loadLegacy, removeLegacy, type LegacyTarget } from './legacy.js';
+import type { EngineLog } from './options.js';
 import { asLogRecord, asSegmentHeader, CorruptDataError, decodeLine, type LogRecord } from './records.js';
 import { readSnapshot, type SnapshotVisitor } from './snapshot.js';
 import type { Discarded, RecoveryReport } from './types.js';
@@ -39,7 +40,7 @@ export type { Discarded, RecoveryReport } from './types.js';
 
 export interface LoadOptions {
   recover: boolean;
-  log: (line: string) => void;
+  log: EngineLog;
 }
 
 export interface LoadedLog {
@@ -134,7 +135,7 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
       if (isLast) {
         await truncateDurably(path, end);
         report.tornTails.push({ file: seg.file, offset: end, bytes: res.size - end });
-        opts.log(`${seg.file}: cut a torn last record at byte offset ${end} (${res.size - end} bytes): a write interrupted by a crash, never acknowledged`);
+        opts.log(`${seg.file}: cut a torn last record at byte offset ${end} (${res.size - end} bytes): a write interrupted by a crash, never acknowledged`, 'torn-tail', { file: seg.file, offset: end, bytes: res.size - end });
       } else {
         bad = { offset: end, reason: 'unterminated record at the end of a segment that is not the last' };
       }
@@ -190,6 +191,8 @@ async function setAside(dir: string, file: string, offset: number, reason: strin
   opts.log(
     `recover: ${file} is corrupt at byte offset ${offset} (${reason}); kept every record before it, ` +
       `set aside ${d.bytes} bytes (${d.lines} lines, of which ${d.validRecords} valid records${later.length ? `, including ${later.length} later segment file(s)` : ''}) in ${savedIn}`,
+    'recovered',
+    { file, offset, reason, bytes: d.bytes, validRecords: d.validRecords, savedIn },
   );
 }
 

@@ -34,6 +34,31 @@ export interface SnapshotCapture {
 
 const PIECE = 1024 * 1024;
 
+/**
+ * The snapshot file's text, in pieces of about `pieceBytes` (the last one ends with the trailer).
+ * The same bytes make a data dir's `snap-<seq>.snap` and a backup (`roster snapshot save`).
+ */
+export function* snapshotPieces(cap: SnapshotCapture, pieceBytes = PIECE): Generator<string, void, undefined> {
+  let piece = line({ t: 'snapshot', v: FORMAT_VERSION, s: cap.seq, r: cap.revision, keys: cap.kvs.length, leases: cap.leases.length } satisfies SnapshotHeader);
+  for (const l of cap.leases) {
+    piece += line({ t: 'lease', id: l.id, ttl: l.ttl } satisfies LeaseEntry);
+    if (piece.length >= pieceBytes) {
+      yield piece;
+      piece = '';
+    }
+  }
+  for (const kv of cap.kvs) {
+    const e: KvEntry = { t: 'kv', k: kv.key, v: kv.value, c: kv.createRevision, m: kv.modRevision, n: kv.version };
+    if (kv.session !== undefined) e.l = kv.session;
+    piece += line(e);
+    if (piece.length >= pieceBytes) {
+      yield piece;
+      piece = '';
+    }
+  }
+  yield piece + line({ t: 'end', keys: cap.kvs.length, leases: cap.leases.length });
+}
+
 /** Write `cap` as a durable snapshot; returns its file name. `aborted()` stops it between pieces
  *  (the temporary file is removed and the promise rejects). */
 export async function writeSnapshot(
@@ -49,30 +74,16 @@ export async function writeSnapshot(
   let ok = false;
   try {
     faults?.point?.('snapshot-begin');
-    let piece = line({ t: 'snapshot', v: FORMAT_VERSION, s: cap.seq, r: cap.revision, keys: cap.kvs.length, leases: cap.leases.length } satisfies SnapshotHeader);
     let first = true;
-    const flush = async () => {
+    for (const piece of snapshotPieces(cap)) {
       if (opts.aborted?.()) throw new Error('snapshot aborted');
       const buf = Buffer.from(piece);
-      piece = '';
       faults?.write?.(tmp, buf.length);
       await fh.write(buf);
       bytes += buf.length;
       if (first) faults?.point?.('snapshot-partial');
       first = false;
-    };
-    for (const l of cap.leases) {
-      piece += line({ t: 'lease', id: l.id, ttl: l.ttl } satisfies LeaseEntry);
-      if (piece.length >= PIECE) await flush();
     }
-    for (const kv of cap.kvs) {
-      const e: KvEntry = { t: 'kv', k: kv.key, v: kv.value, c: kv.createRevision, m: kv.modRevision, n: kv.version };
-      if (kv.session !== undefined) e.l = kv.session;
-      piece += line(e);
-      if (piece.length >= PIECE) await flush();
-    }
-    piece += line({ t: 'end', keys: cap.kvs.length, leases: cap.leases.length });
-    await flush();
     await faults?.sync?.(tmp);
     await fh.datasync();
     ok = true;

@@ -3,7 +3,7 @@ import { ClosedError, type UnavailableError } from '../core/errors.js';
 import { faultsFromEnv } from './faults.js';
 import { removeLegacy } from './legacy.js';
 import { lockDataDir, type DirLock } from './lock.js';
-import { DEFAULT_COMPACT_BYTES, DEFAULT_STORAGE_RETRY_MS, type EngineOptions } from './options.js';
+import { DEFAULT_COMPACT_BYTES, DEFAULT_STORAGE_RETRY_MS, type EngineLog, type EngineOptions } from './options.js';
 import { loadDataDir, type RecoveryReport } from './recovery.js';
 import type { State } from './state.js';
 import { Wal } from './wal.js';
@@ -39,11 +39,11 @@ export class Storage {
     readonly report: RecoveryReport,
     private readonly host: StorageHost,
     private readonly opts: EngineOptions,
-    private readonly log: (line: string) => void,
+    private readonly log: EngineLog,
   ) {}
 
   /** Lock `dir`, replay it into `host.state`, and continue its log. */
-  static async open(dir: string, host: StorageHost, opts: EngineOptions, log: (line: string) => void): Promise<Storage> {
+  static async open(dir: string, host: StorageHost, opts: EngineOptions, log: EngineLog): Promise<Storage> {
     await mkdir(dir, { recursive: true });
     const lock = await lockDataDir(dir);
     let wal: Wal | undefined;
@@ -92,17 +92,21 @@ export class Storage {
     if (this.closed) return;
     this.error_ = err;
     this.failures++;
-    this.log(`${err.message}. Health checks fail; reads and keepalives go on and no session expires; checking the disk every ${this.retryMs} ms`);
+    this.log(`${err.message}. Health checks fail; reads and keepalives go on and no session expires; checking the disk every ${this.retryMs} ms`, 'storage-failed', {
+      dir: this.dir,
+      code: err.details?.storage,
+      retryMs: this.retryMs,
+    });
     this.retry(true);
   }
 
   private retry(first = false): void {
     this.retryTimer = setTimeout(() => {
       void this.resume().then(
-        () => this.log(`storage accepts writes again: writes resume after revision ${this.host.state.published}`),
+        () => this.log(`storage accepts writes again: writes resume after revision ${this.host.state.published}`, 'storage-resumed', { dir: this.dir, revision: this.host.state.published }),
         (e: unknown) => {
           if (this.closed) return;
-          if (first) this.log(`storage still unavailable (${(e as Error).message}); retrying quietly`);
+          if (first) this.log(`storage still unavailable (${(e as Error).message}); retrying quietly`, 'storage-still-failed', { dir: this.dir });
           this.retry();
         },
       );

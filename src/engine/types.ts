@@ -41,6 +41,8 @@ export interface EngineStats {
   historyBytes: number;
   /** Bytes of log segments and snapshot on disk. */
   diskBytes: number;
+  /** Bytes of the log segments alone. */
+  walBytes: number;
   segments: number;
   compactions: number;
   compactionFailures: number;

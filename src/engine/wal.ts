@@ -4,7 +4,9 @@ import { open, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UnavailableError } from '../core/errors.js';
 import type { StorageFaults } from './faults.js';
+import { deferred, type Deferred } from '../core/async.js';
 import { fsyncDir, listDataDir, segmentName } from './files.js';
+import type { EngineLog } from './options.js';
 import { delJson, encodeBatch, FORMAT_VERSION, grantJson, putJson, revokeJson, type RecordText } from './records.js';
 import { writeSnapshot, type SnapshotCapture } from './snapshot.js';
 
@@ -29,6 +31,9 @@ import { writeSnapshot, type SnapshotCapture } from './snapshot.js';
  *      (tmp, fdatasync, rename, directory fsync: snapshot.ts);
  *   3. then older snapshots are removed, and so are the oldest segments that lie wholly at or below X
  *      and hold no event the in-memory history still serves (they rebuild it after a restart).
+ * `compactNow()` (the admin endpoint, migration) does the same on request: at the next batch
+ * boundary (at once when the log is idle) it captures, starts a new segment if the active one holds
+ * records, writes the snapshot and removes what it made unnecessary; the caller learns the outcome.
  * A crash anywhere leaves either the previous snapshot and every segment after it, or the new
  * snapshot and at least every segment after it: replay (recovery.ts) reads snapshot + segments and
  * skips records the snapshot covers. On disk: one snapshot, the segments the history needs, the
@@ -55,7 +60,18 @@ export interface SegmentInfo {
 export interface WalOptions {
   compactBytes: number;
   faults?: StorageFaults | undefined;
-  log: (line: string) => void;
+  log: EngineLog;
+}
+
+/** What one compaction did (for the log and the admin endpoint). */
+export interface CompactionResult {
+  /** The snapshot it wrote (undefined: the newest snapshot was already current). */
+  snapshot?: { file: string; seq: number; revision: number; bytes: number };
+  /** Files it removed: older snapshots and segments. */
+  removed: string[];
+  /** Bytes of the data dir's snapshot and segments afterwards. */
+  diskBytes: number;
+  segments: number;
 }
 
 const fdatasync = promisify(fdatasyncCb);
@@ -82,6 +98,8 @@ export class Wal {
   private failed: UnavailableError | undefined;
   private closed = false;
   private compacting: Promise<void> | undefined;
+  /** A compaction asked for by compactNow(), not yet started. */
+  private forced: Deferred<CompactionResult> | undefined;
   private stopCompaction = false;
   private capture: ((seq: number) => SnapshotCapture) | undefined;
   private neededFrom: () => number = () => Infinity;
@@ -155,6 +173,13 @@ export class Wal {
     return n;
   }
 
+  /** Bytes of the log's segments (without the snapshot). */
+  get segmentBytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
   get segmentCount(): number {
     return this.segments.length;
   }
@@ -220,7 +245,10 @@ export class Wal {
         // Step 1 of compaction, synchronously after the write: nothing else was appended since, so
         // the capture is exactly the state after record `upTo`.
         let cap: SnapshotCapture | undefined;
-        if (a.info.size >= this.opts.compactBytes && this.capture && !this.compacting) {
+        let forced: Deferred<CompactionResult> | undefined;
+        if ((a.info.size >= this.opts.compactBytes || this.forced) && this.capture && !this.compacting) {
+          forced = this.forced;
+          this.forced = undefined;
           cap = this.capture(upTo);
           this.faults?.point?.('rotate');
           this.rotate(upTo + 1);
@@ -240,8 +268,8 @@ export class Wal {
         this.release();
         if (cap) {
           rotatedFrom = undefined;
-          const done = a.fh.close().catch(() => undefined).then(() => this.compact(cap));
-          this.compacting = done.finally(() => (this.compacting = undefined));
+          const c = cap;
+          this.track(a.fh.close().catch(() => undefined).then(() => this.compact(c)), forced);
         }
       }
     } catch (e) {
@@ -249,6 +277,7 @@ export class Wal {
       this.fail(e);
     } finally {
       this.running = false;
+      this.takeForced();
     }
   }
 
@@ -274,44 +303,102 @@ export class Wal {
     this.pending = [];
     this.stopCompaction = true;
     for (const w of this.waiters.splice(0)) w.reject(this.failed);
+    this.forced?.reject(this.failed);
+    this.forced = undefined;
     this.onFailure?.(this.failed);
   }
 
   // ------------------------------------------------------------------ compaction
 
-  /** Write a snapshot of the state as of the last appended record now (used to migrate an old data dir
-   *  on open, when nothing is pending). */
-  async compactNow(): Promise<void> {
-    await this.compacting;
-    await this.compact(this.capture!(this.appendedSeq), true);
+  /**
+   * Compact now: capture the state as of the last appended record (at the next batch boundary, at
+   * once when the log is idle), start a new segment if the active one holds records, write the
+   * snapshot, and remove the older snapshot and every segment it covers that the history no longer
+   * needs. Resolves with what it did once that is done; rejects if the snapshot could not be
+   * written (the log keeps every record) or storage failed. Concurrent calls share one compaction.
+   */
+  compactNow(): Promise<CompactionResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.closed) return Promise.reject(new UnavailableError('write-ahead log closed'));
+    if (!this.capture) return Promise.reject(new UnavailableError('write-ahead log has no snapshot source'));
+    const f = (this.forced ??= deferred<CompactionResult>());
+    this.takeForced();
+    return f.promise;
   }
 
-  private async compact(cap: SnapshotCapture, rethrow = false): Promise<void> {
-    try {
-      const written = await writeSnapshot(this.dir, cap, { faults: this.faults, aborted: () => this.stopCompaction || this.closed });
-      this.snapshot = { ...written, seq: cap.seq };
-      this.compactions++;
-      await this.cleanup();
-    } catch (e) {
-      if (rethrow) throw e;
-      if (this.stopCompaction || this.closed) return;
-      this.compactionFailures++;
-      this.opts.log(`compaction failed, the log keeps every record and it is retried at the next threshold: ${(e as Error).message}`);
+  /** Start the requested compaction if nothing is in the way: no batch being written (the loop
+   *  takes the request at its next batch boundary), no compaction running (it is taken when that
+   *  one ends). Synchronous from the capture to the rotation, like the loop's own. */
+  private takeForced(): void {
+    const f = this.forced;
+    if (!f || this.running || this.pending.length > 0 || this.compacting || this.failed || this.closed) return;
+    this.forced = undefined;
+    const seq = this.appendedSeq;
+    if (this.snapshot?.seq === seq) {
+      this.track(this.cleanup().then((removed) => this.result(undefined, removed)), f);
+      return;
+    }
+    const cap = this.capture!(seq);
+    const a = this.active;
+    if (a.info.last >= a.info.first) {
+      this.rotate(seq + 1);
+      this.track(a.fh.close().catch(() => undefined).then(() => this.compact(cap)), f);
+    } else {
+      this.track(this.compact(cap), f);
     }
   }
 
-  /** Remove what the newest snapshot made unnecessary: older snapshots and old segments (step 3). */
-  async cleanup(): Promise<void> {
+  /** Run a compaction as `compacting`; report its outcome to `forced` (a compactNow() caller) or,
+   *  for the automatic one, log a failure. Then take a request that waited for it. */
+  private track(p: Promise<CompactionResult>, forced: Deferred<CompactionResult> | undefined): void {
+    const done = p.then(
+      (r) => forced?.resolve(r),
+      (e: unknown) => {
+        if (this.stopCompaction || this.closed) return forced?.reject(this.failed ?? new UnavailableError('write-ahead log closed', { cause: e }));
+        this.compactionFailures++;
+        this.opts.log(`compaction failed, the log keeps every record and it is retried at the next threshold: ${(e as Error).message}`, 'compaction-failed', {
+          error: (e as Error).message,
+        });
+        forced?.reject(e);
+      },
+    );
+    this.compacting = done.finally(() => {
+      this.compacting = undefined;
+      this.takeForced();
+    });
+  }
+
+  private async compact(cap: SnapshotCapture): Promise<CompactionResult> {
+    const written = await writeSnapshot(this.dir, cap, { faults: this.faults, aborted: () => this.stopCompaction || this.closed });
+    this.snapshot = { ...written, seq: cap.seq };
+    this.compactions++;
+    const removed = await this.cleanup();
+    const r = this.result({ file: written.file, seq: cap.seq, revision: cap.revision, bytes: written.bytes }, removed);
+    this.opts.log(
+      `compaction: wrote ${written.file} (revision ${cap.revision}, ${cap.kvs.length} keys, ${written.bytes} bytes), removed ${removed.length} file(s); the log is now ${r.diskBytes} bytes in ${r.segments} segment(s)`,
+      'compaction',
+      { snapshot: written.file, revision: cap.revision, keys: cap.kvs.length, bytes: written.bytes, removed: removed.length, diskBytes: r.diskBytes, segments: r.segments },
+    );
+    return r;
+  }
+
+  private result(snapshot: CompactionResult['snapshot'], removed: string[]): CompactionResult {
+    return { ...(snapshot ? { snapshot } : {}), removed, diskBytes: this.diskBytes, segments: this.segments.length };
+  }
+
+  /** Remove what the newest snapshot made unnecessary: older snapshots and old segments (step 3).
+   *  Returns the names of the files removed. */
+  async cleanup(): Promise<string[]> {
     const snap = this.snapshot;
-    if (!snap) return;
-    let removed = 0;
-    const gone = () => {
-      if (removed++ === 0) this.faults?.point?.('cleanup-partial');
+    const removed: string[] = [];
+    if (!snap) return removed;
+    const gone = (file: string) => {
+      if (removed.push(file) === 1) this.faults?.point?.('cleanup-partial');
     };
     for (const s of (await listDataDir(this.dir)).snapshots) {
       if (s.seq >= snap.seq) continue;
       await unlink(join(this.dir, s.file));
-      gone();
+      gone(s.file);
     }
     const neededFrom = this.neededFrom();
     // Oldest first, and only a prefix, so the segments kept stay contiguous.
@@ -320,9 +407,10 @@ export class Wal {
       if (s === this.active.info || s.last > snap.seq || s.maxRev >= neededFrom) break;
       await unlink(join(this.dir, s.file));
       this.segments.shift();
-      gone();
+      gone(s.file);
     }
     this.faults?.point?.('cleanup-done');
+    return removed;
   }
 
   // ------------------------------------------------------------------ failure and lifecycle
@@ -377,6 +465,8 @@ export class Wal {
       let err: unknown;
       if (!this.failed) await this.sync().catch((e: unknown) => void (err = e));
       this.closed = true;
+      this.forced?.reject(new UnavailableError('write-ahead log closed'));
+      this.forced = undefined;
       await this.compacting;
       await this.active.fh.close().catch((e: unknown) => void (err ??= e));
       if (err !== undefined) throw err;

@@ -4,6 +4,9 @@ import type { SseHub } from './sse.js';
 import type { RouteStats } from './metrics.js';
 import type { HealthChecker } from './health/checker.js';
 import type { Security } from './auth/security.js';
+import type { EventHistory } from './events.js';
+import type { Logger } from './log.js';
+import type { RegistryTracker } from './tracker.js';
 
 /**
  * What a route module sees of the server: the engine it serves, the request limits, the SSE hub
@@ -28,6 +31,12 @@ export interface ServerContext {
   /** Tokens, ACLs, quotas and the edge rules (auth/security.ts). Routes check what they touch
    *  against `x.principal` through it; with auth off every check passes but reserved keys. */
   readonly security: Security;
+  /** The server's structured log (log.ts). */
+  readonly log: Logger;
+  /** The registry's recent events (events.ts), as GET /api/v1/events serves them. */
+  readonly events: EventHistory;
+  /** Figures, locks and elections of the registry, kept current from the engine (tracker.ts). */
+  readonly tracker: RegistryTracker;
   /** Report an unexpected failure (a 500, a socket error). */
   onError(err: unknown): void;
   /** Run `fn` when the server closes, before it waits for requests in flight (a module that parks

@@ -10,3 +10,5 @@ export type { AuditEntry, AuditSink } from './auth/audit.js';
 export type { Access, Rule } from './auth/policy.js';
 export { startDnsServer, DEFAULT_DNS_PORT, type DnsServer, type DnsServerOptions } from './dns/index.js';
 export { createPromSdHandler, type PromSdHandler, type TargetGroup } from './promsd/index.js';
+export { Logger, LOG_LEVELS, LOG_FORMATS, type LogLevel, type LogFormat, type LogOptions, type LogFields } from './log.js';
+export type { RegistryEvent } from './events.js';

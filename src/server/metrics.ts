@@ -1,4 +1,6 @@
 import type { Engine } from '../engine/engine.js';
+import type { Histogram } from './histogram.js';
+import { BUILD } from '../core/version.js';
 
 /**
  * Prometheus text exposition (format 0.0.4) without a client library: a few counters kept in
@@ -56,6 +58,31 @@ export interface MetricsSources {
   startedAt: number;
   /** More exposition lines (auth and quota figures). */
   extra?: () => string[];
+  /** Services, instances and sessions at one revision (tracker.ts). */
+  figures?: () => { services: number; instances: number; sessions: number };
+  /** The health checker's figures, when the server runs one. */
+  checks?: () => {
+    byTypeStatus: ReadonlyMap<string, number>;
+    probes: number;
+    writes: number;
+    conflicts: number;
+    deregistered: number;
+    queued: number;
+    active: number;
+    probeSeconds: Readonly<Record<string, Histogram>>;
+  };
+  /** Registry events recorded, by type, and the history's bounds. */
+  events?: () => { counts: ReadonlyMap<string, number>; held: number; capacity: number; parked: number };
+  /** Log lines left out by the log's rate limit. */
+  logSuppressed?: () => number;
+}
+
+const CHECK_STATUSES = ['passing', 'warning', 'critical'] as const;
+const CHECK_TYPES = ['http', 'tcp', 'ttl'] as const;
+
+/** A label value: backslash, quote and newline escaped (exposition format). */
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
 function fmt(n: number): string {
@@ -92,7 +119,15 @@ export function renderMetrics(src: MetricsSources): string {
     out.push(`roster_http_request_duration_seconds_count{route="${r.name}"} ${r.count}`);
   }
 
+  out.push('# HELP roster_build_info The roster version and the Node.js runtime of this server (always 1).', '# TYPE roster_build_info gauge');
+  out.push(`roster_build_info{version="${esc(BUILD.version)}",node="${esc(BUILD.node)}"} 1`);
   const s = src.engine.stats();
+  if (src.figures) {
+    const f = src.figures();
+    metric('roster_services', 'gauge', 'Services with at least one instance (keys services/<service>/<id>).', f.services);
+    metric('roster_instances', 'gauge', 'Registered instances (keys services/<service>/<id>).', f.instances);
+    metric('roster_sessions', 'gauge', 'Live sessions (the same figure as roster_leases).', f.sessions);
+  }
   metric('roster_keys', 'gauge', 'Keys in the store.', s.keys);
   metric('roster_leases', 'gauge', 'Live sessions (leases).', s.leases);
   metric('roster_watchers', 'gauge', 'Active engine watch subscriptions (SSE streams and in-process).', s.watchers);
@@ -110,10 +145,33 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_compaction_failures_total', 'counter', 'Compactions that failed (the log keeps every record; retried at the next threshold).', s.compactionFailures);
   metric('roster_data_dir_bytes', 'gauge', 'Bytes of log segments and snapshot in the data dir.', s.diskBytes);
   metric('roster_wal_segments', 'gauge', 'Log segment files in the data dir.', s.segments);
+  metric('roster_wal_bytes', 'gauge', 'Bytes of the log segments (roster_data_dir_bytes less the snapshot).', s.walBytes);
   metric('roster_history_events', 'gauge', 'Events kept in memory for watchers to resume from.', s.historyEvents);
   metric('roster_history_bytes', 'gauge', 'Bytes charged to the events kept for resume (bounded by the history byte limit).', s.historyBytes);
   metric('roster_leases_expired_total', 'counter', 'Sessions that expired because no keepalive arrived within their TTL.', src.engine.expiredLeases);
   metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
+  if (src.checks) {
+    const c = src.checks();
+    out.push('# HELP roster_checks Health checks the server runs, by type and status.', '# TYPE roster_checks gauge');
+    for (const t of CHECK_TYPES) for (const st of CHECK_STATUSES) out.push(`roster_checks{type="${t}",status="${st}"} ${c.byTypeStatus.get(`${t}/${st}`) ?? 0}`);
+    metric('roster_check_probes_total', 'counter', 'HTTP and TCP health-check probes run.', c.probes);
+    metric('roster_check_probes_in_flight', 'gauge', 'Probes running now (bounded by the check concurrency).', c.active);
+    metric('roster_check_probes_queued', 'gauge', 'Probes due but waiting for a free slot (the concurrency bound is reached).', c.queued);
+    metric('roster_check_writes_total', 'counter', 'Status changes written into instances by the checker.', c.writes);
+    metric('roster_check_write_conflicts_total', 'counter', 'Status writes that found the instance changed meanwhile (retried).', c.conflicts);
+    metric('roster_check_deregistered_total', 'counter', 'Instances removed by DeregisterCriticalServiceAfter.', c.deregistered);
+    out.push('# HELP roster_check_probe_duration_seconds Duration of health-check probes, by type.', '# TYPE roster_check_probe_duration_seconds histogram');
+    for (const [type, h] of Object.entries(c.probeSeconds)) out.push(...h.render('roster_check_probe_duration_seconds', `type="${type}"`, fmt));
+  }
+  if (src.events) {
+    const e = src.events();
+    out.push('# HELP roster_events_total Registry events recorded in the event history, by type.', '# TYPE roster_events_total counter');
+    for (const [type, n] of [...e.counts].sort()) out.push(`roster_events_total{type="${esc(type)}"} ${n}`);
+    metric('roster_event_history_events', 'gauge', 'Events the event history holds now (bounded by its capacity).', e.held);
+    metric('roster_event_history_capacity', 'gauge', 'Events the event history keeps at most (--event-history).', e.capacity);
+    metric('roster_event_readers_parked', 'gauge', 'GET /api/v1/events requests waiting for the next event.', e.parked);
+  }
+  if (src.logSuppressed) metric('roster_log_lines_suppressed_total', 'counter', 'Log lines left out by the per-event rate limit.', src.logSuppressed());
   if (src.extra) out.push(...src.extra());
 
   const mem = process.memoryUsage();

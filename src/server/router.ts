@@ -60,6 +60,9 @@ export interface RouterHost {
   onError(err: unknown): void;
   /** A request body was refused for its size (counted in metrics). */
   rejectedBody(): void;
+  /** A request is answered with an error (the server logs the ones an operator should see).
+   *  `principal` is undefined when the request was refused before it was identified. */
+  requestFailed?(req: IncomingMessage, route: string, status: number, err: RosterError, principal: string | undefined): void;
   /** Admission (edge, tokens, ACLs, quotas) and the audit trail. */
   readonly security: Security;
 }
@@ -156,6 +159,7 @@ export class Exchange {
     }
     const extra: string[] = [];
     this.errorCode = err.code;
+    this.host.requestFailed?.(this.req, this.route.stats.name, err.status, err, (this.principal as Principal | undefined)?.id);
     if (err.code === 'METHOD_NOT_ALLOWED') extra.push('allow', this.route.allow);
     if (err.code === 'UNAUTHENTICATED') extra.push('www-authenticate', 'Bearer realm="roster"');
     if (err.code === 'QUOTA_EXCEEDED') extra.push('retry-after', String(err.details?.retryAfterSeconds ?? 1));

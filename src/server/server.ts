@@ -2,7 +2,9 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { Engine, type StorageOptions } from '../engine/engine.js';
-import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
+import type { StorageLogKind } from '../engine/options.js';
+import { InvalidArgumentError, RosterError, UnavailableError } from '../core/errors.js';
+import { BUILD } from '../core/version.js';
 import { jitter } from '../core/async.js';
 import { describeValue } from './http.js';
 import { JSON_TYPE, Router, type RouteEntry, type RouterHost } from './router.js';
@@ -22,6 +24,10 @@ import { startDnsServer, type DnsServer, type DnsServerOptions } from './dns/ind
 import { Security, validateSecurityOptions, type SecurityOptions } from './auth/security.js';
 import { isLoopback } from './auth/edge.js';
 import { aclRoutes } from './auth/routes.js';
+import { Logger, validateLogOptions, type LogLevel, type LogOptions } from './log.js';
+import { DEFAULT_EVENT_HISTORY, EventHistory } from './events.js';
+import { RegistryTracker } from './tracker.js';
+import { opsRoutes } from './routes/ops.js';
 
 /**
  * roster's HTTP server, its lifecycle: listen, graceful close, destroy. What it serves is a list of
@@ -65,8 +71,13 @@ export interface ServerOptions extends SecurityOptions {
   tls?: TlsOptions;
   /** Listen beyond loopback without auth or TLS anyway (a warning is printed on every start). */
   insecure?: boolean;
-  /** Where warnings go (the insecure start). Default: a line on stderr. */
+  /** Where warnings go (the insecure start). Default: the log. */
   onWarning?: (line: string) => void;
+  /** The structured log (docs/operations.md): level and format, or a Logger of the caller's.
+   *  Default: text on stderr, level `warn` (`roster server` defaults to `info`). */
+  log?: LogOptions | Logger;
+  /** Registry events kept for GET /api/v1/events and the dashboard (default 1000). */
+  eventHistory?: number;
 }
 
 export interface TlsOptions {
@@ -109,7 +120,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024 + 256 * 1024;
 
 /** The API every roster server serves, in mount order. */
-export const BUILTIN_ROUTES: readonly RouteModule[] = [adminRoutes, sessionRoutes, keyRoutes, serviceRoutes, watchRoutes, promSdRoutes, aclRoutes];
+export const BUILTIN_ROUTES: readonly RouteModule[] = [adminRoutes, opsRoutes, sessionRoutes, keyRoutes, serviceRoutes, watchRoutes, promSdRoutes, aclRoutes];
 
 class HttpServer implements RosterServer, ServerContext, RouterHost {
   readonly http: Server;
@@ -128,6 +139,7 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
   private state: 'open' | 'closing' | 'closed' = 'open';
   private closing: Promise<void> | undefined;
   readonly checker: HealthChecker | undefined;
+  readonly tracker: RegistryTracker;
   dns: DnsServer | undefined;
   private readonly closeHooks: (() => Promise<void> | void)[] = [];
 
@@ -136,12 +148,14 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     readonly engine: Engine,
     private readonly ownsEngine: boolean,
     readonly security: Security,
+    readonly log: Logger,
+    readonly events: EventHistory,
     opts: InternalServerOptions,
   ) {
     this.onClose(() => security.close());
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
-    this.onError = opts.onError ?? ((e) => process.stderr.write(`roster server: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
+    this.onError = opts.onError ?? ((e) => logError(log, e));
     this.sse = new SseHub(opts.heartbeatMs ?? 15_000, opts.maxStreamBuffer ?? 32 * 1024 * 1024, this.onError);
     this.router = new Router(this);
     if (opts.checks !== false) {
@@ -150,6 +164,12 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
       checker.start();
       this.onClose(() => checker.close());
     }
+    const tracker = new RegistryTracker(engine, events, log, this.checker);
+    this.tracker = tracker;
+    this.onClose(() => {
+      tracker.close();
+      events.close();
+    });
     const modules = [
       ...BUILTIN_ROUTES,
       ...(this.checker ? [checkRoutes(this.checker)] : []),
@@ -267,6 +287,28 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     this.bodiesRejected++;
   }
 
+  /** A request answered with an error: logged by how much it should worry an operator. 500s are
+   *  logged (with their stack) by onError already. */
+  requestFailed(req: IncomingMessage, route: string, status: number, err: RosterError, principal: string | undefined): void {
+    if (status === 500 && err.code === 'INTERNAL') return;
+    const f = {
+      method: req.method ?? '',
+      path: (req.url ?? '').split('?')[0]!.slice(0, 200),
+      route,
+      status,
+      code: err.code,
+      addr: req.socket.remoteAddress ?? '',
+      ...(principal !== undefined && !principal.startsWith('addr:') ? { token: principal } : {}),
+    };
+    const msg = `${f.method} ${f.path} → ${status} ${err.code}: ${err.message.slice(0, 300)}`;
+    if (status >= 500) this.log.limited('warn', 'http.unavailable', msg, f);
+    else if (status === 401) this.log.limited('info', 'auth.unauthenticated', msg, f);
+    else if (status === 403) this.log.limited('info', 'auth.denied', msg, f);
+    else if (status === 413 || status === 429 || status === 431) this.log.limited('warn', 'http.rejected', msg, f);
+    else if (status === 404 || status === 409 || status === 410 || status === 412) this.log.limited('debug', 'http.client_error', msg, f);
+    else this.log.limited('info', 'http.client_error', msg, f);
+  }
+
   finished(): void {
     this.inflight--;
     if (this.inflight === 0 && this.drainWaiter) this.drainWaiter();
@@ -280,6 +322,7 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
   private async doClose(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closing';
+    this.log.info('server.stopping', `roster server on ${this.url} is shutting down: watch streams end (clients resume elsewhere or later), requests in flight finish`, { url: this.url });
     if (this.heartbeat) clearInterval(this.heartbeat);
     const serverClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeIdleConnections();
@@ -301,6 +344,8 @@ class HttpServer implements RosterServer, ServerContext, RouterHost {
     await serverClosed;
     this.state = 'closed';
     if (this.ownsEngine) await this.engine.close();
+    this.log.info('server.stopped', `roster server on ${this.url} stopped at revision ${this.engine.publishedRevision}`, { url: this.url, revision: this.engine.publishedRevision });
+    this.log.flush();
   }
 
   destroy(_err?: Error): void {
@@ -372,6 +417,12 @@ export async function launchServer(opts: InternalServerOptions = {}): Promise<Ro
     throw new InvalidArgumentError(`invalid heartbeatMs ${describeValue(opts.heartbeatMs)}: expected at least 10`);
   }
   validateSecurityOptions(opts);
+  if (opts.eventHistory !== undefined && (!Number.isInteger(opts.eventHistory) || opts.eventHistory < 1 || opts.eventHistory > 1_000_000)) {
+    throw new InvalidArgumentError(`invalid eventHistory ${describeValue(opts.eventHistory)}: expected an integer from 1 to 1000000`);
+  }
+  if (!(opts.log instanceof Logger)) validateLogOptions(opts.log);
+  const log = opts.log instanceof Logger ? opts.log : new Logger(opts.log, 'warn');
+  const events = new EventHistory(opts.eventHistory ?? DEFAULT_EVENT_HISTORY);
   const host = opts.host ?? DEFAULT_HOST;
   const authOn = opts.auth !== undefined && opts.auth !== false;
   if (!isLoopback(host)) {
@@ -383,17 +434,17 @@ export async function launchServer(opts: InternalServerOptions = {}): Promise<Ro
             'Turn on auth and TLS (docs/security.md), listen on 127.0.0.1, or accept the risk with --insecure (insecure: true)',
         );
       }
-      (opts.onWarning ?? ((l: string) => process.stderr.write(`roster: ${l}\n`)))(
-        `WARNING: listening on ${host} without ${missing} (--insecure): anyone who can reach it can read and change every registration`,
-      );
+      const warning = `WARNING: listening on ${host} without ${missing} (--insecure): anyone who can reach it can read and change every registration`;
+      if (opts.onWarning) opts.onWarning(warning);
+      else log.warn('server.insecure', warning, { host, missing });
     }
   }
   const dataDir = opts.engine === undefined ? (opts.dataDir ?? './.roster') : opts.dataDir;
-  const engine = opts.engine ?? (await Engine.open({ ...opts.storage, dataDir: dataDir! }));
+  const engine = opts.engine ?? (await Engine.open({ ...opts.storage, dataDir: dataDir!, log: storageLog(log, events) }));
   let server: HttpServer;
   try {
-    const security = await Security.open(engine, opts, { listenHost: host, ...(dataDir !== undefined ? { dataDir } : {}), onError: opts.onError ?? ((e) => process.stderr.write(`roster server: ${String(e)}\n`)) });
-    server = new HttpServer(host, engine, opts.engine === undefined, security, opts);
+    const security = await Security.open(engine, opts, { listenHost: host, ...(dataDir !== undefined ? { dataDir } : {}), onError: opts.onError ?? ((e) => logError(log, e)) });
+    server = new HttpServer(host, engine, opts.engine === undefined, security, log, events, opts);
   } catch (e) {
     if (opts.engine === undefined) await engine.close().catch(() => undefined);
     throw e;
@@ -412,5 +463,62 @@ export async function launchServer(opts: InternalServerOptions = {}): Promise<Ro
     }
     throw e;
   }
+  logStart(server, dataDir);
   return server;
+}
+
+/** The start, as one log line and the first event of the history. */
+function logStart(server: HttpServer, dataDir: string | undefined): void {
+  const f = server.tracker.figures();
+  const a = server.auth;
+  const rec = server.engine.recovery;
+  const msg =
+    `roster server ${BUILD.version} (node ${BUILD.node}) listening on ${server.url}${dataDir !== undefined ? `, data dir ${dataDir}` : ''}: ` +
+    `revision ${f.revision}, ${f.instances} instance(s) of ${f.services} service(s), ${f.sessions} session(s) (every session's TTL restarts now); ` +
+    `auth ${a.enabled ? 'on' : 'off'}${a.created && a.tokenFile ? ` (new bootstrap admin token in ${a.tokenFile})` : ''}`;
+  server.log.info('server.started', msg, {
+    url: server.url,
+    version: BUILD.version,
+    node: BUILD.node,
+    ...(dataDir !== undefined ? { dataDir } : {}),
+    revision: f.revision,
+    services: f.services,
+    instances: f.instances,
+    sessions: f.sessions,
+    keys: f.keys,
+    auth: a.enabled,
+    ...(rec ? { tornTails: rec.tornTails.length, setAside: rec.discarded.length } : {}),
+  });
+  if (a.created && a.tokenFile) server.log.info('auth.bootstrap', `created the bootstrap admin token in ${a.tokenFile}`, { tokenFile: a.tokenFile });
+  server.tracker.server({ type: 'server.started', message: msg, revision: f.revision, fields: { version: BUILD.version } });
+}
+
+/** The engine's storage events, on the log and (the ones an operator looks back for) in the event
+ *  history, which exists before the engine so that what opening the data dir found is in it. */
+function storageLog(log: Logger, events: EventHistory): (line: string, kind: StorageLogKind, fields?: Readonly<Record<string, unknown>>) => void {
+  const levels: Record<StorageLogKind, [LogLevel, string, boolean]> = {
+    'torn-tail': ['warn', 'wal.torn_tail', true],
+    recovered: ['warn', 'wal.recovered', true],
+    migrated: ['info', 'storage.migrated', false],
+    'storage-failed': ['error', 'storage.failed', true],
+    'storage-still-failed': ['warn', 'storage.still_failed', false],
+    'storage-resumed': ['info', 'storage.resumed', true],
+    'storage-lost-data': ['error', 'storage.lost_data', true],
+    compaction: ['info', 'wal.compaction', true],
+    'compaction-failed': ['error', 'wal.compaction_failed', true],
+  };
+  return (line, kind, fields) => {
+    const [level, event, kept] = levels[kind];
+    log.log(level, event, line, fields);
+    if (kept) {
+      const flat: Record<string, string | number | boolean> = {};
+      for (const [k, v] of Object.entries(fields ?? {})) if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') flat[k] = v;
+      events.add({ type: event, message: line, fields: flat });
+    }
+  };
+}
+
+function logError(log: Logger, e: unknown): void {
+  const err = e instanceof Error ? e : new Error(String(e));
+  log.error('server.error', err.message, { ...(e instanceof RosterError ? { code: e.code } : {}), ...(err.stack ? { stack: err.stack } : {}) });
 }

@@ -95,6 +95,13 @@ const ROWS: Row[] = [
   { covers: 'GET /healthz', what: 'liveness', method: 'GET', path: '/healthz', expect: OPEN(200) },
   { covers: 'GET /metrics', what: 'metrics need the operator capability', method: 'GET', path: '/metrics', expect: e(401, 403, 403, 403, 200, 200) },
   { covers: 'POST /api/v1/admin/compact', what: 'compaction', method: 'POST', path: '/api/v1/admin/compact', body: {}, expect: ADMIN(200) },
+  { covers: 'GET /api/v1/admin/snapshot', what: 'a snapshot of every key (tokens included)', method: 'GET', path: '/api/v1/admin/snapshot', expect: ADMIN(200) },
+  { covers: 'GET /api/v1/status', what: 'header figures (services only for tokens reading every service)', method: 'GET', path: '/api/v1/status', expect: ANY_TOKEN(200) },
+  { covers: 'GET /api/v1/events', what: 'event history (filtered to what the token may read)', method: 'GET', path: '/api/v1/events', expect: ANY_TOKEN(200) },
+  { covers: 'GET /api/v1/locks', what: 'locks and elections (filtered to what the token may read)', method: 'GET', path: '/api/v1/locks', expect: ANY_TOKEN(200) },
+  // ---------------------------------------------------------------- operator actions on instances
+  { covers: 'DELETE /api/v1/instances/*', what: "deregister svc's instance on purpose (needs write on the service)", method: 'DELETE', path: (p) => `/api/v1/instances/orders/${p.id}`, setup: svcInstance, expect: e(401, 403, 403, 200, 403, 200) },
+  { covers: 'PATCH /api/v1/instances/*', what: "drain svc's instance (needs write on the service)", method: 'PATCH', path: (p) => `/api/v1/instances/orders/${p.id}`, body: { status: 'draining' }, setup: svcInstance, expect: e(401, 403, 403, 200, 403, 200) },
   // ---------------------------------------------------------------- sessions
   { covers: 'GET /api/v1/sessions', what: 'list (own sessions; admin all)', method: 'GET', path: '/api/v1/sessions', expect: ANY_TOKEN(200) },
   { covers: 'POST /api/v1/sessions', what: 'create', method: 'POST', path: '/api/v1/sessions', body: { ttl: '10s' }, expect: ANY_TOKEN(201) },
@@ -149,6 +156,7 @@ const ROWS: Row[] = [
   ),
   // ---------------------------------------------------------------- tokens and policies
   { covers: 'GET /api/v1/acl/whoami', what: 'whoami', method: 'GET', path: '/api/v1/acl/whoami', expect: ANY_TOKEN(200) },
+  { covers: 'POST /api/v1/acl/check', what: 'what may I do (asking is allowed; the answer differs)', method: 'POST', path: '/api/v1/acl/check', body: { keys: ['config/a'], prefixes: ['config/'], services: ['orders', '*'] }, expect: ANY_TOKEN(200) },
   { covers: 'GET /api/v1/acl/tokens', what: 'list tokens', method: 'GET', path: '/api/v1/acl/tokens', expect: ADMIN(200) },
   { covers: 'POST /api/v1/acl/tokens', what: 'create a token', method: 'POST', path: '/api/v1/acl/tokens', body: { name: 'made', policies: ['read-all'] }, expect: ADMIN(201) },
   { covers: 'GET /api/v1/acl/tokens/*', what: 'one token', method: 'GET', path: '/api/v1/acl/tokens/bootstrap', expect: ADMIN(200) },

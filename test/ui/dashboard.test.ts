@@ -313,6 +313,21 @@ describe('dashboard in headless Chromium', () => {
     const log = await page.$$eval('#recent-log .entry', (lis) => lis.map((li) => li.textContent ?? ''));
     expect(log.some((t) => /live updates resumed after \d+s \(from revision \d+\)/.test(t))).toBe(true);
     expect(log.some((t) => /live updates interrupted/.test(t))).toBe(true);
+    // The server's history is a new one (a new epoch): the page starts it over, from the new start.
+    await page.goto(`${server.url}/ui/#/events`);
+    await page.waitForFunction(
+      () => {
+        const types = Array.from(document.querySelectorAll('#history-log .entry')).map((e) => `${e.getAttribute('data-type')} ${e.textContent}`);
+        return types.some((t) => t.startsWith('server.started')) && types.some((t) => /^instance\.registered .*orders-4/.test(t));
+      },
+      null,
+      { timeout: SHOW_MS },
+    );
+    const hist = await page.$$eval('#history-log .entry', (lis) => lis.map((li) => `${li.getAttribute('data-type')} ${li.textContent}`));
+    expect(hist.filter((t) => t.startsWith('server.started'))).toHaveLength(1);
+    expect(hist.some((t) => /orders-1/.test(t))).toBe(false); // registered before the restart
+    // The same page saw both servers (a hash navigation, no reload): it says the history started over.
+    expect(await page.textContent('#history-summary')).toMatch(/the server restarted while this page was open/);
     expect(pageErrors).toEqual([]);
   });
 });

@@ -160,6 +160,14 @@ export class RemoteBackend extends BackendBase {
     return this.t.call(method, path, body === undefined ? undefined : JSON.stringify(body), signal);
   }
 
+  /** GET `path` as a stream with this client's token and TLS (`roster snapshot save`): the response
+   *  headers and body once the server answered 2xx; the server's error as its RosterError. */
+  async download(path: string, signal?: AbortSignal): Promise<{ headers: Record<string, string | string[] | undefined>; body: AsyncIterable<Buffer> & { destroy(err?: Error): void } }> {
+    if (!path.startsWith('/')) throw new InvalidArgumentError(`invalid path ${JSON.stringify(path.slice(0, 60))}: expected /api/...`);
+    const res = await this.t.download(path, signal);
+    return { headers: res.headers, body: res.body };
+  }
+
   protected async grant(ttl: number, signal: AbortSignal | undefined, connectionBound: boolean): Promise<LeaseSession> {
     const ch = this.channel;
     if (ch) {

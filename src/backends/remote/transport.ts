@@ -97,6 +97,28 @@ export class Transport {
     return new UnavailableError(`roster server ${this.url} unreachable: ${msg}`, { cause: e });
   }
 
+  /** GET a body to be read as a stream (a snapshot download): resolves once the server answered 2xx
+   *  (its body is the caller's to read and destroy); its error as a RosterError otherwise. */
+  async download(path: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    if (this.destroyed) throw new ClosedError(`backend ${this.url} was destroyed`);
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.agent.request({ origin: this.origin, path: this.base + path, method: 'GET', headers: this.bareHeaders, signal: signal ?? null, headersTimeout: this.requestTimeout, bodyTimeout: this.requestTimeout });
+    } catch (e) {
+      throw this.error(e, signal);
+    }
+    if (res.statusCode >= 200 && res.statusCode < 300) return res;
+    const text = await res.body.text().catch(() => '');
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      throw replyError(res.statusCode, text, e);
+    }
+    const err = data && typeof data === 'object' ? (data as { error?: unknown }).error : undefined;
+    throw err && typeof err === 'object' ? errorFromJSON(err, res.statusCode) : replyError(res.statusCode, text);
+  }
+
   /** Open an SSE stream (GET); the body is the caller's to read and destroy. */
   stream(path: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     return this.watchAgent.request({

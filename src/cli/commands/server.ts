@@ -10,9 +10,11 @@ import type { StorageOptions } from '../../engine/engine.js';
 import { formatDuration } from '../../core/duration.js';
 import { onTerminate } from '../../integrations/process.js';
 import { duration, integer, listenAddress, size } from '../options.js';
-import { note, out } from '../output.js';
+import { out } from '../output.js';
 import type { CliContext } from '../shared.js';
 import { securityFrom, securityOptions, type SecurityFlags } from './security-options.js';
+import { InvalidArgumentError } from '../../core/errors.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../server/log.js';
 
 interface ServerFlags {
   host: string;
@@ -35,6 +37,9 @@ interface ServerFlags {
   heartbeat: string;
   maxStreamBuffer: string;
   closeTimeout: string;
+  logLevel: string;
+  logFormat: string;
+  eventHistory: string;
 }
 
 /** `roster server`'s durability flags (docs/durability.md). */
@@ -71,6 +76,9 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
     .addOption(new Option('--heartbeat <duration>', 'interval of watch-stream heartbeats (clients reconnect after 2.5 silent intervals)').default('15s'))
     .addOption(new Option('--max-stream-buffer <size>', 'bytes a watch stream may queue for a slow client before it is cut (the client resumes)').default('32MiB'))
     .addOption(new Option('--close-timeout <duration>', 'on SIGTERM, wait at most this long for in-flight requests').default('10s'))
+    .addOption(new Option('--log-level <level>', 'lowest level logged on stderr: debug, info, warn, error').default('info'))
+    .addOption(new Option('--log-format <format>', 'log lines as text or json (one JSON object per line)').default('text'))
+    .addOption(new Option('--event-history <n>', 'registry events kept for the dashboard and GET /api/v1/events').default('1000'))
     .addHelpText('after', '\nExample: roster server --data-dir /var/lib/roster --dns 127.0.0.1:8600\nThe serving certificate is the global --tls-cert / --tls-key (docs/security.md).');
   securityOptions(cmd).action(async (_o: ServerFlags, self: Command) => {
     // The serving certificate is a global flag (--tls-cert / --tls-key): read with the globals.
@@ -95,6 +103,10 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
       maxStreamBuffer: size(o.maxStreamBuffer, 'max-stream-buffer', 64 * 1024),
       closeTimeoutMs: duration(o.closeTimeout, 'close-timeout', { max: 3_600_000 }),
     };
+    if (!(LOG_LEVELS as readonly string[]).includes(o.logLevel)) throw new InvalidArgumentError(`invalid --log-level ${JSON.stringify(o.logLevel)}: expected ${LOG_LEVELS.join(', ')}`);
+    if (!(LOG_FORMATS as readonly string[]).includes(o.logFormat)) throw new InvalidArgumentError(`invalid --log-format ${JSON.stringify(o.logFormat)}: expected ${LOG_FORMATS.join(', ')}`);
+    const log = { level: o.logLevel as LogLevel, format: o.logFormat as LogFormat };
+    const eventHistory = integer(o.eventHistory, 'event-history', 1, 1_000_000);
     const { startServer } = await import('../../server/index.js');
     // Registered instances are long-lived: V8's young generation, grown to its 32 MB default under
     // load, would cost more RSS than 100,000 instances' data. Kept at its initial 1 MB it costs no
@@ -113,6 +125,8 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
       ...(dns ? { dns } : {}),
       ...security,
       ...(existsSync(uiDir) ? { uiDir } : {}),
+      log,
+      eventHistory,
     });
     const extras = [`data: ${o.dataDir}`, `dashboard: ${server.url}/ui`];
     if (server.dns) extras.push(`dns on ${server.dns.host}:${server.dns.port} (domain ${dns!.domain}, ttl ${formatDuration(dns!.ttl)})`);
@@ -122,7 +136,7 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
     else if (a.tokenFile) out(`auth is on: ${a.created ? 'a new' : 'the'} bootstrap admin token is in ${a.tokenFile} (roster --token-file ${a.tokenFile} ...)`);
     else out(`auth is on${a.note ? `: ${a.note}` : ''}`);
     await onTerminate();
-    note('shutting down');
+    // (The server logs its own shutdown: server.stopping, server.stopped.)
     await server.close();
   });
 }

@@ -1,4 +1,5 @@
-import { NotFoundError } from '../../core/errors.js';
+import { InvalidArgumentError, NotFoundError } from '../../core/errors.js';
+import { validateServiceName } from '../../core/names.js';
 import type { RouteModule } from '../context.js';
 import { decodePath, parseQuery, readJsonObject } from '../http.js';
 import type { Exchange } from '../router.js';
@@ -10,6 +11,8 @@ import { tokenJson, type AuthStore } from './store.js';
  * any token:
  *
  *   GET    /api/v1/acl/whoami              the caller's token (accessor, name, policies, admin)
+ *   POST   /api/v1/acl/check               {"keys", "prefixes", "services"}: the caller's access to
+ *                                           each, without trying (the dashboard hides what would 403)
  *   GET    /api/v1/acl/tokens              every token (never a secret, never a hash)
  *   POST   /api/v1/acl/tokens              {"name", "policies": [...]} -> 201 with the secret, once
  *   GET    /api/v1/acl/tokens/<accessor>
@@ -19,7 +22,7 @@ import { tokenJson, type AuthStore } from './store.js';
  *   PUT    /api/v1/acl/policies/<name>     {"description"?, "rules": [...]} create or replace
  *   DELETE /api/v1/acl/policies/<name>     (refused while a token uses it)
  *
- * With auth off these answer 404: there are no tokens to manage.
+ * With auth off these answer 404 (whoami and check answer: everything is allowed).
  */
 export const aclRoutes: RouteModule = (s) => {
   const store = (): AuthStore => {
@@ -45,6 +48,40 @@ export const aclRoutes: RouteModule = (s) => {
       },
     },
     {
+      path: '/api/v1/acl/check',
+      name: 'acl_check',
+      acl: 'token',
+      // A question, not a change: successful ones are not audited.
+      audit: false,
+      methods: {
+        POST: async (x) => {
+          parseQuery(x.query, []);
+          const body = await readJsonObject(x.req, 256 * 1024, ['keys', 'prefixes', 'services'], true);
+          const list = (field: string): string[] => {
+            const v = body[field];
+            if (v === undefined) return [];
+            if (!Array.isArray(v) || v.length > 1000 || v.some((k) => typeof k !== 'string' || k.length > 4096)) {
+              throw new InvalidArgumentError(`invalid ${field}: expected an array of at most 1000 strings`, { details: { field } });
+            }
+            return v as string[];
+          };
+          const keys = list('keys');
+          const prefixes = list('prefixes');
+          const services = list('services').map((n) => (n === '*' ? n : validateServiceName(n)));
+          const p = x.principal;
+          const sec = s.security;
+          x.json(200, {
+            auth: sec.enabled,
+            admin: p.grants.admin,
+            operator: p.grants.operator,
+            keys: Object.fromEntries(keys.map((k) => [k, sec.accessTo(p, { key: k })])),
+            prefixes: Object.fromEntries(prefixes.map((k) => [k, sec.accessTo(p, { prefix: k })])),
+            services: Object.fromEntries(services.map((n) => [n, sec.accessTo(p, { service: n })])),
+          });
+        },
+      },
+    },
+    {
       path: '/api/v1/acl/tokens',
       name: 'acl_tokens',
       acl: 'admin',
@@ -57,6 +94,12 @@ export const aclRoutes: RouteModule = (s) => {
           parseQuery(x.query, []);
           const body = await readJsonObject(x.req, 64 * 1024, ['name', 'policies']);
           const { record, token } = await store().createToken({ name: body.name as string, policies: body.policies as string[] }, x.principal.id);
+          s.log.info('auth.token_created', `token ${record.accessor} (${record.name}) created by ${x.principal.id} with policies ${record.policies.join(', ')}`, {
+            accessor: record.accessor,
+            name: record.name,
+            policies: record.policies.join(','),
+            by: x.principal.id,
+          });
           x.json(201, { ...tokenJson(record), token });
         },
       },
@@ -76,6 +119,7 @@ export const aclRoutes: RouteModule = (s) => {
         DELETE: async (x) => {
           parseQuery(x.query, []);
           const t = await store().revokeToken(accessorOf(x));
+          s.log.info('auth.token_revoked', `token ${t.accessor} (${t.name}) revoked by ${x.principal.id}`, { accessor: t.accessor, name: t.name, by: x.principal.id });
           x.json(200, { revoked: t.accessor });
         },
       },
@@ -107,11 +151,14 @@ export const aclRoutes: RouteModule = (s) => {
           parseQuery(x.query, []);
           const name = decodePath(x.param, 'policy name');
           const body = await readJsonObject(x.req, 256 * 1024, ['description', 'rules']);
-          x.json(200, await store().putPolicy({ name, description: body.description, rules: body.rules }, x.principal.id));
+          const policy = await store().putPolicy({ name, description: body.description, rules: body.rules }, x.principal.id);
+          s.log.info('auth.policy_changed', `policy ${policy.name} written by ${x.principal.id} (${policy.rules.length} rule(s))`, { policy: policy.name, by: x.principal.id });
+          x.json(200, policy);
         },
         DELETE: async (x) => {
           parseQuery(x.query, []);
           const p = await store().deletePolicy(decodePath(x.param, 'policy name'));
+          s.log.info('auth.policy_deleted', `policy ${p.name} deleted by ${x.principal.id}`, { policy: p.name, by: x.principal.id });
           x.json(200, { deleted: p.name });
         },
       },

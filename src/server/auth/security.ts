@@ -8,7 +8,7 @@ import type { ConsulSessionGuard } from '../consul/index.js';
 import { escapeKey } from '../consul/kv.js';
 import { fileAuditSink, stderrAuditSink, type AuditSink } from './audit.js';
 import { Edge } from './edge.js';
-import { Grants, RANK, servicePrefix } from './policy.js';
+import { ACCESS_LEVELS, Grants, RANK, servicePrefix, type Access } from './policy.js';
 import { QuotaBook, type QuotaLimits } from './quotas.js';
 import { AuthStore, isReserved, RESERVED_PREFIX, tokenFileIn, type BootstrapOutcome, type TokenRecord } from './store.js';
 import { tokenFromHeaders } from './tokens.js';
@@ -209,6 +209,29 @@ export class Security {
   requireRead(p: Principal, key: string): void {
     if (isReserved(key)) this.reservedRefused(key);
     if (p.grants.level(key) < RANK.read) this.deny(`token ${p.id} may not read ${JSON.stringify(key)}`, { key });
+  }
+
+  /** Whether the principal may read one key (no refusal counted: for filtering what it is shown). */
+  mayRead(p: Principal, key: string): boolean {
+    return !isReserved(key) && p.grants.level(key) >= RANK.read;
+  }
+
+  /**
+   * What the principal may do, without trying (the dashboard asks before it shows a button): on one
+   * key (`level`), on every key of a range (`prefix`, as list / watch / a write to any key in it
+   * would be checked), or on one service (`service`, '*' for every service, as the services and
+   * instance routes check it). The answer is the access level the checks above would grant.
+   */
+  accessTo(p: Principal, target: { key: string } | { prefix: string } | { service: string }): Access {
+    let rank: number;
+    if ('key' in target) {
+      rank = isReserved(target.key) ? 0 : p.grants.level(target.key);
+    } else {
+      const prefix = 'prefix' in target ? target.prefix : servicePrefix(target.service);
+      rank = 0;
+      if (!isReserved(prefix)) for (const r of [RANK.write, RANK.register, RANK.read]) if (p.grants.covers(prefix, r)) { rank = r; break; }
+    }
+    return ACCESS_LEVELS[rank]!;
   }
 
   /** List or watch a range (every key in it must be readable; reserved keys are left out of it). */

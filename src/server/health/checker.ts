@@ -3,7 +3,12 @@ import { CHECK_LIMITS, initialStatus, toCheckDefinitions, worstStatus, type Chec
 import { InvalidArgumentError, NotFoundError, RosterError, isRosterError } from '../../core/errors.js';
 import { toInstance } from '../../core/model.js';
 import type { Engine, EngineEvent, Subscription } from '../../engine/engine.js';
+import { performance } from 'node:perf_hooks';
+import { Histogram } from '../histogram.js';
 import { Prober, type ProbeResult } from './probes.js';
+
+/** Upper bounds (seconds) of the probe duration histogram: loopback probes to timeouts. */
+const PROBE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
  * The server's active health checker: runs the TTL, HTTP and TCP checks that instances carry
@@ -116,6 +121,8 @@ export class HealthChecker {
   private closed = false;
   /** Probes run and status writes made (for metrics and the bench). */
   readonly counters = { probes: 0, writes: 0, conflicts: 0, deregistered: 0 };
+  /** Probe durations in seconds, by check type (for metrics). */
+  readonly probeSeconds = { http: new Histogram(PROBE_BUCKETS), tcp: new Histogram(PROBE_BUCKETS) };
 
   constructor(opts: HealthCheckerOptions) {
     this.engine = opts.engine;
@@ -358,8 +365,26 @@ export class HealthChecker {
     else this.active--;
   }
 
+  /** Probes waiting for a slot (over `concurrency`) and probes in flight. */
+  get probeLoad(): { queued: number; active: number } {
+    return { queued: this.queue.length, active: this.active };
+  }
+
+  /** Checks by type and status. */
+  statusCounts(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const o of this.owners.values()) {
+      for (const r of o.runners.values()) {
+        const k = `${r.type}/${r.status}`;
+        out.set(k, (out.get(k) ?? 0) + 1);
+      }
+    }
+    return out;
+  }
+
   private async runProbe(r: Runner): Promise<void> {
     let res: ProbeResult;
+    const t0 = performance.now();
     try {
       if (r.stopped || this.closed) return;
       this.counters.probes++;
@@ -369,6 +394,8 @@ export class HealthChecker {
     } finally {
       this.release();
     }
+    const type = r.type;
+    if (type !== 'ttl') this.probeSeconds[type].observe((performance.now() - t0) / 1000);
     if (r.stopped || this.closed) return;
     this.record(r, res.status, res.output, false);
     this.schedule(r, r.def.interval!);
