@@ -278,6 +278,21 @@ describe('session channels through a proxy', () => {
     await eventually(async () => (await env.watcher.get('orphan/k')) === undefined, 5000, 'expired at its TTL');
   }, 30_000);
 
+  it('a session asked for while the last one\'s stream is closing gets a fresh stream, not that one\'s end', async () => {
+    const b = await RemoteBackend.open(env.server.url, { keepProcessAlive: false });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const s = await b.session({ ttl: 2000, connectionBound: true });
+        await b.put(`again/k${i}`, 'v', { session: s });
+        await s.close(); // the last session: the stream closes
+      }
+      expect(b.channelStats!.opens).toBe(5);
+      expect((await env.watcher.list('again/')).items).toHaveLength(0);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('renews every session of a backend with one request per interval, and reports a session revoked by someone else', async () => {
     const b = await RemoteBackend.open(env.server.url, { keepProcessAlive: false });
     try {

@@ -4,6 +4,9 @@ import { backoff, jitter } from '../../core/async.js';
 import { errorFromJSON, isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
 import { replyError, type Transport } from './transport.js';
 
+/** The reason a stream is closed when the backend has no sessions left (not a failure). */
+const IDLE = new UnavailableError('session channel closed: no sessions left');
+
 interface Member {
   readonly session: LeaseSession;
   readonly bound: boolean;
@@ -116,7 +119,11 @@ export class SessionChannel {
   private idle(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (!this.wanted()) this.conn?.abort();
+    if (!this.wanted() && this.conn && !this.conn.signal.aborted) {
+      // Not a failure: a grant arriving now waits for a new connection, not for this one's end.
+      this.live = false;
+      this.conn.abort(IDLE);
+    }
   }
 
   private wanted(): boolean {
@@ -135,6 +142,11 @@ export class SessionChannel {
           try {
             await this.connect(() => (attempt = 0));
           } catch (e) {
+            if (e === IDLE) {
+              // Closed for want of sessions; a grant that came meanwhile gets a new one at once.
+              attempt = 0;
+              continue;
+            }
             if (isRosterError(e, 'NOT_FOUND') && e.details?.channel === undefined) {
               // No channel endpoint on this server: sessions fall back to their own keepalives.
               this.unsupported = true;
@@ -172,7 +184,7 @@ export class SessionChannel {
     try {
       res = await this.t.stream(`/api/v1/channels${q.length ? `?${q.join('&')}` : ''}`, c.signal);
     } catch (e) {
-      throw this.t.error(e);
+      throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
     }
     if (res.statusCode !== 200) throw await errorOf(res);
     const hb = Number(res.headers['roster-heartbeat-ms']);
