@@ -1,7 +1,10 @@
 // The three systems under test, each started fresh on free loopback ports with a temporary data
 // dir: roster's own server (`roster server`, a child process running dist/cli/bin.js), a real
-// single-member etcd and a real standalone ZooKeeper. The start logic follows test/helpers/etcd.ts
-// and test/helpers/zookeeper.ts (copied, so the benchmarks do not pull vitest or TypeScript in).
+// single-member etcd and a real standalone ZooKeeper. etcd and ZooKeeper are started by the
+// fixtures roster publishes in roster-sd/testing (dist/testing/cluster: EtcdCluster and
+// ZooKeeperEnsemble of size 1, no proxy), so the benchmarks and the tests start them one way; the
+// benchmark asks for etcd's default timing and for ZooKeeper's JVM as it ships (not the tests'
+// quick-start flags).
 //
 // Every system object: { name, label, url, options, pid, counter, stop() }.
 //   url/options  what roster's openBackend(url, options) needs
@@ -10,22 +13,26 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout, clearTimeout } from 'node:timers';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, openSync, closeSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { readdirSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
-import { fileURLToPath } from 'node:url';
-import { freePort, httpGet, promSum, sleep } from './util.mjs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { freePort, httpGet, promSum } from './util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '..', '..');
 export const DIST = process.env.ROSTER_DIST ?? path.join(ROOT, 'dist');
 export const ROSTER_BIN = path.join(DIST, 'cli', 'bin.js');
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
-const ZK_JAR = '/usr/share/java/zookeeper.jar';
-const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop.jar'];
+
+/** roster-sd/testing as built (EtcdCluster, ZooKeeperEnsemble, fourLetter). */
+let fixturesP;
+function fixtures() {
+  fixturesP ??= import(pathToFileURL(path.join(DIST, 'testing', 'index.js')).href);
+  return fixturesP;
+}
 
 /** ZooKeeper tick: sessions may be 2-120 ticks long. Its default (2000 ms) cannot grant the 2 s
  *  TTL of the failure-detection scenario (the minimum session is 2 ticks), so the bench uses 500. */
@@ -151,189 +158,73 @@ export async function startRoster({ profileDir, startTimeoutMs = 30_000, dataDir
 /** A single-member etcd with its default timing (heartbeat 100 ms, election 1000 ms: the minimum
  *  lease TTL is then 2 s, the TTL of the failure-detection scenario). */
 export async function startEtcd({ startTimeoutMs = 30_000 } = {}) {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'roster-bench-etcd-'));
-  let lastErr;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const clientPort = await freePort();
-    const peerPort = await freePort();
-    const client = `http://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
-    const t0 = performance.now();
-    const proc = spawn(
-      ETCD_BIN,
-      [
-        '--name', 'bench',
-        '--data-dir', dir,
-        '--listen-client-urls', client,
-        '--advertise-client-urls', client,
-        '--listen-peer-urls', peer,
-        '--initial-advertise-peer-urls', peer,
-        '--initial-cluster', `bench=${peer}`,
-        '--initial-cluster-state', 'new',
-        '--logger', 'zap',
-        '--log-level', 'warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const exited = track(proc);
-    let out = '';
-    const onData = (d) => {
-      out = (out + d.toString()).slice(-65536);
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    let dead = false;
-    void exited.then(() => (dead = true));
-    try {
-      const deadline = Date.now() + startTimeoutMs;
-      for (;;) {
-        if (dead) throw new Error(`etcd exited during start:\n${out.slice(-2000)}`);
-        try {
-          const r = await httpGet(`${client}/health`, 1000);
-          if (r.status === 200 && JSON.parse(r.text).health === 'true') break;
-        } catch {
-          // not listening yet
-        }
-        if (Date.now() > deadline) throw new Error(`etcd not healthy within ${startTimeoutMs} ms:\n${out.slice(-2000)}`);
-        await sleep(10);
-      }
-    } catch (e) {
-      lastErr = e;
-      await stopProc(proc, exited);
-      if (/address already in use/i.test(out)) continue;
-      break;
-    }
-    const startedMs = performance.now() - t0;
-    return {
-      name: 'etcd',
-      label: LABELS.etcd,
-      url: `etcd://127.0.0.1:${clientPort}/`,
-      endpoint: `127.0.0.1:${clientPort}`,
-      options: {},
-      pid: proc.pid,
-      dataDir: dir,
-      startedMs,
-      counter: { kind: 'etcd', url: `${client}/metrics` },
-      log: () => out,
-      async stop() {
-        await stopProc(proc, exited);
-        await rm(dir, { recursive: true, force: true });
-      },
-      kill() {
-        return this.stop();
-      },
-    };
-  }
-  await rm(dir, { recursive: true, force: true });
-  throw lastErr;
+  const { EtcdCluster } = await fixtures();
+  const t0 = performance.now();
+  const cluster = await EtcdCluster.start({ size: 1, proxies: false, heartbeatMs: 100, electionMs: 1000, startTimeoutMs, pollMs: 10 });
+  const startedMs = performance.now() - t0;
+  const m = cluster.members[0];
+  return {
+    name: 'etcd',
+    label: LABELS.etcd,
+    url: `etcd://${m.endpoint}/`,
+    endpoint: m.endpoint,
+    options: {},
+    pid: m.pid,
+    dataDir: m.dataDir,
+    startedMs,
+    counter: { kind: 'etcd', url: `${m.clientUrl}/metrics` },
+    log: () => m.log(),
+    stop: () => cluster.close(),
+    kill() {
+      return this.stop();
+    },
+  };
 }
 
 // ------------------------------------------------------------------ ZooKeeper
 
 /** Send a ZooKeeper four-letter command; resolves with the answer ('' if none). */
-export function fourLetter(port, cmd, timeoutMs = 2000) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    let out = '';
-    const t = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`4lw ${cmd} on ${port}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.on('connect', () => sock.write(cmd));
-    sock.on('data', (d) => (out += d.toString()));
-    sock.on('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-    sock.on('close', () => {
-      clearTimeout(t);
-      resolve(out);
-    });
-  });
+export async function fourLetter(port, cmd, timeoutMs = 2000) {
+  return (await fixtures()).fourLetter(port, cmd, timeoutMs);
 }
 
-/** A standalone ZooKeeper (Debian's package) with tickTime ZK_TICK_MS, a 1 GiB heap limit (100,000
- *  ephemeral nodes and 10,000 sessions fit easily) and no connection limit. */
+/** A standalone ZooKeeper (Debian's package) with tickTime ZK_TICK_MS, sessions of 2-120 ticks, a
+ *  1 GiB heap limit (100,000 ephemeral nodes and 10,000 sessions fit easily), no connection limit,
+ *  and the JVM's own defaults (jvmArgs: []). */
 export async function startZooKeeper({ startTimeoutMs = 60_000 } = {}) {
-  if (!existsSync(ZK_JAR)) throw new Error(`ZooKeeper not installed (${ZK_JAR} missing)`);
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'roster-bench-zk-'));
-  for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    const cfg = {
-      tickTime: ZK_TICK_MS,
-      dataDir: path.join(dir, 'data'),
-      clientPort: port,
-      clientPortAddress: '127.0.0.1',
-      'admin.enableServer': 'false',
-      '4lw.commands.whitelist': '*',
-      minSessionTimeout: 2 * ZK_TICK_MS,
-      maxSessionTimeout: 120 * ZK_TICK_MS,
-      maxClientCnxns: 0,
-      'audit.enable': 'false',
-    };
-    const cfgPath = path.join(dir, 'zoo.cfg');
-    await writeFile(cfgPath, Object.entries(cfg).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
-    const logPath = path.join(dir, 'zookeeper.log');
-    const fd = openSync(logPath, 'a');
-    const cp = [ZK_JAR, ...LOG_JARS.filter((j) => existsSync(j)).slice(0, 1)].join(':');
-    const t0 = performance.now();
-    const proc = spawn(
-      'java',
-      [
-        '-Xms64m',
-        '-Xmx1g',
-        '-Dzookeeper.admin.enableServer=false',
-        '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn',
-        '-cp', cp,
-        'org.apache.zookeeper.server.ZooKeeperServerMain',
-        cfgPath,
-      ],
-      { stdio: ['ignore', fd, fd] },
-    );
-    closeSync(fd);
-    const exited = track(proc);
-    let dead = false;
-    void exited.then(() => (dead = true));
-    const deadline = Date.now() + startTimeoutMs;
-    let ok = false;
-    let srvr = '';
-    while (!dead && Date.now() < deadline) {
-      srvr = await fourLetter(port, 'srvr', 1000).catch(() => '');
-      if (/Mode: standalone/.test(srvr)) {
-        ok = true;
-        break;
-      }
-      await sleep(10);
-    }
-    if (!ok) {
-      const tail = await readFile(logPath, 'utf8').catch(() => '(no log)');
-      await stopProc(proc, exited);
-      if (attempt < 2 && /BindException|Address already in use/.test(tail)) continue;
-      await rm(dir, { recursive: true, force: true });
-      throw new Error(`ZooKeeper not ready within ${startTimeoutMs} ms:\n${tail.slice(-2000)}`);
-    }
-    const startedMs = performance.now() - t0;
-    return {
-      name: 'zookeeper',
-      label: LABELS.zookeeper,
-      url: `zk://127.0.0.1:${port}`,
-      connectString: `127.0.0.1:${port}`,
-      port,
-      options: {},
-      pid: proc.pid,
-      dataDir: dir,
-      startedMs,
-      version: (/Zookeeper version: ([^\s,]+)/.exec(srvr) ?? [])[1],
-      counter: { kind: 'zookeeper', port },
-      async stop() {
-        await stopProc(proc, exited);
-        await rm(dir, { recursive: true, force: true });
-      },
-      kill() {
-        return this.stop();
-      },
-    };
-  }
+  const { ZooKeeperEnsemble, zookeeperAvailable, ZK_JAR } = await fixtures();
+  if (!zookeeperAvailable()) throw new Error(`ZooKeeper not installed (${ZK_JAR} missing)`);
+  const t0 = performance.now();
+  const zk = await ZooKeeperEnsemble.start({
+    size: 1,
+    proxies: false,
+    tickTime: ZK_TICK_MS,
+    heapMb: 1024,
+    jvmArgs: [],
+    config: { minSessionTimeout: 2 * ZK_TICK_MS, maxSessionTimeout: 120 * ZK_TICK_MS },
+    startTimeoutMs,
+    pollMs: 10,
+  });
+  const startedMs = performance.now() - t0;
+  const m = zk.members[0];
+  const srvr = await m.fourLetter('srvr').catch(() => '');
+  return {
+    name: 'zookeeper',
+    label: LABELS.zookeeper,
+    url: `zk://${m.endpoint}`,
+    connectString: m.endpoint,
+    port: m.clientPort,
+    options: {},
+    pid: m.pid,
+    dataDir: m.dir,
+    startedMs,
+    version: (/Zookeeper version: ([^\s,]+)/.exec(srvr) ?? [])[1],
+    counter: { kind: 'zookeeper', port: m.clientPort },
+    stop: () => zk.close(),
+    kill() {
+      return this.stop();
+    },
+  };
 }
 
 // ------------------------------------------------------------------ counters and versions

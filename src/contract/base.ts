@@ -7,6 +7,7 @@ import { throwIfAborted } from '../core/async.js';
 import { ClosedError, InvalidArgumentError, isRosterError } from '../core/errors.js';
 import { LIMITS, validateKey, validatePrefix, validateValue } from '../core/names.js';
 import { parseTtl } from '../core/duration.js';
+import { holdProcess } from '../core/lifetime.js';
 
 /**
  * Everything that is the same for every backend, written once (in the manner of undici's
@@ -20,6 +21,11 @@ import { parseTtl } from '../core/duration.js';
  * then `release()`; failures to revoke are reported together in one AggregateError.
  * destroy(err): orphans its sessions, ends its watches with `err` (default ClosedError), then
  * `abandon()`. Either is final; the first one wins. Using the backend afterwards is CLOSED.
+ *
+ * Process lifetime (core/lifetime.ts): unless opened with `keepProcessAlive: false`, a call in
+ * flight holds the process until it settles (besides live sessions and watches), so a one-shot
+ * program awaiting a call across a failover (a retry on an unref()'d timer, a reconnect with no
+ * socket open) is not ended by an empty event loop.
  */
 export abstract class BackendBase implements Backend {
   abstract readonly kind: string;
@@ -28,6 +34,9 @@ export abstract class BackendBase implements Backend {
   private state: 'open' | 'closed' | 'destroyed' = 'open';
   private closing: Promise<void> | undefined;
   private readonly keepProcessAlive: boolean | undefined;
+  /** Calls in flight, and the process hold they share while there are any. */
+  private calls = 0;
+  private releaseCalls: (() => void) | undefined;
 
   protected constructor(
     readonly url: string,
@@ -89,6 +98,26 @@ export abstract class BackendBase implements Backend {
     throwIfAborted(signal);
   }
 
+  /** Whether a call can wait on I/O with nothing else keeping the process alive (false for an
+   *  in-process engine, whose calls never wait on the network: no hold, no cost). */
+  protected get callsWaitOnNetwork(): boolean {
+    return true;
+  }
+
+  /** Run one call, holding the process while it is in flight (see the class comment). */
+  protected async inFlight<T>(call: () => Promise<T>): Promise<T> {
+    if (this.keepProcessAlive === false || !this.callsWaitOnNetwork) return call();
+    if (this.calls++ === 0) this.releaseCalls = holdProcess();
+    try {
+      return await call();
+    } finally {
+      if (--this.calls === 0) {
+        this.releaseCalls?.();
+        this.releaseCalls = undefined;
+      }
+    }
+  }
+
   // ------------------------------------------------------------------ the contract
 
   /** Capability (types.ts): a backend that offers connection-bound sessions overrides this. */
@@ -107,7 +136,7 @@ export abstract class BackendBase implements Backend {
     if (opts.connectionBound && this.connectionBoundSessions !== true) {
       throw new InvalidArgumentError(`connection-bound sessions are not offered by the ${this.kind} backend: leave connectionBound off (its sessions end at their TTL)`);
     }
-    const s = await this.grant(ttl, opts.signal, opts.connectionBound === true);
+    const s = await this.inFlight(() => this.grant(ttl, opts.signal, opts.connectionBound === true));
     if (this.state !== 'open' || opts.signal?.aborted) {
       // close() ran, or the caller gave up, while the grant was in flight: do not leak a lease.
       await s.close().catch(() => undefined); // best effort: it expires by itself anyway
@@ -118,7 +147,8 @@ export abstract class BackendBase implements Backend {
 
   async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<KeyValue | undefined> {
     this.check(opts.signal);
-    return this.doGet(validateKey(key), opts.signal);
+    validateKey(key);
+    return this.inFlight(() => this.doGet(key, opts.signal));
   }
 
   async put(key: string, value: string, opts: PutOptions = {}): Promise<PutResult> {
@@ -126,7 +156,7 @@ export abstract class BackendBase implements Backend {
     validateKey(key);
     validateValue(value);
     checkVersion(opts.ifVersion);
-    return this.boundWrite(opts.session, () => this.doPut(key, value, opts));
+    return this.inFlight(() => this.boundWrite(opts.session, () => this.doPut(key, value, opts)));
   }
 
   /**
@@ -142,7 +172,7 @@ export abstract class BackendBase implements Backend {
     }
     validateValue(value);
     if (!opts?.session) throw new InvalidArgumentError('createSequential needs a session: sequential keys are bound to one');
-    return this.boundWrite(opts.session, create);
+    return this.inFlight(() => this.boundWrite(opts.session, create));
   }
 
   /** Run a write that may bind keys to `session`: refused once the session ended; a SESSION_LOST
@@ -162,12 +192,13 @@ export abstract class BackendBase implements Backend {
     this.check(opts.signal);
     validateKey(key);
     checkVersion(opts.ifVersion);
-    return this.doDelete(key, opts);
+    return this.inFlight(() => this.doDelete(key, opts));
   }
 
   async list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ListResult> {
     this.check(opts.signal);
-    return this.doList(validatePrefix(prefix), opts.signal);
+    validatePrefix(prefix);
+    return this.inFlight(() => this.doList(prefix, opts.signal));
   }
 
   watch(prefix: string, opts: WatchOptions = {}): Watch {
@@ -177,14 +208,14 @@ export abstract class BackendBase implements Backend {
     if (from !== undefined && (!Number.isInteger(from) || from < 0)) {
       throw new InvalidArgumentError(`invalid fromRevision ${from}: expected a non-negative integer`);
     }
-    return this.trackedWatch(opts.signal, (stream) => this.doWatch(prefix, from, stream));
+    return this.trackedWatch(opts.signal, (stream) => this.doWatch(prefix, from, stream), opts.progress === true);
   }
 
   /** A watch stream that close() / destroy() end like watch()'s, fed by `feed` (for a backend's
    *  watches of something other than a key prefix, e.g. Consul's health endpoint). */
-  protected trackedWatch(signal: AbortSignal | undefined, feed: (stream: WatchStream) => void): Watch {
+  protected trackedWatch(signal: AbortSignal | undefined, feed: (stream: WatchStream) => void, progress = false): Watch {
     this.check(signal);
-    const stream = new WatchStream(signal, { keepProcessAlive: this.keepProcessAlive });
+    const stream = new WatchStream(signal, { keepProcessAlive: this.keepProcessAlive, progress });
     this.watches.add(stream);
     stream.onStop(() => this.watches.delete(stream));
     if (!stream.ended) feed(stream);
@@ -193,7 +224,7 @@ export abstract class BackendBase implements Backend {
 
   close(): Promise<void> {
     if (this.state === 'destroyed') return Promise.resolve();
-    return (this.closing ??= this.doClose());
+    return (this.closing ??= this.inFlight(() => this.doClose()));
   }
 
   private async doClose(): Promise<void> {

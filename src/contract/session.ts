@@ -57,6 +57,10 @@ export class LeaseSession implements Session {
   private readonly lossAfter: number;
   private readonly release: () => void;
   private timer: Timer | undefined;
+  /** When the last successful renewal was *sent*: the server renewed the lease at some moment
+   *  after that, so the lease lives at least until lastOk + ttl. Counting from the answer instead
+   *  would let a slow answer (a leader election, a congested link) stretch our belief past the
+   *  server's expiry. */
   private lastOk: number;
   private ended = false;
   private inflight: Promise<void> | undefined;
@@ -95,10 +99,11 @@ export class LeaseSession implements Session {
 
   private async tick(): Promise<void> {
     if (this.ended) return;
+    const sentAt = this.clock.now();
     this.inflight = this.driver.keepAlive!();
     try {
       await this.inflight;
-      this.lastOk = this.clock.now();
+      this.lastOk = sentAt;
       this.lastError = undefined;
       this.schedule(this.ttl * this.ratio);
     } catch (e) {

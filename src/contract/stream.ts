@@ -21,11 +21,16 @@ export class WatchStream extends Emitter<WatchEvents> implements Watch, AsyncIte
   /** True between a reported outage and the next resume (each edge is told once). */
   private down = false;
 
+  /** The consumer asked for progress markers (WatchOptions.progress): a backend that can tell
+   *  pushes `synced` at a later revision whenever it learns nothing undelivered changed up to it. */
+  readonly progress: boolean;
+
   constructor(
     private readonly signal?: AbortSignal,
-    opts: { keepProcessAlive?: boolean } = {},
+    opts: { keepProcessAlive?: boolean; progress?: boolean } = {},
   ) {
     super();
+    this.progress = opts.progress === true;
     this.ch = new Channel<WatchEvent>(() => this.stop());
     this.release = maybeHold(opts.keepProcessAlive);
     if (signal) {

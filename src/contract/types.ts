@@ -98,6 +98,12 @@ export interface WatchOptions {
    *  fromRevision follow, no snapshot. If that history is gone, the stream starts with `reset`. */
   fromRevision?: number;
   signal?: AbortSignal;
+  /** Also emit `synced` while following, as a progress marker, whenever the backend learns that
+   *  nothing it has not delivered changed up to a later revision (ZooKeeper: a re-read that found
+   *  no change in view, e.g. a key created and deleted between two reads; etcd: a progress
+   *  notification). A consumer that audits its own writes by revision (the Registrar) needs it; a
+   *  backend that cannot tell sends none. Default false: the stream is as described below. */
+  progress?: boolean;
 }
 
 export interface WatchEvents {

@@ -31,6 +31,9 @@ export interface WatchedPrefixEvents {
   /** The stream was resumed gap-free after an outage: the view is current again without a resync
    *  (everything that changed meanwhile follows, in order, ahead of anything later). */
   fresh: { readonly revision: number };
+  /** The backend reported that nothing else changed up to `revision` (WatchOptions.progress), and
+   *  `revision` moved there: the view equals the store at `revision`. */
+  progress: { readonly revision: number };
   /** The watch failed; with `retry` it is re-watched after a backoff (a fresh snapshot). */
   error: { readonly error: unknown; readonly op: string };
   /** The view ended: close(), the signal, or a failure it does not retry (`error`). */
@@ -42,8 +45,8 @@ export interface WatchedPrefixOptions {
   signal?: AbortSignal;
   /** After a failure, re-watch with a fresh snapshot (full-jitter exponential backoff; default on,
    *  100 ms to 5 s), or end the view (`false`: for a caller that must not paper over a gap, like a
-   *  lock holder, which then presumes the lock lost). A watch() that throws CLOSED or
-   *  INVALID_ARGUMENT ends the view either way: no retry can succeed. */
+   *  lock holder, which then presumes the lock lost). A watch() that fails with CLOSED,
+   *  INVALID_ARGUMENT or PERMISSION_DENIED ends the view either way: no retry can succeed. */
   retry?: false | { baseMs?: number; capMs?: number };
   /** Start from a state already read at `revision` (e.g. by list()) instead of a snapshot: the
    *  view is synced at once and follows the changes after it. */
@@ -250,7 +253,7 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
       /** A snapshot being collected (initial, or after a reset); undefined while following. */
       let pending: Map<string, KeyValue> | undefined = from === undefined ? new Map() : undefined;
       try {
-        const w = this.backend.watch(this.prefix, { signal: this.ac.signal, ...(from !== undefined ? { fromRevision: from } : {}) });
+        const w = this.backend.watch(this.prefix, { signal: this.ac.signal, progress: true, ...(from !== undefined ? { fromRevision: from } : {}) });
         this.watch = w;
         w.on('status', (st) => this.onStatus(st));
         for await (const ev of w) {
@@ -277,6 +280,7 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
               break;
             case 'synced':
               if (pending) this.resync(pending, ev.revision);
+              else if (ev.revision > this._revision) this.progressed(ev.revision);
               pending = undefined;
               attempt = 0;
               break;
@@ -287,8 +291,9 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
       } catch (e) {
         if (this._ended) return;
         this.failed(e);
-        // This client is closed (or rejects the prefix), or the caller wants no retry: end.
-        if (!retry || isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT')) return this.end(e);
+        // This client is closed, rejects the prefix or is not allowed to read it, or the caller
+        // wants no retry: end.
+        if (!retry || isTerminal(e)) return this.end(e);
         from = undefined; // re-watch from a fresh snapshot: that is the backend telling the truth
         await sleep(backoff(attempt++, retry.baseMs, retry.capMs), this.ac.signal, this.clock).catch(() => undefined);
       } finally {
@@ -330,6 +335,13 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
     this.emit('change', { changes: [change], revision: this._revision, resync: false });
   }
 
+  /** A progress marker while following: the view is complete up to `revision`. */
+  private progressed(revision: number): void {
+    this._revision = revision;
+    this._syncedAt = this.clock.now();
+    this.emit('progress', { revision });
+  }
+
   /** Replace the view by `next` (complete at `revision`), telling only the difference. */
   private resync(next: Map<string, KeyValue>, revision: number): void {
     const changes: PrefixChange[] = [];
@@ -349,4 +361,9 @@ export class WatchedPrefix extends Emitter<WatchedPrefixEvents> {
     this._staleSince = undefined;
     this.emit('change', { changes, revision: this._revision, resync: true });
   }
+}
+
+/** Failures a re-watch cannot mend. */
+function isTerminal(e: unknown): boolean {
+  return isRosterError(e, 'CLOSED') || isRosterError(e, 'INVALID_ARGUMENT') || isRosterError(e, 'PERMISSION_DENIED');
 }

@@ -128,8 +128,9 @@ export class NoInstanceError extends coded('NO_INSTANCE') {}
 export class LockLostError extends coded('LOCK_LOST') {}
 /** No credentials, or credentials the server does not accept (a roster server with auth on). */
 export class UnauthenticatedError extends coded('UNAUTHENTICATED') {}
-/** The credentials are valid but do not allow this (an ACL, a reserved key, another token's session,
- *  a refused Host or cross-site request). */
+/** Not allowed: a roster server's token policies (an ACL, a reserved key, another token's session,
+ *  a refused Host or cross-site request), or credentials an etcd cluster or ZooKeeper ensemble
+ *  rejected or whose roles / ACLs do not allow the operation. */
 export class PermissionDeniedError extends coded('PERMISSION_DENIED') {}
 /** A per-token (or per-address) limit was reached: sessions, watch streams, keys, value bytes or
  *  request rate. `details.retryAfterSeconds` says when to try again. */

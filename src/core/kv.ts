@@ -46,7 +46,8 @@ export type WatchEvent =
   /** A key was deleted (explicitly, by CAS, or because its session ended). */
   | { readonly type: 'delete'; readonly key: string; readonly revision: number; readonly prev?: KeyValue }
   /** The snapshot is complete: the consumer's view equals the store at `revision`. Emitted once after
-   *  the snapshot and again after each reset. */
+   *  the snapshot and again after each reset; with WatchOptions.progress also while following, as a
+   *  progress marker (every change up to `revision` has been delivered). */
   | { readonly type: 'synced'; readonly revision: number }
   /** History needed to resume was compacted (or a hierarchical engine lost track): replace the whole
    *  view by `items`, which is the complete state at `revision`. Followed by `synced`. */

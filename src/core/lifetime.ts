@@ -5,6 +5,9 @@
  *
  * - a Session until it is closed, orphaned or lost;
  * - a Watch stream until it ends;
+ * - a backend call (get, put, delete, list, session, close) until it settles: a one-shot program
+ *   awaiting a call across a failover (a retry on an unref()'d timer, a reconnect with no socket
+ *   open) would otherwise end with an empty event loop, silently, mid-call;
  * - a Registrar while it owns at least one registration, a ServiceCache and a WatchedPrefix until
  *   closed (they hold across the gaps between sessions and watches, e.g. while retrying).
  *
@@ -12,6 +15,10 @@
  * (it retries) instead of exiting silently with code 0, and exits once everything is closed.
  * `keepProcessAlive: false` (on openBackend, Registrar, ServiceCache, WatchedPrefix) opts out for
  * embedders that manage their process's lifetime themselves.
+ *
+ * This is the one policy. Backends hold nothing themselves (the etcd member tracker's and the
+ * ZooKeeper connections' timers are unref()'d); a holder that outlives its resource would keep a
+ * process that finished its work alive, and one that opted out must not be held by a backend.
  */
 let holds = 0;
 let keeper: NodeJS.Timeout | undefined;

@@ -149,7 +149,7 @@ export class ServiceCache extends Emitter<CacheEvents> {
       this.emit('error', { error, op: 'watch' });
     });
     w.on('ended', ({ error }) => {
-      // This client is closed (or rejects the prefix): no retry can succeed. Stay stale.
+      // This client is closed, or rejects the prefix or our credentials: no retry can succeed. Stay stale.
       if (this._closed || error === undefined) return;
       this.terminal = error;
       for (const r of this.readyWaiters.splice(0)) r.reject(error);

@@ -87,6 +87,8 @@ interface Entry {
   written: number;
   /** Tail of this key's write chain: writes and deletes of one key never overlap. */
   chain: Promise<unknown>;
+  /** A write or delete was attempted whose outcome is unknown: the key may exist. */
+  maybeWritten: boolean;
 }
 
 interface ServiceWatch {
@@ -106,7 +108,18 @@ interface ServiceWatch {
  * backend cannot re-bind in place (the put reports the old session) the key is deleted and created
  * again. With `repair` (default) it also watches its own keys and puts back any that someone else
  * deletes or that are left bound to one of its old sessions; a key taken over by a foreign session
- * is reported as an `error` (ConflictError), not fought over.
+ * is reported as an `error` (ConflictError), not fought over. It audits each key it wrote once its
+ * view has passed the write's revision, so a key deleted right after it was written (which a
+ * ZooKeeper watch may never show: created and deleted between two reads) is put back too.
+ *
+ * Ambiguous failures. A register() that fails after its write may have been applied (UNAVAILABLE
+ * from a connection lost mid-call, a deadline, an abort), or a deregister() whose delete failed,
+ * may leave the key in the store, bound to the live session, although the caller was told it is
+ * not registered: an orphan every cache would see. Such a key is kept as *unsettled* and
+ * reconciled in the background: deleted if it is bound to one of our sessions, retried with
+ * backoff while the registrar is open, until it is gone or registered again (a register() of the
+ * same instance takes it over, ordered after any delete in flight). A deregister() of an unsettled
+ * instance waits for that delete.
  */
 export class Registrar extends Emitter<RegistrarEvents> {
   readonly layout: Layout;
@@ -114,6 +127,8 @@ export class Registrar extends Emitter<RegistrarEvents> {
   /** Where the instances are written: the backend, or the store a catalog layout puts over it. */
   private readonly store: Backend;
   private readonly desired = new Map<string, Entry>();
+  /** Keys not desired that may still exist bound to our session (see "Ambiguous failures"). */
+  private readonly unsettled = new Map<string, Entry>();
   private readonly retryBase: number;
   private readonly retryCap: number;
   private readonly repairEnabled: boolean;
@@ -207,7 +222,10 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const key = this.layout.key(instance);
     const value = this.layout.encode(instance, { registeredAt: this.clock.now(), sessionTtl: this.ttl });
     const prev = this.desired.get(key);
-    const entry: Entry = prev ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, written: 0, chain: Promise.resolve() };
+    // An unsettled key of this instance is taken over: its chain orders this write after its delete.
+    const left = prev ? undefined : this.unsettled.get(key);
+    if (left) this.unsettled.delete(key);
+    const entry: Entry = prev ?? left ?? { key, instance, value, revision: 0, version: 0, sessionId: undefined, written: 0, chain: Promise.resolve(), maybeWritten: false };
     const before = prev && { instance: prev.instance, value: prev.value };
     entry.instance = instance;
     entry.value = value;
@@ -238,6 +256,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
           this.desired.delete(key);
           this.releaseWatch(instance.service);
           this.holdIfOwning();
+          if (entry.maybeWritten) this.settle(entry);
         }
       }
       throw e;
@@ -258,11 +277,27 @@ export class Registrar extends Emitter<RegistrarEvents> {
     this.checkOpen();
     throwIfAborted(opts.signal);
     const entry = this.find(ref);
-    if (!entry) return false;
+    if (!entry) {
+      const left = this.findUnsettled(ref);
+      if (!left) return false;
+      await this.exclusive(left, () => (this.unsettled.get(left.key) === left ? this.remove(left, opts.signal) : Promise.resolve()));
+      if (this.unsettled.get(left.key) === left) this.unsettled.delete(left.key);
+      return true;
+    }
     this.desired.delete(entry.key);
     this.releaseWatch(entry.instance.service);
     this.holdIfOwning();
-    await this.exclusive(entry, () => this.remove(entry, opts.signal));
+    // Unsettled until the delete is done: a register() of the same instance meanwhile takes the
+    // entry over, so its write is ordered after this delete on the entry's chain.
+    this.unsettled.set(entry.key, entry);
+    try {
+      await this.exclusive(entry, () => (this.unsettled.get(entry.key) === entry ? this.remove(entry, opts.signal) : Promise.resolve()));
+    } catch (e) {
+      // The key may still be there, bound to our session: keep deleting it in the background.
+      if (this.unsettled.get(entry.key) === entry) this.settle(entry);
+      throw e;
+    }
+    if (this.unsettled.get(entry.key) === entry) this.unsettled.delete(entry.key);
     this.emit('deregistered', { instance: entry.instance, reason: 'deregister' });
     return true;
   }
@@ -419,6 +454,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   /** Put the entry bound to `s`, re-creating the key if the backend kept it bound elsewhere. */
   private async write(entry: Entry, s: Session, signal?: AbortSignal): Promise<void> {
     const sig = signal ? { signal } : {};
+    entry.maybeWritten = true;
     let res = await this.store.put(entry.key, entry.value, { session: s, ...sig });
     if (res.kv.session !== undefined && res.kv.session !== s.id) {
       // The backend updated the value but the key stayed owned by another (old) session, as a
@@ -440,7 +476,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
    * the same two round trips as a get + delete.
    */
   private async remove(entry: Entry, signal?: AbortSignal): Promise<void> {
-    if (entry.sessionId === undefined) return; // never written
+    if (!entry.maybeWritten) return; // never written
     const sig = signal ? { signal } : {};
     const s = this.current;
     const live = s && !s.signal.aborted ? s : undefined;
@@ -451,6 +487,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
         try {
           const r = await this.store.put(entry.key, m, { session: live, ifVersion: entry.version, ...sig });
           await this.store.delete(entry.key, { ifVersion: r.kv.version, ...sig });
+          entry.maybeWritten = false;
           return;
         } catch (e) {
           if (!isRosterError(e, 'CONFLICT')) throw e; // changed since our write (a health update): look
@@ -465,12 +502,43 @@ export class Registrar extends Emitter<RegistrarEvents> {
         const m = live && kv.session === live.id ? marked(kv.value) : undefined;
         if (m !== undefined) version = (await this.store.put(entry.key, m, { session: live!, ifVersion: kv.version, ...sig })).kv.version;
         await this.store.delete(entry.key, { ifVersion: version, ...sig });
+        entry.maybeWritten = false;
         return;
       } catch (e) {
         if (!isRosterError(e, 'CONFLICT')) throw e; // changed between get and delete: look again
       }
     }
     throw new ConflictError(`could not deregister ${entry.key}: it keeps changing`);
+  }
+
+  /**
+   * Reconcile an unsettled key (see "Ambiguous failures"): delete it if it is bound to one of our
+   * sessions, retrying with backoff, until that succeeds, the key is registered again (it left
+   * `unsettled`), or the registrar closes (closing ends the session, and its keys with it).
+   */
+  private settle(entry: Entry): void {
+    this.unsettled.set(entry.key, entry);
+    const mine = () => this.unsettled.get(entry.key) === entry && !this.closing;
+    void (async () => {
+      for (let attempt = 0; mine(); attempt++) {
+        try {
+          await this.exclusive(entry, () => (mine() ? this.remove(entry, this.closeAc.signal) : Promise.resolve()));
+          if (mine()) this.unsettled.delete(entry.key);
+          return;
+        } catch (e) {
+          if (!mine()) return;
+          this.report(e, 'settle', entry.instance);
+          await sleep(backoff(attempt, this.retryBase, this.retryCap), this.closeAc.signal, this.clock).catch(() => undefined);
+        }
+      }
+    })();
+  }
+
+  private findUnsettled(ref: string | { service: string; id: string }): Entry | undefined {
+    for (const e of this.unsettled.values()) {
+      if (typeof ref === 'object' ? e.instance.service === ref.service && e.instance.id === ref.id : e.instance.id === ref) return e;
+    }
+    return undefined;
   }
 
   // ------------------------------------------------------------------ operators' deregistrations
@@ -556,6 +624,11 @@ export class Registrar extends Emitter<RegistrarEvents> {
         else this.checkDelete(ch.key, c.revision);
       }
     });
+    // The view is complete up to a revision with nothing more to tell: any key we wrote at or
+    // below it that the view lacks was deleted unseen (ZooKeeper: between two reads).
+    view.on('progress', ({ revision }) => {
+      if (!this.closing) this.audit(service, view.items, revision);
+    });
     view.on('error', ({ error }) => {
       if (!this.closing) this.report(error, 'watch');
     });
@@ -638,6 +711,11 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const errors: unknown[] = [];
     const entries = [...this.desired.values()];
     this.desired.clear();
+    // Unsettled keys go with the session below (closing it deletes its keys); delete them first
+    // anyway for a backend whose session close fails, without reporting them as deregistered.
+    const leftovers = [...this.unsettled.values()];
+    this.unsettled.clear();
+    await Promise.allSettled(leftovers.map((e) => this.exclusive(e, () => this.remove(e))));
     const results = await Promise.allSettled(entries.map((e) => this.exclusive(e, () => this.remove(e))));
     results.forEach((r, i) => {
       if (r.status === 'rejected') {

@@ -25,6 +25,10 @@ export interface ConformanceTarget {
   ttl?: number;
   /** Restart the server behind the backend, keeping its data (kill -9 then start). */
   restart?(): Promise<void>;
+  /** Session TTL for the restart test (ms; default max(ttl, 3000)): longer than `restart()` takes,
+   *  since a client that hears nothing for a whole TTL must presume its session lost (a whole
+   *  ZooKeeper ensemble of JVMs restarting and electing a leader may take longer than 3 s). */
+  restartTtl?: number;
   /** Make history before the current revision unavailable (etcd compact, engine history trim). */
   compact?(): Promise<void>;
   /** The backend offers the optional `createSequential` (types.ts): test it. The suite checks that
@@ -566,7 +570,7 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
 
     itWith(t.restart, 'restart: data survives, the watch continues gap-free, the live session keeps its keys', async () => {
       const p = uniquePrefix('restart');
-      const s = await b.session({ ttl: Math.max(ttl(), 3000) });
+      const s = await b.session({ ttl: t.restartTtl ?? Math.max(ttl(), 3000) });
       await b.put(`${p}eph`, 'mine', { session: s });
       await b.put(`${p}durable`, 'kept');
       const statuses: WatchStatus[] = [];

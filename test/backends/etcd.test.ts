@@ -108,6 +108,12 @@ describe('etcd URL and key mapping', () => {
     await expect(EtcdBackend.open(etcd.url('/'), { dialTimeout: 'soon' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { username: 42 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(EtcdBackend.open(etcd.url('/'), { password: 'x' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probeInterval: 'often' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probeTimeout: 10 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/probeTimeout/) });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: { probe: 1000 } } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/probeInterval, probeTimeout/) });
+    await expect(EtcdBackend.open(etcd.url('/'), { health: 1000 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    const tuned = await EtcdBackend.open(etcd.url('/'), { health: { probeInterval: '500ms', probeTimeout: 300 } });
+    await tuned.close();
   });
 });
 
@@ -172,10 +178,13 @@ describe('etcd with authentication', () => {
     }
   }, 20_000);
 
-  it('a wrong password or a prefix outside the role fails open() with INVALID_ARGUMENT', async () => {
-    await expect(EtcdBackend.open(secured.url('/app'), { username: 'app', password: 'nope' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  it('a wrong password or a prefix outside the role fails open() with PERMISSION_DENIED', async () => {
+    await expect(EtcdBackend.open(secured.url('/app'), { username: 'app', password: 'nope' })).rejects.toMatchObject({
+      code: 'PERMISSION_DENIED',
+      message: expect.stringMatching(/authentication failed/),
+    });
     await expect(EtcdBackend.open(secured.url('/elsewhere'), { username: 'app', password: 'apppw' })).rejects.toMatchObject({
-      code: 'INVALID_ARGUMENT',
+      code: 'PERMISSION_DENIED',
       message: expect.stringMatching(/permission/),
     });
   });

@@ -6,9 +6,11 @@
  * SESSION_EXPIRED when its connection is re-established.
  */
 import { createRequire } from 'node:module';
-import { afterAll, beforeAll, describe } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/contract/types.js';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
+import { Registrar } from '../../src/registry/index.js';
+import { eventually } from '../../src/testing/watch.js';
 import { registrySuite } from '../registry/suite.js';
 import { startZooKeeper, type ZooKeeperServer } from '../helpers/zookeeper.js';
 
@@ -69,4 +71,31 @@ describe('registry on zk://', () => {
     revoke: expireSession,
     restart: () => zk.restart(),
   }));
+});
+
+describe('Registrar on ZooKeeper: a key deleted right after it was registered', () => {
+  it('is put back, also when the watch saw neither the create nor the delete (20 tries)', async () => {
+    const b = await ZooKeeperBackend.open(zk.url('/registry-race'), { requestTimeout: 5000 });
+    const other = await ZooKeeperBackend.open(zk.url('/registry-race'), { requestTimeout: 5000 });
+    opened.push(b, other);
+    const r = new Registrar(b, { ttl: 2000, keepProcessAlive: false });
+    const service = `race-${Date.now().toString(36)}`;
+    const reasons: string[] = [];
+    r.on('repaired', (e) => reasons.push(e.reason));
+    try {
+      await r.register({ service, id: 'anchor', address: '127.0.0.1', port: 9000 });
+      for (let i = 0; i < 20; i++) {
+        const id = `x${i}`;
+        const key = `services/${service}/${id}`;
+        await r.register({ service, id, address: '127.0.0.1', port: 9001 + i });
+        await other.delete(key); // right after the reply: often before the registrar's view re-reads
+        await eventually(async () => (await other.get(key))?.session === r.session!.id, 10_000, `${key} put back`);
+      }
+      // 'missing' = found by the audit at a progress marker (the watch showed nothing); 'deleted' =
+      // the watch showed the delete. Typically about 3 in 4 are 'missing' on this machine.
+      expect(reasons.length, `repairs: ${reasons.join(', ')}`).toBeGreaterThanOrEqual(20);
+    } finally {
+      await r.close();
+    }
+  });
 });

@@ -14,9 +14,12 @@ class ScriptedDriver implements SessionDriver {
   abandons = 0;
   /** What the next keepalives do: 'ok', 'down' (unreachable) or 'gone' (lease unknown). */
   mode: 'ok' | 'down' | 'gone' = 'ok';
+  /** How long each keepalive takes to be answered (on the fake clock). */
+  latency = 0;
   constructor(private readonly clock: FakeClock) {}
   async keepAlive(): Promise<void> {
     this.keepalives.push(this.clock.now());
+    if (this.latency > 0) await new Promise<void>((r) => this.clock.setTimeout(r, this.latency));
     if (this.mode === 'down') throw new UnavailableError('unreachable');
     if (this.mode === 'gone') throw new SessionLostError('lease not found');
   }
@@ -73,6 +76,23 @@ describe('LeaseSession on a fake clock', () => {
     await clock.advance(60_000);
     expect(driver.keepalives.length).toBe(after); // nothing more once lost
     expect(clock.pending).toBe(0);
+  });
+
+  it('the loss deadline counts from when the last successful renewal was sent, not from its late answer', async () => {
+    const { clock, driver, s } = setup(9000);
+    driver.latency = 2500; // the answer comes 2.5 s after the request (e.g. across an election)
+    await clock.advance(3300); // the first renewal goes out
+    const sentAt = driver.keepalives.at(-1)!;
+    await clock.advance(2500); // ... and is answered
+    driver.latency = 0;
+    driver.mode = 'down';
+    // The server renewed the lease somewhere in [sentAt, sentAt + 2500]: only sentAt + TTL is safe.
+    await clock.advance(sentAt + 9000 - clock.now() - 1);
+    expect(s.signal.aborted).toBe(false);
+    await clock.advance(1000);
+    expect(s.lost).toBe(true);
+    // Had the deadline counted from the answer, it would have run until sentAt + 2500 + 9000.
+    expect(clock.now()).toBeLessThan(sentAt + 2500 + 9000);
   });
 
   it('lossAfter and intervalRatio: an engine that may expire the lease before its reported TTL (Consul) is presumed lost earlier', async () => {

@@ -11,80 +11,15 @@
  * output goes to <dataDir>/zookeeper.log; its tail is included in start errors.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect, type Socket, type Server } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openSync, closeSync } from 'node:fs';
+import { fourLetter, freePort, track } from '../../src/testing/cluster/processes.js';
+import { TcpProxy as FixtureProxy } from '../../src/testing/cluster/proxy.js';
+import { ZooKeeperMember, zookeeperAvailable } from '../../src/testing/cluster/zookeeper-ensemble.js';
 
-const ZK_JAR = '/usr/share/java/zookeeper.jar';
-/** An SLF4J binding so the server logs (to <dataDir>/zookeeper.log); without one it runs silent. */
-const LOG_JARS = ['/usr/share/java/slf4j-simple.jar', '/usr/share/java/slf4j-nop.jar'];
+export { fourLetter, freePort, zookeeperAvailable };
 export const ZKCLI = '/usr/share/zookeeper/bin/zkCli.sh';
-
-/** Child processes (JVMs, zkCli) still running: killed if this process exits without stopping
- *  them (a failed or timed-out test), so no orphaned server outlives the test run. */
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-function track<C extends ChildProcess>(c: C): C {
-  children.add(c);
-  // Test runners may kill their workers with a signal ('exit' handlers do not run then): a small
-  // watchdog kills the child once this process is gone. Polling once a second is its whole job.
-  const dog = c.pid
-    ? spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${c.pid} 2>/dev/null; do sleep 1; done; kill -9 ${c.pid} 2>/dev/null`], {
-        stdio: 'ignore',
-        detached: true,
-      })
-    : undefined;
-  dog?.unref();
-  c.once('exit', () => {
-    children.delete(c);
-    dog?.kill('SIGKILL');
-  });
-  return c;
-}
-
-export function zookeeperAvailable(): boolean {
-  return existsSync(ZK_JAR);
-}
-
-/** A free TCP port on 127.0.0.1 (bind to 0, read it, release it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Send a 4-letter command and return the answer ('' if the server closed without answering). */
-export function fourLetter(port: number, cmd: string, timeoutMs = 2000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = connect({ host: '127.0.0.1', port });
-    let out = '';
-    const t = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`4lw ${cmd} on ${port}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.on('connect', () => sock.write(cmd));
-    sock.on('data', (d) => (out += d.toString()));
-    sock.on('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-    sock.on('close', () => {
-      clearTimeout(t);
-      resolve(out);
-    });
-  });
-}
 
 export interface ZooKeeperOptions {
   /** ms; session timeouts are negotiated into [2, 300] ticks here (the default max is 20). */
@@ -97,19 +32,19 @@ export interface ZooKeeperOptions {
   config?: Record<string, string | number>;
 }
 
+/** A standalone server: the published fixture's ZooKeeperMember without an ensemble. */
 export class ZooKeeperServer {
-  private proc: ChildProcess | undefined;
-  private exited: Promise<void> | undefined;
-  /** Number of starts (1 after startZooKeeper). */
-  starts = 0;
+  private readonly member: ZooKeeperMember;
 
   constructor(
     readonly port: number,
     readonly dataDir: string,
     readonly tickTime: number,
     private readonly startTimeout: number,
-    private readonly extra: Record<string, string | number>,
-  ) {}
+    extra: Record<string, string | number>,
+  ) {
+    this.member = new ZooKeeperMember({ id: 1, dir: dataDir, clientPort: port, tickTime, config: extra });
+  }
 
   /** "127.0.0.1:<port>" (for zkCli -server and node-zookeeper-client). */
   get connectString(): string {
@@ -122,104 +57,39 @@ export class ZooKeeperServer {
   }
 
   get pid(): number | undefined {
-    return this.proc?.pid;
+    return this.member.pid;
   }
-
   get running(): boolean {
-    return this.proc !== undefined;
+    return this.member.running;
+  }
+  /** Number of starts (1 after startZooKeeper). */
+  get starts(): number {
+    return this.member.starts;
   }
 
   async start(): Promise<void> {
-    if (this.proc) throw new Error('ZooKeeper already running');
-    const cfg = {
-      tickTime: this.tickTime,
-      dataDir: join(this.dataDir, 'data'),
-      clientPort: this.port,
-      clientPortAddress: '127.0.0.1',
-      'admin.enableServer': 'false',
-      '4lw.commands.whitelist': '*',
-      maxSessionTimeout: this.tickTime * 300,
-      maxClientCnxns: 0,
-      'audit.enable': 'false',
-      ...this.extra,
-    };
-    const cfgPath = join(this.dataDir, 'zoo.cfg');
-    await writeFile(cfgPath, Object.entries(cfg).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
-    const logPath = join(this.dataDir, 'zookeeper.log');
-    const fd = openSync(logPath, 'a');
-    const cp = [ZK_JAR, ...LOG_JARS.filter((j) => existsSync(j)).slice(0, 1)].join(':');
-    const proc = track(spawn(
-      'java',
-      [
-        '-Xms32m',
-        '-Xmx256m',
-        '-XX:+UseSerialGC',
-        '-XX:TieredStopAtLevel=1',
-        '-Xshare:auto',
-        '-Dzookeeper.admin.enableServer=false',
-        `-Dorg.slf4j.simpleLogger.defaultLogLevel=${process.env.ZK_LOG_LEVEL ?? 'warn'}`,
-        '-cp',
-        cp,
-        'org.apache.zookeeper.server.ZooKeeperServerMain',
-        cfgPath,
-      ],
-      { stdio: ['ignore', fd, fd], detached: false },
-    ));
-    closeSync(fd);
-    this.proc = proc;
-    this.starts++;
-    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
-    const exitedEarly = this.exited.then(() => 'exited' as const);
-    const deadline = Date.now() + this.startTimeout;
-    for (;;) {
-      const r = await Promise.race([fourLetter(this.port, 'srvr', 1000).catch(() => ''), exitedEarly]);
-      if (r === 'exited') {
-        this.proc = undefined;
-        throw new Error(`ZooKeeper on port ${this.port} exited during start:\n${await this.logTail()}`);
-      }
-      if (/Mode: standalone/.test(r)) return;
-      if (Date.now() > deadline) {
-        await this.kill();
-        throw new Error(`ZooKeeper on port ${this.port} not ready within ${this.startTimeout} ms:\n${await this.logTail()}`);
-      }
-      await new Promise((res) => setTimeout(res, 50)); // polling a real condition (the srvr answer), bounded above
-    }
+    if (this.member.running) throw new Error('ZooKeeper already running');
+    await this.member.start({ timeoutMs: this.startTimeout });
   }
-
   /** kill -9 and wait for the process to be gone. */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p) return;
-    this.proc = undefined;
-    p.kill('SIGKILL');
-    await this.exited;
+  kill(): Promise<void> {
+    return this.member.kill();
   }
-
   /** kill -9, then start again with the same port and data dir. */
   async restart(): Promise<void> {
     await this.kill();
     await this.start();
   }
-
   /** Stop and remove the data dir. */
   async stop(): Promise<void> {
-    await this.kill();
-    await rm(this.dataDir, { recursive: true, force: true });
+    await this.member.destroy();
   }
-
-  async logTail(lines = 40): Promise<string> {
-    try {
-      return (await readFile(join(this.dataDir, 'zookeeper.log'), 'utf8')).split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no log)';
-    }
+  logTail(lines = 40): Promise<string> {
+    return this.member.logTail(lines);
   }
-
   /** Session ids (hex, no 0x) the server currently tracks, from the `dump` 4-letter command. */
-  async sessions(): Promise<Set<string>> {
-    const dump = await fourLetter(this.port, 'dump');
-    const tracker = dump.split('ephemeral nodes dump:')[0] ?? '';
-    return new Set([...tracker.matchAll(/0x([0-9a-f]+)/g)].map((m) => m[1]!));
+  sessions(): Promise<Set<string>> {
+    return this.member.sessions();
   }
 
   /** Wait until the server no longer tracks `sessionId` (it expired or was closed); bounded. */
@@ -368,96 +238,42 @@ export class ZkCli {
 export type ProxyMode = 'forward' | 'reset' | 'blackhole';
 
 /**
- * A TCP proxy on a free loopback port in front of a server. `cut('reset')` destroys every
- * connection and refuses new ones; `cut('blackhole')` keeps sockets open but forwards nothing
- * (the peer hears silence, as in a network partition); `heal()` forwards again.
+ * A TCP proxy on a free loopback port in front of a server (the published fixture's proxy).
+ * `cut('reset')` destroys every connection and refuses new ones; `cut('blackhole')` keeps sockets
+ * open but forwards nothing (the peer hears silence, as in a network partition); `heal()` forwards
+ * again (connections that lived through a blackhole are reset).
  */
 export class TcpProxy {
-  private server: Server;
-  private pairs = new Set<{ a: Socket; b?: Socket }>();
-  mode: ProxyMode = 'forward';
-  port = 0;
-
-  private constructor(private readonly targetPort: number) {
-    this.server = createServer((client) => this.accept(client));
-  }
+  private constructor(private readonly p: FixtureProxy) {}
 
   static async start(targetPort: number): Promise<TcpProxy> {
-    const p = new TcpProxy(targetPort);
-    await new Promise<void>((resolve, reject) => {
-      p.server.once('error', reject);
-      p.server.listen(0, '127.0.0.1', () => resolve());
-    });
-    const a = p.server.address();
-    p.port = typeof a === 'object' && a ? a.port : 0;
-    return p;
+    return new TcpProxy(await FixtureProxy.start(targetPort));
   }
-
+  get port(): number {
+    return this.p.port;
+  }
+  get mode(): ProxyMode {
+    const m = this.p.mode;
+    return m === 'cut' ? 'reset' : m === 'blackhole' ? 'blackhole' : 'forward';
+  }
   get connectString(): string {
-    return `127.0.0.1:${this.port}`;
+    return this.p.endpoint;
   }
-
   url(chroot = ''): string {
-    return `zk://127.0.0.1:${this.port}${chroot.startsWith('/') || chroot === '' ? chroot : `/${chroot}`}`;
+    return `zk://${this.p.endpoint}${chroot.startsWith('/') || chroot === '' ? chroot : `/${chroot}`}`;
   }
-
   get connections(): number {
-    return this.pairs.size;
+    return this.p.connections;
   }
-
-  private accept(client: Socket): void {
-    client.on('error', () => undefined);
-    if (this.mode === 'reset') {
-      client.destroy();
-      return;
-    }
-    const pair: { a: Socket; b?: Socket } = { a: client };
-    this.pairs.add(pair);
-    const drop = () => {
-      pair.a.destroy();
-      pair.b?.destroy();
-      this.pairs.delete(pair);
-    };
-    client.on('close', drop);
-    if (this.mode === 'blackhole') return; // accepted, never answered
-    const upstream = connect({ host: '127.0.0.1', port: this.targetPort });
-    pair.b = upstream;
-    upstream.on('error', () => undefined);
-    upstream.on('close', drop);
-    client.on('data', (d) => {
-      if (this.mode === 'forward') upstream.write(d);
-    });
-    upstream.on('data', (d) => {
-      if (this.mode === 'forward') client.write(d);
-    });
-  }
-
   cut(mode: 'reset' | 'blackhole' = 'reset'): void {
-    this.mode = mode;
-    if (mode === 'reset') {
-      for (const p of [...this.pairs]) {
-        p.a.destroy();
-        p.b?.destroy();
-      }
-      this.pairs.clear();
-    }
+    if (mode === 'reset') this.p.cut();
+    else this.p.blackhole();
   }
-
   heal(): void {
-    if (this.mode === 'blackhole') {
-      // Sockets that lived through the partition carry a half-lost stream: drop them so clients reconnect cleanly.
-      for (const p of [...this.pairs]) {
-        p.a.destroy();
-        p.b?.destroy();
-      }
-      this.pairs.clear();
-    }
-    this.mode = 'forward';
+    this.p.heal();
   }
-
-  async close(): Promise<void> {
-    this.cut('reset');
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.p.close();
   }
 }
 

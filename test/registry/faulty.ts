@@ -3,6 +3,13 @@
  * real backend until fail() is called; from then on calls reject with UnavailableError and open
  * watch streams end with it (as a remote backend's do when the server goes away) until heal().
  * Sessions are the real backend's: their keepalive is not affected (lose them explicitly).
+ *
+ * Two finer faults, each one shot: `loseReply(op)` lets the next put/delete reach the real backend
+ * and then answers UnavailableError (a connection lost after the request was sent: it may or may
+ * not have been applied); `hideNext(key)` makes watches skip the next put and delete of a key, as a
+ * backend that reads state at intervals may (ZooKeeper: created and deleted between two reads), and
+ * tells a watch that asked for progress markers (WatchOptions.progress) a `synced` at the delete's
+ * revision instead — what such a backend reports.
  */
 import type { Backend, DeleteOptions, KeyValue, PutOptions, Session, SessionOptions, Watch, WatchOptions } from '../../src/contract/types.js';
 import { WatchStream } from '../../src/contract/stream.js';
@@ -15,6 +22,8 @@ export class FaultyBackend implements Backend {
   private readonly streams = new Set<{ ch: WatchStream; inner: Watch }>();
   /** Calls refused while failing (to assert that clients kept trying). */
   refused = 0;
+  private lose = new Set<'put' | 'delete'>();
+  private hidden = new Map<string, number>();
 
   constructor(readonly inner: Backend) {
     this.kind = inner.kind;
@@ -38,6 +47,18 @@ export class FaultyBackend implements Backend {
     this.failure = undefined;
   }
 
+  loseReply(op: 'put' | 'delete'): void {
+    this.lose.add(op);
+  }
+
+  hideNext(key: string): void {
+    this.hidden.set(key, 2); // its next put and its next delete
+  }
+
+  private lost(op: 'put' | 'delete'): void {
+    if (this.lose.delete(op)) throw new UnavailableError(`${this.url}: connection lost after the ${op} was sent (injected fault); it may or may not have been applied`);
+  }
+
   private gate(): void {
     if (this.failure) {
       this.refused++;
@@ -55,11 +76,15 @@ export class FaultyBackend implements Backend {
   }
   async put(key: string, value: string, opts?: PutOptions) {
     this.gate();
-    return this.inner.put(key, value, opts);
+    const r = await this.inner.put(key, value, opts);
+    this.lost('put');
+    return r;
   }
   async delete(key: string, opts?: DeleteOptions) {
     this.gate();
-    return this.inner.delete(key, opts);
+    const r = await this.inner.delete(key, opts);
+    this.lost('delete');
+    return r;
   }
   async list(prefix: string, opts?: { signal?: AbortSignal }) {
     this.gate();
@@ -85,7 +110,17 @@ export class FaultyBackend implements Backend {
     this.streams.add(entry);
     void (async () => {
       try {
-        for await (const ev of inner) if (!ch.push(ev)) break;
+        for await (const ev of inner) {
+          const left = ev.type === 'put' || ev.type === 'delete' ? this.hidden.get(ev.key) : undefined;
+          if (left !== undefined && (ev.type === 'put' || ev.type === 'delete')) {
+            if (left <= 1) this.hidden.delete(ev.key);
+            else this.hidden.set(ev.key, left - 1);
+            // Once the delete is past, the state at its revision is what the view holds again.
+            if (ev.type === 'delete' && opts.progress && !ch.push({ type: 'synced', revision: ev.revision })) break;
+            continue;
+          }
+          if (!ch.push(ev)) break;
+        }
         ch.end();
       } catch (e) {
         ch.end(e);

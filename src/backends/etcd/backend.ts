@@ -27,7 +27,14 @@
  *
  * Options: username / password (also accepted as URL userinfo), tls { ca, cert, key } as PEM
  * contents or file paths (requires etcds://), dialTimeout (open() fails with UnavailableError if
- * etcd does not answer within it; default 5 s), requestTimeout (per call; default 5 s).
+ * etcd does not answer within it; default 5 s), requestTimeout (per call; default 5 s), health
+ * { probeInterval, probeTimeout } (default 1 s each: how fast a member or a watch stream that
+ * stopped answering is left for another member, see members.ts and watch.ts; both bounds are
+ * probeInterval + probeTimeout + min(250 ms, probeInterval / 4), 2.25 s by default).
+ *
+ * Clusters: every endpoint of the URL is used (members.ts): calls go to members that answer, reads
+ * fail over, watches and the lease keepalive stream move off a member that stops answering and
+ * resume from their revision; the lease (session) survives a leader change or a member's death.
  */
 import { CompareResult, CompareTarget, type Etcd3, type IKeyValue, type IRequestOp, type ICompare } from 'etcd3';
 import type { CallOptions } from '@grpc/grpc-js';
@@ -39,7 +46,7 @@ import type { WatchStream } from '../../contract/stream.js';
 import { commonOptionSpec, duration, optional, pemMaterial, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { abortable, backoff, sleep } from '../../core/async.js';
 import { ConflictError, InvalidArgumentError, isRosterError, UnavailableError } from '../../core/errors.js';
-import { createClient, hexToLease, invalidateAuth, KeepAliveMux, leaseToHex, toRosterError } from './client.js';
+import { createClient, hexToLease, invalidateAuth, KeepAliveMux, leaseToHex, memberTracker, toRosterError } from './client.js';
 import { parseEtcdUrl, type EtcdUrl } from './url.js';
 import { etcdWatch, type EtcdStream } from './watch.js';
 
@@ -52,6 +59,11 @@ export interface EtcdBackendOptions extends CommonBackendOptions {
   dialTimeout?: number | string;
   /** Deadline of each call (ms or "5s"). Default 5 s. */
   requestTimeout?: number | string;
+  /** How fast a silent member is noticed (see members.ts): a member that has not answered for
+   *  `probeInterval` gets a status probe, and one that leaves it unanswered for `probeTimeout` is
+   *  left; a watch stream silent for `probeInterval` asks for progress and is re-opened elsewhere
+   *  when nothing comes within `probeTimeout`. ms or "1s"; default 1 s each. */
+  health?: { probeInterval?: number | string; probeTimeout?: number | string };
 }
 
 const NUL = Buffer.from([0]);
@@ -74,7 +86,16 @@ interface Resolved extends CommonBackendOptions {
   tls?: unknown;
   dialTimeout?: number;
   requestTimeout?: number;
+  health?: { probeInterval: number; probeTimeout: number };
 }
+
+/** The `health` option: { probeInterval?, probeTimeout? }, each a duration in [50 ms, 1 min]. */
+function health(v: unknown, name: string): { probeInterval: number; probeTimeout: number } {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidArgumentError(`invalid ${name}: expected { probeInterval?, probeTimeout? }`);
+  const o = readOptions(name, { probeInterval: optional(duration(50, 60_000)), probeTimeout: optional(duration(50, 60_000)) }, v);
+  return { probeInterval: o.probeInterval ?? DEFAULT_PROBE_MS, probeTimeout: o.probeTimeout ?? DEFAULT_PROBE_MS };
+}
+const DEFAULT_PROBE_MS = 1000;
 
 const spec: OptionSpec<Resolved> = {
   ...commonOptionSpec,
@@ -83,6 +104,7 @@ const spec: OptionSpec<Resolved> = {
   tls: (v) => v,
   dialTimeout: optional(duration(1, 600_000)),
   requestTimeout: optional(duration(1, 600_000)),
+  health: optional(health),
 };
 
 export class EtcdBackend extends BackendBase {
@@ -94,6 +116,7 @@ export class EtcdBackend extends BackendBase {
     private readonly client: Etcd3,
     cfg: EtcdUrl,
     private readonly requestTimeout: number,
+    private readonly probe: { probeInterval: number; probeTimeout: number },
     options: CommonBackendOptions,
   ) {
     super(cfg.url, options);
@@ -120,14 +143,16 @@ export class EtcdBackend extends BackendBase {
       if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('TLS client certificate needs both cert and key');
       credentials = { rootCertificate: ca as Buffer, ...(key ? { privateKey: key } : {}), ...(cert ? { certChain: cert } : {}) };
     }
+    const probe = o.health ?? { probeInterval: DEFAULT_PROBE_MS, probeTimeout: DEFAULT_PROBE_MS };
     const client = createClient({
       hosts: cfg.hosts,
       tls: cfg.tls,
       ...(credentials ? { credentials } : {}),
       ...(username !== undefined ? { auth: { username, password: password ?? '' } } : {}),
       retryBudgetMs: Math.min(requestTimeout, 1000),
+      health: { probeIntervalMs: probe.probeInterval, probeTimeoutMs: probe.probeTimeout, tickMs: Math.min(250, probe.probeInterval / 4) },
     });
-    const b = new EtcdBackend(client, cfg, requestTimeout, o.keepProcessAlive === undefined ? {} : { keepProcessAlive: o.keepProcessAlive });
+    const b = new EtcdBackend(client, cfg, requestTimeout, probe, o.keepProcessAlive === undefined ? {} : { keepProcessAlive: o.keepProcessAlive });
     try {
       await b.ping(dialTimeout);
     } catch (e) {
@@ -278,6 +303,9 @@ export class EtcdBackend extends BackendBase {
       openStream: () => this.client.watchClient.watch() as unknown as Promise<EtcdStream>,
       toKv: (kv) => this.toKv(kv),
       onAuthExpired: () => invalidateAuth(this.client),
+      stalled: (s) => memberTracker(this.client)?.stalled(s),
+      idleMs: this.probe.probeInterval,
+      timeoutMs: this.probe.probeTimeout,
     });
   }
 

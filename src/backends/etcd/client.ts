@@ -4,12 +4,13 @@
  * higher-level etcd3 helper (its Lease auto-regrant, its self-resuming Watcher) is avoided because
  * the backend contract needs explicit control over lease loss and watch resumption.
  *
- * Fault handling (etcd3's `faultHandling`): its default per-host circuit breaker refuses every call
- * for 5 s after three failures — after an etcd restart that turns a 200 ms outage into seconds of
- * errors — so the host policy is a pass-through. The global policy retries, quickly and a bounded
- * number of times, only failures where the request provably never left the client (no connection):
- * retrying those is safe even for writes. Anything else surfaces at once as UnavailableError and the
- * caller (registrar, cache, the user) decides.
+ * Fault handling. etcd3's default per-host circuit breaker refuses every call for 5 s after three
+ * failures (after an etcd restart that turns a 200 ms outage into seconds of errors) and its pool
+ * picks a random member per call, so a member that answers nothing takes a share of the calls
+ * until their deadline. Both are replaced (members.ts): member health from probes and answers,
+ * healthy members first, calls and streams moved off a member that stopped answering, failover
+ * for calls that never left the client and for reads, paged prefix ranges. Anything else surfaces
+ * at once as UnavailableError and the caller (registrar, cache, the user) decides.
  */
 import {
   castGrpcError,
@@ -30,47 +31,16 @@ import {
   CompactedError,
   InvalidArgumentError,
   isRosterError,
+  PermissionDeniedError,
   RosterError,
   SessionLostError,
   TooLargeError,
   UnavailableError,
 } from '../../core/errors.js';
-import { backoff, deferred, sleep, type Deferred } from '../../core/async.js';
+import { deferred, type Deferred } from '../../core/async.js';
+import { Members, type MemberHealthOptions } from './members.js';
 
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-type Policy = NonNullable<FaultHandling['global']>;
-
-/** Did the call fail before anything was sent (so retrying cannot apply it twice)? */
-export function neverSent(e: unknown): boolean {
-  if (!(e instanceof Error) || !isRecoverableError(e)) return false;
-  // grpc-js: "No connection established. Last error: connect ECONNREFUSED …" / "Failed to connect".
-  // Not "Connection dropped" or "read ECONNRESET": those may come after the request was sent.
-  return /No connection established|Failed to connect|ECONNREFUSED|Name resolution failed|DNS resolution failed/i.test(e.message);
-}
-
-/** A cockatiel-compatible policy (etcd3 only calls `execute`) without cockatiel's breaker state. */
-function policy(run: <T>(fn: () => PromiseLike<T> | T) => Promise<T>): Policy {
-  return { execute: (fn: (ctx: unknown) => unknown) => run(() => fn({ signal: new AbortController().signal, attempt: 0 })) } as unknown as Policy;
-}
-
-export function faultHandling(hosts: number, budgetMs: number): FaultHandling {
-  const passThrough = policy(async (fn) => fn());
-  const quickRetry = policy(async (fn) => {
-    const deadline = Date.now() + budgetMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        // Every host once without delay, then short jittered backoff while the budget lasts.
-        if (!neverSent(e)) throw e;
-        const wait = attempt + 1 < hosts ? 0 : backoff(attempt + 1 - hosts, 25, 250);
-        if (Date.now() + wait > deadline) throw e;
-        if (wait > 0) await sleep(wait);
-      }
-    }
-  });
-  return { host: () => passThrough, global: quickRetry };
-}
+export { neverSent, type MemberHealthOptions } from './members.js';
 
 /** etcd / gRPC failure → RosterError with the original kept as `cause`. */
 export function toRosterError(raw: unknown, what: string): RosterError {
@@ -89,10 +59,10 @@ export function toRosterError(raw: unknown, what: string): RosterError {
   if (e instanceof Error && isRecoverableError(e)) return new UnavailableError(`${what}: etcd unavailable: ${msg}`, { cause: raw });
   // Not retryable: the request or the credentials are wrong, and retrying will not change that.
   if (e instanceof EtcdAuthenticationFailedError || e instanceof GRPCUnauthenticatedError) {
-    return new InvalidArgumentError(`${what}: etcd authentication failed (check username and password): ${msg}`, { cause: raw });
+    return new PermissionDeniedError(`${what}: etcd authentication failed (check username and password): ${msg}`, { cause: raw });
   }
   if (e instanceof EtcdPermissionDeniedError) {
-    return new InvalidArgumentError(`${what}: etcd denied permission (check the user's role covers the key prefix): ${msg}`, { cause: raw });
+    return new PermissionDeniedError(`${what}: etcd denied permission (check the user's role covers the key prefix): ${msg}`, { cause: raw });
   }
   if (e instanceof GRPCInvalidArgumentError) return new InvalidArgumentError(`${what}: etcd rejected the request: ${msg}`, { cause: raw });
   return new RosterError('INTERNAL', `${what}: ${msg}`, { cause: raw });
@@ -116,25 +86,47 @@ export function invalidateAuth(client: Etcd3): void {
   (client as unknown as { pool?: { authenticator?: { invalidateMetadata?(): void } } }).pool?.authenticator?.invalidateMetadata?.();
 }
 
+/** How long one authentication attempt may take on one member before the next is tried. */
+const AUTH_ATTEMPT_MS = 2000;
+
+const membersOf = new WeakMap<Etcd3, Members>();
+
+/** The member tracker of a client made by createClient (tests and diagnostics). */
+export function memberTracker(client: Etcd3): Members | undefined {
+  return membersOf.get(client);
+}
+
 export function createClient(opts: {
   hosts: readonly string[];
   tls: boolean;
   credentials?: IOptions['credentials'];
   auth?: { username: string; password: string };
   retryBudgetMs: number;
+  health?: MemberHealthOptions;
 }): Etcd3 {
   const scheme = opts.tls ? 'https' : 'http';
-  return new Etcd3({
+  const ref: { members?: Members } = {};
+  const client = new Etcd3({
     hosts: opts.hosts.map((h) => `${scheme}://${h}`),
     ...(opts.credentials ? { credentials: opts.credentials } : {}),
-    ...(opts.auth ? { auth: opts.auth } : {}),
-    faultHandling: faultHandling(opts.hosts.length, opts.retryBudgetMs),
+    // Without a deadline, authenticating against a member that accepts connections and answers
+    // nothing would wait forever; with one, etcd3 moves on to the next member.
+    ...(opts.auth ? { auth: { ...opts.auth, callOptions: () => ({ deadline: Date.now() + AUTH_ATTEMPT_MS }) } } : {}),
+    faultHandling: {
+      // Pass-through per member (no circuit breaker), observed by the member tracker; created
+      // before the tracker exists, so it is looked up per call.
+      host: (h: string) =>
+        ({ execute: (fn: (ctx: unknown) => unknown) => (ref.members ? ref.members.hostPolicy(h).execute(fn) : Promise.resolve().then(() => fn({}))) }) as never,
+      // Unary calls no longer reach etcd3's global policy (the tracker replaces pool.exec).
+      global: { execute: (fn: (ctx: unknown) => unknown) => Promise.resolve().then(() => fn({})) } as never,
+    },
     grpcOptions: {
       // Reconnect promptly after an etcd restart (gRPC's default backoff starts at 1 s, grows to 120 s).
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
-      // Find a silently dead connection (a partition) on long-lived watch/keepalive streams.
-      // etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
+      // Also find a silently dead connection on long-lived streams at the gRPC level (the member
+      // tracker's probes usually notice first). etcd refuses pings more often than every 5 s
+      // (--grpc-keepalive-min-time).
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       // Lists of large values exceed gRPC's 4 MiB default.
@@ -142,6 +134,9 @@ export function createClient(opts: {
       'grpc.max_send_message_length': -1,
     },
   });
+  const members = (ref.members = new Members(client, { retryBudgetMs: opts.retryBudgetMs, ...opts.health }));
+  membersOf.set(client, members);
+  return client;
 }
 
 /**
@@ -164,6 +159,8 @@ type KeepAliveStream = ClientDuplexStream<{ ID: string }, ILeaseKeepAliveRespons
  */
 export class KeepAliveMux {
   private stream: Promise<KeepAliveStream> | undefined;
+  /** The open stream, once `stream` resolved. */
+  private current: KeepAliveStream | undefined;
   private waiters = new Map<string, Deferred<void>[]>();
   private closed = false;
 
@@ -179,8 +176,11 @@ export class KeepAliveMux {
     this.waiters.set(id, list);
     const timer = setTimeout(() => {
       const err = new UnavailableError(`etcd lease keepalive: no answer within ${timeoutMs} ms`);
-      if (this.stream === streamP) this.reset(err);
-      else d.reject(err);
+      if (this.stream === streamP) {
+        // Reopen it on another member: this one may have gone silent (the tracker's probe will say).
+        if (this.current) membersOf.get(this.client)?.stalled(this.current);
+        this.reset(err);
+      } else d.reject(err);
     }, timeoutMs);
     timer.unref();
     try {
@@ -207,6 +207,7 @@ export class KeepAliveMux {
       throw toRosterError(e, 'etcd lease keepalive');
     }
     const mine = this.stream;
+    this.current = stream;
     const fail = (e: unknown) => {
       if (/invalid auth token/.test(String((e as Error | undefined)?.message))) invalidateAuth(this.client);
       if (this.stream === mine) this.reset(toRosterError(e, 'etcd lease keepalive'));
@@ -230,6 +231,7 @@ export class KeepAliveMux {
   private reset(err: RosterError): void {
     const s = this.stream;
     this.stream = undefined;
+    this.current = undefined;
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
     for (const d of all) d.reject(err);

@@ -13,6 +13,19 @@
  * emits one `reset` with a fresh snapshot at revision R, then `synced` R, then resumes at R + 1.
  * Unavailability is retried forever with jittered backoff until the watch is closed; anything else
  * (permission denied, bad request) ends the stream with the error.
+ *
+ * Silence. A watch stream that is quiet may be idle or may sit on a member that stopped answering
+ * (a partition, a paused process) — or one that answers status probes but has stalled this stream.
+ * So after `idleMs` without any message the stream asks for progress (`progress_request`: etcd
+ * answers at once); with no message at all within `timeoutMs` more, the stream is abandoned as
+ * stalled (its member deprioritised: `stalled`) and re-opened on another member from lastRev + 1.
+ * Bound: a stalled stream is left at most idleMs + timeoutMs + the check period (idleMs / 4, at most
+ * 250 ms) after its last message. The answer to a progress request (watch_id -1) proves only that
+ * the stream is alive: etcd 3.4 may send it ahead of events still being caught up, so it never
+ * moves lastRev; only the watcher's own progress notifications do.
+ *
+ * With WatchOptions.progress, each such progress notification is also handed to the consumer as a
+ * `synced` at its revision.
  */
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { IWatchRequest, IWatchResponse, IEvent, IKeyValue } from 'etcd3';
@@ -33,7 +46,16 @@ export interface WatchDeps {
   toKv(kv: IKeyValue): KeyValue;
   /** Recoverable error on an auth-enabled cluster (expired token): refresh it before retrying. */
   onAuthExpired(): void;
+  /** The stream stopped answering (see the header): deprioritise the member it is on. */
+  stalled(s: EtcdStream): void;
+  /** Ask for progress after this long without a message (ms). */
+  idleMs: number;
+  /** Abandon the stream when nothing came within this long after asking (ms). */
+  timeoutMs: number;
 }
+
+/** watch_id of etcd's answer to a progress request (clientv3.InvalidWatchID): not a watcher's. */
+const PROGRESS_REPLY_ID = '-1';
 
 /** Watch responses the contract needs told apart. */
 type Outcome = { kind: 'compacted' } | { kind: 'broken'; err: RosterError } | { kind: 'stopped' };
@@ -105,9 +127,26 @@ export function etcdWatch(stream: WatchStream, fromRevision: number | undefined,
     current = s;
     return new Promise<Outcome>((resolve) => {
       let done = false;
+      /** Last message of any kind on this stream, and when progress was last asked for. */
+      let heard = Date.now();
+      let asked = 0;
+      const check = setInterval(() => {
+        const now = Date.now();
+        const silent = now - heard;
+        if (asked > heard && now - asked >= deps.timeoutMs) {
+          deps.stalled(s);
+          return finish({ kind: 'broken', err: new UnavailableError(`etcd watch: no answer on the stream within ${deps.timeoutMs} ms of a progress request (${silent} ms silent); reopening it on another member`) });
+        }
+        if (silent >= deps.idleMs && asked <= heard) {
+          asked = now;
+          s.write({ progress_request: {} });
+        }
+      }, Math.max(10, Math.min(250, deps.idleMs / 4)));
+      check.unref();
       const finish = (o: Outcome) => {
         if (done) return;
         done = true;
+        clearInterval(check);
         wake = undefined;
         s.removeAllListeners('data');
         if (current === s) current = undefined;
@@ -116,6 +155,7 @@ export function etcdWatch(stream: WatchStream, fromRevision: number | undefined,
       };
       wake = () => finish({ kind: 'stopped' });
       s.on('data', (res: IWatchResponse) => {
+        heard = Date.now();
         if (done || stream.ended) return;
         if (Number(res.compact_revision) > 0) return finish({ kind: 'compacted' });
         if (res.canceled) {
@@ -125,9 +165,13 @@ export function etcdWatch(stream: WatchStream, fromRevision: number | undefined,
         }
         if (res.created) return up();
         if (res.events.length === 0) {
-          // Progress notification: caught up to the header revision.
+          if (String(res.watch_id) === PROGRESS_REPLY_ID) return; // alive; says nothing about lastRev
+          // The watcher's progress notification (sent only once it is caught up): up to the header revision.
           const rev = Number(res.header.revision);
-          if (rev > lastRev) lastRev = rev;
+          if (rev > lastRev) {
+            lastRev = rev;
+            if (stream.progress) stream.push({ type: 'synced', revision: rev });
+          }
           return;
         }
         for (const ev of res.events) deliver(ev);

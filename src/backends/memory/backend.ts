@@ -31,6 +31,11 @@ export class MemoryBackend extends BackendBase {
   readonly kind = 'memory';
   private readonly engine: Engine;
 
+  /** In-process calls never wait on the network: no process hold per call (contract/base.ts). */
+  protected override get callsWaitOnNetwork(): boolean {
+    return false;
+  }
+
   private constructor(
     engine: Engine,
     url: string,

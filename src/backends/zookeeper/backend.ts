@@ -37,16 +37,25 @@
  *   session expires and `connected: true` once the re-sync's diff is delivered (mirror.ts, point 6).
  * - Consistency: ZooKeeper reads are served by the connected server and are sequentially
  *   consistent per connection. With an ensemble, a session's connection and the shared connection
- *   may sit on different servers, so a read may briefly miss a write made through the other
- *   connection (on a standalone server, or once the follower caught up, it does not).
+ *   may sit on different servers; a read through a connection that has seen a lower zxid than this
+ *   process's latest reply is preceded by a pipelined `sync` (conn.ts), so reads see every write
+ *   this process saw acknowledged.
  * - Errors: unreachable / timeout → UnavailableError (a write that timed out after being sent may
  *   still be applied; one never sent is withdrawn), CAS → ConflictError, ACL denial or rejected
- *   credentials → InvalidArgumentError (as the etcd backend does), structural limits of ZooKeeper
+ *   credentials → PermissionDeniedError (as the etcd backend's; a watch ends with it, retrying cannot
+ *   help), an invalid ACL → InvalidArgumentError, structural limits of ZooKeeper
  *   (children under a session-bound key) → UnsupportedError, after close → ClosedError.
  *
  * Options: auth ("user:password" digest, or a list; also URL userinfo), acl (see url.ts), and
  * sessionTimeout (shared connection, default 30 s), connectTimeout (open() and session(), default
- * 10 s), requestTimeout (per request, default 10 s).
+ * 10 s), requestTimeout (per request, default 10 s), deafAfter (default 2 s, at most half of each
+ * connection's session timeout: a connected server silent that long is left for the next one; the
+ * bound is deafAfter × 7/6 after its last byte, see conn.ts).
+ *
+ * Ensembles: every server of the URL is used. A connection (the shared one, or a session's) that
+ * loses its server moves to the next within its session timeout, keeping its ZooKeeper session (so
+ * its ephemeral keys); watches re-sync by diff; a read through a connection that has seen less than
+ * this process's latest write is preceded by a `sync` (conn.ts).
  */
 import type { DeleteOptions, PutOptions, SequentialOptions, Session } from '../../contract/types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/kv.js';
@@ -55,8 +64,8 @@ import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
 import { commonOptionSpec, readOptions, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { abortable } from '../../core/async.js';
-import { InvalidArgumentError, isRosterError, RosterError, SessionLostError, TooLargeError, UnavailableError, UnsupportedError } from '../../core/errors.js';
-import { wasNotSent, ZK, ZkCodeError, ZkConn, type Acl } from './conn.js';
+import { InvalidArgumentError, isRosterError, PermissionDeniedError, RosterError, SessionLostError, TooLargeError, UnavailableError, UnsupportedError } from '../../core/errors.js';
+import { DEAF_AFTER_MS, wasNotSent, ZK, ZkCodeError, ZkConn, type Acl } from './conn.js';
 import { journalFor, type Journal } from './journal.js';
 import { Mirror, toKv, type Change, type MirrorHost } from './mirror.js';
 import { watchZkSession, zkSessionDriver } from './session.js';
@@ -74,6 +83,9 @@ export interface ZooKeeperBackendOptions extends CommonBackendOptions {
   connectTimeout?: number | string;
   /** Deadline of each ZooKeeper request. Default 10 s. */
   requestTimeout?: number | string;
+  /** Longest silence tolerated from a connected server before moving to the next (ms or "2s");
+   *  capped at half of the connection's session timeout. Default 2 s. */
+  deafAfter?: number | string;
 }
 
 interface Resolved extends CommonBackendOptions {
@@ -82,6 +94,7 @@ interface Resolved extends CommonBackendOptions {
   sessionTimeout?: number;
   connectTimeout?: number;
   requestTimeout?: number;
+  deafAfter?: number;
 }
 
 const spec: OptionSpec<Resolved> = {
@@ -91,6 +104,7 @@ const spec: OptionSpec<Resolved> = {
   sessionTimeout: (v) => durationOption(v, 'ZooKeeper sessionTimeout', 30_000, 100),
   connectTimeout: (v) => durationOption(v, 'ZooKeeper connectTimeout', 10_000),
   requestTimeout: (v) => durationOption(v, 'ZooKeeper requestTimeout', 10_000),
+  deafAfter: (v) => durationOption(v, 'ZooKeeper deafAfter', DEAF_AFTER_MS, 50, 600_000),
 };
 
 /** ZooKeeper's default jute.maxbuffer is 1 MiB - 1 for the whole packet; keep room for framing. */
@@ -115,6 +129,7 @@ export class ZooKeeperBackend extends BackendBase {
   private readonly sessionTimeout: number;
   private readonly connectTimeout: number;
   private readonly requestTimeout: number;
+  private readonly deafAfter: number;
   /** Each session's own connection. */
   private readonly conns = new WeakMap<LeaseSession, ZkConn>();
   private readonly mirrors = new Map<string, Mirror>();
@@ -134,6 +149,7 @@ export class ZooKeeperBackend extends BackendBase {
     this.sessionTimeout = o.sessionTimeout!;
     this.connectTimeout = o.connectTimeout!;
     this.requestTimeout = o.requestTimeout!;
+    this.deafAfter = o.deafAfter!;
     const base = this.base;
     this.host = {
       conn: () => (this.main.connected ? this.main : undefined),
@@ -173,6 +189,7 @@ export class ZooKeeperBackend extends BackendBase {
       requestTimeout: this.requestTimeout,
       lastZxidSeen,
       label: this.url,
+      deafAfterMs: this.deafAfter,
     });
     c.on('watch', (ev) => {
       for (const m of this.live) m.onWatch(ev);
@@ -190,7 +207,7 @@ export class ZooKeeperBackend extends BackendBase {
     });
     c.on('expired', () => this.replaceMain(c));
     c.on('auth-failed', () => {
-      const err = new InvalidArgumentError(`${this.url}: ZooKeeper rejected the credentials`);
+      const err = new PermissionDeniedError(`${this.url}: ZooKeeper rejected the credentials`);
       for (const m of [...this.live]) m.fail(err);
     });
     return c;
@@ -243,7 +260,7 @@ export class ZooKeeperBackend extends BackendBase {
     if (!(e instanceof ZkCodeError)) return e;
     switch (e.zkCode) {
       case ZK.NO_AUTH:
-        return new InvalidArgumentError(`${what}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
+        return new PermissionDeniedError(`${what}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
       case ZK.INVALID_ACL:
         return new InvalidArgumentError(`${what}: ZooKeeper rejected the ACL (the "creator" ACLs need auth)`, { cause: e });
       case ZK.BAD_ARGUMENTS:
@@ -271,6 +288,7 @@ export class ZooKeeperBackend extends BackendBase {
       requestTimeout: this.requestTimeout,
       lastZxidSeen: this.main.maxZxid,
       label: this.url,
+      deafAfterMs: this.deafAfter,
     });
     try {
       await conn.waitConnected(this.connectTimeout, signal);
@@ -361,6 +379,7 @@ export class ZooKeeperBackend extends BackendBase {
         stream.push({ type: 'synced', revision: init.revision });
       },
       changes: push,
+      ...(stream.progress ? { progress: (revision: number) => void stream.push({ type: 'synced', revision }) } : {}),
       fail: (err) => stream.end(err),
       status: (st) => stream.status(st),
     });

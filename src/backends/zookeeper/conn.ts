@@ -6,9 +6,19 @@
  * for a read it is the server's last applied zxid (the revision a read was done at).
  *
  * What we add on top of the library, and why:
- * - A read timeout (as the Java client has): no byte received for 2/3 of the session timeout
- *   while connected → drop the socket and reconnect. The library only pings on an idle socket and
- *   never notices a peer that stopped answering.
+ * - A read timeout: no byte received for `deafAfter` = min(session timeout / 2, 2 s) while
+ *   connected → drop the socket and reconnect to the next server (the session survives: reconnecting
+ *   within its timeout is what sessions are for). To tell silence from idleness we ping after
+ *   deafAfter / 3 without a byte. The library only pings at 1/3 of the session timeout and never
+ *   notices a peer that stopped answering; the Java client's 2/3 of the session timeout left a
+ *   cache on the shared 30 s session blind for 20 s behind a silent server. Bound: a silent server
+ *   is left at most deafAfter + deafAfter / 6 (the check period) after its last byte.
+ * - Reads consistent with the writes this process saw: each connection may sit on a different
+ *   server, and a follower may lag. Every reply's zxid raises a process-wide floor per ensemble;
+ *   a read on a connection that has seen less than the floor is preceded by a `sync` (pipelined:
+ *   ZooKeeper serves a session's requests in order, so the read runs after the sync made its
+ *   server catch up with the leader). With a single server listed there is nothing to sync.
+ * - Server lists with IPv6 addresses (`[::1]:2181`), which the library's parser splits wrongly.
  * - Contact tracking: `silentFor()` = time since the last byte from a server. A session whose
  *   client heard nothing for a whole session timeout must be presumed expired (Curator's rule).
  * - Bounded requests: each request has a deadline and an optional AbortSignal; a request that was
@@ -26,7 +36,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { ClosedError, InvalidArgumentError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
+import { ClosedError, PermissionDeniedError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
 import { abortReason, jitter } from '../../core/async.js';
 
 const require = createRequire(import.meta.url);
@@ -62,6 +72,8 @@ export const OP = {
   GET_DATA: 4,
   SET_DATA: 5,
   GET_CHILDREN2: 12,
+  SYNC: 9,
+  PING: 11,
   CHECK: 13,
   MULTI: 14,
   CLOSE_SESSION: -11,
@@ -163,7 +175,32 @@ export interface ZkConnOptions {
   lastZxidSeen?: number;
   /** For messages. */
   label: string;
+  /** Longest silence (no byte) tolerated from a connected server before moving to another one;
+   *  capped at half the negotiated session timeout. Default 2000 ms. */
+  deafAfterMs?: number;
 }
+
+/** Default cap of ZkConnOptions.deafAfterMs. */
+export const DEAF_AFTER_MS = 2000;
+
+/**
+ * `host:port[,host:port...]` → the servers to connect to. IPv6 addresses are bracketed
+ * (`[::1]:2181`); the brackets are removed for connecting.
+ */
+export function parseServerList(servers: string): { host: string; port: number }[] {
+  return servers.split(',').map((s) => {
+    const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(s);
+    if (v6) return { host: v6[1]!, port: Number(v6[2]) };
+    const i = s.lastIndexOf(':');
+    return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
+  });
+}
+
+/**
+ * Highest zxid any connection of this process saw, per ensemble (its sorted server list): the
+ * state a read must not be older than (see `request`).
+ */
+const floors = new Map<string, number>();
 
 export interface MultiOp {
   type: number;
@@ -200,13 +237,36 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   private silentFired = false;
   private timer: NodeJS.Timeout | undefined;
   private outstanding = new Set<Outstanding>();
+  private lastPing = 0;
   /** Highest reply zxid seen on this connection. */
   maxZxid = 0;
+  /** The floor a sync already queued on this connection covers (0 = none in flight). */
+  private syncing = 0;
+  private readonly ensemble: string;
+  private readonly multiServer: boolean;
 
   constructor(private readonly opts: ZkConnOptions) {
     super();
+    const servers = parseServerList(opts.servers);
+    this.ensemble = servers.map((x) => `${x.host}:${x.port}`).sort().join(',');
+    this.multiServer = new Set(servers.map((x) => `${x.host}:${x.port}`)).size > 1;
     this.client = lib.createClient(opts.servers, { sessionTimeout: opts.sessionTimeout, spinDelay: 100, retries: 0 });
     const cm = (this.cm = this.client.connectionManager);
+    // The library's parser splits "[::1]:2181" at every ':'; give it the list parsed here (shuffled,
+    // as the library does, so clients spread over the ensemble).
+    for (let i = servers.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [servers[i], servers[j]] = [servers[j]!, servers[i]!];
+    }
+    cm.servers = servers;
+    // The library gives a TCP connect sessionTimeout / servers: a server that drops SYNs (a real
+    // partition) would hold us for seconds. Cap it like the handshake.
+    const updateTimeout = cm.updateTimeout as (t: number) => void;
+    cm.updateTimeout = (t: number) => {
+      updateTimeout.call(cm, t);
+      cm.connectTimeout = Math.min(cm.connectTimeout as number, this.handshakeTimeout());
+    };
+    cm.connectTimeout = Math.min(cm.connectTimeout as number, this.handshakeTimeout());
     if (opts.lastZxidSeen) {
       const b = Buffer.alloc(8);
       b.writeBigInt64BE(BigInt(opts.lastZxidSeen));
@@ -308,10 +368,16 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
     }
   }
 
-  /** Periodic check (jittered, unref'd): read timeout and loss of contact. */
+  /** See DEAF_AFTER_MS: the longest silence tolerated from a connected server. */
+  private deafAfter(): number {
+    const timeout = this.everConnected ? this.sessionTimeout : this.opts.sessionTimeout;
+    return Math.max(100, Math.min(timeout / 2, this.opts.deafAfterMs ?? DEAF_AFTER_MS));
+  }
+
+  /** Periodic check (jittered, unref'd): pings, read timeout and loss of contact. */
   private arm(): void {
     if (this.dead) return;
-    const period = Math.max(50, this.opts.sessionTimeout / 6);
+    const period = Math.max(50, this.deafAfter() / 6);
     this.timer = setTimeout(() => {
       this.check();
       this.arm();
@@ -323,10 +389,17 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
     if (this.dead) return;
     const timeout = this.everConnected ? this.sessionTimeout : this.opts.sessionTimeout;
     const silent = this.silentFor();
-    const readTimeout = (timeout * 2) / 3;
-    if (silent > readTimeout && Date.now() - this.lastKick > readTimeout) {
-      // Connected but deaf, or stuck in a connect attempt that a server accepted and never answered.
-      this.lastKick = Date.now();
+    const deaf = this.deafAfter();
+    const now = Date.now();
+    if (this.connected && silent >= deaf / 3 && now - this.lastPing >= deaf / 3) {
+      // Quiet for a while: ask, so that silence means a deaf server and not an idle one.
+      this.lastPing = now;
+      this.cm.queue(new jute.Request(new jute.protocol.RequestHeader(jute.XID_PING, OP.PING), null));
+    }
+    if (silent > deaf && now - this.lastKick > deaf && this.connected) {
+      // Connected but deaf. (A connect attempt has its own deadlines: connectTimeout for TCP,
+      // the handshake deadline after it; kicking it here would cut a fresh attempt short.)
+      this.lastKick = now;
       this.cm.socket?.destroy();
     }
     if (this.everConnected && silent > timeout && !this.silentFired) {
@@ -378,7 +451,7 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
       case 'expired':
         return new SessionLostError(`${this.opts.label}: ZooKeeper session ${this.sessionId} expired`);
       case 'auth-failed':
-        return new InvalidArgumentError(`${this.opts.label}: ZooKeeper rejected the credentials`);
+        return new PermissionDeniedError(`${this.opts.label}: ZooKeeper rejected the credentials`);
       default:
         return new ClosedError(`${this.opts.label}: ZooKeeper connection closed`);
     }
@@ -401,6 +474,7 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   request(type: number, payload: unknown, signal?: AbortSignal): Promise<{ zxid: number; payload: Any }> {
     if (this.dead) return Promise.reject(markUnsent(this.deadError()));
     if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.multiServer && (type === OP.GET_DATA || type === OP.GET_CHILDREN2 || type === OP.EXISTS)) this.syncIfBehind();
     const header = new jute.protocol.RequestHeader();
     header.type = type;
     const request = new jute.Request(header, payload);
@@ -440,16 +514,51 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
         done = true;
         cleanup();
         const zxid = zxidOf(resp?.header?.zxid);
-        if (zxid > this.maxZxid) this.maxZxid = zxid;
+        this.saw(zxid);
         if (!err) return resolve({ zxid, payload: resp.payload });
         const code = err.getCode() as number;
         if (code === ZK.CONNECTION_LOSS) {
           return reject(new UnavailableError(`${this.opts.label}: connection to ZooKeeper lost during the request (it may or may not have been applied)`));
         }
         if (code === ZK.SESSION_EXPIRED) return reject(this.deadError());
-        if (code === ZK.AUTH_FAILED) return reject(new InvalidArgumentError(`${this.opts.label}: ZooKeeper rejected the credentials`));
+        if (code === ZK.AUTH_FAILED) return reject(new PermissionDeniedError(`${this.opts.label}: ZooKeeper rejected the credentials`));
         reject(new ZkCodeError(code, zxid, `ZooKeeper: ${codeName(code)}`));
       });
+    });
+  }
+
+  private saw(zxid: number): void {
+    if (zxid > this.maxZxid) this.maxZxid = zxid;
+    if (zxid > (floors.get(this.ensemble) ?? 0)) floors.set(this.ensemble, zxid);
+  }
+
+  /**
+   * Queue a `sync` ahead of a read when this connection has seen less than the process has (a
+   * write through another connection, which may sit on another server). Not awaited: the read is
+   * queued right behind it and the server answers a session's requests in order. Its reply is
+   * the server's last zxid after catching up, which raises `maxZxid` so later reads need none.
+   */
+  private syncIfBehind(): void {
+    const floor = floors.get(this.ensemble) ?? 0;
+    // Queued even while reconnecting: it goes out first on the new connection, ahead of the read.
+    if (this.maxZxid >= floor || this.syncing >= floor) return;
+    this.syncing = floor;
+    const header = new jute.protocol.RequestHeader();
+    header.type = OP.SYNC;
+    const payload = new jute.protocol.CreateResponse(); // a record holding just `path`, as SyncRequest does
+    payload.path = '/';
+    const request = new jute.Request(header, payload);
+    // The library knows no SyncResponse and would drop the connection on one: once serialized, the
+    // request poses as a create, whose response (a path) has the same shape.
+    const toBuffer = request.toBuffer.bind(request) as () => Buffer;
+    request.toBuffer = () => {
+      const b = toBuffer();
+      header.type = OP.CREATE;
+      return b;
+    };
+    this.cm.queue(request, (_err: Any, resp: Any) => {
+      if (this.syncing === floor) this.syncing = 0;
+      this.saw(zxidOf(resp?.header?.zxid));
     });
   }
 

@@ -27,6 +27,9 @@
  *      created and deleted between two reads is not seen at all. No final state is ever missed.
  *    Deletes under one parent found in the same diff can share a revision (ZooKeeper deletes all
  *    ephemeral nodes of a closed session in one transaction, so they truly do).
+ *    A diff that leaves Z above the last change told is reported as progress (WatchOptions.progress:
+ *    a `synced` at Z), so a consumer auditing its own writes by revision learns that a key it wrote
+ *    at or below Z is gone even when nothing was seen of it.
  * 4. Reconnect (same session: the server may or may not replay watches) and session expiry (a new
  *    session has no watches): every known node is re-read and the result diffed against what was
  *    delivered, so the consumer gets exactly the difference, never a reset.
@@ -45,7 +48,7 @@
  * make those parents appear as keys with value ''.
  */
 import type { KeyValue, WatchStatus } from '../../contract/types.js';
-import { InvalidArgumentError, isRosterError, RosterError, UnavailableError } from '../../core/errors.js';
+import { InvalidArgumentError, isRosterError, PermissionDeniedError, RosterError, UnavailableError } from '../../core/errors.js';
 import { backoff } from '../../core/async.js';
 import { EV, isZk, ZK, ZkCodeError, type ZkConn, type ZStat } from './conn.js';
 import type { JVersion, Journal } from './journal.js';
@@ -82,6 +85,9 @@ export interface Subscriber {
   /** Called once with the initial events (snapshot + synced, resume events, or reset + synced). */
   start(init: InitialState): void;
   changes(evs: readonly Change[]): void;
+  /** The delivered view is complete up to `revision` (a quiescence past the last change told;
+   *  WatchOptions.progress). Called after the changes of the same diff, if any. */
+  progress?(revision: number): void;
   fail(err: unknown): void;
   /** Outage edges (point 6 of the header). Called at most once per edge by the mirror. */
   status?(st: WatchStatus): void;
@@ -478,6 +484,11 @@ export class Mirror {
         if (mine.length > 0) s.changes(mine);
       }
     }
+    // Progress past the last change told: nothing else in view changed up to this revision (e.g. a
+    // key created and deleted between two reads, which yields no event at all).
+    if (this.revision > prevRevision && (sorted.length === 0 || sorted[sorted.length - 1]!.revision < this.revision)) {
+      for (const s of this.subs) s.progress?.(this.revision);
+    }
     if (resumed) this.reconnected();
     await this.processAttaches();
   }
@@ -658,15 +669,17 @@ export class Mirror {
   }
 }
 
+/** A failure no retry can mend, as the contract's error: an ACL denial (PERMISSION_DENIED) or a
+ *  request the server rejects as invalid (INVALID_ARGUMENT). */
 function terminalError(e: unknown, prefix: string): unknown {
   if (!(e instanceof ZkCodeError)) return e;
-  const why = e.zkCode === ZK.NO_AUTH ? 'ZooKeeper denied access (ACL): check the auth and acl options' : 'ZooKeeper rejected the request as invalid';
-  return new InvalidArgumentError(`watch ${JSON.stringify(prefix)}: ${why}`, { cause: e });
+  if (e.zkCode === ZK.NO_AUTH) return new PermissionDeniedError(`watch ${JSON.stringify(prefix)}: ZooKeeper denied access (ACL): check the auth and acl options`, { cause: e });
+  return new InvalidArgumentError(`watch ${JSON.stringify(prefix)}: ZooKeeper rejected the request as invalid`, { cause: e });
 }
 
 function isTerminal(e: unknown): boolean {
   if (e instanceof ZkCodeError) return e.zkCode === ZK.NO_AUTH || e.zkCode === ZK.BAD_ARGUMENTS;
-  return isRosterError(e, 'INVALID_ARGUMENT');
+  return isRosterError(e, 'INVALID_ARGUMENT') || isRosterError(e, 'PERMISSION_DENIED');
 }
 
 function journalKv(key: string, e: JVersion): KeyValue {

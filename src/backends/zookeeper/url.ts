@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../../core/errors.js';
 import { parseDuration } from '../../core/duration.js';
-import { validateKey } from '../../core/names.js';
+import { parseHostPort, validateKey } from '../../core/names.js';
 import { ACL_CREATOR, ACL_OPEN, ACL_READ_CREATOR, type Acl } from './conn.js';
 
 export interface ZkUrl {
@@ -16,7 +16,11 @@ export interface ZkUrl {
   auth?: string;
 }
 
-/** `zk://[user:password@]host[:port][,host[:port]...][/chroot]` (also `zookeeper://`). */
+/**
+ * `zk://[user:password@]host[:port][,host[:port]...][/chroot]` (also `zookeeper://`). IPv6
+ * addresses are bracketed (`zk://[::1]:2181,[fd00::2]/app`); a bare one (`zk://::1/app`) takes the
+ * default port.
+ */
 export function parseZkUrl(url: string): ZkUrl {
   const m = /^(?:zk|zookeeper):\/\/(?:([^@/]*)@)?([^/?#]+)(\/[^?#]*)?$/i.exec(url);
   if (!m) {
@@ -26,12 +30,13 @@ export function parseZkUrl(url: string): ZkUrl {
   const hosts = m[2]!.split(',').map((h) => h.trim());
   const servers: string[] = [];
   for (const h of hosts) {
-    const hm = /^([A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(h);
-    const port = hm?.[2] === undefined ? 2181 : Number(hm[2]);
-    if (!hm || port < 1 || port > 65535) {
-      throw new InvalidArgumentError(`invalid ZooKeeper server ${JSON.stringify(h)} in ${JSON.stringify(url)}: expected host or host:port`);
+    let hp: { address: string; port?: number };
+    try {
+      hp = parseHostPort(h);
+    } catch (e) {
+      throw new InvalidArgumentError(`invalid ZooKeeper server ${JSON.stringify(h)} in ${JSON.stringify(url)}: expected host, host:port or [ipv6]:port`, { cause: e });
     }
-    servers.push(`${hm[1]}:${port}`);
+    servers.push(`${hp.address.includes(':') ? `[${hp.address}]` : hp.address}:${hp.port ?? 2181}`);
   }
   const chroot = (m[3] ?? '').replace(/^\/+|\/+$/g, '');
   if (chroot !== '') validateKey(chroot, 'ZooKeeper chroot');
