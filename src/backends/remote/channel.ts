@@ -37,6 +37,9 @@ export class SessionChannel {
   private running = false;
   private closed = false;
   /** grant()s waiting for the stream's opening. */
+  /** Abort reasons of connections ended by stale(): a reconnect is due at once, and the grants
+   *  waiting for it must not fail for the old connection's end. */
+  private readonly gone = new WeakSet<object>();
   private waiters: { resolve: (id: string | undefined) => void; reject: (e: unknown) => void }[] = [];
   private unsupported = false;
   /** grant()s between ready() and done(): the stream stays open for them. */
@@ -82,7 +85,10 @@ export class SessionChannel {
 
   /** The server forgot the channel a grant named: reconnect (a fresh channel) before retrying. */
   stale(id: string): void {
-    if (this.id === id) this.conn?.abort(new UnavailableError(`session channel ${id} is gone`));
+    if (this.id !== id) return;
+    const gone = new UnavailableError(`session channel ${id} is gone`);
+    this.gone.add(gone);
+    this.conn?.abort(gone);
   }
 
   /** Renew `session` through the channel from now on (granted on channel `on`). */
@@ -141,8 +147,9 @@ export class SessionChannel {
           try {
             await this.connect(() => (attempt = 0));
           } catch (e) {
-            if (e === IDLE) {
-              // Closed for want of sessions; a grant that came meanwhile gets a new one at once.
+            if (e === IDLE || (typeof e === 'object' && e !== null && this.gone.has(e))) {
+              // Closed for want of sessions, or ended by stale() because the server forgot it: a grant
+              // that came meanwhile (or that found the old id refused) gets a new channel at once.
               attempt = 0;
               continue;
             }
