@@ -15,7 +15,7 @@ import type { WatchStream } from './stream.js';
  * (at the mirror's revision, in key order), then `synced` if the upstream has synced (else it
  * receives the rest of the upstream's snapshot and its `synced` like everyone), then every later
  * upstream event: nothing is missed or repeated, because joining and fan-out both run inside the
- * hub, between two upstream events. Each subscriber is its own WatchStream (own unbounded queue,
+ * hub, between two upstream events. Subscribers receive the same event objects, frozen. Each subscriber is its own WatchStream (own unbounded queue,
  * as a separate watch has: a slow reader delays nobody). A subscriber's close/break/abort only
  * removes it; the last one to leave closes the upstream. Upstream `status` edges go to every
  * subscriber, and one that joins during an outage is told `connected: false` too; the upstream's
@@ -80,9 +80,9 @@ class Hub {
     for (const name of DIAGNOSTICS) if (name in up && !(name in sub)) Object.defineProperty(sub, name, { get: () => up[name] });
     if (this.mirror.size > 0) {
       if (this.sorted === undefined) this.sorted = [...this.mirror.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      for (const kv of this.sorted) sub.push({ type: 'put', key: kv.key, kv, revision: this.revision });
+      for (const kv of this.sorted) sub.push(Object.freeze({ type: 'put', key: kv.key, kv, revision: this.revision }));
     }
-    if (this.synced) sub.push({ type: 'synced', revision: this.revision });
+    if (this.synced) sub.push(Object.freeze({ type: 'synced', revision: this.revision }));
     if (this.down !== undefined) {
       // After the caller has had the chance to listen (watch() returns first); not if the
       // upstream came back meanwhile.
@@ -126,6 +126,7 @@ class Hub {
     let error: unknown;
     try {
       for await (const ev of this.upstream) {
+        freeze(ev);
         this.apply(ev);
         for (const s of this.subs) s.push(ev);
       }
@@ -137,4 +138,16 @@ class Hub {
     for (const s of [...this.subs]) s.end(error);
     this.subs.clear();
   }
+}
+
+/** Every subscriber receives the same event objects: frozen, as the engine's own events are. */
+function freeze(ev: WatchEvent): void {
+  if (Object.isFrozen(ev)) return;
+  if (ev.type === 'put') Object.freeze(ev.kv);
+  else if (ev.type === 'delete' && ev.prev) Object.freeze(ev.prev);
+  else if (ev.type === 'reset') {
+    for (const kv of ev.items) Object.freeze(kv);
+    Object.freeze(ev.items);
+  }
+  Object.freeze(ev);
 }
