@@ -27,6 +27,7 @@ import { DIST, ROOT, SYSTEMS, startSystem, versions, ZK_TICK_MS } from './lib/sy
 import { summarizeProfile } from './lib/profile.mjs';
 import { printTables, renderMarkdown } from './lib/report.mjs';
 import { CONSUL_DEFAULTS, consulRun } from './consul.mjs';
+import { SESSIONS_DEFAULTS, sessionsScenario } from './sessions.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS = path.join(here, 'results');
@@ -82,7 +83,7 @@ function variants(extra = [], auth = true) {
   return [...base, ...extra].filter((v) => selected.includes(v.replace(/-raw$/, '')) || selected.includes(v));
 }
 
-const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul', 'latency'];
+const SCENARIO_NAMES = ['register', 'keepalive', 'watch', 'failure', 'memory', 'pick', 'coldstart', 'consul', 'latency', 'sessions'];
 
 function config(o) {
   const q = o.quick;
@@ -98,6 +99,7 @@ function config(o) {
     coldstart: { repeats: q ? 2 : 5 },
     consul: CONSUL_DEFAULTS(q),
     latency: { n: q ? 300 : 1000 },
+    sessions: SESSIONS_DEFAULTS(q),
   };
 }
 
@@ -371,6 +373,7 @@ async function main() {
     ['coldstart', () => scenarioColdstart(cfg)],
     ['consul', () => scenarioConsul(cfg)],
     ['latency', () => scenarioLatency(cfg)],
+    ['sessions', () => sessionsScenario(cfg)],
   ];
   for (const [name, fn] of steps) {
     if (!want(name)) continue;

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { consulTables } from '../consul.mjs';
+import { sessionsTables } from '../sessions.mjs';
 
 const COLS = ['roster', 'etcd', 'zookeeper', 'etcd-raw', 'zookeeper-raw', 'consul'];
 const NAMES = {
@@ -160,7 +161,7 @@ export function tables(results, names = Object.keys(results.scenarios)) {
   for (const name of names) {
     const s = results.scenarios[name];
     if (!s) continue;
-    out.push(...(name === 'pick' ? pickTable(s) : name === 'consul' ? consulTables(s) : tableFor(name, s)).map((t) => ({ ...t, scenario: name })));
+    out.push(...(name === 'pick' ? pickTable(s) : name === 'consul' ? consulTables(s) : name === 'sessions' ? sessionsTables(s) : tableFor(name, s)).map((t) => ({ ...t, scenario: name })));
   }
   return out;
 }

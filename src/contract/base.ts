@@ -49,7 +49,7 @@ export abstract class BackendBase implements Backend {
 
   /** Create a lease of `ttl` ms and return it as `this.lease(...)`. Not raced against `signal`
    *  unless the backend can withdraw the grant cleanly (a granted lease must not leak). */
-  protected abstract grant(ttl: number, signal: AbortSignal | undefined): Promise<LeaseSession>;
+  protected abstract grant(ttl: number, signal: AbortSignal | undefined, connectionBound: boolean): Promise<LeaseSession>;
   protected abstract doGet(key: string, signal: AbortSignal | undefined): Promise<KeyValue | undefined>;
   protected abstract doPut(key: string, value: string, opts: PutOptions): Promise<PutResult>;
   protected abstract doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult>;
@@ -65,7 +65,7 @@ export abstract class BackendBase implements Backend {
 
   /** A session of this backend, tracked so close() / destroy() end it. `timing` adjusts the
    *  renewal pace and the loss deadline where the engine needs it (see LeaseSessionOptions). */
-  protected lease(id: string, ttl: number, driver: SessionDriver, timing: Pick<LeaseSessionOptions, 'intervalRatio' | 'lossAfter'> = {}): LeaseSession {
+  protected lease(id: string, ttl: number, driver: SessionDriver, timing: Pick<LeaseSessionOptions, 'intervalRatio' | 'lossAfter' | 'connectionBound'> = {}): LeaseSession {
     const s = new LeaseSession(id, ttl, driver, {
       ...timing,
       keepProcessAlive: this.keepProcessAlive,
@@ -120,6 +120,11 @@ export abstract class BackendBase implements Backend {
 
   // ------------------------------------------------------------------ the contract
 
+  /** Capability (types.ts): a backend that offers connection-bound sessions overrides this. */
+  get connectionBoundSessions(): boolean {
+    return false;
+  }
+
   sessionKey(session: Session): string {
     return session.id;
   }
@@ -127,7 +132,11 @@ export abstract class BackendBase implements Backend {
   async session(opts: SessionOptions): Promise<Session> {
     this.check(opts.signal);
     const ttl = parseTtl(opts.ttl);
-    const s = await this.inFlight(() => this.grant(ttl, opts.signal));
+    if (opts.connectionBound !== undefined && typeof opts.connectionBound !== 'boolean') throw new InvalidArgumentError(`invalid connectionBound ${JSON.stringify(opts.connectionBound)}: expected true or false`);
+    if (opts.connectionBound && this.connectionBoundSessions !== true) {
+      throw new InvalidArgumentError(`connection-bound sessions are not offered by the ${this.kind} backend: leave connectionBound off (its sessions end at their TTL)`);
+    }
+    const s = await this.inFlight(() => this.grant(ttl, opts.signal, opts.connectionBound === true));
     if (this.state !== 'open' || opts.signal?.aborted) {
       // close() ran, or the caller gave up, while the grant was in flight: do not leak a lease.
       await s.close().catch(() => undefined); // best effort: it expires by itself anyway

@@ -31,6 +31,8 @@ export interface LeaseSessionOptions {
   clock?: Clock;
   /** Hold the process open while the session is live (default true; see core/lifetime.ts). */
   keepProcessAlive?: boolean;
+  /** The engine binds the session to the client's connection (SessionOptions.connectionBound). */
+  connectionBound?: boolean;
   /** Called once when the session ends for any reason (the backend's bookkeeping). */
   onEnd?: (s: LeaseSession) => void;
 }
@@ -66,6 +68,7 @@ export class LeaseSession implements Session {
   private _lost = false;
   /** Most recent keepalive failure while still within the TTL (surfaced for metrics / events). */
   lastError: unknown;
+  readonly connectionBound: boolean;
 
   constructor(
     readonly id: string,
@@ -77,6 +80,7 @@ export class LeaseSession implements Session {
     this.ratio = opts.intervalRatio ?? 1 / 3;
     this.lossAfter = opts.lossAfter ?? ttl;
     this.lastOk = this.clock.now();
+    this.connectionBound = opts.connectionBound === true;
     this.release = maybeHold(opts.keepProcessAlive);
     if (driver.keepAlive) this.schedule(this.ttl * this.ratio);
   }

@@ -45,6 +45,17 @@ export interface SessionOptions {
   /** Requested lease TTL in ms. The backend may grant a longer one (etcd rounds to seconds and has
    *  a minimum; ZooKeeper negotiates the session timeout); Session.ttl says what was granted. */
   ttl: number;
+  /**
+   * Bind the session to this client's connection to the engine (only where the backend has
+   * `connectionBoundSessions`; InvalidArgumentError elsewhere): when that connection ends without
+   * a clean close — the process was killed or crashed, its socket reset — the engine expires the
+   * session after a short grace (roster's server: 100 ms by default) instead of at its TTL. A
+   * connection that stays open but goes silent (a stopped process, a partition, a proxy that stops
+   * forwarding) still expires at the TTL, never earlier. close() is a clean close. See
+   * docs/design.md, "Connection-bound sessions". Default false; the Registrar turns it on where
+   * the backend offers it.
+   */
+  connectionBound?: boolean;
   signal?: AbortSignal;
 }
 
@@ -65,6 +76,9 @@ export interface Session {
   readonly signal: AbortSignal;
   /** True once `signal` aborted for loss (not for close). */
   readonly lost: boolean;
+  /** The session is bound to its client's connection (SessionOptions.connectionBound, where the
+   *  engine granted it so). */
+  readonly connectionBound?: boolean;
   /** Revoke the lease (deleting its keys) and stop keepalive. Idempotent. */
   close(): Promise<void>;
   /** Stop keepalive without revoking: the keys live until the TTL runs out (simulates a crash,
@@ -129,6 +143,9 @@ export interface Backend extends BackendInfo {
    *  whose neighbours compute it themselves make it match them: etcd's is Go's
    *  `fmt.Sprintf("%x", leaseID)`, so etcdctl and Go programs find the same key. */
   sessionKey(session: Session): string;
+  /** Capability: `session({ connectionBound: true })` is offered (roster's server through the
+   *  remote backend). Absent or false elsewhere (etcd, ZooKeeper, Consul, memory). */
+  readonly connectionBoundSessions?: boolean;
   /**
    * Optional capability (ZooKeeper's EPHEMERAL_SEQUENTIAL; absent on memory, the roster server and
    * etcd): create a new key bound to `opts.session` named `<prefix><n>`, where `n` is a 10-digit,

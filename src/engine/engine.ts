@@ -190,6 +190,17 @@ export class Engine {
     await this.commit();
   }
 
+  /** Expire a lease now, as its TTL would (counted in `expiredLeases`): the server ends a
+   *  connection-bound session whose connection dropped (server/channels.ts). False if it is gone. */
+  async expireLease(id: string): Promise<boolean> {
+    this.checkWrite();
+    if (!this.state.leases.has(id)) return false;
+    this.expiredLeases++;
+    this.endLease(id, 'expired');
+    await this.commit();
+    return true;
+  }
+
   // ---------------------------------------------------------------- keys
 
   /** The key as of the last durable revision. Every acknowledged write is visible (it was published

@@ -28,6 +28,10 @@ export interface RegistrarOptions {
    *  a process whose only job is to stay registered keeps running through an outage and
    *  re-registers, instead of exiting because nothing else was left on its event loop. */
   keepProcessAlive?: boolean;
+  /** Bind the registrar's sessions to the process's connection (SessionOptions.connectionBound),
+   *  so a killed process's instances disappear within milliseconds, not at the TTL. Default: on
+   *  where the backend offers it (`connectionBoundSessions`: roster's server), off elsewhere. */
+  connectionBound?: boolean;
 }
 
 /** What register() resolves to. */
@@ -139,6 +143,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   private readonly counters: RegistrarStats = { sessions: 0, lost: 0, restored: 0, repairs: 0, errors: 0 };
   private readonly clock: Clock;
   private readonly keepProcessAlive: boolean;
+  private readonly connectionBound: boolean;
   /** Releases the process hold; set while at least one registration is owned. */
   private releaseHold: (() => void) | undefined;
 
@@ -156,6 +161,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     this.repairEnabled = opts.repair ?? true;
     this.clock = opts.clock ?? systemClock;
     this.keepProcessAlive = opts.keepProcessAlive ?? true;
+    this.connectionBound = opts.connectionBound ?? this.store.connectionBoundSessions === true;
     const signal = opts.signal;
     if (signal) {
       const onAbort = () => void this.close().catch((e: unknown) => this.report(e, 'close'));
@@ -342,7 +348,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   }
 
   private async createSession(): Promise<Session> {
-    const s = await this.store.session({ ttl: this.ttl, signal: this.closeAc.signal });
+    const s = await this.store.session({ ttl: this.ttl, connectionBound: this.connectionBound, signal: this.closeAc.signal });
     if (this.closing) {
       await s.close().catch((e: unknown) => this.report(e, 'session close'));
       throw new ClosedError('registrar is closed');
@@ -391,7 +397,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     while (!this.closing) {
       let s: Session;
       try {
-        s = await this.store.session({ ttl: this.ttl, signal });
+        s = await this.store.session({ ttl: this.ttl, connectionBound: this.connectionBound, signal });
       } catch (e) {
         if (this.closing) return;
         // Keep trying whatever the error (a server shutting down may answer CLOSED for a while):

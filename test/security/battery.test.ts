@@ -10,6 +10,7 @@
  * writer (write every key, not admin), operator (metrics only), admin (the bootstrap token).
  * Consul rows send the token as X-Consul-Token, the others as Authorization: Bearer.
  */
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverRoutes, type RosterServer } from '../../src/server/server.js';
 import type { RouteModule } from '../../src/server/context.js';
@@ -42,6 +43,25 @@ interface Row {
 let seq = 0;
 const svcSession = async (w: World, role: Role | string = 'svc') => ((await w.as(role, 'POST', '/api/v1/sessions', { ttl: '60s' })).json as { id: string }).id;
 const consulSession = async (w: World, role: Role | string = 'svc') => ((await w.as(role, 'PUT', '/v1/session/create', { TTL: '60s' }, { 'x-consul-token': w.tokens[role as Role] ?? role })).json as { ID: string }).ID;
+
+/** A session channel of svc's (server/channels.ts), its stream held open until the server closes. */
+function svcChannel(w: World): Promise<string> {
+  const u = new URL(w.url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: u.hostname, port: Number(u.port), path: '/api/v1/channels', headers: { authorization: `Bearer ${w.tokens.svc}` }, agent: false });
+    req.on('response', (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        const m = /data: (.*)\n\n/.exec((buf += d));
+        if (m) resolve((JSON.parse(m[1]!) as { id: string }).id);
+      });
+      res.on('error', () => undefined);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 /** An instance of orders held by svc's own session, with a TTL check. */
 async function svcInstance(w: World): Promise<Params> {
@@ -87,6 +107,11 @@ const ROWS: Row[] = [
   { covers: 'POST /api/v1/sessions', what: 'create', method: 'POST', path: '/api/v1/sessions', body: { ttl: '10s' }, expect: ANY_TOKEN(201) },
   { covers: 'GET /api/v1/sessions/*', what: "inspect svc's session", method: 'GET', path: (p) => `/api/v1/sessions/${p.s}`, setup: async (w) => ({ s: await svcSession(w) }), expect: e(401, 403, 200, 403, 403, 200) },
   { covers: 'DELETE /api/v1/sessions/*', what: "revoke svc's session", method: 'DELETE', path: (p) => `/api/v1/sessions/${p.s}`, setup: async (w) => ({ s: await svcSession(w) }), expect: e(401, 403, 204, 403, 403, 204) },
+  // Session channels: only the token that opened one may use it (others get 404: ids are not told).
+  { covers: 'GET /api/v1/channels', what: 'open a session channel', method: 'GET', path: '/api/v1/channels', expect: ANY_TOKEN(200) },
+  { covers: 'POST /api/v1/channels/*/keepalive', what: "renew through svc's channel", method: 'POST', path: (p) => `/api/v1/channels/${p.c}/keepalive`, setup: async (w) => ({ c: await svcChannel(w) }), expect: e(401, 404, 200, 404, 404, 404) },
+  { covers: 'POST /api/v1/channels/*/attach', what: "bind svc's session to svc's channel", method: 'POST', path: (p) => `/api/v1/channels/${p.c}/attach`, setup: async (w) => ({ c: await svcChannel(w), s: await svcSession(w) }), body: (p: Params) => ({ sessions: [{ id: p.s, bound: true }] }), expect: e(401, 404, 200, 404, 404, 404) },
+  { covers: 'POST /api/v1/channels/*/detach', what: "unbind svc's session from svc's channel", method: 'POST', path: (p) => `/api/v1/channels/${p.c}/detach`, setup: async (w) => ({ c: await svcChannel(w), s: await svcSession(w) }), body: (p: Params) => ({ sessions: [p.s] }), expect: e(401, 404, 204, 404, 404, 404) },
   { covers: 'POST /api/v1/sessions/*/keepalive', what: "keep svc's session alive (not even an admin)", method: 'POST', path: (p) => `/api/v1/sessions/${p.s}/keepalive`, setup: async (w) => ({ s: await svcSession(w) }), expect: e(401, 403, 200, 403, 403, 403) },
   // ---------------------------------------------------------------- keys
   { covers: 'GET /api/v1/keys', what: 'list config/', method: 'GET', path: '/api/v1/keys?prefix=config/', expect: READ_KEYS(200) },

@@ -6,6 +6,7 @@ import type { WatchStream } from '../../contract/stream.js';
 import { boolean, commonOptionSpec, duration, optional, positiveNumber, readOptions, string, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
 import { InvalidArgumentError, isRosterError, SessionLostError } from '../../core/errors.js';
 import { WriteBatcher } from './batch.js';
+import { SessionChannel } from './channel.js';
 import { replyError, Transport, type RemoteTls } from './transport.js';
 import { remoteWatch } from './watch.js';
 import { SharedWatches } from '../../contract/shared-watch.js';
@@ -15,9 +16,11 @@ import { SharedWatches } from '../../contract/shared-watch.js';
  *
  * - Transport: see transport.ts. Connects lazily: an unreachable server shows as UNAVAILABLE on
  *   the first call, not at open().
- * - Sessions: renewed every ~ttl/3 by the shared session state machine; a 404/410 from the server
- *   ends the session as lost, connection errors are retried until a whole TTL has passed without a
- *   renewal.
+ * - Sessions: all of a backend's sessions are renewed together over its session channel
+ *   (channel.ts: one stream and one keepalive request per ~ttl/3, whatever the number of sessions),
+ *   which connection-bound sessions are bound to; against a server without channels (or with
+ *   `sessionChannel: false`) each session renews itself every ~ttl/3. A session the server says is
+ *   gone is lost; connection errors are retried until a whole TTL has passed without a renewal.
  * - Writes: the puts and deletes of one turn of the event loop go out as one batch (batch.ts).
  * - Watches: Server-Sent Events, resumed after the last delivered revision (watch.ts); watches of
  *   one prefix share one stream unless `shareWatches: false` (contract/shared-watch.ts).
@@ -34,6 +37,13 @@ export interface RemoteBackendOptions extends CommonBackendOptions {
   /** Send the puts and deletes issued in one turn of the event loop as one batch request (default
    *  true; see batch.ts). Each write keeps its own result and errors. */
   batch?: boolean;
+  /** Renew every session over one session channel (default true); false: one keepalive request
+   *  per session, and no connection-bound sessions. */
+  sessionChannel?: boolean;
+  /** How long the server waits, after the session channel's connection drops, before it expires
+   *  the connection-bound sessions (ms; the server's default is 100, its maximum 60 s). A reconnect
+   *  within it keeps them. */
+  sessionGraceMs?: number;
   /** The token to send (`Authorization: Bearer`) to a server with auth on (docs/security.md). */
   token?: string;
   /** For https:// URLs: CA(s) to trust, a client certificate and key (mutual TLS), the expected
@@ -53,6 +63,8 @@ interface Resolved extends CommonBackendOptions {
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
   batch?: boolean;
+  sessionChannel?: boolean;
+  sessionGraceMs?: number;
   token?: string;
   tls?: RemoteTls;
   shareWatches?: boolean;
@@ -89,6 +101,8 @@ const spec: OptionSpec<Resolved> = {
   reconnectBaseMs: optional(positiveNumber),
   reconnectCapMs: optional(positiveNumber),
   batch: optional(boolean),
+  sessionChannel: optional(boolean),
+  sessionGraceMs: optional(duration(0, 60_000)),
   token: optional(tokenOption),
   tls: optional(tlsOption),
   shareWatches: optional(boolean),
@@ -106,6 +120,7 @@ export class RemoteBackend extends BackendBase {
   private readonly t: Transport;
   private readonly backoff: { baseMs: number; capMs: number };
   private readonly batcher: WriteBatcher | undefined;
+  private readonly channel: SessionChannel | undefined;
   /** Shared watch streams (undefined with `shareWatches: false`). */
   readonly sharedWatches: SharedWatches | undefined;
 
@@ -116,6 +131,16 @@ export class RemoteBackend extends BackendBase {
     this.backoff = { baseMs: opts.reconnectBaseMs ?? 100, capMs: opts.reconnectCapMs ?? 5000 };
     this.batcher = opts.batch === false ? undefined : new WriteBatcher({ send: (body) => this.t.call('POST', '/api/v1/batch', body) });
     this.sharedWatches = opts.shareWatches === false ? undefined : new SharedWatches((prefix, o) => this.trackedWatch(undefined, (s) => remoteWatch(this.t, s, prefix, undefined, this.backoff), o.progress));
+    this.channel = opts.sessionChannel === false ? undefined : new SessionChannel(this.t, opts.sessionGraceMs, this.backoff);
+  }
+
+  override get connectionBoundSessions(): boolean {
+    return this.channel !== undefined;
+  }
+
+  /** Diagnostics of the session channel (openings, resumptions, keepalive requests sent). */
+  get channelStats(): { opens: number; resumed: number; keepalives: number } | undefined {
+    return this.channel?.stats;
   }
 
   /** Open a client for `http://host:port` (optionally with a base path). */
@@ -154,7 +179,28 @@ export class RemoteBackend extends BackendBase {
     return { headers: res.headers, body: res.body };
   }
 
-  protected async grant(ttl: number, signal: AbortSignal | undefined): Promise<LeaseSession> {
+  protected async grant(ttl: number, signal: AbortSignal | undefined, connectionBound: boolean): Promise<LeaseSession> {
+    const ch = this.channel;
+    if (ch) {
+      for (let attempt = 0; ; attempt++) {
+        const on = await ch.ready();
+        if (on === undefined) {
+          ch.done();
+          break; // the server has no session channels
+        }
+        try {
+          const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl},"channel":"${on}"${connectionBound ? ',"bound":true' : ''}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
+          if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
+          return this.channelLease(ch, r.id, r.ttl, connectionBound, on);
+        } catch (e) {
+          // The channel ended between its opening and the grant: once more on a fresh one.
+          if (attempt > 0 || !isRosterError(e, 'NOT_FOUND') || e.details?.channel !== on) throw e;
+          ch.stale(on);
+        } finally {
+          ch.done();
+        }
+      }
+    }
     const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
     if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
     const id = r.id;
@@ -172,6 +218,35 @@ export class RemoteBackend extends BackendBase {
         (e: unknown) => Promise.reject(gone(e, 'already gone')),
       ),
     });
+  }
+
+  /** A session renewed by the channel (no keepalive timer of its own; the channel reports loss). */
+  private channelLease(ch: SessionChannel, id: string, granted: number, bound: boolean, on: string): LeaseSession {
+    const path = `/api/v1/sessions/${encodeURIComponent(id)}`;
+    const s: LeaseSession = this.lease(
+      id,
+      granted,
+      {
+        // A clean close: revoked first (its keys go, nothing is left bound), then no longer renewed.
+        revoke: () =>
+          this.t.call('DELETE', path, undefined, undefined, this.t.requestTimeout, true).then(
+            () => ch.remove(id),
+            (e: unknown) => {
+              ch.remove(id);
+              return Promise.reject(isRosterError(e, 'NOT_FOUND') ? new SessionLostError(`session ${id} already gone: ${e.message}`, { cause: e }) : e);
+            },
+          ),
+        // Lost, or orphaned: an orphaned bound session is unbound so that it lives to its TTL
+        // (unless the whole backend is being destroyed, which is a crash as far as the server knows).
+        abandon: () => {
+          if (bound && !s.lost && !this.destroyed) void ch.detach(id).then(() => ch.remove(id));
+          else ch.remove(id);
+        },
+      },
+      { connectionBound: bound },
+    );
+    ch.add(s, bound, on);
+    return s;
   }
 
   protected async doGet(key: string, signal: AbortSignal | undefined): Promise<KeyValue | undefined> {
@@ -215,10 +290,12 @@ export class RemoteBackend extends BackendBase {
   }
 
   protected release(): Promise<void> {
+    this.channel?.close();
     return this.t.close();
   }
 
   protected abandon(): void {
+    this.channel?.close();
     this.t.destroy();
   }
 }

@@ -1,0 +1,350 @@
+import type { Dispatcher } from 'undici';
+import type { LeaseSession } from '../../contract/session.js';
+import { backoff, jitter } from '../../core/async.js';
+import { errorFromJSON, isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
+import { replyError, type Transport } from './transport.js';
+
+/** The reason a stream is closed when the backend has no sessions left (not a failure). */
+const IDLE = new UnavailableError('session channel closed: no sessions left');
+
+interface Member {
+  readonly session: LeaseSession;
+  readonly bound: boolean;
+  /** The channel the server renews it through (granted on, or attached to); undefined: none yet. */
+  attachedTo: string | undefined;
+  /** Start of the last request that renewed it (conservative: the server renewed it later). */
+  lastOk: number;
+}
+
+/**
+ * The client side of a session channel (server/channels.ts): one per RemoteBackend, i.e. per
+ * process. Every session of the backend is renewed by one request per interval
+ * (`POST /api/v1/channels/<id>/keepalive`, about min(ttl)/3), whatever their number; the
+ * channel's stream (`GET /api/v1/channels`) is the connection connection-bound sessions are bound
+ * to. The stream is open while the backend has sessions (and while one is being granted).
+ *
+ * Loss: the server's keepalive reply lists sessions that are gone (SessionLostError at once); a
+ * session no renewal succeeded for over a whole TTL is presumed lost, as LeaseSession does for
+ * sessions renewed one by one. After the stream drops it is reopened at once (resuming the
+ * channel, within the server's grace nothing is lost), then with backoff; a channel the server no
+ * longer knows is replaced by a new one and every session attached to it again — the bound ones
+ * the server expired meanwhile come back lost.
+ */
+export class SessionChannel {
+  private id: string | undefined;
+  private live = false;
+  private readonly members = new Map<string, Member>();
+  private conn: AbortController | undefined;
+  private running = false;
+  private closed = false;
+  /** grant()s waiting for the stream's opening. */
+  private waiters: { resolve: (id: string | undefined) => void; reject: (e: unknown) => void }[] = [];
+  private unsupported = false;
+  /** grant()s between ready() and done(): the stream stays open for them. */
+  private pending = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private attaching = false;
+  /** Ends the reconnect loop's backoff early: a renewal is due and sessions are at stake. */
+  private wake: (() => void) | undefined;
+  private attachAgain = false;
+  /** The last renewal's failure, while it is failing. */
+  lastError: unknown;
+  /** Diagnostics (tests, bench): channel openings and keepalive requests sent. */
+  readonly stats = { opens: 0, resumed: 0, keepalives: 0 };
+
+  constructor(
+    private readonly t: Transport,
+    private readonly graceMs: number | undefined,
+    private readonly retry: { baseMs: number; capMs: number },
+  ) {}
+
+  /** The channel to grant a session on: opens the stream if needed. Undefined when the server has
+   *  no session channels (an older server): sessions are then renewed one by one. */
+  ready(): Promise<string | undefined> {
+    this.pending++;
+    if (this.unsupported) return Promise.resolve(undefined);
+    if (this.live && this.id !== undefined) return Promise.resolve(this.id);
+    return new Promise((resolve, reject) => {
+      // A grant whose channel could not open is over: it will not call done().
+      const failed = (e: unknown) => {
+        this.pending--;
+        reject(e);
+      };
+      this.waiters.push({ resolve, reject: failed });
+      this.run();
+    });
+  }
+
+  /** The grant that called ready() is over (granted and added, or failed). */
+  done(): void {
+    if (--this.pending === 0 && this.members.size === 0) this.idle();
+  }
+
+  /** The server forgot the channel a grant named: reconnect (a fresh channel) before retrying. */
+  stale(id: string): void {
+    if (this.id === id) this.conn?.abort(new UnavailableError(`session channel ${id} is gone`));
+  }
+
+  /** Renew `session` through the channel from now on (granted on channel `on`). */
+  add(session: LeaseSession, bound: boolean, on: string): void {
+    this.members.set(session.id, { session, bound, attachedTo: on, lastOk: Date.now() });
+    if (on !== this.id) this.attach();
+    this.run();
+    this.schedule();
+  }
+
+  /** The session ended (closed, lost or orphaned): stop renewing it; the stream closes with the last. */
+  remove(id: string): void {
+    if (!this.members.delete(id)) return;
+    if (this.members.size === 0 && this.pending === 0) this.idle();
+  }
+
+  /** An orphaned bound session must live to its TTL: ask the server to unbind it (best effort). */
+  detach(id: string): Promise<void> {
+    const ch = this.id;
+    if (ch === undefined) return Promise.resolve();
+    return this.t.call('POST', `/api/v1/channels/${ch}/detach`, `{"sessions":[${JSON.stringify(id)}]}`).then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    this.idle();
+    for (const w of this.waiters.splice(0)) w.reject(new UnavailableError('backend closed'));
+  }
+
+  private idle(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.wanted() && this.conn && !this.conn.signal.aborted) {
+      // Not a failure: a grant arriving now waits for a new connection, not for this one's end.
+      this.live = false;
+      this.conn.abort(IDLE);
+    }
+  }
+
+  private wanted(): boolean {
+    return !this.closed && !this.unsupported && (this.members.size > 0 || this.waiters.length > 0 || this.pending > 0);
+  }
+
+  // ------------------------------------------------------------------ the stream
+
+  private run(): void {
+    if (this.running) return;
+    this.running = true;
+    void (async () => {
+      let attempt = 0;
+      try {
+        while (this.wanted()) {
+          try {
+            await this.connect(() => (attempt = 0));
+          } catch (e) {
+            if (e === IDLE) {
+              // Closed for want of sessions; a grant that came meanwhile gets a new one at once.
+              attempt = 0;
+              continue;
+            }
+            if (isRosterError(e, 'NOT_FOUND') && e.details?.channel === undefined) {
+              // No channel endpoint on this server: sessions fall back to their own keepalives.
+              this.unsupported = true;
+              for (const w of this.waiters.splice(0)) w.resolve(undefined);
+              break;
+            }
+            for (const w of this.waiters.splice(0)) w.reject(e);
+          }
+          if (!this.wanted()) break;
+          // The first reconnect is immediate (the server's grace is short); then back off.
+          if (attempt > 0) {
+            await new Promise<void>((r) => {
+              const t = setTimeout(() => r(), backoff(attempt - 1, this.retry.baseMs, this.retry.capMs));
+              t.unref();
+              this.wake = () => (clearTimeout(t), r());
+            });
+            this.wake = undefined;
+          }
+          attempt++;
+        }
+      } finally {
+        this.running = false;
+      }
+    })();
+  }
+
+  /** One connection of the stream, until it ends or fails. */
+  private async connect(up: () => void): Promise<void> {
+    const c = new AbortController();
+    this.conn = c;
+    const q: string[] = [];
+    if (this.id !== undefined) q.push(`resume=${this.id}`);
+    if (this.graceMs !== undefined) q.push(`graceMs=${this.graceMs}`);
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.t.stream(`/api/v1/channels${q.length ? `?${q.join('&')}` : ''}`, c.signal);
+    } catch (e) {
+      throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
+    }
+    if (res.statusCode !== 200) throw await errorOf(res);
+    const hb = Number(res.headers['roster-heartbeat-ms']);
+    const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
+    let lastData = Date.now();
+    const idle = setInterval(() => {
+      if (Date.now() - lastData > idleLimit) c.abort(new UnavailableError(`session channel silent for ${Math.round(idleLimit)} ms`));
+    }, Math.max(50, idleLimit / 4));
+    idle.unref();
+    let buf = '';
+    try {
+      for await (const chunk of res.body) {
+        lastData = Date.now();
+        if (this.live) continue; // after the opening only heartbeats come
+        buf += (chunk as Buffer).toString('utf8');
+        const end = buf.indexOf('\n\n');
+        if (end < 0) continue;
+        const data = /^data: (.*)$/m.exec(buf.slice(0, end))?.[1];
+        const o = data === undefined ? undefined : (JSON.parse(data) as { id?: unknown; resumed?: unknown });
+        if (!o || typeof o.id !== 'string') throw replyError(200, buf.slice(0, end));
+        this.opened(o.id, o.resumed === true);
+        up();
+      }
+    } catch (e) {
+      throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
+    } finally {
+      this.live = false;
+      clearInterval(idle);
+      if (!res.body.destroyed) res.body.destroy();
+    }
+  }
+
+  private opened(id: string, resumed: boolean): void {
+    this.stats.opens++;
+    if (resumed) this.stats.resumed++;
+    this.id = id;
+    this.live = true;
+    for (const w of this.waiters.splice(0)) w.resolve(id);
+    if (!resumed && this.members.size > 0) this.attach();
+    if (!this.wanted()) this.conn?.abort();
+  }
+
+  /** Attach every session not yet renewed through the current channel (one request). */
+  private attach(): void {
+    if (this.attaching) {
+      this.attachAgain = true;
+      return;
+    }
+    const ch = this.id;
+    if (!this.live || ch === undefined) return; // done when the stream opens
+    const todo = [...this.members.values()].filter((m) => m.attachedTo !== ch);
+    if (todo.length === 0) return;
+    this.attaching = true;
+    const body = JSON.stringify({ sessions: todo.map((m) => ({ id: m.session.id, bound: m.bound })) });
+    const t0 = Date.now();
+    this.t
+      .call('POST', `/api/v1/channels/${ch}/attach`, body)
+      .then(
+        (r) => {
+          const lost = new Set(lostOf(r));
+          for (const m of todo) {
+            if (lost.has(m.session.id)) m.session.markLost(new SessionLostError(`session ${m.session.id} lost: it expired while the session channel was reconnecting`));
+            else {
+              m.attachedTo = ch;
+              m.lastOk = t0;
+            }
+          }
+        },
+        (e: unknown) => {
+          // The channel is gone again or the server unreachable: the next connection retries.
+          if (isRosterError(e, 'NOT_FOUND')) this.stale(ch);
+        },
+      )
+      .finally(() => {
+        this.attaching = false;
+        if (this.attachAgain) {
+          this.attachAgain = false;
+          this.attach();
+        }
+      });
+  }
+
+  // ------------------------------------------------------------------ renewals
+
+  private minTtl(): number {
+    let ttl = Infinity;
+    for (const m of this.members.values()) ttl = Math.min(ttl, m.session.ttl);
+    return ttl;
+  }
+
+  private schedule(ms?: number): void {
+    if (this.closed || this.members.size === 0 || this.ticking) return;
+    const next = ms ?? jitter(this.minTtl() / 3, 0.1);
+    if (this.timer) {
+      // Keep the earlier of the two.
+      if (ms === undefined) return;
+      clearTimeout(this.timer);
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.tick();
+    }, next);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.closed || this.members.size === 0) return;
+    this.ticking = true;
+    const ch = this.id;
+    const minTtl = this.minTtl();
+    const t0 = Date.now();
+    let ok = false;
+    try {
+      if (!this.live) this.wake?.(); // reconnect now rather than after the stream's backoff
+      if (ch === undefined) throw new UnavailableError('session channel not connected');
+      this.stats.keepalives++;
+      const r = await this.t.call('POST', `/api/v1/channels/${ch}/keepalive`, undefined, undefined, Math.max(250, Math.min(minTtl / 3, this.t.requestTimeout)), true);
+      const lost = new Set(lostOf(r));
+      for (const m of [...this.members.values()]) {
+        if (m.attachedTo !== ch) continue;
+        if (lost.has(m.session.id)) m.session.markLost(new SessionLostError(`session ${m.session.id} lost: it expired or was revoked`));
+        else m.lastOk = t0;
+      }
+      ok = true;
+      this.lastError = undefined;
+    } catch (e) {
+      if (isRosterError(e, 'NOT_FOUND') && ch !== undefined) this.stale(ch);
+      this.lastError = e;
+    } finally {
+      this.ticking = false;
+    }
+    this.presumeLost(this.lastError);
+    if (ok && [...this.members.values()].every((m) => m.attachedTo === this.id)) return this.schedule();
+    // Unreachable (or some sessions not yet renewed here): retry soon, never past a deadline.
+    const now = Date.now();
+    let left = Infinity;
+    for (const m of this.members.values()) left = Math.min(left, m.lastOk + m.session.ttl - now);
+    this.schedule(Math.max(10, Math.min(Math.max(50, minTtl / 10), left)));
+  }
+
+  /** Sessions no renewal succeeded for over a whole TTL: the server may have expired them. */
+  private presumeLost(cause: unknown): void {
+    const now = Date.now();
+    for (const m of [...this.members.values()]) {
+      if (now - m.lastOk >= m.session.ttl) m.session.markLost(new SessionLostError(`session ${m.session.id} lost: no keepalive succeeded for ${m.session.ttl} ms`, { cause }));
+    }
+  }
+}
+
+function lostOf(r: unknown): string[] {
+  const lost = (r as { lost?: unknown } | undefined)?.lost;
+  return Array.isArray(lost) ? lost.filter((x): x is string => typeof x === 'string') : [];
+}
+
+async function errorOf(res: Dispatcher.ResponseData): Promise<RosterError> {
+  const text = await res.body.text().catch((e: unknown) => `(body unreadable: ${String(e)})`);
+  try {
+    const d = JSON.parse(text) as { error?: unknown };
+    return d.error && typeof d.error === 'object' ? errorFromJSON(d.error, res.statusCode) : replyError(res.statusCode, text);
+  } catch (e) {
+    return replyError(res.statusCode, text, e);
+  }
+}
