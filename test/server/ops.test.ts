@@ -310,7 +310,7 @@ describe('roster server: log flags from the environment (real process)', () => {
     try {
       const p = new Proc(['server', '--port', '0', '--host', '0.0.0.0', '--auth', 'off', '--insecure', '--data-dir', join(dir, 'd')], { env: { ROSTER_SERVER_LOG_FORMAT: 'json' } });
       await p.waitStderr(/"event":"server.started"/);
-      // Its last stdout line: the SIGTERM handler is installed after it.
+      // Its last stdout line: the SIGTERM handler is installed before the first one.
       await p.waitLine((l) => l.startsWith('auth is off'));
       p.child.kill('SIGTERM');
       expect(await p.exit).toBe(0);

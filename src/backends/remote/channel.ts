@@ -1,8 +1,7 @@
-import type { Dispatcher } from 'undici';
 import type { LeaseSession } from '../../contract/session.js';
 import { backoff, jitter } from '../../core/async.js';
-import { errorFromJSON, isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
-import { replyError, type Transport } from './transport.js';
+import { isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
+import { errorOfReply, replyError, type Transport } from './transport.js';
 
 /** The reason a stream is closed when the backend has no sessions left (not a failure). */
 const IDLE = new UnavailableError('session channel closed: no sessions left');
@@ -180,40 +179,38 @@ export class SessionChannel {
     const q: string[] = [];
     if (this.id !== undefined) q.push(`resume=${this.id}`);
     if (this.graceMs !== undefined) q.push(`graceMs=${this.graceMs}`);
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await this.t.stream(`/api/v1/channels${q.length ? `?${q.join('&')}` : ''}`, c.signal);
-    } catch (e) {
-      throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
-    }
-    if (res.statusCode !== 200) throw await errorOf(res);
-    const hb = Number(res.headers['roster-heartbeat-ms']);
-    const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
+    let idle: ReturnType<typeof setInterval> | undefined;
     let lastData = Date.now();
-    const idle = setInterval(() => {
-      if (Date.now() - lastData > idleLimit) c.abort(new UnavailableError(`session channel silent for ${Math.round(idleLimit)} ms`));
-    }, Math.max(50, idleLimit / 4));
-    idle.unref();
     let buf = '';
     try {
-      for await (const chunk of res.body) {
-        lastData = Date.now();
-        if (this.live) continue; // after the opening only heartbeats come
-        buf += (chunk as Buffer).toString('utf8');
-        const end = buf.indexOf('\n\n');
-        if (end < 0) continue;
-        const data = /^data: (.*)$/m.exec(buf.slice(0, end))?.[1];
-        const o = data === undefined ? undefined : (JSON.parse(data) as { id?: unknown; resumed?: unknown });
-        if (!o || typeof o.id !== 'string') throw replyError(200, buf.slice(0, end));
-        this.opened(o.id, o.resumed === true);
-        up();
-      }
+      const reply = await this.t.stream(`/api/v1/channels${q.length ? `?${q.join('&')}` : ''}`, c.signal, {
+        open: (headers) => {
+          const hb = Number(headers['roster-heartbeat-ms']);
+          const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
+          idle = setInterval(() => {
+            if (Date.now() - lastData > idleLimit) c.abort(new UnavailableError(`session channel silent for ${Math.round(idleLimit)} ms`));
+          }, Math.max(50, idleLimit / 4));
+          idle.unref();
+        },
+        data: (chunk) => {
+          lastData = Date.now();
+          if (this.live) return; // after the opening only heartbeats come
+          buf += chunk.toString('utf8');
+          const end = buf.indexOf('\n\n');
+          if (end < 0) return;
+          const data = /^data: (.*)$/m.exec(buf.slice(0, end))?.[1];
+          const o = data === undefined ? undefined : (JSON.parse(data) as { id?: unknown; resumed?: unknown });
+          if (!o || typeof o.id !== 'string') throw replyError(200, buf.slice(0, end));
+          this.opened(o.id, o.resumed === true);
+          up();
+        },
+      });
+      if (reply.status !== 200) throw errorOfReply(reply.status, reply.text);
     } catch (e) {
       throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
     } finally {
       this.live = false;
-      clearInterval(idle);
-      if (!res.body.destroyed) res.body.destroy();
+      if (idle) clearInterval(idle);
     }
   }
 
@@ -337,14 +334,4 @@ export class SessionChannel {
 function lostOf(r: unknown): string[] {
   const lost = (r as { lost?: unknown } | undefined)?.lost;
   return Array.isArray(lost) ? lost.filter((x): x is string => typeof x === 'string') : [];
-}
-
-async function errorOf(res: Dispatcher.ResponseData): Promise<RosterError> {
-  const text = await res.body.text().catch((e: unknown) => `(body unreadable: ${String(e)})`);
-  try {
-    const d = JSON.parse(text) as { error?: unknown };
-    return d.error && typeof d.error === 'object' ? errorFromJSON(d.error, res.statusCode) : replyError(res.statusCode, text);
-  } catch (e) {
-    return replyError(res.statusCode, text, e);
-  }
 }

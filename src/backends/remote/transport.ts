@@ -214,6 +214,16 @@ function isStaleSocket(e: unknown): boolean {
   return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
 }
 
+/** The error a non-2xx reply's body names (the protocol's JSON error), or a reply error if it names none. */
+export function errorOfReply(status: number, text: string): RosterError {
+  try {
+    const d = JSON.parse(text) as { error?: unknown };
+    return d.error && typeof d.error === 'object' ? errorFromJSON(d.error, status) : replyError(status, text);
+  } catch (e) {
+    return replyError(status, text, e);
+  }
+}
+
 /** A reply that is not the protocol's JSON (a proxy's error page, a truncated body). */
 export function replyError(status: number, text: string, cause?: unknown): RosterError {
   const snippet = text.length > 200 ? `${text.slice(0, 200)}…` : text;

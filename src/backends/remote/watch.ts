@@ -1,8 +1,8 @@
 import type { ListResult, WatchEvent } from '../../core/kv.js';
 import { resume, Terminal, type WatchStream } from '../../contract/stream.js';
-import { errorFromJSON, RosterError, UnavailableError } from '../../core/errors.js';
+import { RosterError, UnavailableError } from '../../core/errors.js';
 import { SseParser } from './sse.js';
-import { replyError, type Transport } from './transport.js';
+import { errorOfReply, type Transport } from './transport.js';
 
 /**
  * One watch over the server's SSE endpoint, fed by successive connections (the reconnect loop is
@@ -101,14 +101,7 @@ export function remoteWatch(t: Transport, stream: WatchStream, prefix: string, f
       if (idle) clearInterval(idle);
     }
     if (reply.status !== 200) {
-      const text = reply.text;
-      let err: RosterError;
-      try {
-        const d = JSON.parse(text) as { error?: unknown };
-        err = d.error && typeof d.error === 'object' ? errorFromJSON(d.error, reply.status) : replyError(reply.status, text);
-      } catch (e) {
-        err = replyError(reply.status, text, e);
-      }
+      const err = errorOfReply(reply.status, reply.text);
       // A request the server rejects (bad prefix, unknown endpoint) will not get better by retrying.
       if (reply.status >= 400 && reply.status < 500) throw new Terminal(err);
       throw (lastError = err);

@@ -128,6 +128,9 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
       log,
       eventHistory,
     });
+    // Listen for SIGINT / SIGTERM before the lines that say the server is up: a supervisor that
+    // signals as soon as it reads them must find the handler installed (else the default action kills it).
+    const terminated = onTerminate();
     const extras = [`data: ${o.dataDir}`, `dashboard: ${server.url}/ui`];
     if (server.dns) extras.push(`dns on ${server.dns.host}:${server.dns.port} (domain ${dns!.domain}, ttl ${formatDuration(dns!.ttl)})`);
     out(`roster server listening on ${server.url} (${extras.join(', ')})`);
@@ -135,7 +138,7 @@ export function registerServerCommand(program: Command, _ctx: CliContext): void 
     if (!a.enabled) out('auth is off: every client that reaches the server may do anything (--auth on turns tokens on)');
     else if (a.tokenFile) out(`auth is on: ${a.created ? 'a new' : 'the'} bootstrap admin token is in ${a.tokenFile} (roster --token-file ${a.tokenFile} ...)`);
     else out(`auth is on${a.note ? `: ${a.note}` : ''}`);
-    await onTerminate();
+    await terminated;
     // (The server logs its own shutdown: server.stopping, server.stopped.)
     await server.close();
   });
