@@ -393,7 +393,13 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
     failures++;
     process.stderr.write(`    watcher ${from + w} failed: ${e?.message ?? e}\n`);
   };
-  const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : rosterWatcher;
+  // Through roster's API, the watchers of one client process share one backend, as a service's
+  // watchers do (and so share its watch streams: one connection per process for roster's server,
+  // one gRPC stream for etcd). ROSTER_BENCH_WATCH_BACKEND=per-watcher gives every watcher a backend
+  // of its own (the method before issue 17's shared watch streams).
+  let processBackend;
+  const backendFor = () => (process.env.ROSTER_BENCH_WATCH_BACKEND === 'per-watcher' ? openBackend(spec.url, spec.options) : (processBackend ??= openBackend(spec.url, spec.options)));
+  const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : (spec_, prefix_, signal, on) => rosterWatcher(prefix_, signal, on, backendFor);
   let connected = 0;
   await pool(count, 32, async (w) => {
     closers[w] = await open(spec, prefix, ac.signal, {
@@ -501,9 +507,9 @@ async function* readLines(stream) {
   }
 }
 
-/** A watcher through roster's API: its own backend (connection), Backend.watch on the prefix. */
-async function rosterWatcher(spec, prefix, signal, on) {
-  const b = await openBackend(spec.url, spec.options);
+/** A watcher through roster's API: Backend.watch on the prefix, on the backend `backendFor` gives. */
+async function rosterWatcher(prefix, signal, on, backendFor) {
+  const b = await backendFor();
   const stream = b.watch(prefix, { signal });
   let isSynced = false;
   void (async () => {

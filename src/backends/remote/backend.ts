@@ -9,6 +9,7 @@ import { WriteBatcher } from './batch.js';
 import { SessionChannel } from './channel.js';
 import { replyError, Transport, type RemoteTls } from './transport.js';
 import { remoteWatch } from './watch.js';
+import { SharedWatches } from '../../contract/shared-watch.js';
 
 /**
  * The backend contract over roster's HTTP API (docs/protocol.md), `http://host:port`.
@@ -21,7 +22,8 @@ import { remoteWatch } from './watch.js';
  *   `sessionChannel: false`) each session renews itself every ~ttl/3. A session the server says is
  *   gone is lost; connection errors are retried until a whole TTL has passed without a renewal.
  * - Writes: the puts and deletes of one turn of the event loop go out as one batch (batch.ts).
- * - Watches: Server-Sent Events, resumed after the last delivered revision (watch.ts).
+ * - Watches: Server-Sent Events, resumed after the last delivered revision (watch.ts); watches of
+ *   one prefix share one stream unless `shareWatches: false` (contract/shared-watch.ts).
  */
 export interface RemoteBackendOptions extends CommonBackendOptions {
   /** Concurrent connections for ordinary requests (default 32); watch streams have their own. */
@@ -47,6 +49,10 @@ export interface RemoteBackendOptions extends CommonBackendOptions {
   /** For https:// URLs: CA(s) to trust, a client certificate and key (mutual TLS), the expected
    *  server name. PEM text or Buffers. */
   tls?: RemoteTls;
+  /** Watches of this client on the same prefix with the same options, without `fromRevision`,
+   *  share one stream to the server (default true; contract/shared-watch.ts): one connection and
+   *  one parse per event however many watchers. `false` gives every watch its own stream. */
+  shareWatches?: boolean;
 }
 
 export type { RemoteTls };
@@ -61,6 +67,7 @@ interface Resolved extends CommonBackendOptions {
   sessionGraceMs?: number;
   token?: string;
   tls?: RemoteTls;
+  shareWatches?: boolean;
 }
 
 function pem(v: unknown, name: string): string | Buffer {
@@ -98,6 +105,7 @@ const spec: OptionSpec<Resolved> = {
   sessionGraceMs: optional(duration(0, 60_000)),
   token: optional(tokenOption),
   tls: optional(tlsOption),
+  shareWatches: optional(boolean),
 };
 
 /** Characters that never need percent-encoding in a path (every key character outside this set is). */
@@ -113,6 +121,8 @@ export class RemoteBackend extends BackendBase {
   private readonly backoff: { baseMs: number; capMs: number };
   private readonly batcher: WriteBatcher | undefined;
   private readonly channel: SessionChannel | undefined;
+  /** Shared watch streams (undefined with `shareWatches: false`). */
+  readonly sharedWatches: SharedWatches | undefined;
 
   private constructor(u: URL, opts: Resolved) {
     const base = u.pathname.replace(/\/+$/, '');
@@ -120,6 +130,7 @@ export class RemoteBackend extends BackendBase {
     this.t = new Transport(u.origin, base, this.url, opts.requestTimeout ?? 30_000, opts.connections ?? 32, opts.token, opts.tls);
     this.backoff = { baseMs: opts.reconnectBaseMs ?? 100, capMs: opts.reconnectCapMs ?? 5000 };
     this.batcher = opts.batch === false ? undefined : new WriteBatcher({ send: (body) => this.t.call('POST', '/api/v1/batch', body) });
+    this.sharedWatches = opts.shareWatches === false ? undefined : new SharedWatches((prefix, o) => this.trackedWatch(undefined, (s) => remoteWatch(this.t, s, prefix, undefined, this.backoff), o.progress));
     this.channel = opts.sessionChannel === false ? undefined : new SessionChannel(this.t, opts.sessionGraceMs, this.backoff);
   }
 
@@ -274,6 +285,7 @@ export class RemoteBackend extends BackendBase {
   }
 
   protected doWatch(prefix: string, fromRevision: number | undefined, stream: WatchStream): void {
+    if (fromRevision === undefined && this.sharedWatches) return this.sharedWatches.join(prefix, stream);
     remoteWatch(this.t, stream, prefix, fromRevision, this.backoff);
   }
 
