@@ -57,17 +57,9 @@ export interface RemoteBackendOptions extends CommonBackendOptions {
 
 export type { RemoteTls };
 
-interface Resolved extends CommonBackendOptions {
-  connections?: number;
+/** The options as parsed: durations in ms. */
+interface Resolved extends Omit<RemoteBackendOptions, 'requestTimeout'> {
   requestTimeout?: number;
-  reconnectBaseMs?: number;
-  reconnectCapMs?: number;
-  batch?: boolean;
-  sessionChannel?: boolean;
-  sessionGraceMs?: number;
-  token?: string;
-  tls?: RemoteTls;
-  shareWatches?: boolean;
 }
 
 function pem(v: unknown, name: string): string | Buffer {
