@@ -55,7 +55,8 @@ describe('roster lock -- <command>', () => {
     const run = runLocked(
       b,
       'busy',
-      [node, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x'); process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1000)`],
+      // The SIGTERM handler goes in before the marker that lets the test take the lock away.
+      [node, '-e', `process.on('SIGTERM', () => process.exit(0)); require('fs').writeFileSync(${JSON.stringify(marker)}, 'x'); setInterval(() => {}, 1000)`],
       { ttl: 1000, log: (l) => logs.push(l), killGrace: 2000 },
     );
     await eventually(async () => (await b.list('locks/busy/')).items.length === 2, 5000, 'queued');
