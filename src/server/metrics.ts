@@ -148,7 +148,7 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_wal_bytes', 'gauge', 'Bytes of the log segments (roster_data_dir_bytes less the snapshot).', s.walBytes);
   metric('roster_history_events', 'gauge', 'Events kept in memory for watchers to resume from.', s.historyEvents);
   metric('roster_history_bytes', 'gauge', 'Bytes charged to the events kept for resume (bounded by the history byte limit).', s.historyBytes);
-  metric('roster_leases_expired_total', 'counter', 'Sessions that expired because no keepalive arrived within their TTL.', src.engine.expiredLeases);
+  metric('roster_leases_expired_total', 'counter', 'Sessions that expired: no keepalive within their TTL, or a connection-bound session whose connection closed without a clean close.', src.engine.expiredLeases);
   metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
   if (src.checks) {
     const c = src.checks();
