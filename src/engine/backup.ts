@@ -74,7 +74,7 @@ export async function verifySnapshotFile(file: string): Promise<SnapshotSummary>
  */
 export async function restoreSnapshot(file: string, dataDir: string): Promise<SnapshotSummary & { file: string }> {
   const src = resolve(file);
-  await verifySnapshotFile(src); // before anything is created
+  const summary = await verifySnapshotFile(src); // before anything is created (verified again where it lands)
   await mkdir(dataDir, { recursive: true });
   const present = await readdir(dataDir);
   if (present.length > 0) {
@@ -85,7 +85,6 @@ export async function restoreSnapshot(file: string, dataDir: string): Promise<Sn
   const lock = await lockDataDir(dataDir);
   const placed: string[] = [];
   try {
-    const summary = await verifySnapshotFile(src);
     const target = snapshotName(summary.seq);
     const tmp = join(dataDir, `${target}.tmp`);
     placed.push(tmp);

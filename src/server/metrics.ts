@@ -1,5 +1,5 @@
 import type { Engine } from '../engine/engine.js';
-import type { Histogram } from './histogram.js';
+import { Histogram } from './histogram.js';
 import { BUILD } from '../core/version.js';
 
 /**
@@ -30,22 +30,14 @@ export function methodIndex(m: string | undefined): MethodIndex {
 export class RouteStats {
   /** (method index * 1000 + status) → count */
   readonly counts = new Map<number, number>();
-  /** Non-cumulative counts per bucket; the last slot is +Inf. */
-  readonly buckets = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
-  sum = 0;
-  count = 0;
+  readonly duration = new Histogram(DURATION_BUCKETS);
 
   constructor(readonly name: string) {}
 
   observe(method: MethodIndex, status: number, seconds: number | undefined): void {
     const k = method * 1000 + status;
     this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
-    if (seconds === undefined) return;
-    let i = 0;
-    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
-    this.buckets[i]!++;
-    this.sum += seconds;
-    this.count++;
+    if (seconds !== undefined) this.duration.observe(seconds);
   }
 }
 
@@ -107,16 +99,7 @@ export function renderMetrics(src: MetricsSources): string {
     '# TYPE roster_http_request_duration_seconds histogram',
   );
   for (const r of src.routes) {
-    if (r.count === 0) continue;
-    let cum = 0;
-    for (let i = 0; i < DURATION_BUCKETS.length; i++) {
-      cum += r.buckets[i]!;
-      out.push(`roster_http_request_duration_seconds_bucket{route="${r.name}",le="${DURATION_BUCKETS[i]}"} ${cum}`);
-    }
-    cum += r.buckets[DURATION_BUCKETS.length]!;
-    out.push(`roster_http_request_duration_seconds_bucket{route="${r.name}",le="+Inf"} ${cum}`);
-    out.push(`roster_http_request_duration_seconds_sum{route="${r.name}"} ${fmt(r.sum)}`);
-    out.push(`roster_http_request_duration_seconds_count{route="${r.name}"} ${r.count}`);
+    if (r.duration.count > 0) out.push(...r.duration.render('roster_http_request_duration_seconds', `route="${r.name}"`, fmt));
   }
 
   out.push('# HELP roster_build_info The roster version and the Node.js runtime of this server (always 1).', '# TYPE roster_build_info gauge');

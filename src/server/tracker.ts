@@ -101,16 +101,12 @@ export class RegistryTracker {
     for (const u of this.unhook.splice(0)) u();
   }
 
-  /** The header's figures, all at the engine's published revision (events are applied as they are
-   *  published, synchronously, so nothing can come between them). */
+  /** The header's figures: services and instances at the published revision (events are applied as
+   *  they are published, synchronously); sessions and keys from the engine's applied state, which may
+   *  be a group commit ahead of it. */
   figures(): RegistryFigures {
     const s = this.engine.stats();
     return { revision: this.engine.publishedRevision, services: this.perService.size, instances: this.instanceCount, sessions: s.leases, keys: s.keys };
-  }
-
-  /** Instances per service (keys of the instance shape `services/<service>/<id>`). */
-  servicesCounts(): ReadonlyMap<string, number> {
-    return this.perService;
   }
 
   /** Every lock (`kind` 'lock') or election with at least one participant, by directory. */
@@ -127,7 +123,8 @@ export class RegistryTracker {
   // ------------------------------------------------------------------ sessions and checks
 
   private leaseEnded(e: LeaseEnd): void {
-    for (const k of e.keys) this.ended.set(k, { session: e.id, reason: e.reason });
+    // Only keys whose delete event the tracker handles (and so removes again): others would stay.
+    for (const k of e.keys) if (this.tracks(k)) this.ended.set(k, { session: e.id, reason: e.reason });
     if (e.reason !== 'expired') return;
     const shown = e.keys.slice(0, 5).join(', ') + (e.keys.length > 5 ? `, ... (${e.keys.length - 5} more)` : '');
     const msg = `session ${e.id} expired: no keepalive within its ${fmtMs(e.ttl)} TTL; ${e.keys.length} key(s) deleted${e.keys.length ? `: ${shown}` : ''}`;
@@ -244,6 +241,11 @@ export class RegistryTracker {
     return dir === LOCKS || dir === ELECTIONS || i === key.length - 1 ? undefined : dir;
   }
 
+  /** A key whose delete serviceEvent or lineEvent consumes. */
+  private tracks(key: string): boolean {
+    return this.shape(key) !== undefined || ((key.startsWith(LOCKS) || key.startsWith(ELECTIONS)) && this.dirOf(key) !== undefined);
+  }
+
   private adoptParticipant(kv: KeyValue): void {
     const dir = this.dirOf(kv.key);
     if (!dir) return;
@@ -256,8 +258,7 @@ export class RegistryTracker {
     const dir = this.dirOf(ev.key);
     if (!dir) return;
     const name = dir.slice(kind === 'lock' ? LOCKS.length : ELECTIONS.length, -1);
-    let line = this.lines.get(dir);
-    if (!line) this.lines.set(dir, (line = []));
+    const line = this.lines.get(dir) ?? [];
     const at = line.findIndex((p) => p.key === ev.key);
     const what = kind === 'lock' ? `lock ${name}` : `election ${name}`;
     if (ev.type === 'put') {
@@ -268,9 +269,10 @@ export class RegistryTracker {
         }
         return;
       }
+      // A new participant's createRevision is the newest: its place is the end of the line.
+      if (line.length === 0) this.lines.set(dir, line);
       line.push(ev.kv);
-      line.sort(byCreate);
-      const pos = line.indexOf(ev.kv);
+      const pos = line.length - 1;
       if (pos === 0) this.took(kind, what, name, ev.kv, ev.revision);
       else {
         this.history.add({
@@ -284,11 +286,11 @@ export class RegistryTracker {
       }
       return;
     }
+    const ended = this.ended.get(ev.key);
+    this.ended.delete(ev.key);
     if (at < 0) return;
     const [gone] = line.splice(at, 1);
     if (line.length === 0) this.lines.delete(dir);
-    const ended = this.ended.get(ev.key);
-    this.ended.delete(ev.key);
     if (at !== 0) {
       this.history.add({ type: kind === 'lock' ? 'lock.gave_up' : 'election.withdrew', message: `${what}: ${gone!.session ?? ev.key} left the line${ended?.reason === 'expired' ? ' (its session expired)' : ''}`, revision: ev.revision, key: ev.key, ...sess(gone!), fields: { name } });
       return;

@@ -251,9 +251,16 @@ describe('roster snapshot save / restore (real CLI, auth on)', () => {
     // Writers keep going during the save.
     let stop = false;
     let written = 0;
+    // Every acknowledged write of the writer, in order: key -> [revision, value][].
+    const writes = new Map<string, [number, string][]>();
     const writer = (async () => {
       while (!stop) {
-        await put(`live/w${written % 50}`, `n${written}`);
+        const key = `live/w${written % 50}`;
+        const value = `n${written}`;
+        const r = await put(key, value);
+        expect(r.status).toBeLessThan(300);
+        const rev = (r.json as { revision: number }).revision;
+        (writes.get(key) ?? writes.set(key, []).get(key)!).push([rev, value]);
         written++;
       }
     })();
@@ -273,7 +280,7 @@ describe('roster snapshot save / restore (real CLI, auth on)', () => {
 
     // Without a token: refused (exit 8, one line).
     const denied = await run(['-b', server.url, 'snapshot', 'save', join(dir, 'nope.snap')]);
-    expect(denied.code).not.toBe(0);
+    expect(denied.code).toBe(8); // denied, not merely failed
     expect(denied.stderr.trim().split('\n')).toHaveLength(1);
 
     // Restore into a fresh dir; a second restore over it is refused.
@@ -289,8 +296,19 @@ describe('roster snapshot save / restore (real CLI, auth on)', () => {
     const list = (await json(restored.url, 'GET', '/api/v1/keys?prefix=cfg/')).body;
     expect(list.items).toHaveLength(300);
     expect(list.revision).toBeGreaterThanOrEqual(s.revision);
-    const live = (await json(restored.url, 'GET', '/api/v1/keys?prefix=live/')).body.items as { key: string; modRevision: number }[];
-    for (const kv of live) expect(kv.modRevision).toBeLessThanOrEqual(s.revision);
+    // Each live/ key holds exactly the writer's last write at or below the snapshot's revision (absent
+    // if it had none); a write after it must not show, one before it must not be missing.
+    const live = new Map(((await json(restored.url, 'GET', '/api/v1/keys?prefix=live/')).body.items as { key: string; value: string }[]).map((k) => [k.key, k.value]));
+    let before = 0;
+    let after = 0;
+    for (const [key, ws] of writes) {
+      const upTo = ws.filter(([rev]) => rev <= s.revision);
+      before += upTo.length;
+      after += ws.length - upTo.length;
+      expect(live.get(key), key).toBe(upTo.at(-1)?.[1]);
+    }
+    expect(before, 'writes before the snapshot').toBeGreaterThan(0);
+    console.info(`[snapshot] writer's acknowledged writes at or below the snapshot's revision ${s.revision}: ${before}; after it: ${after}`);
     // Every key the source had at that revision, with the same value: compare with the source now
     // for keys not modified since the snapshot.
     const src = (await json(server.url, 'GET', '/api/v1/keys?prefix=', undefined, ADMIN)).body.items as { key: string; value: string; modRevision: number }[];

@@ -10,10 +10,11 @@
  * status   checks a snapshot file and says what it holds.
  */
 import { open, rename, stat, unlink } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError, RosterError } from '../../core/errors.js';
 import { restoreSnapshot, verifySnapshotFile, type SnapshotSummary } from '../../engine/backup.js';
+import { fsyncDir } from '../../engine/files.js';
 import { out } from '../output.js';
 import type { CliContext } from '../shared.js';
 import { serverOf } from './token.js';
@@ -44,7 +45,12 @@ export function registerSnapshotCommands(program: Command, ctx: CliContext): voi
         clearTimeout(t);
       }
       const part = `${target}.part`;
-      const fh = await open(part, 'w', 0o600);
+      // 'wx': two saves to one file must not write into each other's part file.
+      const fh = await open(part, 'wx', 0o600).catch((e: unknown) => {
+        dl.body.destroy();
+        if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
+        throw new RosterError('CONFLICT', `${part} exists: another snapshot save to ${file} is running, or one was interrupted (remove ${part} and retry)`, { cause: e });
+      });
       try {
         try {
           for await (const chunk of dl.body) await fh.write(chunk);
@@ -61,6 +67,7 @@ export function registerSnapshotCommands(program: Command, ctx: CliContext): voi
         const expected = Number(dl.headers['x-roster-revision']);
         if (Number.isFinite(expected) && expected !== s.revision) throw new RosterError('INTERNAL', `the snapshot says revision ${s.revision}, the server announced ${expected}; nothing was saved`);
         await rename(part, target);
+        await fsyncDir(dirname(target)); // the rename itself survives a power cut once "saved" is printed
         if (ctx.json) out(JSON.stringify({ file: target, server: b.url, ...s }));
         else out(`saved a snapshot of ${b.url} to ${file}: ${describe(s)}`);
       } catch (e) {
