@@ -242,8 +242,12 @@ describe('session channels through a proxy', () => {
     }
   }, 30_000);
 
-  it('a proxy that stops forwarding without closing (partition): the session expires at its TTL, never earlier', async () => {
-    const proxy = new Proxy(port());
+  // Twice: with the default heartbeat, and with one so short that the client gives up on the silent
+  // stream long before the TTL (its close passes the proxy; it must not expire the session early).
+  for (const heartbeatMs of [undefined, 100]) {
+  it(`a proxy that stops forwarding without closing (partition, heartbeat ${heartbeatMs ?? 'default'}): the session expires at its TTL, never earlier`, async () => {
+    const own = heartbeatMs === undefined ? undefined : await launchServer({ port: 0, engine: env.engine, heartbeatMs });
+    const proxy = new Proxy(own ? Number(new URL(own.url).port) : port());
     const b = await RemoteBackend.open(await proxy.listen(), { keepProcessAlive: false });
     try {
       const ttl = 1500;
@@ -263,8 +267,10 @@ describe('session channels through a proxy', () => {
     } finally {
       b.destroy();
       await proxy.close();
+      await own?.close();
     }
   }, 30_000);
+  }
 
   it('an orphaned bound session lives to its TTL even when its process then closes the connection', async () => {
     const b = await RemoteBackend.open(env.server.url, { keepProcessAlive: false });

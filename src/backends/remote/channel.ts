@@ -88,6 +88,7 @@ export class SessionChannel {
     if (this.id !== id) return;
     const gone = new UnavailableError(`session channel ${id} is gone`);
     this.gone.add(gone);
+    this.live = false; // as idle(): a grant arriving now waits for the new channel, not this id
     this.conn?.abort(gone);
   }
 
@@ -195,7 +196,11 @@ export class SessionChannel {
           const hb = Number(headers['roster-heartbeat-ms']);
           const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
           idle = setInterval(() => {
-            if (Date.now() - lastData > idleLimit) c.abort(new UnavailableError(`session channel silent for ${Math.round(idleLimit)} ms`));
+            // Never given up before the longest bound session's TTL: closing the connection is what
+            // expires bound sessions, and a path that stops forwarding data but passes the close
+            // would otherwise end them before their TTL (a partition keeps the TTL).
+            const limit = Math.max(idleLimit, this.longestBoundTtl());
+            if (Date.now() - lastData > limit) c.abort(new UnavailableError(`session channel silent for ${Math.round(limit)} ms`));
           }, Math.max(50, idleLimit / 4));
           idle.unref();
         },
@@ -321,12 +326,21 @@ export class SessionChannel {
       this.ticking = false;
     }
     this.presumeLost(this.lastError);
-    if (ok && [...this.members.values()].every((m) => m.attachedTo === this.id)) return this.schedule();
+    const unattached = [...this.members.values()].some((m) => m.attachedTo !== this.id);
+    if (ok && !unattached) return this.schedule();
+    // Sessions whose attach failed (a timeout, a 503) are attached again, not left to be lost.
+    if (ok && this.live) this.attach();
     // Unreachable (or some sessions not yet renewed here): retry soon, never past a deadline.
     const now = Date.now();
     let left = Infinity;
     for (const m of this.members.values()) left = Math.min(left, m.lastOk + m.session.ttl - now);
     this.schedule(Math.max(10, Math.min(Math.max(50, minTtl / 10), left)));
+  }
+
+  private longestBoundTtl(): number {
+    let ms = 0;
+    for (const m of this.members.values()) if (m.bound && m.session.ttl > ms) ms = m.session.ttl;
+    return ms;
   }
 
   /** Sessions no renewal succeeded for over a whole TTL: the server may have expired them. */

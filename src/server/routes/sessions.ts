@@ -96,7 +96,16 @@ export const sessionRoutes: RouteModule = (s) => {
         s.security.beforeSession(x.principal);
         const granted = await s.engine.grant(ttl);
         await s.security.sessionCreated(x.principal, granted.id);
-        if (ch) channels.attach(ch, granted.id, bound);
+        if (ch) {
+          // Looked up again: the channel may have expired during the awaits above, and a session
+          // attached to a forgotten channel would never be expired with its connection.
+          try {
+            channels.attach(channels.get(ch.id, x.principal.id), granted.id, bound);
+          } catch (e) {
+            await s.engine.revoke(granted.id).catch(() => undefined);
+            throw e;
+          }
+        }
         x.reply(201, `{"id":${JSON.stringify(granted.id)},"ttl":${granted.ttl}}`);
       },
     },
