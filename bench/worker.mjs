@@ -23,6 +23,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const roster = await import(pathToFileURL(path.join(DIST, 'index.js')).href);
 const { openBackend, Registrar, rosterLayout, toInstance } = roster;
 const layout = rosterLayout();
+/** In a value: the roster layout's leaving mark (Layout.markLeaving), written just before a deregistration's delete. */
+const LEAVING = '"deregisteredAt"';
 
 /** The instance every workload registers: small metadata and one tag, like a typical service. */
 export function instanceInput(service, i) {
@@ -519,6 +521,9 @@ async function rosterWatcher(prefix, signal, on, backendFor) {
           if (!isSynced) on.synced();
           isSynced = true;
         } else if (isSynced && (ev.type === 'put' || ev.type === 'delete')) {
+          // The Registrar's leaving mark (a put just before the delete) is not an event of its own
+          // here (a substring test: the bench writes nothing else with that field).
+          if (ev.type === 'put' && ev.kv.value.includes(LEAVING)) continue;
           on.event(ev.type, ev.key);
         }
       }
@@ -534,7 +539,7 @@ async function rawEtcdWatcher(spec, prefix, signal, on) {
   const { Etcd3 } = await import('etcd3');
   const client = new Etcd3({ hosts: `http://${spec.endpoint}` });
   const w = await client.watch().prefix(`/${prefix}`).create();
-  w.on('put', (kv) => on.event('put', kv.key.toString().slice(1)));
+  w.on('put', (kv) => kv.value.includes(LEAVING) || on.event('put', kv.key.toString().slice(1)));
   w.on('delete', (kv) => on.event('delete', kv.key.toString().slice(1)));
   w.on('error', (e) => on.fail(e));
   on.synced();

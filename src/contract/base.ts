@@ -52,7 +52,13 @@ export abstract class BackendBase implements Backend {
   protected abstract grant(ttl: number, signal: AbortSignal | undefined, connectionBound: boolean): Promise<LeaseSession>;
   protected abstract doGet(key: string, signal: AbortSignal | undefined): Promise<KeyValue | undefined>;
   protected abstract doPut(key: string, value: string, opts: PutOptions): Promise<PutResult>;
+  /** Gets `lastValue` (checked, with ifVersion and session) only where `atomicLastValue`. */
   protected abstract doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult>;
+  /** Whether doDelete applies DeleteOptions.lastValue itself, as one write with the delete; else
+   *  delete() does a compare-and-set put of it, then deletes the version that put wrote. */
+  protected get atomicLastValue(): boolean {
+    return false;
+  }
   protected abstract doList(prefix: string, signal: AbortSignal | undefined): Promise<ListResult>;
   /** Feed `stream` (snapshot, synced, ordered events; see Watch) until `stream.onStop` fires. */
   protected abstract doWatch(prefix: string, fromRevision: number | undefined, stream: WatchStream): void;
@@ -192,7 +198,21 @@ export abstract class BackendBase implements Backend {
     this.check(opts.signal);
     validateKey(key);
     checkVersion(opts.ifVersion);
-    return this.inFlight(() => this.doDelete(key, opts));
+    const last = opts.lastValue;
+    if (last === undefined) return this.inFlight(() => this.doDelete(key, opts));
+    validateValue(last, 'lastValue');
+    const { session, ifVersion } = opts;
+    if (ifVersion === undefined || session === undefined) {
+      throw new InvalidArgumentError('a delete with lastValue needs ifVersion and session (the version it replaces, the session the key is bound to)');
+    }
+    if (this.atomicLastValue) return this.inFlight(() => this.boundWrite(session, () => this.doDelete(key, opts)));
+    const signal = opts.signal ? { signal: opts.signal } : {};
+    return this.inFlight(() =>
+      this.boundWrite(session, async () => {
+        const r = await this.doPut(key, last, { session, ifVersion, ...signal });
+        return this.doDelete(key, { ifVersion: r.kv.version, ...signal });
+      }),
+    );
   }
 
   async list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ListResult> {

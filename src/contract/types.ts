@@ -38,6 +38,19 @@ export interface SequentialOptions {
 export interface DeleteOptions {
   /** Only if the key exists with exactly this version; otherwise ConflictError. */
   ifVersion?: number;
+  /**
+   * Replace the key's value with this one just before deleting it, so that watchers see it as the
+   * key's last value (the Registrar's leaving mark, by which a watcher tells a deregistration from
+   * an expiry). Needs `ifVersion` (the condition is on the key before the put) and `session`, the
+   * session the put binds the key to (the one it is bound to, so the put does not detach it).
+   * roster's engine (memory://, roster server) applies the put and the delete as one write in one
+   * commit: one round trip, both or neither. Other backends do a compare-and-set put, then delete
+   * exactly the version it wrote; a failed put deletes nothing, and if the delete fails after the
+   * put the key stays with this value (the caller retries or leaves it to the session's end).
+   */
+  lastValue?: string;
+  /** With lastValue: the session the key is bound to. */
+  session?: Session;
   signal?: AbortSignal;
 }
 

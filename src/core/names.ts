@@ -96,12 +96,12 @@ export function validatePrefix(prefix: unknown): string {
   return prefix;
 }
 
-export function validateValue(value: unknown): string {
+export function validateValue(value: unknown, field = 'value'): string {
   if (typeof value !== 'string') {
-    throw new InvalidArgumentError(`invalid value: expected a string, got ${describe(value)}`, { details: { field: 'value' } });
+    throw new InvalidArgumentError(`invalid ${field}: expected a string, got ${describe(value)}`, { details: { field } });
   }
   if (value.length > LIMITS.valueBytes || Buffer.byteLength(value) > LIMITS.valueBytes) {
-    throw new InvalidArgumentError(`value too large: at most ${LIMITS.valueBytes} bytes`, { details: { field: 'value' } });
+    throw new InvalidArgumentError(`${field} too large: at most ${LIMITS.valueBytes} bytes`, { details: { field } });
   }
   return value;
 }

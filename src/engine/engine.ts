@@ -10,13 +10,13 @@ import type { RecoveryReport } from './recovery.js';
 import { State } from './state.js';
 import { Storage, type StorageHost } from './storage.js';
 import type { CompactionResult, Wal } from './wal.js';
-import type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
+import type { BatchOp, BatchResult, DeleteOpts, EngineStats, PutOpts, Subscription } from './types.js';
 import { Watchers } from './watchers.js';
 
 export type { EngineEvent } from './history.js';
 export type { RecoveryReport } from './recovery.js';
 export type { Subscriber } from './watchers.js';
-export type { BatchOp, BatchResult, EngineStats, PutOpts, Subscription } from './types.js';
+export type { BatchOp, BatchResult, DeleteOpts, EngineStats, PutOpts, Subscription } from './types.js';
 export type { CompactionResult } from './wal.js';
 
 /** A session that ended: it expired (no keepalive within its TTL) or was revoked. */
@@ -242,7 +242,7 @@ export class Engine {
     return { revision: kv.modRevision, kv };
   }
 
-  async delete(key: string, opts: { ifVersion?: number } = {}): Promise<DeleteResult> {
+  async delete(key: string, opts: DeleteOpts = {}): Promise<DeleteResult> {
     this.checkWrite();
     const r = this.deleteNow(key, opts);
     // A key that is absent may be so because of a delete still waiting for fsync: report only once
@@ -251,15 +251,21 @@ export class Engine {
     return r.deleted ? r : { revision: this.state.published, deleted: false };
   }
 
-  /** Check the precondition, apply and log one delete (revision 0 when there was nothing to delete). */
-  private deleteNow(key: string, opts: { ifVersion?: number }): DeleteResult {
-    const cur = this.state.store.lookup(key);
+  /** Check the precondition, apply and log one delete (revision 0 when there was nothing to delete).
+   *  With lastValue, the put of it comes first (its own revision), and both or neither apply. */
+  private deleteNow(key: string, opts: DeleteOpts): DeleteResult {
+    if (opts.lastValue !== undefined && opts.ifVersion === undefined) throw new InvalidArgumentError('a delete with lastValue needs ifVersion');
+    let cur = this.state.store.lookup(key);
     if (opts.ifVersion !== undefined && (cur?.version ?? 0) !== opts.ifVersion) {
       throw new ConflictError(`key ${JSON.stringify(key)} is at version ${cur?.version ?? 0}, not ${opts.ifVersion}`, {
         details: { key, version: cur?.version ?? 0 },
       });
     }
     if (!cur) return { revision: 0, deleted: false };
+    if (opts.lastValue !== undefined) {
+      // putNow checks the lease before it changes anything: a lost session fails the whole delete.
+      cur = this.putNow(key, opts.lastValue, opts.lease === undefined ? { ifVersion: opts.ifVersion } : { lease: opts.lease, ifVersion: opts.ifVersion }).kv;
+    }
     const r = this.state.delete(cur.key, true);
     this.wal?.appendDel(r, cur.key);
     return { revision: r, deleted: true };

@@ -13,7 +13,17 @@ export interface PutOpts {
 /** One write of Engine.batch. */
 export type BatchOp =
   | { op: 'put'; key: string; value: string; lease?: string; ifAbsent?: boolean; ifVersion?: number }
-  | { op: 'delete'; key: string; ifVersion?: number };
+  | ({ op: 'delete'; key: string } & DeleteOpts);
+
+/** Options of a delete. */
+export interface DeleteOpts {
+  ifVersion?: number;
+  /** Put this value over the key (bound to `lease`) and then delete it, both in this one write:
+   *  watchers see the put, then the delete, in one commit (the Registrar's leaving mark). Needs
+   *  `ifVersion` (checked before the put). */
+  lastValue?: string;
+  lease?: string;
+}
 
 /** The outcome of one BatchOp: what put / delete would have returned, or the error it would have thrown. */
 export type BatchResult = PutResult | DeleteResult | { error: RosterError };

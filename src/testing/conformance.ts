@@ -183,6 +183,35 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       expect((await b.delete(`${p}k`)).deleted).toBe(false);
     });
 
+    it('delete with lastValue: watchers see that value, then the delete; a failed condition changes nothing', async () => {
+      const p = uniquePrefix('last');
+      const s = await b.session({ ttl: Math.max(ttl(), 5000) });
+      const { kv } = await b.put(`${p}k`, 'v1', { session: s });
+      const w = new Reader(b2.watch(p));
+      await readSnapshot(w);
+      await rejectsWithCode(b.delete(`${p}k`, { ifVersion: kv.version + 1, lastValue: 'bye', session: s }), 'CONFLICT');
+      await rejectsWithCode(b.delete(`${p}k`, { lastValue: 'bye', session: s }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(b.delete(`${p}k`, { ifVersion: kv.version, lastValue: 'bye' }), 'INVALID_ARGUMENT');
+      expect(await b.get(`${p}k`)).toMatchObject({ value: 'v1', version: kv.version, session: s.id });
+      const d = await b.delete(`${p}k`, { ifVersion: kv.version, lastValue: 'bye', session: s });
+      expect(d.deleted).toBe(true);
+      expect(await b.get(`${p}k`)).toBeUndefined();
+      if (!finalState) {
+        const evs = await w.take(2);
+        expect(evs.map((e) => e.type)).toEqual(['put', 'delete']);
+        expect((evs[0] as Extract<WatchEvent, { type: 'put' }>).kv).toMatchObject({ key: `${p}k`, value: 'bye', session: s.id });
+        expect(evs[0]!.revision).toBeLessThan(d.revision);
+        expect(evs[1]!.revision).toBe(d.revision);
+      } else {
+        // A backend that reports final states may fold the put into the delete.
+        let ev = await w.next(5000, 'delete');
+        if (ev.type === 'put') ev = await w.next(5000, 'delete');
+        expect(ev).toMatchObject({ type: 'delete', key: `${p}k` });
+      }
+      await w.return();
+      await s.close();
+    });
+
     it('a key re-created after delete starts again at version 1 with a new createRevision', async () => {
       const p = uniquePrefix('recreate');
       const a = await b.put(`${p}k`, '1');

@@ -11,6 +11,7 @@ import { isRosterError } from '../../src/core/errors.js';
 import { request } from '../helpers/http.js';
 import { uniquePrefix } from '../helpers/watch.js';
 import { startInProcess, type InProcessServer } from '../helpers/server.js';
+import { serverEngine } from '../../src/server/server.js';
 
 /** Requests the server has answered, by route (from its own /metrics). */
 async function routeCounts(url: string): Promise<Record<string, number>> {
@@ -81,6 +82,44 @@ describe('remote backend: write batching', () => {
     await expect(RemoteBackend.open(srv.url, { batch: 'yes' } as never)).rejects.toSatisfy((e: unknown) => isRosterError(e, 'INVALID_ARGUMENT'));
   });
 
+  it('a delete with lastValue is one batch request even alone: one commit, the put and the delete at consecutive revisions', async () => {
+    const p = uniquePrefix('rbl');
+    const s = await b.session({ ttl: 5000 });
+    const { kv } = await b.put(`${p}k`, 'v', { session: s });
+    const w = b.watch(p)[Symbol.asyncIterator]();
+    expect((await w.next()).value).toMatchObject({ type: 'put', key: `${p}k` });
+    expect((await w.next()).value).toMatchObject({ type: 'synced' });
+    const before = await routeCounts(srv.url);
+    const fsyncs = serverEngine(srv.server).stats().fsyncs;
+    const d = await b.delete(`${p}k`, { ifVersion: kv.version, lastValue: 'leaving', session: s });
+    const after = await routeCounts(srv.url);
+    expect(delta(before, after, 'batch')).toBe(1);
+    expect(delta(before, after, 'key')).toBe(0);
+    expect(serverEngine(srv.server).stats().fsyncs - fsyncs).toBe(1);
+    expect((await w.next()).value).toMatchObject({ type: 'put', revision: d.revision - 1, kv: { value: 'leaving', session: s.id, version: kv.version + 1 } });
+    expect((await w.next()).value).toMatchObject({ type: 'delete', key: `${p}k`, revision: d.revision });
+    await w.return?.();
+    // A stale version: neither the put nor the delete.
+    const again = await b.put(`${p}k`, 'v2', { session: s });
+    await expect(b.delete(`${p}k`, { ifVersion: again.kv.version + 1, lastValue: 'leaving', session: s })).rejects.toSatisfy((e: unknown) => isRosterError(e, 'CONFLICT'));
+    expect(await b.get(`${p}k`)).toMatchObject({ value: 'v2', version: again.kv.version });
+    // batch: false: the put, then the delete of the version it wrote, as single requests.
+    const plain = await RemoteBackend.open(srv.url, { batch: false });
+    try {
+      const s2 = await plain.session({ ttl: 5000 });
+      const r = await plain.put(`${p}j`, 'v', { session: s2 });
+      const b0 = await routeCounts(srv.url);
+      await plain.delete(`${p}j`, { ifVersion: r.kv.version, lastValue: 'leaving', session: s2 });
+      const b1 = await routeCounts(srv.url);
+      expect(delta(b0, b1, 'key')).toBe(2);
+      expect(delta(b0, b1, 'batch')).toBe(0);
+      expect(await plain.get(`${p}j`)).toBeUndefined();
+    } finally {
+      await plain.close();
+    }
+    await s.close();
+  });
+
   it('a lost session fails only its writes and marks the session lost; an aborted write is not sent', async () => {
     const p = uniquePrefix('rb2');
     const s = await b.session({ ttl: 5000 });
@@ -131,6 +170,13 @@ describe('remote backend: write batching', () => {
       await Promise.all(Array.from({ length: 10 }, (_, i) => old.put(`${p}b${i}`, 'v')));
       expect(batchTries).toBe(1);
       expect((await b.list(p)).items).toHaveLength(20);
+      // A delete with lastValue, which only the batch protocol carries: a put, then the delete.
+      const s = await old.session({ ttl: 5000 });
+      const r = await old.put(`${p}c`, 'v', { session: s });
+      await old.delete(`${p}c`, { ifVersion: r.kv.version, lastValue: 'leaving', session: s });
+      expect(batchTries).toBe(1);
+      expect(await b.get(`${p}c`)).toBeUndefined();
+      await s.close();
     } finally {
       await old.close();
       await new Promise<void>((resolve) => proxy.close(() => resolve()));

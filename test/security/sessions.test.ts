@@ -48,6 +48,9 @@ describe('session theft is refused', () => {
         expect(bind.status).toBe(403);
         const batch = await call(w.url, 'POST', '/api/v1/batch', { headers: h, body: JSON.stringify({ ops: [{ op: 'put', key: 'locks/orders/x', value: 'v', session: sid }] }) });
         expect(batch.status).toBe(403);
+        // A delete with lastValue puts first, bound to the session it names: the same refusal.
+        const leave = await call(w.url, 'POST', '/api/v1/batch', { headers: h, body: JSON.stringify({ ops: [{ op: 'delete', key, ifVersion: kv!.version, lastValue: '{"leaving":true}', session: sid }] }) });
+        expect(leave.status).toBe(403);
       }
       // Revoke and inspect: refused to other tokens (an admin may: an operator's last resort).
       for (const thief of [w.svc2, w.tokens.writer!]) {
@@ -63,6 +66,8 @@ describe('session theft is refused', () => {
       const takeover = await call(w.url, 'PUT', `/api/v1/keys/${key}`, { headers: h2, body: JSON.stringify({ value: '{"service":"orders","address":"10.6.6.6"}', session: s2 }) });
       expect(takeover.status).toBe(403);
       expect((await call(w.url, 'DELETE', `/api/v1/keys/${key}`, { headers: h2 })).status).toBe(403);
+      const leave2 = await call(w.url, 'POST', '/api/v1/batch', { headers: h2, body: JSON.stringify({ ops: [{ op: 'delete', key, ifVersion: kv!.version, lastValue: '{"leaving":true}', session: s2 }] }) });
+      expect(leave2.status).toBe(403);
 
       // Nothing changed: same revision (svc2's own session aside, which adds its owner record), same
       // key, same lease deadline window, and the owner goes on.

@@ -36,6 +36,10 @@ export class MemoryBackend extends BackendBase {
     return false;
   }
 
+  protected override get atomicLastValue(): boolean {
+    return true;
+  }
+
   private constructor(
     engine: Engine,
     url: string,
@@ -101,7 +105,10 @@ export class MemoryBackend extends BackendBase {
   }
 
   protected doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult> {
-    return this.engine.delete(key, opts.ifVersion !== undefined ? { ifVersion: opts.ifVersion } : {});
+    return this.engine.delete(key, {
+      ...(opts.ifVersion !== undefined ? { ifVersion: opts.ifVersion } : {}),
+      ...(opts.lastValue !== undefined ? { lastValue: opts.lastValue, lease: opts.session!.id } : {}),
+    });
   }
 
   protected doList(prefix: string): Promise<ListResult> {

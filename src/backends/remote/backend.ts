@@ -116,6 +116,11 @@ export class RemoteBackend extends BackendBase {
   /** Shared watch streams (undefined with `shareWatches: false`). */
   readonly sharedWatches: SharedWatches | undefined;
 
+  /** The batch protocol's delete carries lastValue (one request, one commit on the server). */
+  protected override get atomicLastValue(): boolean {
+    return true;
+  }
+
   private constructor(u: URL, opts: Resolved) {
     const base = u.pathname.replace(/\/+$/, '');
     super(`${u.origin}${base}`, opts);
@@ -267,6 +272,19 @@ export class RemoteBackend extends BackendBase {
   protected async doDelete(key: string, opts: DeleteOptions): Promise<DeleteResult> {
     const q = opts.ifVersion === undefined ? '' : `?ifVersion=${opts.ifVersion}`;
     const single = () => this.t.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}${q}`, undefined, opts.signal);
+    const last = opts.lastValue;
+    if (last !== undefined) {
+      // Only the batch protocol carries lastValue (one request, one commit); without it (batch:
+      // false, or an older server), the put and the delete as single requests.
+      const session = opts.session!;
+      const twoSteps = async () => {
+        const r = await this.doPut(key, last, { session, ifVersion: opts.ifVersion!, ...(opts.signal ? { signal: opts.signal } : {}) });
+        return this.t.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}?ifVersion=${r.kv.version}`, undefined, opts.signal);
+      };
+      if (!this.batcher) return (await twoSteps()) as DeleteResult;
+      const json = `{"op":"delete","key":${JSON.stringify(key)},"ifVersion":${opts.ifVersion!},"lastValue":${JSON.stringify(last)},"session":${JSON.stringify(session.id)}}`;
+      return (await this.batcher.submit(json, twoSteps, opts.signal, true)) as DeleteResult;
+    }
     if (!this.batcher) return (await single()) as DeleteResult;
     const json = `{"op":"delete","key":${JSON.stringify(key)}${opts.ifVersion === undefined ? '' : `,"ifVersion":${opts.ifVersion}`}}`;
     return (await this.batcher.submit(json, single, opts.signal)) as DeleteResult;

@@ -12,8 +12,9 @@ import { errorFromJSON, isRosterError, RosterError, UnavailableError } from '../
  * rejects with the same typed error (a failed precondition or a lost session fails only that
  * write), and a transport failure fails every write of the batch with UnavailableError (each may
  * or may not have been applied, as for a single request). Writes to the same key keep their order.
- * A write alone in its turn goes out as its ordinary single request; a server without the batch
- * endpoint (404) gets single requests from then on.
+ * A write alone in its turn goes out as its ordinary single request, unless it exists only in the
+ * batch protocol (`batchOnly`: a delete with lastValue); a server without the batch endpoint (404)
+ * gets single requests (for those, what `single` does instead) from then on.
  */
 export interface BatchTransport {
   /** POST the batch body; resolves with the parsed JSON reply or rejects with a RosterError. */
@@ -23,8 +24,9 @@ export interface BatchTransport {
 interface Entry {
   /** This write as one element of the `ops` array (JSON). */
   json: string;
-  /** The same write as its single request. */
+  /** The same write as its single request (or, batchOnly, the equivalent without the batch endpoint). */
   single: () => Promise<unknown>;
+  batchOnly: boolean;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   signal: AbortSignal | undefined;
@@ -42,10 +44,10 @@ export class WriteBatcher {
     private readonly maxBytes = 1024 * 1024,
   ) {}
 
-  submit(json: string, single: () => Promise<unknown>, signal: AbortSignal | undefined): Promise<unknown> {
+  submit(json: string, single: () => Promise<unknown>, signal: AbortSignal | undefined, batchOnly = false): Promise<unknown> {
     if (!this.supported) return single();
     const p = new Promise<unknown>((resolve, reject) => {
-      this.queue.push({ json, single, resolve, reject, signal });
+      this.queue.push({ json, single, batchOnly, resolve, reject, signal });
     });
     this.queuedBytes += json.length;
     if (this.queue.length >= this.maxOps || this.queuedBytes >= this.maxBytes) this.flush();
@@ -68,9 +70,9 @@ export class WriteBatcher {
     }
     this.queue = [];
     this.queuedBytes = 0;
-    if (batch.length === 1 || (batch.length > 1 && !this.supported)) {
+    if (!this.supported || (batch.length === 1 && !batch[0]!.batchOnly)) {
       for (const e of batch) e.single().then(e.resolve, e.reject);
-    } else if (batch.length > 1) {
+    } else if (batch.length > 0) {
       void this.sendBatch(batch);
     }
   }

@@ -33,7 +33,7 @@ export function putOptions(body: Record<string, unknown>, where: string): { leas
 export const MAX_BATCH_OPS = 1000;
 
 const BATCH_PUT_FIELDS = ['op', 'key', ...PUT_FIELDS];
-const BATCH_DELETE_FIELDS = ['op', 'key', 'ifVersion'];
+const BATCH_DELETE_FIELDS = ['op', 'key', 'ifVersion', 'lastValue', 'session'];
 
 function keyOf(x: Exchange): string {
   return validateKey(decodePath(x.param, 'key'));
@@ -57,7 +57,18 @@ function batchOp(v: unknown, i: number): BatchOp {
   }
   const key = validateKey(o.key, `${where}key`);
   if (o.op === 'delete') {
-    return o.ifVersion === undefined || o.ifVersion === null ? { op: 'delete', key } : { op: 'delete', key, ifVersion: jsonNonNegativeInt(o.ifVersion, `${where}ifVersion`) };
+    const { lease, ifVersion } = putOptions(o, where);
+    const op: BatchOp = ifVersion === undefined ? { op: 'delete', key } : { op: 'delete', key, ifVersion };
+    if (o.lastValue === undefined || o.lastValue === null) {
+      if (lease !== undefined) throw new InvalidArgumentError(`invalid ${where}session: a delete takes a session only with lastValue`, { details: { field: `${where}session` } });
+      return op;
+    }
+    // The value the key is replaced with just before the delete, bound to `session` (engine DeleteOpts).
+    const lastValue = validateValue(o.lastValue, `${where}lastValue`);
+    if (ifVersion === undefined || lease === undefined) {
+      throw new InvalidArgumentError(`invalid ${where}lastValue: a delete with lastValue needs ifVersion and session`, { details: { field: `${where}lastValue` } });
+    }
+    return { ...op, lastValue, lease };
   }
   const value = validateValue(o.value);
   return { op: 'put', key, value, ...putOptions(o, where) };
@@ -68,9 +79,10 @@ function batchOp(v: unknown, i: number): BatchOp {
  * register-level write the version it checked, pinned as the write's precondition.
  */
 function admitWrite(s: ServerContext, x: Exchange, op: BatchOp): BatchOp | Promise<BatchOp> {
-  const put = op.op === 'put';
-  const pinned = op.ifVersion !== undefined || (put && op.ifAbsent === true);
-  const pin = s.security.checkWrite(x.principal, op.key, { put, session: put ? op.lease : undefined, pinned });
+  // A delete with lastValue puts first: it is admitted as that put (bound to its session, pinned).
+  const put = op.op === 'put' || op.lastValue !== undefined;
+  const pinned = op.ifVersion !== undefined || (op.op === 'put' && op.ifAbsent === true);
+  const pin = s.security.checkWrite(x.principal, op.key, { put, session: op.lease, pinned });
   const apply = (v: number | undefined): BatchOp => (v === undefined ? op : { ...op, ifVersion: v });
   return pin instanceof Promise ? pin.then(apply) : apply(pin);
 }
