@@ -10,7 +10,7 @@
 /* global fetch, AbortController */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
-import { setTimeout, clearTimeout, setInterval, clearInterval } from 'node:timers';
+import { setTimeout, clearTimeout, setInterval, clearInterval, setImmediate } from 'node:timers';
 import { setMaxListeners } from 'node:events';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -368,6 +368,8 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
   const recv = new Float64Array(count * events).fill(NaN);
   const base = prefix.length + 2; // 'i-' after the prefix
   let delivered = 0;
+  let completeAt = -1;
+  let onAll;
   let duplicates = 0;
   let unexpected = 0;
   let synced = 0;
@@ -388,7 +390,7 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
       return;
     }
     recv[i] = at;
-    delivered++;
+    if (++delivered === completeAt) setImmediate(onAll);
   };
   const fail = (w, e) => {
     if (ac.signal.aborted) return;
@@ -415,6 +417,11 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
   let c0 = 0;
   return {
     count,
+    /** Call `fn` (once, from a later turn) when `n` deliveries have been seen. */
+    onComplete: (n, fn) => {
+      completeAt = n;
+      onAll = fn;
+    },
     start: () => void (c0 = cpuUs().total),
     delivered: () => delivered,
     failures: () => failures,
@@ -480,11 +487,17 @@ async function watchSub(spec) {
   const prefix = layout.servicePrefix('watched');
   const h = await holdWatchers(spec, prefix, spec.from, spec.count, now);
   process.stdout.write('READY\n');
+  // Progress for the parent's drain loop (it waits for every delivery, and gives up after 30 s
+  // without progress): at once when complete, else every 250 ms, so that the reports do not wake the
+  // writer (the parent) while it is being measured more than they must.
+  const complete = spec.count * spec.instances * 2;
   let reported = '';
-  const report = setInterval(() => {
+  const send = () => {
     const line = `P ${h.delivered()} ${h.failures()}\n`;
     if (line !== reported) process.stdout.write((reported = line));
-  }, 20);
+  };
+  const report = setInterval(send, 250);
+  h.onComplete(complete, send);
   const lines = readLines(process.stdin);
   for await (const line of lines) {
     if (line === 'START') h.start();
