@@ -1,14 +1,13 @@
 import type { ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { Engine } from '../engine/engine.js';
+import type { SseHub } from './sse.js';
 import { isRosterError, NotFoundError } from '../core/errors.js';
 
 /** Grace after a channel's connection drops before its bound sessions expire (default; a client
  *  may ask for another within [0, MAX_GRACE_MS]). */
 export const DEFAULT_GRACE_MS = 100;
 export const MAX_GRACE_MS = 60_000;
-
-const HEARTBEAT = Buffer.from(':\n\n');
 
 /**
  * A session channel: one per client process (per RemoteBackend), the one connection its sessions
@@ -49,19 +48,16 @@ export class Channels {
   private readonly byId = new Map<string, Channel>();
   /** The channel each session is renewed through (a session is in at most one). */
   private readonly bySession = new Map<string, Channel>();
-  private readonly timer: NodeJS.Timeout;
   private closing = false;
   /** Sessions expired because their connection dropped (for metrics). */
   expiredOnDisconnect = 0;
 
   constructor(
     private readonly engine: Engine,
-    private readonly heartbeatMs: number,
+    /** Serves the streams' head and heartbeats, as it does a watch stream's. */
+    private readonly sse: Pick<SseHub, 'adopt'>,
     private readonly onError: (err: unknown) => void,
-  ) {
-    this.timer = setInterval(() => this.beat(), heartbeatMs);
-    this.timer.unref();
-  }
+  ) {}
 
   get size(): number {
     return this.byId.size;
@@ -89,8 +85,7 @@ export class Channels {
     const c = ch;
     c.res = res;
     res.on('close', () => this.dropped(c, res));
-    res.useChunkedEncodingByDefault = false;
-    res.writeHead(200, ['content-type', 'text/event-stream; charset=utf-8', 'cache-control', 'no-store', 'x-accel-buffering', 'no', 'roster-heartbeat-ms', String(this.heartbeatMs)]);
+    this.sse.adopt(res);
     const opening = { id: c.id, resumed, graceMs };
     res.write(`event: channel\ndata: ${JSON.stringify(opening)}\n\n`);
     return opening;
@@ -168,14 +163,9 @@ export class Channels {
     }
   }
 
-  private beat(): void {
-    for (const ch of this.byId.values()) if (ch.res && !ch.res.destroyed) ch.res.write(HEARTBEAT);
-  }
-
   /** The server closes: end every stream without expiring anything (leases keep their TTL). */
   close(): void {
     this.closing = true;
-    clearInterval(this.timer);
     for (const ch of this.byId.values()) {
       if (ch.grace) clearTimeout(ch.grace);
       ch.res?.end();

@@ -49,6 +49,8 @@ export class SseHub {
   dropped = 0;
   private lastEvent: EngineEvent | undefined;
   private lastFrame: Buffer = HEARTBEAT;
+  /** Event streams another module writes (session channels): they get the heartbeats too. */
+  private readonly adopted = new Set<ServerResponse>();
 
   constructor(
     readonly heartbeatMs: number,
@@ -74,6 +76,22 @@ export class SseHub {
       s.closed = true;
       this.drop(s);
     });
+    this.head(res);
+    writeOpening(engine, s, sub, prefix, from, () => this.end(s, false)).catch((e: unknown) => {
+      this.onError(e);
+      this.end(s, true);
+    });
+  }
+
+  /** Start an event stream on `res` that another module writes (a session channel's): the same
+   *  head as a watch stream's, and the hub's heartbeats until it closes. */
+  adopt(res: ServerResponse): void {
+    this.head(res);
+    this.adopted.add(res);
+    res.on('close', () => this.adopted.delete(res));
+  }
+
+  private head(res: ServerResponse): void {
     // A close-delimited body rather than chunked encoding: each event is then one socket write of
     // one buffer, encoded once for every stream. HTTP/1.1 allows it for a reply without a length;
     // an event stream ends with its connection anyway.
@@ -84,10 +102,6 @@ export class SseHub {
       'x-accel-buffering', 'no',
       'roster-heartbeat-ms', String(this.heartbeatMs),
     ]);
-    writeOpening(engine, s, sub, prefix, from, () => this.end(s, false)).catch((e: unknown) => {
-      this.onError(e);
-      this.end(s, true);
-    });
   }
 
   private send(s: SseStream, ev: EngineEvent): void {
@@ -114,6 +128,7 @@ export class SseHub {
   beat(): void {
     // (A stream writing its opening is busy sending; a comment must not split its snapshot frame.)
     for (const s of this.streams) if (s.live) this.write(s, HEARTBEAT);
+    for (const res of this.adopted) if (!res.destroyed) res.write(HEARTBEAT);
   }
 
   private drop(s: SseStream): void {

@@ -109,6 +109,12 @@ export class RegistryTracker {
     return { revision: this.engine.publishedRevision, services: this.perService.size, instances: this.instanceCount, sessions: s.leases, keys: s.keys };
   }
 
+  /** Lease-end marks waiting for their key's delete to be published (diagnostics, tests): only
+   *  keys whose delete the tracker consumes are marked, so this is empty between writes. */
+  get pendingLeaseEnds(): number {
+    return this.ended.size;
+  }
+
   /** Every lock (`kind` 'lock') or election with at least one participant, by directory. */
   linesOf(kind: 'lock' | 'election'): LineView[] {
     const root = kind === 'lock' ? LOCKS : ELECTIONS;
@@ -154,8 +160,9 @@ export class RegistryTracker {
     else this.intents.delete(ev.key);
   }
 
-  /** `services/<service>/<id>` → [service, id]; undefined for other keys under services/. */
+  /** `services/<service>/<id>` → [service, id]; undefined for any other key. */
   private shape(key: string): [string, string] | undefined {
+    if (!key.startsWith(SERVICES)) return undefined; // (tracks() asks about every ended session's keys)
     const slash = key.indexOf('/', SERVICES.length);
     if (slash <= SERVICES.length || slash === key.length - 1 || key.indexOf('/', slash + 1) >= 0) return undefined;
     return [key.slice(SERVICES.length, slash), key.slice(slash + 1)];

@@ -178,26 +178,14 @@ export class RemoteBackend extends BackendBase {
 
   protected async grant(ttl: number, signal: AbortSignal | undefined, connectionBound: boolean): Promise<LeaseSession> {
     const ch = this.channel;
-    if (ch) {
-      for (let attempt = 0; ; attempt++) {
-        const on = await ch.ready();
-        if (on === undefined) {
-          ch.done();
-          break; // the server has no session channels
-        }
-        try {
-          const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl},"channel":"${on}"${connectionBound ? ',"bound":true' : ''}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
-          if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
-          return this.channelLease(ch, r.id, r.ttl, connectionBound, on);
-        } catch (e) {
-          // The channel ended between its opening and the grant: once more on a fresh one.
-          if (attempt > 0 || !isRosterError(e, 'NOT_FOUND') || e.details?.channel !== on) throw e;
-          ch.stale(on);
-        } finally {
-          ch.done();
-        }
-      }
-    }
+    const onChannel =
+      ch &&
+      (await ch.grant(async (on) => {
+        const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl},"channel":"${on}"${connectionBound ? ',"bound":true' : ''}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
+        if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
+        return this.channelLease(ch, r.id, r.ttl, connectionBound, on);
+      }));
+    if (onChannel) return onChannel; // (undefined: the server has no session channels)
     const r = (await this.t.call('POST', '/api/v1/sessions', `{"ttl":${ttl}}`, signal)) as { id?: unknown; ttl?: unknown } | undefined;
     if (!r || typeof r.id !== 'string' || typeof r.ttl !== 'number') throw replyError(201, JSON.stringify(r));
     const id = r.id;

@@ -1,7 +1,12 @@
 import type { LeaseSession } from '../../contract/session.js';
-import { backoff, jitter } from '../../core/async.js';
+import { backoff, jitter, sleep } from '../../core/async.js';
+import { systemClock, type Clock, type Timer } from '../../core/clock.js';
 import { isRosterError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
+import { SseParser } from './sse.js';
 import { errorOfReply, replyError, type Transport } from './transport.js';
+
+/** What a session channel needs of the transport (a test drives it with a fake one). */
+export type ChannelTransport = Pick<Transport, 'call' | 'stream' | 'error' | 'requestTimeout'>;
 
 /** The reason a stream is closed when the backend has no sessions left (not a failure). */
 const IDLE = new UnavailableError('session channel closed: no sessions left');
@@ -36,15 +41,15 @@ export class SessionChannel {
   private conn: AbortController | undefined;
   private running = false;
   private closed = false;
-  /** grant()s waiting for the stream's opening. */
   /** Abort reasons of connections ended by stale(): a reconnect is due at once, and the grants
    *  waiting for it must not fail for the old connection's end. */
   private readonly gone = new WeakSet<object>();
+  /** grant()s waiting for the stream's opening. */
   private waiters: { resolve: (id: string | undefined) => void; reject: (e: unknown) => void }[] = [];
   private unsupported = false;
   /** grant()s between ready() and done(): the stream stays open for them. */
   private pending = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private ticking = false;
   private attaching = false;
   /** Ends the reconnect loop's backoff early: a renewal is due and sessions are at stake. */
@@ -56,14 +61,40 @@ export class SessionChannel {
   readonly stats = { opens: 0, resumed: 0, keepalives: 0 };
 
   constructor(
-    private readonly t: Transport,
+    private readonly t: ChannelTransport,
     private readonly graceMs: number | undefined,
     private readonly retry: { baseMs: number; capMs: number },
+    private readonly clock: Clock = systemClock,
   ) {}
 
-  /** The channel to grant a session on: opens the stream if needed. Undefined when the server has
-   *  no session channels (an older server): sessions are then renewed one by one. */
-  ready(): Promise<string | undefined> {
+  /**
+   * Grant a session on the channel: `post(on)` asks the server for a session on channel `on` and
+   * hands it to add() before it returns (the stream stays open for it meanwhile). When the server
+   * answers that `on` is gone (the channel expired between its opening and the grant; the server
+   * revokes a session it granted on a channel that expired meanwhile), it is asked once more on a
+   * fresh channel. Undefined when the server has no session channels (an older server): sessions
+   * are then renewed one by one.
+   */
+  async grant<T>(post: (on: string) => Promise<T>): Promise<T | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const on = await this.ready();
+      if (on === undefined) {
+        this.done();
+        return undefined;
+      }
+      try {
+        return await post(on);
+      } catch (e) {
+        if (attempt > 0 || !isRosterError(e, 'NOT_FOUND') || e.details?.channel !== on) throw e;
+        this.stale(on);
+      } finally {
+        this.done();
+      }
+    }
+  }
+
+  /** The channel to grant a session on: opens the stream if needed (undefined: no channels). */
+  private ready(): Promise<string | undefined> {
     this.pending++;
     if (this.unsupported) return Promise.resolve(undefined);
     if (this.live && this.id !== undefined) return Promise.resolve(this.id);
@@ -79,12 +110,12 @@ export class SessionChannel {
   }
 
   /** The grant that called ready() is over (granted and added, or failed). */
-  done(): void {
+  private done(): void {
     if (--this.pending === 0 && this.members.size === 0) this.idle();
   }
 
-  /** The server forgot the channel a grant named: reconnect (a fresh channel) before retrying. */
-  stale(id: string): void {
+  /** The server forgot channel `id`: reconnect (a fresh channel) before retrying. */
+  private stale(id: string): void {
     if (this.id !== id) return;
     const gone = new UnavailableError(`session channel ${id} is gone`);
     this.gone.add(gone);
@@ -94,7 +125,7 @@ export class SessionChannel {
 
   /** Renew `session` through the channel from now on (granted on channel `on`). */
   add(session: LeaseSession, bound: boolean, on: string): void {
-    this.members.set(session.id, { session, bound, attachedTo: on, lastOk: Date.now() });
+    this.members.set(session.id, { session, bound, attachedTo: on, lastOk: this.clock.now() });
     if (on !== this.id) this.attach();
     this.run();
     this.schedule();
@@ -123,7 +154,7 @@ export class SessionChannel {
   }
 
   private idle(): void {
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.clear();
     this.timer = undefined;
     if (!this.wanted() && this.conn && !this.conn.signal.aborted) {
       // Not a failure: a grant arriving now waits for a new connection, not for this one's end.
@@ -165,11 +196,9 @@ export class SessionChannel {
           if (!this.wanted()) break;
           // The first reconnect is immediate (the server's grace is short); then back off.
           if (attempt > 0) {
-            await new Promise<void>((r) => {
-              const t = setTimeout(() => r(), backoff(attempt - 1, this.retry.baseMs, this.retry.capMs));
-              t.unref();
-              this.wake = () => (clearTimeout(t), r());
-            });
+            const woken = new AbortController();
+            this.wake = () => woken.abort();
+            await sleep(backoff(attempt - 1, this.retry.baseMs, this.retry.capMs), woken.signal, this.clock).catch(() => undefined);
             this.wake = undefined;
           }
           attempt++;
@@ -187,34 +216,36 @@ export class SessionChannel {
     const q: string[] = [];
     if (this.id !== undefined) q.push(`resume=${this.id}`);
     if (this.graceMs !== undefined) q.push(`graceMs=${this.graceMs}`);
-    let idle: ReturnType<typeof setInterval> | undefined;
-    let lastData = Date.now();
-    let buf = '';
+    let idle: Timer | undefined;
+    let lastData = this.clock.now();
+    // Its first event names the channel; heartbeats (comments) follow.
+    let named = false;
+    const parser = new SseParser((_event, data) => {
+      if (named) return;
+      named = true;
+      const o = JSON.parse(data) as { id?: unknown; resumed?: unknown } | null;
+      if (!o || typeof o.id !== 'string') throw replyError(200, data);
+      this.opened(o.id, o.resumed === true);
+      up();
+    });
     try {
       const reply = await this.t.stream(`/api/v1/channels${q.length ? `?${q.join('&')}` : ''}`, c.signal, {
         open: (headers) => {
           const hb = Number(headers['roster-heartbeat-ms']);
           const idleLimit = (Number.isFinite(hb) && hb > 0 ? hb : 15_000) * 2.5;
-          idle = setInterval(() => {
+          const check = (): void => {
             // Never given up before the longest bound session's TTL: closing the connection is what
             // expires bound sessions, and a path that stops forwarding data but passes the close
             // would otherwise end them before their TTL (a partition keeps the TTL).
             const limit = Math.max(idleLimit, this.longestBoundTtl());
-            if (Date.now() - lastData > limit) c.abort(new UnavailableError(`session channel silent for ${Math.round(limit)} ms`));
-          }, Math.max(50, idleLimit / 4));
-          idle.unref();
+            if (this.clock.now() - lastData > limit) c.abort(new UnavailableError(`session channel silent for ${Math.round(limit)} ms`));
+            else if (!c.signal.aborted) idle = this.clock.setTimeout(check, Math.max(50, idleLimit / 4));
+          };
+          idle = this.clock.setTimeout(check, Math.max(50, idleLimit / 4));
         },
         data: (chunk) => {
-          lastData = Date.now();
-          if (this.live) return; // after the opening only heartbeats come
-          buf += chunk.toString('utf8');
-          const end = buf.indexOf('\n\n');
-          if (end < 0) return;
-          const data = /^data: (.*)$/m.exec(buf.slice(0, end))?.[1];
-          const o = data === undefined ? undefined : (JSON.parse(data) as { id?: unknown; resumed?: unknown });
-          if (!o || typeof o.id !== 'string') throw replyError(200, buf.slice(0, end));
-          this.opened(o.id, o.resumed === true);
-          up();
+          lastData = this.clock.now();
+          if (!named) parser.push(chunk); // after the opening only heartbeats come
         },
       });
       if (reply.status !== 200) throw errorOfReply(reply.status, reply.text);
@@ -222,7 +253,7 @@ export class SessionChannel {
       throw c.signal.aborted && c.signal.reason instanceof RosterError ? c.signal.reason : this.t.error(e);
     } finally {
       this.live = false;
-      if (idle) clearInterval(idle);
+      idle?.clear();
     }
   }
 
@@ -248,7 +279,7 @@ export class SessionChannel {
     if (todo.length === 0) return;
     this.attaching = true;
     const body = JSON.stringify({ sessions: todo.map((m) => ({ id: m.session.id, bound: m.bound })) });
-    const t0 = Date.now();
+    const t0 = this.clock.now();
     this.t
       .call('POST', `/api/v1/channels/${ch}/attach`, body)
       .then(
@@ -290,13 +321,12 @@ export class SessionChannel {
     if (this.timer) {
       // Keep the earlier of the two.
       if (ms === undefined) return;
-      clearTimeout(this.timer);
+      this.timer.clear();
     }
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimeout(() => {
       this.timer = undefined;
       void this.tick();
     }, next);
-    this.timer.unref();
   }
 
   private async tick(): Promise<void> {
@@ -304,7 +334,7 @@ export class SessionChannel {
     this.ticking = true;
     const ch = this.id;
     const minTtl = this.minTtl();
-    const t0 = Date.now();
+    const t0 = this.clock.now();
     let ok = false;
     try {
       if (!this.live) this.wake?.(); // reconnect now rather than after the stream's backoff
@@ -331,7 +361,7 @@ export class SessionChannel {
     // Sessions whose attach failed (a timeout, a 503) are attached again, not left to be lost.
     if (ok && this.live) this.attach();
     // Unreachable (or some sessions not yet renewed here): retry soon, never past a deadline.
-    const now = Date.now();
+    const now = this.clock.now();
     let left = Infinity;
     for (const m of this.members.values()) left = Math.min(left, m.lastOk + m.session.ttl - now);
     this.schedule(Math.max(10, Math.min(Math.max(50, minTtl / 10), left)));
@@ -345,7 +375,7 @@ export class SessionChannel {
 
   /** Sessions no renewal succeeded for over a whole TTL: the server may have expired them. */
   private presumeLost(cause: unknown): void {
-    const now = Date.now();
+    const now = this.clock.now();
     for (const m of [...this.members.values()]) {
       if (now - m.lastOk >= m.session.ttl) m.session.markLost(new SessionLostError(`session ${m.session.id} lost: no keepalive succeeded for ${m.session.ttl} ms`, { cause }));
     }

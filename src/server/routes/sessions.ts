@@ -64,7 +64,7 @@ function optionalBoolean(v: unknown, what: string): boolean {
  * that connection-bound sessions are bound to.
  */
 export const sessionRoutes: RouteModule = (s) => {
-  const channels = new Channels(s.engine, s.sse.heartbeatMs, (e) => s.onError(e));
+  const channels = new Channels(s.engine, s.sse, (e) => s.onError(e));
   s.onClose(() => channels.close());
   /** The caller's channel named in the path, and the `sessions` list of the body. */
   const channelRequest = async <T>(x: Exchange, item: (e: unknown, i: number) => T) => {
