@@ -307,8 +307,10 @@ export class Engine {
    *
    * With `streamBacklog`, the backlog is left empty: the caller reads it from historyPage() at its
    * own pace, from fromRevision up to `revision` and on (see the server's watch streams).
+   * A `deferred` subscriber gets each published batch after the others (watchers.ts): the
+   * server's own views subscribe so, to stay off the path of an event to its watch streams.
    */
-  subscribe(prefix: string, fromRevision: number | undefined, onEvent: (ev: EngineEvent) => void, opts: { streamBacklog?: boolean } = {}): Subscription {
+  subscribe(prefix: string, fromRevision: number | undefined, onEvent: (ev: EngineEvent) => void, opts: { streamBacklog?: boolean; deferred?: boolean } = {}): Subscription {
     this.check();
     const s = this.state;
     let snapshot: ListResult | undefined;
@@ -322,7 +324,7 @@ export class Engine {
     } else if (!opts.streamBacklog) {
       backlog = s.history.page(prefix, fromRevision, s.published, Infinity, Infinity)!.events;
     }
-    const cancel = this.watchers.add({ prefix, after: s.published, onEvent });
+    const cancel = this.watchers.add({ prefix, after: s.published, onEvent, ...(opts.deferred ? { deferred: true } : {}) });
     return { ...(snapshot ? { snapshot } : {}), reset, backlog, revision: s.published, cancel };
   }
 
@@ -363,6 +365,13 @@ export class Engine {
     await this.commit();
     if (state !== this.state) throw new UnavailableError('storage failed while the snapshot was taken: try again once it accepts writes');
     return { revision: cap.revision, seq: cap.seq, keys: cap.kvs.length, sessions: cap.leases.length, pieces: () => snapshotPieces(cap) };
+  }
+
+  /** Run `hook` once per published batch, after the subscribers that are not deferred got all of
+   *  it and before the deferred ones: a writer that buffers per batch (the server's watch streams)
+   *  writes here. Returns its remover. */
+  onBatchDelivered(hook: () => void): () => void {
+    return this.watchers.onBatch(hook);
   }
 
   /** Be told of every session that ends (after its keys were deleted, before that is published). */

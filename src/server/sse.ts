@@ -13,6 +13,8 @@ class SseStream implements OpeningStream {
   sub: Subscription | undefined;
   /** Where live events go: the socket itself once the opening is written (see goLive). */
   out: Writable;
+  /** Frames of the batch being delivered, written at its end (SseHub.flush). */
+  pending: Buffer[] = [];
   constructor(
     readonly res: ServerResponse,
     /** The prefix covers the server's reserved keys (auth/store.ts): those events are left out. */
@@ -40,8 +42,11 @@ class SseStream implements OpeningStream {
  * Every open Server-Sent Events stream of the server. Heartbeats are SSE comments (the interval is
  * announced in the `roster-heartbeat-ms` header) so clients detect dead connections. Each engine
  * event is encoded once for all streams (the engine delivers one event to every subscriber in a
- * row). A client that falls more than `maxBuffer` bytes behind is cut: it resumes by revision
- * instead of holding unbounded memory here.
+ * row). The frames of one published batch are written to each stream together, in one socket
+ * write, once the engine has delivered the batch to its watch streams (and before its own views
+ * get it: Engine.onBatchDelivered), so that a batch reaches a client in one piece. A client that
+ * falls more than `maxBuffer` bytes behind is cut: it resumes by revision instead of holding
+ * unbounded memory here.
  */
 export class SseHub {
   private readonly streams = new Set<SseStream>();
@@ -51,6 +56,10 @@ export class SseHub {
   private lastFrame: Buffer = HEARTBEAT;
   /** Event streams another module writes (session channels): they get the heartbeats too. */
   private readonly adopted = new Set<ServerResponse>();
+  /** Streams with frames of the batch being delivered. */
+  private dirty: SseStream[] = [];
+  /** Engines whose batches end with flush(). */
+  private readonly hooked = new Set<Engine>();
 
   constructor(
     readonly heartbeatMs: number,
@@ -69,6 +78,10 @@ export class SseHub {
    */
   open(res: ServerResponse, engine: Engine, prefix: string, from: number | undefined, release: () => void = () => undefined): void {
     const s = new SseStream(res, rangeHasReserved(prefix), release);
+    if (!this.hooked.has(engine)) {
+      this.hooked.add(engine);
+      engine.onBatchDelivered(() => this.flush());
+    }
     const sub = engine.subscribe(prefix, from, (ev) => this.send(s, ev), { streamBacklog: true });
     s.sub = sub;
     this.streams.add(s);
@@ -111,14 +124,38 @@ export class SseHub {
       this.lastEvent = ev;
       this.lastFrame = Buffer.from(sseFrame(ev.type, ev.revision, JSON.stringify(ev)));
     }
-    this.write(s, this.lastFrame);
+    if (s.pending.length === 0) this.dirty.push(s);
+    s.pending.push(this.lastFrame);
+  }
+
+  /** Write every stream's frames of the batch just delivered: one write (writev) per stream. */
+  private flush(): void {
+    if (this.dirty.length === 0) return;
+    const dirty = this.dirty;
+    this.dirty = [];
+    for (const s of dirty) {
+      const frames = s.pending;
+      s.pending = [];
+      if (frames.length === 1) {
+        this.write(s, frames[0]!);
+      } else if (!s.closed) {
+        s.out.cork();
+        for (const f of frames) s.out.write(f);
+        s.out.uncork();
+        this.checkBuffer(s);
+      }
+    }
   }
 
   private write(s: SseStream, chunk: Buffer): void {
     if (s.closed) return;
     const out = s.out;
     out.write(chunk);
-    if (out.writableLength > this.maxBuffer) {
+    this.checkBuffer(s);
+  }
+
+  private checkBuffer(s: SseStream): void {
+    if (s.out.writableLength > this.maxBuffer) {
       this.dropped++;
       this.end(s, true);
     }

@@ -89,7 +89,7 @@ export class RegistryTracker {
       [LOCKS, (ev: EngineEvent) => this.lineEvent(ev, 'lock'), (kv: KeyValue) => this.adoptParticipant(kv)],
       [ELECTIONS, (ev: EngineEvent) => this.lineEvent(ev, 'election'), (kv: KeyValue) => this.adoptParticipant(kv)],
     ] as const) {
-      const sub = engine.subscribe(prefix, undefined, onEvent);
+      const sub = engine.subscribe(prefix, undefined, onEvent, { deferred: true });
       for (const kv of sub.snapshot?.items ?? []) adopt(kv);
       this.subs.push(sub);
     }

@@ -19,6 +19,8 @@ export interface SseClient {
   heartbeats(): number;
   /** True once the server ended the stream. */
   ended(): boolean;
+  /** The local port of the stream's connection (the server sees it as the peer's). */
+  localPorts(): number[];
   close(): void;
 }
 
@@ -45,6 +47,7 @@ export function openSse(base: string, path: string, headers: Record<string, stri
         frames: new Reader(ch),
         heartbeats: () => beats,
         ended: () => ended,
+        localPorts: () => (req.socket?.localPort !== undefined ? [req.socket.localPort] : []),
         close: () => {
           ch.end();
           req.destroy();

@@ -61,6 +61,55 @@ describe('Engine.batch', () => {
   });
 });
 
+describe('delivery of a published batch', () => {
+  it('every subscriber first, then the batch hooks, then the deferred subscribers, each in revision order, one event object each', async () => {
+    const { e } = await open();
+    try {
+      const calls: string[] = [];
+      const seen = new Map<string, EngineEvent[]>();
+      const sub = (name: string, prefix: string, deferred: boolean) => {
+        seen.set(name, []);
+        return e.subscribe(
+          prefix,
+          undefined,
+          (ev) => {
+            calls.push(`${name}:${ev.type}@${ev.revision}`);
+            seen.get(name)!.push(ev);
+          },
+          deferred ? { deferred: true } : {},
+        );
+      };
+      // Deferred ones subscribed first: order of subscription does not put them ahead.
+      const subs = [sub('D', 'k/', true), sub('A', 'k/', false), sub('B', 'k/a', false), sub('D2', 'k/b', true)];
+      const unhook = e.onBatchDelivered(() => calls.push('hook'));
+      const out = await e.batch([
+        { op: 'put', key: 'k/a', value: '1' },
+        { op: 'put', key: 'k/b', value: '2' },
+        { op: 'delete', key: 'k/a' },
+      ]);
+      const [r1, r2, r3] = out.map((r) => (r as { revision: number }).revision);
+      expect(calls).toEqual([
+        `A:put@${r1}`, `B:put@${r1}`, `A:put@${r2}`, `A:delete@${r3}`, `B:delete@${r3}`,
+        'hook',
+        `D:put@${r1}`, `D:put@${r2}`, `D2:put@${r2}`, `D:delete@${r3}`,
+      ]);
+      // The same event objects in both passes.
+      expect(seen.get('D')).toEqual(seen.get('A'));
+      seen.get('D')!.forEach((ev, i) => expect(ev).toBe(seen.get('A')![i]));
+      expect(seen.get('D2')![0]).toBe(seen.get('A')![1]);
+      // A cancelled deferred subscriber gets nothing more; the hook runs once per batch.
+      subs[0]!.cancel();
+      unhook();
+      calls.length = 0;
+      const r4 = await e.put('k/c', '3');
+      expect(calls).toEqual([`A:put@${r4.revision}`]);
+      for (const s of subs) s.cancel();
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe('lease key bookkeeping', () => {
   it('revoke deletes exactly the keys still bound to the lease, after rebinds, deletes and re-creates', async () => {
     const { e } = await open();

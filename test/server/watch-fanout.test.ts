@@ -6,6 +6,7 @@
  * twice, none of another prefix. The same through the remote backend with many watchers in one
  * process (they share the decoded frame: src/backends/remote/sse.ts, watch.ts).
  */
+import { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import type { WatchEvent } from '../../src/core/kv.js';
@@ -168,6 +169,43 @@ describe('watch fan-out: one encoding, many streams', () => {
     } finally {
       for (const x of backends) x.destroy();
       b.destroy();
+    }
+  });
+
+  it('the frames of one published batch reach a stream in one socket write, after every event of it is encoded', async () => {
+    const p = uniquePrefix('fanw');
+    const sse = await openSse(srv.url, `/api/v1/watch?prefix=${encodeURIComponent(p)}`);
+    await sse.frames.until((f) => f.event === 'synced', 5000, 'synced');
+    // The server's end of this stream is the socket whose peer is our local port: record what each
+    // write to it carries (a heartbeat is not a frame: it has no "data:" line).
+    const proto = Socket.prototype as unknown as Record<'_write' | '_writev', (...a: unknown[]) => unknown>;
+    const orig = { _write: proto._write, _writev: proto._writev };
+    const perWrite: number[] = [];
+    const frames = (b: unknown) => (String(b).match(/^data: /gm) ?? []).length;
+    const ports = new Set(sse.localPorts());
+    proto._write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+      if (ports.has(this.remotePort!) && frames(chunk) > 0) perWrite.push(frames(chunk));
+      return orig._write.call(this, chunk, ...rest);
+    };
+    proto._writev = function (this: Socket, chunks: unknown, ...rest: unknown[]) {
+      if (ports.has(this.remotePort!)) {
+        const n = (chunks as { chunk: unknown }[]).reduce((a, c) => a + frames(c.chunk), 0);
+        if (n > 0) perWrite.push(n);
+      }
+      return orig._writev.call(this, chunks, ...rest);
+    };
+    try {
+      const r = await request(srv.url, 'POST', '/api/v1/batch', {
+        headers: J,
+        body: JSON.stringify({ ops: [{ op: 'put', key: `${p}a`, value: '1' }, { op: 'put', key: `${p}b`, value: '2' }, { op: 'delete', key: `${p}a` }] }),
+      });
+      expect(r.status).toBe(200);
+      const got = await sse.frames.until((f) => f.event === 'delete', 5000, 'the batch');
+      expect(got.map((f) => f.event)).toEqual(['put', 'put', 'delete']);
+      expect(perWrite).toEqual([3]);
+    } finally {
+      Object.assign(proto, orig);
+      sse.close();
     }
   });
 });

@@ -87,7 +87,7 @@ export class AuthStore {
 
   static async open(engine: Engine, bootstrap: BootstrapOptions): Promise<{ store: AuthStore; bootstrap: BootstrapOutcome }> {
     const s = new AuthStore(engine);
-    const sub = engine.subscribe(ACL_ROOT, undefined, (ev) => s.apply(ev));
+    const sub = engine.subscribe(ACL_ROOT, undefined, (ev) => s.apply(ev), { deferred: true });
     s.sub = sub;
     for (const kv of sub.snapshot?.items ?? []) s.load(kv);
     try {

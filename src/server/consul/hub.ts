@@ -88,8 +88,8 @@ export class Hub {
 
   constructor(private readonly engine: Engine) {
     this.baseline = Math.max(1, engine.publishedRevision);
-    const a = engine.subscribe(SERVICES_ROOT, undefined, (ev) => this.onEvent(ev));
-    const b = engine.subscribe(CONSUL_ROOT, undefined, (ev) => this.onEvent(ev));
+    const a = engine.subscribe(SERVICES_ROOT, undefined, (ev) => this.onEvent(ev), { deferred: true });
+    const b = engine.subscribe(CONSUL_ROOT, undefined, (ev) => this.onEvent(ev), { deferred: true });
     this.subs = [a, b];
     this.initial = { services: a.snapshot?.items ?? [], consul: b.snapshot?.items ?? [] };
   }

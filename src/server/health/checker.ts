@@ -138,7 +138,7 @@ export class HealthChecker {
   start(): void {
     if (this.subs.length > 0 || this.closed) return;
     for (const prefix of [this.root, this.nodePrefix]) {
-      const sub = this.engine.subscribe(prefix, undefined, (ev) => this.onEvent(ev));
+      const sub = this.engine.subscribe(prefix, undefined, (ev) => this.onEvent(ev), { deferred: true });
       this.subs.push(sub);
       for (const kv of sub.snapshot?.items ?? []) this.adopt(kv);
     }
