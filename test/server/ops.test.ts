@@ -133,6 +133,13 @@ describe('server operations', () => {
       const after = await json(server.url, 'GET', `/api/v1/events?after=${h.body.next}`);
       const dereg = (after.body.events as { type: string; instance?: string }[]).find((e) => e.type === 'instance.deregistered' && e.instance === 'o-2');
       expect(dereg).toBeDefined();
+      // A reader whose position is past this history's end (it read another, a restarted server's)
+      // is answered at once from the start, told so, even without naming its epoch.
+      const asked = Date.now();
+      const past = await json(server.url, 'GET', `/api/v1/events?after=${Number(after.body.last) + 1000}&wait=20s`);
+      expect(Date.now() - asked).toBeLessThan(5000);
+      expect(past.body).toMatchObject({ restarted: true });
+      expect((past.body.events as unknown[]).length).toBe(Number(after.body.last));
       // Auth off: the dashboard is told it may do everything (it shows every write button).
       const acl = await json(server.url, 'POST', '/api/v1/acl/check', { services: ['orders'], keys: ['config/a'], prefixes: [''] });
       expect(acl.body).toMatchObject({ auth: false, services: { orders: 'write' }, keys: { 'config/a': 'write' }, prefixes: { '': 'write' } });

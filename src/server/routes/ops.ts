@@ -77,8 +77,9 @@ export const opsRoutes: RouteModule = (s) => {
           const limit = q.limit === undefined ? 200 : parseNonNegativeInt(q.limit, 'limit');
           if (limit < 1 || limit > MAX_EVENTS) throw new InvalidArgumentError(`invalid limit ${limit}: expected 1 to ${MAX_EVENTS}`, { details: { field: 'limit' } });
           const wait = q.wait === undefined ? 0 : parseDuration(q.wait, 'wait', { max: MAX_WAIT_MS });
-          // Sequence numbers of another epoch (a restarted server) mean nothing here: start over.
-          const restarted = q.epoch !== undefined && q.epoch !== s.events.epoch;
+          // Sequence numbers of another epoch (a restarted server) mean nothing here: start over. A
+          // reader that names no epoch but is past this history's end has one from another, too.
+          const restarted = (q.epoch !== undefined && q.epoch !== s.events.epoch) || after > s.events.last;
           if (restarted) after = 0;
           if (wait > 0) {
             await s.events.wait(after, wait);
