@@ -412,18 +412,19 @@ class P2CSelector implements Selector {
     // last touched (to the pick's time), then load = estimate * (outstanding + 1), or PENALTY
     // (1e12) + outstanding when requests are in flight and nothing has been measured yet; divided
     // by the weight. (lanes[b]: EWMA, lanes[b + 1]: its stamp, lanes[b + 2]: outstanding.)
-    // The decay is decayLane's (core.ts), written out: for x < 2^-12 (every x <= 0 included, for
-    // which d = max(td, 0) = 0 leaves both lanes as they are) w = 1 - x + x^2/2; beyond, decayLaneFar.
+    // The decay is decayLane's (core.ts) written out: when the pick's time is later than the
+    // stamp, w = 1 - x + x^2/2 for x < 2^-12, decayLaneFar beyond.
     const ba = this.base[i]!;
     const sa = lanes[ba + 1]!;
     const ta = now - sa;
-    if (ta * inv < 0.000244140625) {
-      const d = (ta + Math.abs(ta)) * 0.5;
-      const x = d * inv;
-      lanes[ba] = lanes[ba]! * (1 - x * (1 - 0.5 * x));
-      lanes[ba + 1] = sa + d;
-    } else {
-      decayLaneFar(time, lanes, ba, 0);
+    if (ta > 0) {
+      const x = ta * inv;
+      if (x < 0.000244140625) {
+        lanes[ba] = lanes[ba]! * (1 - x * (1 - 0.5 * x));
+        lanes[ba + 1] = now;
+      } else {
+        decayLaneFar(time, lanes, ba, 0);
+      }
     }
     const ea = lanes[ba]!;
     const oa = lanes[ba + 2]!;
@@ -431,13 +432,14 @@ class P2CSelector implements Selector {
     const bb = this.base[j]!;
     const sb = lanes[bb + 1]!;
     const tb = now - sb;
-    if (tb * inv < 0.000244140625) {
-      const d = (tb + Math.abs(tb)) * 0.5;
-      const x = d * inv;
-      lanes[bb] = lanes[bb]! * (1 - x * (1 - 0.5 * x));
-      lanes[bb + 1] = sb + d;
-    } else {
-      decayLaneFar(time, lanes, bb, 0);
+    if (tb > 0) {
+      const x = tb * inv;
+      if (x < 0.000244140625) {
+        lanes[bb] = lanes[bb]! * (1 - x * (1 - 0.5 * x));
+        lanes[bb + 1] = now;
+      } else {
+        decayLaneFar(time, lanes, bb, 0);
+      }
     }
     const eb = lanes[bb]!;
     const ob = lanes[bb + 2]!;
