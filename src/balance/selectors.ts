@@ -309,36 +309,48 @@ class LeastOutstandingSelector implements Selector {
     this.w = weightsOf(ms);
   }
   select(_key: string | undefined, ramping: boolean): Member {
+    const n = this.ms.length;
+    if (n === 1) return this.ms[0]!;
+    return n <= this.scanLimit ? this.scan(ramping) : this.sample(ramping);
+  }
+  /** The exact least: every member, from a rotating start so that ties spread evenly. */
+  private scan(ramping: boolean): Member {
     const ms = this.ms;
     const n = ms.length;
-    if (n === 1) return ms[0]!;
-    const cfg = this.env.cfg;
-    const now = this.env.time[0]!;
-    const lanes = this.env.lanes;
+    const env = this.env;
+    const lanes = env.lanes;
     const base = this.base;
     const w = this.w;
     let best = 0;
     let bestCost = Infinity;
-    if (n <= this.scanLimit) {
-      // Rotate the starting point so ties spread evenly instead of favouring the first member.
-      const start = this.rot;
-      this.rot = start + 1 === n ? 0 : start + 1;
-      for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
-        let c = (lanes[base[i]! + 2]! + 1) / w[i]!;
-        if (ramping) c /= rampFactor(ms[i]!.slot, cfg, now);
-        if (c < bestCost) {
-          bestCost = c;
-          best = i;
-        }
+    const start = this.rot;
+    this.rot = start + 1 === n ? 0 : start + 1;
+    for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
+      let c = (lanes[base[i]! + 2]! + 1) / w[i]!;
+      if (ramping) c /= rampFactor(ms[i]!.slot, env.cfg, env.time[0]!);
+      if (c < bestCost) {
+        bestCost = c;
+        best = i;
       }
-      return ms[best]!;
     }
+    return ms[best]!;
+  }
+  /** The least of `choices` members drawn at random. */
+  private sample(ramping: boolean): Member {
+    const ms = this.ms;
+    const n = ms.length;
+    const env = this.env;
+    const lanes = env.lanes;
+    const base = this.base;
+    const w = this.w;
+    let best = 0;
+    let bestCost = Infinity;
     for (let k = 0; k < this.choices; k += 2) {
-      twoDistinct(cfg.randomInt, n, this.idx);
+      twoDistinct(env.cfg.randomInt, n, this.idx);
       for (let e = 0; e < 2 && k + e < this.choices; e++) {
         const i = this.idx[e]!;
         let c = (lanes[base[i]! + 2]! + 1) / w[i]!;
-        if (ramping) c /= rampFactor(ms[i]!.slot, cfg, now);
+        if (ramping) c /= rampFactor(ms[i]!.slot, env.cfg, env.time[0]!);
         if (c < bestCost) {
           bestCost = c;
           best = i;
