@@ -308,12 +308,16 @@ class LeastOutstandingSelector implements Selector {
     this.base = basesOf(ms);
     this.w = weightsOf(ms);
   }
+  // select() only dispatches, so that it stays small enough for V8 to inline into pick() (with
+  // the lanes, scan and sample in one select() had grown past that: ~50 instead of ~45 ns a pick
+  // at 10 instances).
   select(_key: string | undefined, ramping: boolean): Member {
     const n = this.ms.length;
     if (n === 1) return this.ms[0]!;
     return n <= this.scanLimit ? this.scan(ramping) : this.sample(ramping);
   }
-  /** The exact least: every member, from a rotating start so that ties spread evenly. */
+  /** The exact least: every member, from a rotating start so that ties spread evenly.
+   *  (lanes[base[i] + 2]: member i's outstanding requests; see Lanes in core.ts.) */
   private scan(ramping: boolean): Member {
     const ms = this.ms;
     const n = ms.length;
