@@ -139,7 +139,8 @@ export function decayLaneFar(time: Float64Array, lanes: Float64Array, b: number,
   time[4] = w;
 }
 
-/** Cost of an instance that has requests in flight but no latency figure yet (Finagle's Penalty). */
+/** Cost of an instance that has requests in flight but no latency figure yet (Finagle's Penalty).
+ *  (P2CSelector.select writes it as the literal 1e12: see Lanes on module constants.) */
 export const PENALTY = 1e12;
 /** A failed call is observed as at least twice the estimate, capped here, so that an instance that
  *  fails fast does not look fast. */
