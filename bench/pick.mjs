@@ -6,7 +6,10 @@
 // Each (strategy, size) runs in its own child process so that one strategy's code does not turn
 // the picker's call sites megamorphic for the next (a real service uses one or two strategies).
 // - ns/pick: median of 7 timed rounds of 1M pick()+done() cycles after a 2M-cycle warm-up,
-//   timed with process.hrtime around the whole round (the clock is not read per pick).
+//   timed with process.hrtime around the whole round (the clock is not read per pick); best: the
+//   fastest round. cpu ns: the median round's CPU time (process.cpuUsage), which time on a
+//   loaded machine inflates far less than wall time (preemption does not count; cache and core
+//   sharing still does): the figure to compare when other work shares the cores.
 // - B/pick: v8 used_heap_size growth over 2K cycles minus that over K cycles, divided by K, each
 //   loop run right after gc() with no GC inside it (checked with a 'gc' PerformanceObserver; K
 //   shrinks until none interrupts); lowest of three. Counts every allocation, young or old, of
@@ -103,11 +106,15 @@ async function child(name, n) {
 
   loop(2_000_000);
   const rounds = [];
+  const cpu = [];
   const ROUND = 1_000_000;
   for (let r = 0; r < 7; r++) {
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     loop(ROUND);
     rounds.push(Number(process.hrtime.bigint() - t0) / ROUND);
+    const c = process.cpuUsage(c0);
+    cpu.push(((c.user + c.system) * 1000) / ROUND);
   }
 
   // Allocation: heap growth over a loop of k cycles and of 2k cycles, each started right after a
@@ -148,7 +155,7 @@ async function child(name, n) {
     tries++;
   }
   obs.disconnect();
-  return { name, n, ns: median(rounds), nsMin: Math.min(...rounds), bytes, k, buildMs: median(builds) };
+  return { name, n, ns: median(rounds), nsMin: Math.min(...rounds), cpuNs: median(cpu), bytes, k, buildMs: median(builds) };
 }
 
 async function main() {
@@ -164,7 +171,7 @@ async function main() {
   console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, dist=${DIST}`);
   console.log('pick()+done() per cycle; B/pick = heap bytes allocated per cycle (0.00 = none)\n');
   const fmt = (row) => row.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(9))).join(' ');
-  console.log(fmt(['strategy', 'n', 'ns/pick', 'best', 'B/pick', 'build ms']));
+  console.log(fmt(['strategy', 'n', 'ns/pick', 'best', 'cpu ns', 'B/pick', 'build ms']));
   for (const name of cases) {
     for (const n of SIZES) {
       const res = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), '--case', name, String(n)], {
@@ -183,6 +190,7 @@ async function main() {
         String(r.n),
         r.ns.toFixed(1),
         r.nsMin.toFixed(1),
+        r.cpuNs.toFixed(1),
         Number.isNaN(r.bytes) ? 'n/a' : r.bytes.toFixed(2),
         r.buildMs.toFixed(3),
       ];
