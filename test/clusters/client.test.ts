@@ -9,7 +9,10 @@
  * - etcd lists a prefix larger than one page as one consistent snapshot;
  * - a ZooKeeper watch on a server that goes silent moves to another within deafAfter × 7/6 (plus
  *   the reconnect and re-sync);
- * - on a ZooKeeper ensemble a read sees the writes this process made through other connections;
+ * - on a ZooKeeper ensemble a read sees the writes this process made through other connections
+ *   (puts, multis, deletes, sequential creates, session closes), also on the leader, where a
+ *   `sync` does not wait for the leader's own commits: a read answered from older state than the
+ *   process saw is sent again, and fails UNAVAILABLE past its deadline rather than return it;
  * - a one-shot program whose call is in flight when every member is cut off gets its answer
  *   (UNAVAILABLE) and runs to its end: the process is not ended by an empty event loop;
  * - a ZooKeeper ACL denial is PERMISSION_DENIED, as etcd's is, and ends a watch, a WatchedPrefix
@@ -23,9 +26,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { spawnWorker } from '../integrations/fixtures/spawn.js';
 import { memberTracker } from '../../src/backends/etcd/client.js';
+import { raiseFloor } from '../../src/backends/zookeeper/conn.js';
 import { Reader, readSnapshot } from '../../src/testing/index.js';
-import { openBackend, ServiceCache, WatchedPrefix } from '../../src/index.js';
-import { EtcdCluster, TcpProxy, ZooKeeperEnsemble } from '../../src/testing/index.js';
+import { openBackend, ServiceCache, WatchedPrefix, type Backend } from '../../src/index.js';
+import { EtcdCluster, TcpProxy, ZooKeeperEnsemble, type ZooKeeperMember } from '../../src/testing/index.js';
 import { DATA_ROOT } from './env.js';
 
 const dataRoot = DATA_ROOT ? { dataRoot: DATA_ROOT } : {};
@@ -49,6 +53,21 @@ async function oneShotDuringOutage(url: string, options: Record<string, unknown>
     for (const p of proxies) p.heal();
     w.proc.kill('SIGKILL');
   }
+}
+
+/**
+ * `open()` until the connection it makes lands on `on` (each ZooKeeper connection picks a random
+ * server of its URL; the proxies' connection counts tell which), closing the others.
+ */
+async function placedOn<T>(zk: ZooKeeperEnsemble, on: ZooKeeperMember, open: () => Promise<T>, close: (t: T) => Promise<unknown>): Promise<T> {
+  for (let i = 0; i < 50; i++) {
+    const before = zk.members.map((m) => m.proxy!.connections);
+    const t = await open();
+    const landed = zk.members.filter((m, j) => m.proxy!.connections > before[j]!);
+    if (landed.length === 1 && landed[0] === on) return t;
+    await close(t);
+  }
+  throw new Error(`no connection landed on ${on.name} in 50 tries`);
 }
 
 /** open() + one put, six times, with `silent` blackholed: the slowest open() in ms. */
@@ -245,40 +264,98 @@ describe('ZooKeeper ensemble client', () => {
     expect(r.code).toBe(0);
   });
 
-  it('a read through one connection sees what this process wrote through another (sync before a read that is behind)', async () => {
-    // Each client connects to a random server of the three: a session's writes go through one,
-    // the other client's reads often through another, which may not have applied them yet.
-    let misses = 0;
-    let reads = 0;
+  it('a read through one connection sees what this process wrote through another, whatever the write; also on the leader, where sync does not wait', async () => {
+    // Writes through connections on one follower; reads through one connection on the leader and
+    // one on the other follower. A follower behind is what `sync` is for. The leader is the case
+    // sync does not cover: it applies a commit on its own thread after sending it to the followers,
+    // so a follower can apply and acknowledge a write, and the next read reach the leader, before
+    // the leader has applied it (conn.ts). That window is brief (about 1 read in 1,000 on the
+    // leader here, more under load), hence many writes of every kind, each read at once.
+    const leader = await zk.leader();
+    const [wf, rf] = zk.members.filter((m) => m !== leader);
+    const url = zk.url('/ryw');
+    const opened: Backend[] = [];
+    const open = async (on: ZooKeeperMember) => {
+      const b = await placedOn(zk, on, () => openBackend(url), (x) => x.close());
+      opened.push(b);
+      return b;
+    };
+    const readers = [
+      { where: 'leader', b: await open(leader) },
+      { where: 'follower', b: await open(rf!) },
+    ];
+    const writer = await open(wf!);
     const missed: string[] = [];
-    for (let pair = 0; pair < 8; pair++) {
-      const writer = await openBackend(zk.url('/ryw'));
-      const reader = await openBackend(zk.url('/ryw'));
-      try {
-        const s = await writer.session({ ttl: 5000 });
-        for (let i = 0; i < 40; i++) {
-          const put = await writer.put('k', String(i), { session: s });
-          const got = await reader.get('k');
-          if (got?.value !== String(i)) {
-            misses++;
-            missed.push(`pair ${pair} put ${i} rev ${put.revision}: read ${got ? `${got.value} rev ${got.modRevision}` : 'nothing'}`);
-          }
-          const del = await writer.delete('k');
-          const after = await reader.get('k');
-          if (after !== undefined) {
-            misses++;
-            missed.push(`pair ${pair} delete ${i} rev ${del.revision} (deleted: ${del.deleted}): read ${after.value} rev ${after.modRevision}`);
-          }
-          reads += 2;
+    let reads = 0;
+    const check = async (what: string, key: string, want: string | undefined) => {
+      const got = await Promise.all(readers.map((r) => r.b.get(key)));
+      reads += got.length;
+      got.forEach((kv, j) => {
+        if (kv?.value !== want) missed.push(`${what}: on the ${readers[j]!.where} read ${kv ? `${kv.value} (rev ${kv.modRevision})` : 'nothing'}`);
+      });
+    };
+    const t0 = Date.now();
+    try {
+      for (let n = 0; n < 3; n++) {
+        const s = await placedOn(zk, wf!, () => writer.session({ ttl: 5000 }), (x) => x.close());
+        for (let i = 0; i < 120; i++) {
+          const tag = `${n}.${i}`;
+          const created = await writer.put('k', `e${tag}`, { session: s }); // create, through the session's connection
+          await check(`create ${tag} rev ${created.revision}`, 'k', `e${tag}`);
+          const moved = await writer.put('k', `p${tag}`); // setData, then a multi (delete + create) unbinding it
+          await check(`multi ${tag} rev ${moved.revision}`, 'k', `p${tag}`);
+          const set = await writer.put('k', `q${tag}`); // setData
+          await check(`setData ${tag} rev ${set.revision}`, 'k', `q${tag}`);
+          const del = await writer.delete('k'); // delete: its reply carries no Stat, only the header zxid
+          await check(`delete ${tag} rev ${del.revision}`, 'k', undefined);
+          const seq = await writer.createSequential!(`seq/${tag}-`, `s${tag}`, { session: s }); // sequential create
+          await check(`sequential ${tag} rev ${seq.revision}`, seq.kv.key, `s${tag}`);
+          const gone = await writer.delete(seq.kv.key);
+          await check(`delete ${seq.kv.key} rev ${gone.revision}`, seq.kv.key, undefined);
         }
-        await s.close();
-      } finally {
-        await writer.close();
-        await reader.close();
+        await writer.put('last', 'x', { session: s });
+        await check(`ephemeral before close ${n}`, 'last', 'x');
+        await s.close(); // closeSession: a write that deletes the session's ephemeral znodes
+        await check(`session close ${n}`, 'last', undefined);
       }
+    } finally {
+      await Promise.all(opened.map((b) => b.close()));
     }
-    expect(misses, `${misses} of ${reads} reads missed a write made just before: ${missed.join('; ')}`).toBe(0);
+    expect(missed, `${missed.length} of ${reads} reads (${Date.now() - t0} ms) missed a write made just before: ${missed.join('; ')}`).toEqual([]);
   }, 60_000);
+
+  it('a read answered from older state than this process saw is sent again until the server has it; past the deadline it fails, never returns it', async () => {
+    // The race above, frozen: the process has seen zxid Z+3 (raiseFloor: as if another connection's
+    // write had been acknowledged at Z+3) while no server has it yet. Each URL below lists two of
+    // the servers: an ensemble of its own to this process, so these floors touch no other test.
+    const [m0, m1, m2] = zk.members;
+    const b = await openBackend(`zk://${m0!.proxy!.endpoint},${m1!.proxy!.endpoint}/floor`);
+    const other = await openBackend(zk.directUrl('/floor'));
+    try {
+      const z = (await other.put('k', '0')).revision;
+      raiseFloor(`${m0!.proxy!.endpoint},${m1!.proxy!.endpoint}`, z + 3);
+      const read = b.get('k');
+      const puts = [{ revision: z, value: '0' }];
+      for (const value of ['1', '2', '3']) puts.push({ revision: (await other.put('k', value)).revision, value });
+      const got = (await read)!;
+      // The newest put at or below Z+3 (a foreign transaction in between only lowers it).
+      const due = puts.filter((p) => p.revision <= z + 3).at(-1)!;
+      expect(due.revision, JSON.stringify(puts)).toBeGreaterThan(z);
+      expect(got.modRevision, `read ${got.value} at ${got.modRevision}; puts ${JSON.stringify(puts)}`).toBeGreaterThanOrEqual(due.revision);
+    } finally {
+      await b.close();
+      await other.close();
+    }
+    const lost = await openBackend(`zk://${m1!.proxy!.endpoint},${m2!.proxy!.endpoint}/floor`, { requestTimeout: 400 });
+    try {
+      raiseFloor(`${m1!.proxy!.endpoint},${m2!.proxy!.endpoint}`, Number.MAX_SAFE_INTEGER);
+      const t = Date.now();
+      await expect(lost.get('k')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect(Date.now() - t).toBeLessThan(2000);
+    } finally {
+      await lost.close();
+    }
+  });
 
   it('an ACL denial (NO_AUTH) is PERMISSION_DENIED for reads, writes and watches, and ends a view or cache at once', async () => {
     const alice = await openBackend(zk.url('/acl'), { auth: 'alice:secret', acl: 'creator' });

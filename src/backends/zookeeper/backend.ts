@@ -38,8 +38,9 @@
  * - Consistency: ZooKeeper reads are served by the connected server and are sequentially
  *   consistent per connection. With an ensemble, a session's connection and the shared connection
  *   may sit on different servers; a read through a connection that has seen a lower zxid than this
- *   process's latest reply is preceded by a pipelined `sync` (conn.ts), so reads see every write
- *   this process saw acknowledged.
+ *   process's latest reply is preceded by a pipelined `sync`, and a read answered from an older
+ *   state than that (the leader, which `sync` does not make wait) is sent again (conn.ts), so
+ *   reads see every write this process saw acknowledged.
  * - Errors: unreachable / timeout → UnavailableError (a write that timed out after being sent may
  *   still be applied; one never sent is withdrawn), CAS → ConflictError, ACL denial or rejected
  *   credentials → PermissionDeniedError (as the etcd backend's; a watch ends with it, retrying cannot
@@ -55,7 +56,8 @@
  * Ensembles: every server of the URL is used. A connection (the shared one, or a session's) that
  * loses its server moves to the next within its session timeout, keeping its ZooKeeper session (so
  * its ephemeral keys); watches re-sync by diff; a read through a connection that has seen less than
- * this process's latest write is preceded by a `sync` (conn.ts).
+ * this process's latest write is preceded by a `sync`, and sent again if answered from older state
+ * (conn.ts).
  */
 import type { DeleteOptions, PutOptions, SequentialOptions, Session } from '../../contract/types.js';
 import type { DeleteResult, KeyValue, ListResult, PutResult } from '../../core/kv.js';

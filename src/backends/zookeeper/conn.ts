@@ -14,10 +14,21 @@
  *   cache on the shared 30 s session blind for 20 s behind a silent server. Bound: a silent server
  *   is left at most deafAfter + deafAfter / 6 (the check period) after its last byte.
  * - Reads consistent with the writes this process saw: each connection may sit on a different
- *   server, and a follower may lag. Every reply's zxid raises a process-wide floor per ensemble;
- *   a read on a connection that has seen less than the floor is preceded by a `sync` (pipelined:
- *   ZooKeeper serves a session's requests in order, so the read runs after the sync made its
- *   server catch up with the leader). With a single server listed there is nothing to sync.
+ *   server, and any server may lag. Every reply's zxid raises a process-wide floor per ensemble
+ *   (a write's reply, a delete's and a multi's included: the reply header carries the server's
+ *   last applied zxid, which is the write's own); a read must reflect at least the floor as it was
+ *   when the read was issued. (1) A read on a connection that has seen less than the floor is
+ *   preceded by a `sync` (pipelined: ZooKeeper serves a session's requests in order, so the read
+ *   runs after the sync made a follower catch up with the leader). (2) The sync is not enough on
+ *   the leader: there it is a no-op read, and the leader applies a commit on its own thread after
+ *   already sending it to the followers, so a follower can apply a write and acknowledge it, and
+ *   the process's next read reach the leader, before the leader itself has applied it (seen: the
+ *   leader answered sync and getData at zxid W-1 after a follower acknowledged W). So the read's
+ *   own reply zxid (the server's last applied zxid, exact for a read: ZooKeeper applies no commit
+ *   while a read is in progress) is checked against the floor, and a read answered from an older
+ *   state is sent again (sync first) until it is not, within the request deadline; past it the
+ *   read fails with UnavailableError rather than return older state (see `readAtLeast`). With a
+ *   single server listed there is nothing to sync or check.
  * - Server lists with IPv6 addresses (`[::1]:2181`), which the library's parser splits wrongly.
  * - Contact tracking: `silentFor()` = time since the last byte from a server. A session whose
  *   client heard nothing for a whole session timeout must be presumed expired (Curator's rule).
@@ -37,7 +48,7 @@
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { ClosedError, PermissionDeniedError, RosterError, SessionLostError, UnavailableError } from '../../core/errors.js';
-import { abortReason, jitter } from '../../core/async.js';
+import { abortReason, backoff, jitter, sleep } from '../../core/async.js';
 
 const require = createRequire(import.meta.url);
 
@@ -198,9 +209,25 @@ export function parseServerList(servers: string): { host: string; port: number }
 
 /**
  * Highest zxid any connection of this process saw, per ensemble (its sorted server list): the
- * state a read must not be older than (see `request`).
+ * state a read must not be older than (see `readAtLeast`).
  */
 const floors = new Map<string, number>();
+
+function ensembleKey(servers: readonly { host: string; port: number }[]): string {
+  return servers.map((x) => `${x.host}:${x.port}`).sort().join(',');
+}
+
+/**
+ * Tell this process that the ensemble listed as `servers` has reached `zxid` (a revision learned
+ * elsewhere, e.g. from another process): every later read through a connection to it reflects at
+ * least that state, as after a write made here.
+ */
+export function raiseFloor(servers: string, zxid: number): void {
+  const key = ensembleKey(parseServerList(servers));
+  if (zxid > (floors.get(key) ?? 0)) floors.set(key, zxid);
+}
+
+const READS: ReadonlySet<number> = new Set([OP.GET_DATA, OP.GET_CHILDREN2, OP.EXISTS]);
 
 export interface MultiOp {
   type: number;
@@ -248,7 +275,7 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   constructor(private readonly opts: ZkConnOptions) {
     super();
     const servers = parseServerList(opts.servers);
-    this.ensemble = servers.map((x) => `${x.host}:${x.port}`).sort().join(',');
+    this.ensemble = ensembleKey(servers);
     this.multiServer = new Set(servers.map((x) => `${x.host}:${x.port}`)).size > 1;
     this.client = lib.createClient(opts.servers, { sessionTimeout: opts.sessionTimeout, spinDelay: 100, retries: 0 });
     const cm = (this.cm = this.client.connectionManager);
@@ -472,9 +499,46 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
    * applied), SessionLostError / ClosedError when the connection ended.
    */
   request(type: number, payload: unknown, signal?: AbortSignal): Promise<{ zxid: number; payload: Any }> {
+    if (this.multiServer && READS.has(type)) return this.readAtLeast(type, payload, signal);
+    return this.send(type, payload, this.opts.requestTimeout, signal);
+  }
+
+  /**
+   * A read that reflects at least the floor as it is now (every write this process saw
+   * acknowledged, through any connection): a `sync` first when this connection has seen less, and
+   * the read sent again while the server answers from an older state (its reply zxid, or an error
+   * reply's, below the floor) — what a leader that has not yet applied a commit its followers
+   * already acknowledged does. At once the first time, then with a short backoff, within one
+   * request deadline; then UnavailableError, never the older state.
+   */
+  private async readAtLeast(type: number, payload: unknown, signal: AbortSignal | undefined): Promise<{ zxid: number; payload: Any }> {
+    const need = floors.get(this.ensemble) ?? 0;
+    const deadline = Date.now() + this.opts.requestTimeout;
+    for (let attempt = 0; ; attempt++) {
+      this.syncIfBehind(need);
+      let behind: number;
+      try {
+        const r = await this.send(type, payload, Math.max(1, deadline - Date.now()), signal);
+        if (r.zxid >= need) return r;
+        behind = r.zxid;
+      } catch (e) {
+        if (!(e instanceof ZkCodeError) || e.zxid >= need) throw e;
+        behind = e.zxid;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new UnavailableError(
+          `${this.opts.label}: the ZooKeeper server still answered from zxid 0x${behind.toString(16)} after ${this.opts.requestTimeout} ms, older than zxid 0x${need.toString(16)} this process already saw; not returning older state`,
+        );
+      }
+      if (attempt > 0) await sleep(Math.min(left, backoff(attempt - 1, 2, 50)), signal);
+    }
+  }
+
+  /** One request, answered or failed within `timeoutMs` (see `request`). */
+  private send(type: number, payload: unknown, timeoutMs: number, signal?: AbortSignal): Promise<{ zxid: number; payload: Any }> {
     if (this.dead) return Promise.reject(markUnsent(this.deadError()));
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (this.multiServer && (type === OP.GET_DATA || type === OP.GET_CHILDREN2 || type === OP.EXISTS)) this.syncIfBehind();
     const header = new jute.protocol.RequestHeader();
     header.type = type;
     const request = new jute.Request(header, payload);
@@ -497,10 +561,7 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
         this.unqueue(request);
         reject(abortReason(signal!));
       };
-      const t = setTimeout(
-        () => o.fail(new UnavailableError(`${this.opts.label}: ZooKeeper did not answer within ${this.opts.requestTimeout} ms`)),
-        this.opts.requestTimeout,
-      );
+      const t = setTimeout(() => o.fail(new UnavailableError(`${this.opts.label}: ZooKeeper did not answer within ${this.opts.requestTimeout} ms`)), timeoutMs);
       t.unref();
       const cleanup = () => {
         clearTimeout(t);
@@ -533,13 +594,12 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
   }
 
   /**
-   * Queue a `sync` ahead of a read when this connection has seen less than the process has (a
-   * write through another connection, which may sit on another server). Not awaited: the read is
+   * Queue a `sync` ahead of a read when this connection has seen less than `floor` (a write
+   * through another connection, which may sit on another server). Not awaited: the read is
    * queued right behind it and the server answers a session's requests in order. Its reply is
    * the server's last zxid after catching up, which raises `maxZxid` so later reads need none.
    */
-  private syncIfBehind(): void {
-    const floor = floors.get(this.ensemble) ?? 0;
+  private syncIfBehind(floor: number): void {
     // Queued even while reconnecting: it goes out first on the new connection, ahead of the read.
     if (this.maxZxid >= floor || this.syncing >= floor) return;
     this.syncing = floor;
@@ -681,8 +741,10 @@ export class ZkConn extends EventEmitter<ZkConnEvents> {
         const t = setTimeout(() => reject(new UnavailableError(`${this.opts.label}: ZooKeeper did not confirm closing session ${this.sessionId} within ${timeoutMs} ms`)), timeoutMs);
         t.unref();
         this.cm.setState(CM.CLOSING);
-        this.cm.queue(new jute.Request(header, null), (err: Any) => {
+        this.cm.queue(new jute.Request(header, null), (err: Any, resp: Any) => {
           clearTimeout(t);
+          // Closing is a write (the session's ephemeral nodes go): later reads must reflect it.
+          this.saw(zxidOf(resp?.header?.zxid));
           if (err) reject(new UnavailableError(`${this.opts.label}: closing ZooKeeper session ${this.sessionId} failed: ${String(err.getCode?.() ?? err)}`));
           else resolve();
         });

@@ -35,7 +35,8 @@
  *    delivered, so the consumer gets exactly the difference, never a reset.
  * 5. Watches on one prefix share one mirror per backend. A watch joining a running mirror gets its
  *    snapshot only after a barrier read (see attach()), so it includes every write that completed
- *    before watch() was called (read-your-writes, on a standalone server or the same server).
+ *    before watch() was called (read-your-writes; on an ensemble too, since the barrier read, like
+ *    every read, is answered at or past the zxid of every write this process saw: conn.ts).
  * 6. Outages (WatchOptions.onStatus): the mirror is "down" from the moment the shared connection is
  *    lost, its session expires, or a read fails for lack of a connection, until the first diff of a
  *    re-sync started after that moment has been handed to the subscribers (so everything that
