@@ -23,8 +23,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const roster = await import(pathToFileURL(path.join(DIST, 'index.js')).href);
 const { openBackend, Registrar, rosterLayout, toInstance } = roster;
 const layout = rosterLayout();
-/** In a value: the roster layout's leaving mark (Layout.markLeaving), written just before a deregistration's delete. */
-const LEAVING = '"deregisteredAt"';
 
 /** The instance every workload registers: small metadata and one tag, like a typical service. */
 export function instanceInput(service, i) {
@@ -535,8 +533,8 @@ async function rosterWatcher(prefix, signal, on, backendFor) {
           isSynced = true;
         } else if (isSynced && (ev.type === 'put' || ev.type === 'delete')) {
           // The Registrar's leaving mark (a put just before the delete) is not an event of its own
-          // here (a substring test: the bench writes nothing else with that field).
-          if (ev.type === 'put' && ev.kv.value.includes(LEAVING)) continue;
+          // here: the bench writes each key once, so a put of version > 1 is that mark.
+          if (ev.type === 'put' && ev.kv.version > 1) continue;
           on.event(ev.type, ev.key);
         }
       }
@@ -552,7 +550,7 @@ async function rawEtcdWatcher(spec, prefix, signal, on) {
   const { Etcd3 } = await import('etcd3');
   const client = new Etcd3({ hosts: `http://${spec.endpoint}` });
   const w = await client.watch().prefix(`/${prefix}`).create();
-  w.on('put', (kv) => kv.value.includes(LEAVING) || on.event('put', kv.key.toString().slice(1)));
+  w.on('put', (kv) => Number(kv.version) === 1 && on.event('put', kv.key.toString().slice(1)));
   w.on('delete', (kv) => on.event('delete', kv.key.toString().slice(1)));
   w.on('error', (e) => on.fail(e));
   on.synced();
