@@ -98,6 +98,8 @@ describe('http:// shared watch streams (one upstream per prefix per process)', (
     } finally {
       await b.close();
       await ref.close();
+      // The server sees those streams end a moment later: the next test counts from a settled base.
+      await eventually(async () => (await serverStreams(proc.url)) === base, 5000, 'streams of this test closed');
     }
   }, 60_000);
 

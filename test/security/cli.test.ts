@@ -152,7 +152,8 @@ describe('roster token and roster acl', () => {
       const inUse = await run([...admin, 'acl', 'policy', 'rm', 'orders']);
       expect(inUse.code).toBe(5);
       expect(inUse.stderr).toMatch(/is used by 1 token\(s\).*\[CONFLICT\]/);
-      expect((await run([...admin, 'token', 'revoke', accessor])).stdout).toBe(`OK revoked ${accessor}`);
+      const revoked = await run([...admin, 'token', 'revoke', accessor]);
+      expect(revoked.stdout, revoked.stderr).toBe(`OK revoked ${accessor}`);
       expect((await run(['ls', 'orders'], svc)).code).toBe(8);
       expect((await run([...admin, 'acl', 'policy', 'rm', 'orders'])).stdout).toBe('OK deleted policy orders');
       await s.stop();
