@@ -57,22 +57,26 @@ export class Watchers {
   /** Hand the events of `history` with from < revision <= upTo to their subscribers, in order. */
   deliver(history: History, from: number, upTo: number): void {
     if (this.count === 0) return;
-    // The batch's events, made once and shared by both passes (only when a second pass follows).
-    const made: (EngineEvent | undefined)[] | undefined = this.deferredCount > 0 ? [] : undefined;
-    const start = history.indexAfter(from);
-    let end = start;
-    for (; end < history.end; end++) {
-      const e = history.at(end);
+    // The batch's entries and the events made of them, kept for the second pass (when one follows):
+    // one event object per change for both passes, and the second pass does not read the history
+    // again (a first-pass subscriber may have written meanwhile, and history may have moved).
+    const second = this.deferredCount > 0;
+    const entries: HistoryEntry[] = [];
+    const made: (EngineEvent | undefined)[] = [];
+    for (let i = history.indexAfter(from); i < history.end; i++) {
+      const e = history.at(i);
       const rev = entryRevision(e);
       if (rev > upTo) break;
       const ev = this.pass(this.first, e, rev, undefined);
-      if (made) made.push(ev);
+      if (second) {
+        entries.push(e);
+        made.push(ev);
+      }
     }
     for (const hook of this.hooks) hook();
-    if (!made) return;
-    for (let i = start; i < end; i++) {
-      const e = history.at(i);
-      this.pass(this.deferred, e, entryRevision(e), made[i - start]);
+    for (let k = 0; k < entries.length; k++) {
+      const e = entries[k]!;
+      this.pass(this.deferred, e, entryRevision(e), made[k]);
     }
   }
 
