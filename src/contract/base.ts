@@ -199,7 +199,10 @@ export abstract class BackendBase implements Backend {
     validateKey(key);
     checkVersion(opts.ifVersion);
     const last = opts.lastValue;
-    if (last === undefined) return this.inFlight(() => this.doDelete(key, opts));
+    if (last === undefined) {
+      if (opts.session !== undefined) throw new InvalidArgumentError('a delete takes a session only with lastValue (the session the key is bound to)');
+      return this.inFlight(() => this.doDelete(key, opts));
+    }
     validateValue(last, 'lastValue');
     const { session, ifVersion } = opts;
     if (ifVersion === undefined || session === undefined) {

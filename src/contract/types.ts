@@ -49,7 +49,7 @@ export interface DeleteOptions {
    * put the key stays with this value (the caller retries or leaves it to the session's end).
    */
   lastValue?: string;
-  /** With lastValue: the session the key is bound to. */
+  /** With lastValue (and only with it: INVALID_ARGUMENT otherwise): the session the key is bound to. */
   session?: Session;
   signal?: AbortSignal;
 }

@@ -192,6 +192,7 @@ export function conformance(api: TestApi, t: ConformanceTarget): void {
       await rejectsWithCode(b.delete(`${p}k`, { ifVersion: kv.version + 1, lastValue: 'bye', session: s }), 'CONFLICT');
       await rejectsWithCode(b.delete(`${p}k`, { lastValue: 'bye', session: s }), 'INVALID_ARGUMENT');
       await rejectsWithCode(b.delete(`${p}k`, { ifVersion: kv.version, lastValue: 'bye' }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(b.delete(`${p}k`, { ifVersion: kv.version, session: s }), 'INVALID_ARGUMENT');
       expect(await b.get(`${p}k`)).toMatchObject({ value: 'v1', version: kv.version, session: s.id });
       const d = await b.delete(`${p}k`, { ifVersion: kv.version, lastValue: 'bye', session: s });
       expect(d.deleted).toBe(true);
