@@ -209,13 +209,15 @@ export abstract class BackendBase implements Backend {
       throw new InvalidArgumentError('a delete with lastValue needs ifVersion and session (the version it replaces, the session the key is bound to)');
     }
     if (this.atomicLastValue) return this.inFlight(() => this.boundWrite(session, () => this.doDelete(key, opts)));
-    const signal = opts.signal ? { signal: opts.signal } : {};
-    return this.inFlight(() =>
-      this.boundWrite(session, async () => {
-        const r = await this.doPut(key, last, { session, ifVersion, ...signal });
-        return this.doDelete(key, { ifVersion: r.kv.version, ...signal });
-      }),
-    );
+    return this.inFlight(() => this.boundWrite(session, () => this.putThenDelete(key, last, session, ifVersion, opts.signal)));
+  }
+
+  /** DeleteOptions.lastValue in two writes: a compare-and-set put of `last` bound to `session`,
+   *  then a delete of exactly the version that put wrote (a failed put deletes nothing). */
+  protected async putThenDelete(key: string, last: string, session: Session, ifVersion: number, signal: AbortSignal | undefined): Promise<DeleteResult> {
+    const sig = signal ? { signal } : {};
+    const r = await this.doPut(key, last, { session, ifVersion, ...sig });
+    return this.doDelete(key, { ifVersion: r.kv.version, ...sig });
   }
 
   async list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ListResult> {

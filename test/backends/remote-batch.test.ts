@@ -120,6 +120,58 @@ describe('remote backend: write batching', () => {
     await s.close();
   });
 
+  it('a server whose batch endpoint does not know lastValue: the whole batch is sent again, lastValue as a put then a delete, from then on', async () => {
+    // A real HTTP proxy answering as the previous release did: a batch op with a field it does not
+    // know refuses the whole request (400, details.field ops[i].<field>), nothing applied.
+    let refused = 0;
+    const proxy: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (req.url?.startsWith('/api/v1/batch')) {
+          const ops = (JSON.parse(body.toString()) as { ops: Record<string, unknown>[] }).ops;
+          const i = ops.findIndex((o) => 'lastValue' in o);
+          if (i >= 0) {
+            refused++;
+            res.writeHead(400, { 'content-type': 'application/json' });
+            res.end(JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: `unknown field "lastValue" in ops[${i}]: expected op, key, ifVersion`, details: { field: `ops[${i}].lastValue` } } }));
+            return;
+          }
+        }
+        const u = new URL(srv.url);
+        const up = httpRequest({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+        });
+        up.on('error', () => res.destroy());
+        up.end(body);
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+    const old = await RemoteBackend.open(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`);
+    try {
+      const p = uniquePrefix('rbo');
+      const s = await old.session({ ttl: 5000 });
+      const a = await old.put(`${p}a`, 'v', { session: s });
+      const b2 = await old.put(`${p}b`, 'v', { session: s });
+      // Issued together: one batch, refused whole; both are sent again and both succeed.
+      const [del, put] = await Promise.all([old.delete(`${p}a`, { ifVersion: a.kv.version, lastValue: 'leaving', session: s }), old.put(`${p}c`, 'v')]);
+      expect(del).toMatchObject({ deleted: true });
+      expect(put.kv.key).toBe(`${p}c`);
+      expect(refused).toBe(1);
+      expect(await b.get(`${p}a`)).toBeUndefined();
+      // From then on, lastValue goes as a put then a delete: not refused again.
+      await old.delete(`${p}b`, { ifVersion: b2.kv.version, lastValue: 'leaving', session: s });
+      expect(refused).toBe(1);
+      expect(await b.get(`${p}b`)).toBeUndefined();
+      await s.close();
+    } finally {
+      await old.close();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+  });
+
   it('a lost session fails only its writes and marks the session lost; an aborted write is not sent', async () => {
     const p = uniquePrefix('rb2');
     const s = await b.session({ ttl: 5000 });

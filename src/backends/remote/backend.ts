@@ -116,9 +116,10 @@ export class RemoteBackend extends BackendBase {
   /** Shared watch streams (undefined with `shareWatches: false`). */
   readonly sharedWatches: SharedWatches | undefined;
 
-  /** The batch protocol's delete carries lastValue (one request, one commit on the server). */
+  /** The batch protocol's delete carries lastValue (one request, one commit on the server);
+   *  with `batch: false`, BackendBase's put then delete. */
   protected override get atomicLastValue(): boolean {
-    return true;
+    return this.batcher !== undefined;
   }
 
   private constructor(u: URL, opts: Resolved) {
@@ -261,17 +262,13 @@ export class RemoteBackend extends BackendBase {
     const q = opts.ifVersion === undefined ? '' : `?ifVersion=${opts.ifVersion}`;
     const single = () => this.t.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}${q}`, undefined, opts.signal);
     const last = opts.lastValue;
-    if (last !== undefined) {
-      // Only the batch protocol carries lastValue (one request, one commit); without it (batch:
-      // false, or an older server), the put and the delete as single requests.
+    if (last !== undefined && this.batcher) {
+      // Only the batch protocol carries lastValue (one request, one commit). A server without it
+      // (no batch endpoint, or one that does not know the field) gets the put and the delete.
       const session = opts.session!;
-      const twoSteps = async () => {
-        const r = await this.doPut(key, last, { session, ifVersion: opts.ifVersion!, ...(opts.signal ? { signal: opts.signal } : {}) });
-        return this.t.call('DELETE', `/api/v1/keys/${encodeKeyPath(key)}?ifVersion=${r.kv.version}`, undefined, opts.signal);
-      };
-      if (!this.batcher) return (await twoSteps()) as DeleteResult;
-      const json = `{"op":"delete","key":${JSON.stringify(key)},"ifVersion":${opts.ifVersion!},"lastValue":${JSON.stringify(last)},"session":${JSON.stringify(session.id)}}`;
-      return (await this.batcher.submit(json, twoSteps, opts.signal, true)) as DeleteResult;
+      const ifVersion = opts.ifVersion!;
+      const json = `{"op":"delete","key":${JSON.stringify(key)},"ifVersion":${ifVersion},"lastValue":${JSON.stringify(last)},"session":${JSON.stringify(session.id)}}`;
+      return (await this.batcher.submit(json, () => this.putThenDelete(key, last, session, ifVersion, opts.signal), opts.signal, true)) as DeleteResult;
     }
     if (!this.batcher) return (await single()) as DeleteResult;
     const json = `{"op":"delete","key":${JSON.stringify(key)}${opts.ifVersion === undefined ? '' : `,"ifVersion":${opts.ifVersion}`}}`;

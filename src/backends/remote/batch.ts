@@ -14,7 +14,9 @@ import { errorFromJSON, isRosterError, RosterError, UnavailableError } from '../
  * or may not have been applied, as for a single request). Writes to the same key keep their order.
  * A write alone in its turn goes out as its ordinary single request, unless it exists only in the
  * batch protocol (`batchOnly`: a delete with lastValue); a server without the batch endpoint (404)
- * gets single requests (for those, what `single` does instead) from then on.
+ * gets single requests (for those, what `single` does instead) from then on, and one that refuses
+ * a batch-only op's fields (an older server: INVALID_ARGUMENT naming `ops[i].<field>` of such an
+ * op, the whole batch refused before anything was applied) gets every batch-only write as `single`.
  */
 export interface BatchTransport {
   /** POST the batch body; resolves with the parsed JSON reply or rejects with a RosterError. */
@@ -37,6 +39,8 @@ export class WriteBatcher {
   private queuedBytes = 0;
   private scheduled = false;
   private supported = true;
+  /** The server accepts the batch-only ops' fields. */
+  private batchOnlySupported = true;
 
   constructor(
     private readonly transport: BatchTransport,
@@ -45,7 +49,7 @@ export class WriteBatcher {
   ) {}
 
   submit(json: string, single: () => Promise<unknown>, signal: AbortSignal | undefined, batchOnly = false): Promise<unknown> {
-    if (!this.supported) return single();
+    if (!this.supported || (batchOnly && !this.batchOnlySupported)) return single();
     const p = new Promise<unknown>((resolve, reject) => {
       this.queue.push({ json, single, batchOnly, resolve, reject, signal });
     });
@@ -86,6 +90,12 @@ export class WriteBatcher {
       if (isRosterError(err, 'NOT_FOUND') && err.details?.key === undefined) {
         this.supported = false;
         for (const e of batch) e.single().then(e.resolve, e.reject);
+        return;
+      }
+      const field = isRosterError(err, 'INVALID_ARGUMENT') ? /^ops\[(\d+)\]\./.exec(String(err.details?.field ?? '')) : null;
+      if (field && batch[Number(field[1])]?.batchOnly) {
+        this.batchOnlySupported = false;
+        for (const e of batch) (e.batchOnly ? e.single() : this.submit(e.json, e.single, e.signal)).then(e.resolve, e.reject);
         return;
       }
       for (const e of batch) e.reject(err);
