@@ -243,9 +243,11 @@ export class StateTable {
   // and so does a done() whose own fresh reading shows the rate has dropped.
   private countdown = 0;
   private reuse = 0;
+  /** One timer per table, made on first use and re-armed with refresh(): arming it allocates nothing. */
   private expiry: ReturnType<typeof setTimeout> | undefined;
+  private armed = false;
   private readonly expire = (): void => {
-    this.expiry = undefined;
+    this.armed = false;
     this.countdown = 0;
   };
 
@@ -309,9 +311,14 @@ export class StateTable {
       if (k > MAX_REUSE) k = MAX_REUSE;
       this.reuse = k > 0 ? k : 0;
       this.countdown = this.reuse;
-      if (this.reuse > 0 && this.expiry === undefined) {
-        this.expiry = setTimeout(this.expire, Math.max(1, 2 * reuseMs));
-        this.expiry.unref();
+      if (this.reuse > 0 && !this.armed) {
+        this.armed = true;
+        if (this.expiry === undefined) {
+          this.expiry = setTimeout(this.expire, Math.max(1, 2 * reuseMs));
+          this.expiry.unref();
+        } else {
+          this.expiry.refresh();
+        }
       }
     }
     time[0] = now;
