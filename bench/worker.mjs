@@ -319,7 +319,8 @@ async function watch(spec) {
   for (const f of finals) {
     duplicates += f.duplicates;
     unexpected += f.unexpected;
-    clientCpu += f.cpuUs;
+    // A child's own CPU; with one process the holder is this process, already counted in c1 - c0.
+    if (procs > 1) clientCpu += f.cpuUs;
     for (let w = 0; w < f.count; w++) {
       let got = 0;
       for (let e = 0; e < events; e++) {
