@@ -41,7 +41,7 @@ for (const engine of ['etcd', 'zookeeper'] as EngineName[]) {
           expect(r.unexpected, ctx).toEqual([]);
           expect(r.unconverged, ctx).toBe(0);
           expect(r.cacheEmptied, ctx).toBe(0);
-          expect(r.acceptedStale, ctx).toBe(0);
+          expect(r.tokenRegressions, ctx).toBe(0);
           expect(r.duplicateTokens, ctx).toBe(0);
           expect(r.sharedTerms, ctx).toBe(0);
           expect(r.maxLeadersAtOnce, ctx).toBeLessThanOrEqual(1);
