@@ -252,9 +252,14 @@ export class Engine {
   }
 
   /** Check the precondition, apply and log one delete (revision 0 when there was nothing to delete).
-   *  With lastValue, the put of it comes first (its own revision), and both or neither apply. */
+   *  With lastValue, the put of it comes first (its own revision), and both or neither apply (both
+   *  are logged in the same group commit; a crash that tears that commit after the put's record
+   *  can leave the put alone: it was never acknowledged, and the key keeps the value until it is
+   *  deleted or its session ends). */
   private deleteNow(key: string, opts: DeleteOpts): DeleteResult {
-    if (opts.lastValue !== undefined && opts.ifVersion === undefined) throw new InvalidArgumentError('a delete with lastValue needs ifVersion');
+    if (opts.lastValue === undefined ? opts.lease !== undefined : opts.ifVersion === undefined) {
+      throw new InvalidArgumentError('a delete takes lastValue only with ifVersion, and a session (lease) only with lastValue');
+    }
     let cur = this.state.store.lookup(key);
     if (opts.ifVersion !== undefined && (cur?.version ?? 0) !== opts.ifVersion) {
       throw new ConflictError(`key ${JSON.stringify(key)} is at version ${cur?.version ?? 0}, not ${opts.ifVersion}`, {
@@ -264,7 +269,7 @@ export class Engine {
     if (!cur) return { revision: 0, deleted: false };
     if (opts.lastValue !== undefined) {
       // putNow checks the lease before it changes anything: a lost session fails the whole delete.
-      cur = this.putNow(key, opts.lastValue, opts.lease === undefined ? { ifVersion: opts.ifVersion } : { lease: opts.lease, ifVersion: opts.ifVersion }).kv;
+      cur = this.putNow(key, opts.lastValue, opts).kv;
     }
     const r = this.state.delete(cur.key, true);
     this.wal?.appendDel(r, cur.key);

@@ -19,7 +19,9 @@ export interface Subscriber {
  * A published batch is delivered in two passes: first to the subscribers that are not deferred,
  * then to the batch hooks (a writer that buffered per batch writes now: one socket write per
  * stream for the whole batch), then to the deferred subscribers. Each subscriber sees the events
- * in revision order; the whole batch is delivered before the publishing call returns.
+ * in revision order; the whole batch is delivered before the publishing call returns. A subscriber
+ * or hook that throws does not keep the batch from the others (the server's ACL store is deferred):
+ * the first error is thrown once everyone has had it.
  */
 export class Watchers {
   private readonly first = new Map<string, Set<Subscriber>>();
@@ -63,6 +65,7 @@ export class Watchers {
     const second = this.deferredCount > 0;
     const entries: HistoryEntry[] = [];
     const made: (EngineEvent | undefined)[] = [];
+    this.failure = undefined;
     for (let i = history.indexAfter(from); i < history.end; i++) {
       const e = history.at(i);
       const rev = entryRevision(e);
@@ -73,12 +76,24 @@ export class Watchers {
         made.push(ev);
       }
     }
-    for (const hook of this.hooks) hook();
+    for (const hook of this.hooks) {
+      try {
+        hook();
+      } catch (err) {
+        this.failure ??= { err };
+      }
+    }
     for (let k = 0; k < entries.length; k++) {
       const e = entries[k]!;
       this.pass(this.deferred, e, entryRevision(e), made[k]);
     }
+    const f = this.failure;
+    this.failure = undefined;
+    if (f) throw f.err;
   }
+
+  /** The first error a subscriber or hook threw during the batch being delivered. */
+  private failure: { err: unknown } | undefined;
 
   /** One entry to the subscribers of `map` whose prefix it matches; returns its event if made. */
   private pass(map: Map<string, Set<Subscriber>>, e: HistoryEntry, rev: number, made: EngineEvent | undefined): EngineEvent | undefined {
@@ -86,7 +101,14 @@ export class Watchers {
     for (const [prefix, subs] of map) {
       if (!e.key.startsWith(prefix)) continue;
       ev ??= entryEvent(e);
-      for (const s of subs) if (rev > s.after) s.onEvent(ev);
+      for (const s of subs) {
+        if (rev <= s.after) continue;
+        try {
+          s.onEvent(ev);
+        } catch (err) {
+          this.failure ??= { err };
+        }
+      }
     }
     return ev;
   }

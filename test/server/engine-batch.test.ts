@@ -110,6 +110,35 @@ describe('delivery of a published batch', () => {
   });
 });
 
+describe('a subscriber that throws', () => {
+  it('does not keep the batch from the hooks and the deferred subscribers; its error is thrown after', async () => {
+    const { e } = await open();
+    try {
+      const got: string[] = [];
+      const boom = new Error('subscriber bug');
+      const bad = e.subscribe('k/', undefined, () => {
+        throw boom;
+      });
+      const good = e.subscribe('k/', undefined, (ev) => got.push(`first ${ev.key}`));
+      const deferred = e.subscribe('k/', undefined, (ev) => got.push(`deferred ${ev.key}`), { deferred: true });
+      const unhook = e.onBatchDelivered(() => got.push('hook'));
+      await expect(e.put('k/a', '1')).rejects.toBe(boom);
+      expect(got).toEqual(['first k/a', 'hook', 'deferred k/a']);
+      // The write is durable and published all the same; the next batch is delivered as usual.
+      expect((await e.get('k/a'))?.value).toBe('1');
+      bad.cancel();
+      got.length = 0;
+      await e.put('k/b', '2');
+      expect(got).toEqual(['first k/b', 'hook', 'deferred k/b']);
+      unhook();
+      good.cancel();
+      deferred.cancel();
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe('lease key bookkeeping', () => {
   it('revoke deletes exactly the keys still bound to the lease, after rebinds, deletes and re-creates', async () => {
     const { e } = await open();
