@@ -136,26 +136,23 @@ export class SseHub {
     for (const s of dirty) {
       const frames = s.pending;
       s.pending = [];
-      if (frames.length === 1) {
-        this.write(s, frames[0]!);
-      } else if (!s.closed) {
-        s.out.cork();
-        for (const f of frames) s.out.write(f);
-        s.out.uncork();
-        this.checkBuffer(s);
-      }
+      this.write(s, frames);
     }
   }
 
-  private write(s: SseStream, chunk: Buffer): void {
+  /** Write `chunks` (one write, or one writev when several), then cut the stream if its client
+   *  has fallen more than maxBuffer bytes behind. */
+  private write(s: SseStream, chunks: Buffer | Buffer[]): void {
     if (s.closed) return;
     const out = s.out;
-    out.write(chunk);
-    this.checkBuffer(s);
-  }
-
-  private checkBuffer(s: SseStream): void {
-    if (s.out.writableLength > this.maxBuffer) {
+    if (!Array.isArray(chunks)) out.write(chunks);
+    else if (chunks.length === 1) out.write(chunks[0]!);
+    else {
+      out.cork();
+      for (const c of chunks) out.write(c);
+      out.uncork();
+    }
+    if (out.writableLength > this.maxBuffer) {
       this.dropped++;
       this.end(s, true);
     }

@@ -6,7 +6,7 @@
  * twice, none of another prefix. The same through the remote backend with many watchers in one
  * process (they share the decoded frame: src/backends/remote/sse.ts, watch.ts).
  */
-import { Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import type { WatchEvent } from '../../src/core/kv.js';
@@ -208,4 +208,52 @@ describe('watch fan-out: one encoding, many streams', () => {
       sse.close();
     }
   });
+});
+
+describe('a watch client that stops reading', () => {
+  it('is cut once the server holds more than maxStreamBuffer for it (counted), and the others go on', async () => {
+    const srv = await startInProcess({ maxStreamBuffer: 64 * 1024 });
+    const p = uniquePrefix('slow');
+    const sock = connect(Number(new URL(srv.url).port), '127.0.0.1');
+    try {
+      await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+      sock.write(`GET /api/v1/watch?prefix=${encodeURIComponent(p)} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`);
+      // Read the head and the opening, then stop reading: the kernel's buffers fill, then the server's.
+      await new Promise<void>((resolve) => {
+        let text = '';
+        const onData = (d: Buffer) => {
+          text += d.toString();
+          if (text.includes('event: synced')) {
+            sock.off('data', onData);
+            sock.pause();
+            resolve();
+          }
+        };
+        sock.on('data', onData);
+      });
+      const reader = new Reader<WatchEvent>((await RemoteBackend.open(srv.url)).watch(p));
+      await reader.until((e) => e.type === 'synced', 5000, 'synced');
+      const dropped = async () => Number(/^roster_watch_streams_dropped_total (\d+)$/m.exec((await request(srv.url, 'GET', '/metrics')).text)?.[1]);
+      expect(await dropped()).toBe(0);
+      const value = 'x'.repeat(256 * 1024);
+      let n = 0;
+      // Far more than the loopback buffers hold (a few MiB): until the server cuts the stream.
+      while ((await dropped()) === 0 && n < 400) {
+        await Promise.all(Array.from({ length: 8 }, () => request(srv.url, 'PUT', `/api/v1/keys/${p}k${n++ % 16}`, { headers: J, body: JSON.stringify({ value }) })));
+      }
+      expect(await dropped()).toBe(1);
+      expect(n).toBeLessThan(400);
+      console.log(`[slow client] cut after ${n} puts of 256 KiB`);
+      // The reader that keeps up saw every write.
+      await reader.until((e) => e.type === 'put' && e.key === `${p}k${(n - 1) % 16}` && e.kv.version === Math.ceil(n / 16), 10_000, 'the last put');
+      // The slow client's connection was ended by the server: reading on, it reaches the end.
+      const ended = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+      sock.resume();
+      sock.on('data', () => undefined);
+      await ended;
+    } finally {
+      sock.destroy();
+      await srv.cleanup();
+    }
+  }, 60_000);
 });
