@@ -46,6 +46,8 @@ interface Waiter {
   after: number;
   resolve: () => void;
   timer: NodeJS.Timeout;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
 }
 
 export class EventHistory {
@@ -95,12 +97,14 @@ export class EventHistory {
     return out;
   }
 
-  /** Resolves once there is an event after `after`, or after `waitMs`, or on close. */
-  wait(after: number, waitMs: number): Promise<void> {
-    if (this.closed || this.last > after || waitMs <= 0) return Promise.resolve();
+  /** Resolves once there is an event after `after`, or after `waitMs`, or on close, or when
+   *  `signal` aborts (the client left: its waiter and timer go at once, not after the wait). */
+  wait(after: number, waitMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.closed || this.last > after || waitMs <= 0 || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
-      const w: Waiter = { after, resolve, timer: setTimeout(() => this.wake(w), waitMs) };
+      const w: Waiter = { after, resolve, timer: setTimeout(() => this.wake(w), waitMs), signal, onAbort: () => this.wake(w) };
       w.timer.unref();
+      signal?.addEventListener('abort', w.onAbort, { once: true });
       this.waiters.add(w);
     });
   }
@@ -117,6 +121,7 @@ export class EventHistory {
   private wake(w: Waiter): void {
     if (!this.waiters.delete(w)) return;
     clearTimeout(w.timer);
+    w.signal?.removeEventListener('abort', w.onAbort);
     w.resolve();
   }
 }

@@ -23,6 +23,7 @@ import { lock } from '../../src/recipes/index.js';
 import { Logger } from '../../src/server/log.js';
 import { Proc, requireBuilt, run } from '../helpers/cli.js';
 import { call, JSON_H, bearer } from '../security/helpers.js';
+import { eventually } from '../helpers/watch.js';
 
 interface LogLine {
   time: string;
@@ -140,6 +141,14 @@ describe('server operations', () => {
       expect(Date.now() - asked).toBeLessThan(5000);
       expect(past.body).toMatchObject({ restarted: true });
       expect((past.body.events as unknown[]).length).toBe(Number(after.body.last));
+      // A long-poll whose client leaves is let go at once, not after its wait.
+      const readersParked = async () => Number(/^roster_event_readers_parked (\d+)$/m.exec((await fetch(`${server.url}/metrics`).then((r) => r.text())))?.[1]);
+      const leaving = new AbortController();
+      const gone = fetch(`${server.url}/api/v1/events?after=${after.body.last}&wait=60s`, { signal: leaving.signal }).catch(() => 'aborted');
+      await eventually(async () => (await readersParked()) === 1, 5000, 'the long-poll parked');
+      leaving.abort();
+      expect(await gone).toBe('aborted');
+      await eventually(async () => (await readersParked()) === 0, 5000, 'the long-poll let go');
       // Auth off: the dashboard is told it may do everything (it shows every write button).
       const acl = await json(server.url, 'POST', '/api/v1/acl/check', { services: ['orders'], keys: ['config/a'], prefixes: [''] });
       expect(acl.body).toMatchObject({ auth: false, services: { orders: 'write' }, keys: { 'config/a': 'write' }, prefixes: { '': 'write' } });

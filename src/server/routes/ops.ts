@@ -82,7 +82,10 @@ export const opsRoutes: RouteModule = (s) => {
           const restarted = (q.epoch !== undefined && q.epoch !== s.events.epoch) || after > s.events.last;
           if (restarted) after = 0;
           if (wait > 0) {
-            await s.events.wait(after, wait);
+            const left = new AbortController();
+            x.res.once('close', () => left.abort());
+            await s.events.wait(after, wait, left.signal);
+            if (left.signal.aborted) return; // nobody to answer
           }
           const all = s.events.since(after, limit);
           const events = all.filter((e) => visible(s, x.principal, e));
