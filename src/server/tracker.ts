@@ -1,6 +1,7 @@
 import type { KeyValue } from '../core/kv.js';
 import type { Engine, EngineEvent, LeaseEnd, Subscription } from '../engine/engine.js';
 import { INTENT_PREFIX, parseIntent } from '../registry/deregister.js';
+import { rosterLayout } from '../registry/layout.js';
 import type { EventHistory, EventInput } from './events.js';
 import type { CheckChange, HealthChecker } from './health/checker.js';
 import type { Logger } from './log.js';
@@ -226,7 +227,7 @@ export class RegistryTracker {
     if (intent && (intent.session === undefined || intent.session === prev?.session)) {
       by = 'operator';
       msg = `${name} deregistered by an operator${intent.by ? ` (${intent.by})` : ''}; its registrar leaves it deregistered`;
-    } else if (prev && prev.value.includes('"deregisteredAt"')) {
+    } else if (prev && LAYOUT.isLeaving!(prev.value)) {
       by = 'owner';
       msg = `${name} deregistered by its owner`;
     } else if (ended?.reason === 'revoked') {
@@ -327,6 +328,11 @@ export class RegistryTracker {
   }
 }
 
+/** The layout whose keys the tracker follows (services/<service>/<id>): its leaving mark. */
+const LAYOUT = rosterLayout();
+
+/** A cheap test on every put (a substring, not a decode): metadata holding that exact text would
+ *  read as draining; the dashboard's figure only, never a decision. */
 function isDraining(value: string): boolean {
   return value.includes('"status":"draining"');
 }

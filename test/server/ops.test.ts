@@ -155,6 +155,12 @@ describe('server operations', () => {
       // Unknown instance: 404; bad status: 400.
       expect((await json(server.url, 'PATCH', '/api/v1/instances/orders/nope', { status: 'draining' })).status).toBe(404);
       expect((await json(server.url, 'PATCH', '/api/v1/instances/orders/o-1', { status: 'down' })).status).toBe(400);
+      // Its own registrar's deregistration (the leaving mark and the delete in one write) is told
+      // apart from an expiry and from an operator's.
+      const before = await json(server.url, 'GET', '/api/v1/events?after=0&limit=1000');
+      expect(await reg.deregister('o-1')).toBe(true);
+      const own = await json(server.url, 'GET', `/api/v1/events?after=${before.body.next}`);
+      expect((own.body.events as { type: string; instance?: string; fields?: { by?: string } }[]).find((e) => e.type === 'instance.deregistered' && e.instance === 'o-1')?.fields?.by).toBe('owner');
     } finally {
       await reg.close();
     }
