@@ -712,8 +712,9 @@ export class Registrar extends Emitter<RegistrarEvents> {
     // anyway for a backend whose session close fails, without reporting them as deregistered.
     const leftovers = [...this.unsettled.values()];
     this.unsettled.clear();
-    await Promise.allSettled(leftovers.map((e) => this.exclusive(e, () => this.remove(e))));
-    const results = await Promise.allSettled(entries.map((e) => this.exclusive(e, () => this.remove(e))));
+    // All at once (independent keys): the leftovers' outcomes are not reported.
+    const settled = await Promise.allSettled([...entries, ...leftovers].map((e) => this.exclusive(e, () => this.remove(e))));
+    const results = settled.slice(0, entries.length);
     results.forEach((r, i) => {
       if (r.status === 'rejected') {
         const inst = entries[i]!.instance;
