@@ -218,9 +218,10 @@ function ensembleKey(servers: readonly { host: string; port: number }[]): string
 }
 
 /**
- * Tell this process that the ensemble listed as `servers` has reached `zxid` (a revision learned
- * elsewhere, e.g. from another process): every later read through a connection to it reflects at
- * least that state, as after a write made here.
+ * @internal Tell this process that the ensemble listed as `servers` has reached `zxid`: every later
+ * read through a connection to it reflects at least that state, as after a write made here. Only
+ * the tests call it (a floor no server has reached yet); nothing passes revisions between
+ * processes.
  */
 export function raiseFloor(servers: string, zxid: number): void {
   const key = ensembleKey(parseServerList(servers));
