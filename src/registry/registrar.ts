@@ -127,6 +127,10 @@ export class Registrar extends Emitter<RegistrarEvents> {
   /** Where the instances are written: the backend, or the store a catalog layout puts over it. */
   private readonly store: Backend;
   private readonly desired = new Map<string, Entry>();
+  /** `desired` by service (each in registration order): what one service's marker, intents or
+   *  deregistration concern, found without walking every registration. Changed only by own() and
+   *  disown() (and cleared with `desired` on close). */
+  private readonly byService = new Map<string, Map<string, Entry>>();
   /** Keys not desired that may still exist bound to our session (see "Ambiguous failures"). */
   private readonly unsettled = new Map<string, Entry>();
   private readonly retryBase: number;
@@ -229,11 +233,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const before = prev && { instance: prev.instance, value: prev.value };
     entry.instance = instance;
     entry.value = value;
-    if (!prev) {
-      this.desired.set(key, entry);
-      this.retainWatch(instance.service);
-      this.holdIfOwning();
-    }
+    if (!prev) this.own(entry);
     try {
       for (;;) {
         const session = await this.liveSession(opts.signal);
@@ -253,9 +253,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
           entry.instance = before.instance;
           entry.value = before.value;
         } else {
-          this.desired.delete(key);
-          this.releaseWatch(instance.service);
-          this.holdIfOwning();
+          this.disown(entry);
           if (entry.maybeWritten) this.settle(entry);
         }
       }
@@ -284,9 +282,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
       if (this.unsettled.get(left.key) === left) this.unsettled.delete(left.key);
       return true;
     }
-    this.desired.delete(entry.key);
-    this.releaseWatch(entry.instance.service);
-    this.holdIfOwning();
+    this.disown(entry);
     // Unsettled until the delete is done: a register() of the same instance meanwhile takes the
     // entry over, so its write is ordered after this delete on the entry's chain.
     this.unsettled.set(entry.key, entry);
@@ -316,6 +312,34 @@ export class Registrar extends Emitter<RegistrarEvents> {
 
   private checkOpen(): void {
     if (this.closing) throw new ClosedError('registrar is closed');
+  }
+
+  /** Start owning an entry: desired, indexed by service, its service watched, the process held. */
+  private own(entry: Entry): void {
+    this.desired.set(entry.key, entry);
+    const service = entry.instance.service;
+    let mine = this.byService.get(service);
+    if (!mine) this.byService.set(service, (mine = new Map()));
+    mine.set(entry.key, entry);
+    this.retainWatch(service);
+    this.holdIfOwning();
+  }
+
+  /** Stop owning an entry (the reverse of own()). */
+  private disown(entry: Entry): void {
+    this.desired.delete(entry.key);
+    const service = entry.instance.service;
+    const mine = this.byService.get(service);
+    if (mine?.delete(entry.key) && mine.size === 0) this.byService.delete(service);
+    this.releaseWatch(service);
+    this.holdIfOwning();
+  }
+
+  /** The owned entry of `service` with this id (the first registered, where a layout keys by
+   *  endpoint and two share an id). */
+  private entryOf(service: string, id: string): Entry | undefined {
+    for (const e of this.byService.get(service)?.values() ?? []) if (e.instance.id === id) return e;
+    return undefined;
   }
 
   /** Hold the process open exactly while something is owned (and the registrar is open). */
@@ -556,8 +580,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
 
   /** Before a recovery re-puts everything: drop what operators deregistered meanwhile. */
   private async honourIntents(signal: AbortSignal): Promise<void> {
-    const services = new Set([...this.desired.values()].map((e) => e.instance.service));
-    for (const service of services) {
+    for (const service of [...this.byService.keys()]) {
       let items: readonly KeyValue[];
       try {
         items = (await this.backend.list(`${INTENT_PREFIX}${service}/`, { signal })).items;
@@ -567,7 +590,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
       }
       for (const kv of items) {
         const id = kv.key.slice(`${INTENT_PREFIX}${service}/`.length);
-        const entry = [...this.desired.values()].find((e) => e.instance.service === service && e.instance.id === id);
+        const entry = this.entryOf(service, id);
         if (entry && this.aimedAtUs(entry, kv)) this.drop(entry);
       }
     }
@@ -575,9 +598,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
 
   private drop(entry: Entry): void {
     if (this.desired.get(entry.key) !== entry) return;
-    this.desired.delete(entry.key);
-    this.releaseWatch(entry.instance.service);
-    this.holdIfOwning();
+    this.disown(entry);
     this.emit('deregistered', { instance: entry.instance, reason: 'operator' });
   }
 
@@ -586,10 +607,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
   }
 
   private find(ref: string | { service: string; id: string }): Entry | undefined {
-    if (typeof ref === 'object' && ref !== null) {
-      for (const e of this.desired.values()) if (e.instance.service === ref.service && e.instance.id === ref.id) return e;
-      return undefined;
-    }
+    if (typeof ref === 'object' && ref !== null) return this.entryOf(ref.service, ref.id);
     if (typeof ref !== 'string') throw new InvalidArgumentError('deregister needs an instance id or { service, id }');
     const hits = [...this.desired.values()].filter((e) => e.instance.id === ref);
     if (hits.length > 1) {
@@ -665,9 +683,10 @@ export class Registrar extends Emitter<RegistrarEvents> {
     if (this.repairable(entry, revision)) this.repair(entry, 'deleted', revision);
   }
 
+  /** Audit the service's own entries (only them: see byService) against its view at `revision`. */
   private audit(service: string, snapshot: ReadonlyMap<string, KeyValue>, revision: number): void {
-    for (const entry of this.desired.values()) {
-      if (entry.instance.service !== service || !this.repairable(entry, revision + 1) || entry.revision > revision) continue;
+    for (const entry of this.byService.get(service)?.values() ?? []) {
+      if (!this.repairable(entry, revision + 1) || entry.revision > revision) continue;
       const kv = snapshot.get(entry.key);
       if (!kv) this.repair(entry, 'missing', revision);
       else if (kv.session !== this.current!.id) this.checkPut(kv, revision + 1);
@@ -708,6 +727,7 @@ export class Registrar extends Emitter<RegistrarEvents> {
     const errors: unknown[] = [];
     const entries = [...this.desired.values()];
     this.desired.clear();
+    this.byService.clear();
     // Unsettled keys go with the session below (closing it deletes its keys); delete them first
     // anyway for a backend whose session close fails, without reporting them as deregistered.
     const leftovers = [...this.unsettled.values()];
