@@ -77,6 +77,7 @@ export class Engine {
   private readonly log: EngineLog;
   private readonly opts: EngineOptions;
   private readonly leaseEndListeners = new Set<(e: LeaseEnd) => void>();
+  private readonly reloadListeners = new Set<() => void>();
   /** Count of leases that expired (for metrics). */
   expiredLeases = 0;
 
@@ -379,10 +380,21 @@ export class Engine {
     return this.watchers.onBatch(hook);
   }
 
-  /** Be told of every session that ends (after its keys were deleted, before that is published). */
+  /** Be told of every session that ends (after its keys were deleted, before that is published).
+   *  An ending whose deletes are not published before a reload (onReload) never happened. */
   onLeaseEnd(listener: (e: LeaseEnd) => void): () => void {
     this.leaseEndListeners.add(listener);
     return () => this.leaseEndListeners.delete(listener);
+  }
+
+  /** Be told when the state is reloaded from the log after a storage failure, once what became
+   *  durable meanwhile is published. Every change applied but unpublished by then never became
+   *  durable and is gone with the old state: a session ending told to onLeaseEnd whose deletes
+   *  were not published was rolled back (the session and its keys are back, the session with a
+   *  fresh TTL), and its deletes will never be published. */
+  onReload(listener: () => void): () => void {
+    this.reloadListeners.add(listener);
+    return () => this.reloadListeners.delete(listener);
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -451,13 +463,7 @@ export class Engine {
     this.wal?.appendRevoke(id);
     if (this.leaseEndListeners.size === 0) return;
     const e: LeaseEnd = { id, ttl, reason, keys };
-    for (const l of this.leaseEndListeners) {
-      try {
-        l(e);
-      } catch {
-        // a listener's failure is its own; the lease ended regardless
-      }
-    }
+    tell(this.leaseEndListeners, e); // a listener's failure is its own; the lease ended regardless
   }
 
   private expire(): void {
@@ -504,6 +510,18 @@ export class Engine {
         revision: fresh.published,
         published: old.published,
       });
+    }
+    tell(this.reloadListeners, undefined);
+  }
+}
+
+/** Call every listener; one that throws keeps the others from nothing (its failure is its own). */
+function tell<T>(listeners: ReadonlySet<(e: T) => void>, e: T): void {
+  for (const l of listeners) {
+    try {
+      l(e);
+    } catch {
+      // its own
     }
   }
 }

@@ -70,7 +70,8 @@ export class RegistryTracker {
   private readonly draining = new Set<string>();
   private readonly lines = new Map<string, KeyValue[]>();
   private readonly intents = new Map<string, KeyValue>();
-  /** Keys of sessions that just ended, until their delete events are published. */
+  /** Keys of sessions that just ended, until their delete events are published (or a reload
+   *  after a storage failure rolls the ending back). */
   private readonly ended = new Map<string, Ended>();
   private readonly subs: Subscription[] = [];
   private readonly unhook: (() => void)[] = [];
@@ -82,6 +83,10 @@ export class RegistryTracker {
     checker: HealthChecker | undefined,
   ) {
     this.unhook.push(engine.onLeaseEnd((e) => this.leaseEnded(e)));
+    // The marks left at a reload are of endings rolled back with it (see onReload): their deletes
+    // will never be published, and kept they would label the keys' next deletes, whatever their
+    // cause (an owner's deregistration read as that expiry).
+    this.unhook.push(engine.onReload(() => this.ended.clear()));
     if (checker) this.unhook.push(checker.onChange((c) => this.checkChanged(c)));
     // Intents first: a delete published right after must find its intent.
     for (const [prefix, onEvent, adopt] of [

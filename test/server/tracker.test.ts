@@ -7,11 +7,17 @@
  * with keys of every shape, end by revocation or expiry on a real engine; the marks must be gone
  * after each batch, and the events must still be classified by them.
  */
+import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toInstance } from '../../src/core/model.js';
 import { Engine } from '../../src/engine/engine.js';
+import { errnoError } from '../../src/engine/faults.js';
+import { rosterLayout } from '../../src/registry/layout.js';
 import { EventHistory } from '../../src/server/events.js';
 import { Logger } from '../../src/server/log.js';
 import { RegistryTracker } from '../../src/server/tracker.js';
+import { tempDir } from '../helpers/server.js';
+import { eventually } from '../helpers/watch.js';
 
 describe('RegistryTracker memory', () => {
   let engine: Engine;
@@ -65,4 +71,107 @@ describe('RegistryTracker memory', () => {
     expect(history.since(0, 50_000).filter((e) => e.type === 'instance.deregistered' && e.fields?.by === 'session')).toHaveLength(sessions / 2);
     expect(history.counts.get('session.expired')).toBe(sessions / 2);
   }, 60_000);
+});
+
+/**
+ * A session ends (its keys' deletes applied and the tracker told: onLeaseEnd), and the fsync that
+ * would make that durable fails. The engine reloads its state from the log once the disk takes
+ * writes again: the ending never happened, the session and its keys are back (the session with a
+ * fresh TTL), and their deletes are never published. The marks the tracker took for them must go
+ * with it: a mark left behind classifies the key's next delete, whatever causes it, as that
+ * ending (here an owner's deregistration reported as an expiry of a session that did not expire).
+ */
+describe('RegistryTracker across a storage-failure reload', () => {
+  const layout = rosterLayout();
+  const value = (service: string, id: string) => layout.encode(toInstance({ service, id, address: '127.0.0.1', port: 8080 }));
+
+  /** An engine on a data dir whose log fsync fails while `failSync` is set, with a tracker. */
+  async function setup() {
+    const dir = await tempDir('roster-tracker-reload');
+    const ctl = { failSync: false };
+    const engine = await Engine.open({
+      dataDir: dir,
+      storageRetryMs: 20,
+      log: () => undefined,
+      faults: {
+        sync: (file) => {
+          if (ctl.failSync && file.endsWith('.log')) throw errnoError('EIO', 'fdatasync');
+        },
+      },
+    });
+    const history = new EventHistory(1000);
+    const tracker = new RegistryTracker(engine, history, new Logger({ write: () => undefined }, 'error'), undefined);
+    const close = async () => {
+      tracker.close();
+      history.close();
+      await engine.close();
+      await rm(dir, { recursive: true, force: true });
+    };
+    /** Expire `lease` while the log's fsync fails, then let the disk recover and the state reload. */
+    const failedExpiry = async (lease: string) => {
+      ctl.failSync = true;
+      await expect(engine.expireLease(lease)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { storage: 'EIO' } });
+      ctl.failSync = false;
+      await eventually(() => engine.health().ok, 5000, 'storage resumed');
+    };
+    /** The owner's deregistration: its leaving mark, then the delete (one write, as the Registrar does). */
+    const deregister = async (key: string, lease: string) => {
+      const kv = (await engine.get(key))!;
+      await engine.delete(key, { ifVersion: kv.version, lastValue: layout.markLeaving!(kv.value, Date.now())!, lease });
+    };
+    const removal = (key: string) => history.since(0, 1000).filter((e) => e.key === key && (e.type === 'instance.expired' || e.type === 'instance.deregistered'));
+    return { engine, tracker, close, failedExpiry, deregister, removal };
+  }
+
+  it('a key re-registered under a new session after the reload, then deregistered by its owner, is reported deregistered by its owner', async () => {
+    const t = await setup();
+    try {
+      const key = 'services/web/a';
+      const first = await t.engine.grant(60_000);
+      await t.engine.put(key, value('web', 'a'), { lease: first.id });
+      await t.failedExpiry(first.id);
+      // The reload brought the session and its key back; no delete of the key was published.
+      expect(t.engine.leaseInfo(first.id)).toBeDefined();
+      expect((await t.engine.get(key))?.session).toBe(first.id);
+      expect(t.removal(key)).toEqual([]);
+      expect(t.tracker.pendingLeaseEnds).toBe(0);
+
+      // Its registrar, told its session was gone, registers again under a new one, later deregisters.
+      const second = await t.engine.grant(60_000);
+      await t.engine.put(key, value('web', 'a'), { lease: second.id });
+      await t.deregister(key, second.id);
+      const [gone, ...more] = t.removal(key);
+      expect(more).toEqual([]);
+      expect(gone).toMatchObject({ type: 'instance.deregistered', session: second.id, fields: { by: 'owner' } });
+      await t.engine.revoke(first.id); // holds no key any more: nothing to report
+      expect(t.removal(key)).toHaveLength(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a session whose expiry was rolled back lives on; its key, deleted later, is told by that delete, not by the expiry', async () => {
+    const t = await setup();
+    try {
+      const owned = 'services/web/b';
+      const plain = 'services/web/c';
+      const s = await t.engine.grant(60_000);
+      await t.engine.put(owned, value('web', 'b'), { lease: s.id });
+      await t.engine.put(plain, value('web', 'c'), { lease: s.id });
+      await t.failedExpiry(s.id);
+      expect(t.engine.keepAlive(s.id).ttl).toBe(60_000); // the session is live again
+      await t.deregister(owned, s.id);
+      await t.engine.delete(plain);
+      expect(t.removal(owned)).toEqual([expect.objectContaining({ type: 'instance.deregistered', fields: { by: 'owner' } })]);
+      expect(t.removal(plain)).toEqual([expect.objectContaining({ type: 'instance.deregistered', fields: { by: 'delete' } })]);
+      // And when the session does end later, that is what its remaining keys are reported by.
+      const third = 'services/web/d';
+      await t.engine.put(third, value('web', 'd'), { lease: s.id });
+      expect(await t.engine.expireLease(s.id)).toBe(true);
+      expect(t.removal(third)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
+      expect(t.tracker.pendingLeaseEnds).toBe(0);
+    } finally {
+      await t.close();
+    }
+  });
 });
