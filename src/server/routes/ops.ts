@@ -44,9 +44,9 @@ export const opsRoutes: RouteModule = (s) => {
       methods: {
         GET: (x) => {
           parseQuery(x.query, []);
-          const f = s.tracker.figures();
-          const h = s.engine.health();
           const st = s.engine.stats();
+          const f = s.tracker.figures(st);
+          const h = s.engine.health();
           const allServices = s.security.accessTo(x.principal, { service: '*' }) !== 'deny';
           x.json(200, {
             revision: f.revision,
