@@ -1,4 +1,4 @@
-import type { Engine } from '../engine/engine.js';
+import type { Engine, EngineStats } from '../engine/engine.js';
 import { Histogram } from './histogram.js';
 import { BUILD } from '../core/version.js';
 
@@ -50,8 +50,9 @@ export interface MetricsSources {
   startedAt: number;
   /** More exposition lines (auth and quota figures). */
   extra?: () => string[];
-  /** Services, instances and sessions at one revision (tracker.ts). */
-  figures?: () => { services: number; instances: number; sessions: number };
+  /** Services, instances and sessions at one revision (tracker.ts), over this scrape's read of the
+   *  engine's stats (so roster_sessions and roster_leases are one figure read once). */
+  figures?: (stats: EngineStats) => { services: number; instances: number; sessions: number };
   /** The health checker's figures, when the server runs one. */
   checks?: () => {
     byTypeStatus: ReadonlyMap<string, number>;
@@ -106,7 +107,7 @@ export function renderMetrics(src: MetricsSources): string {
   out.push(`roster_build_info{version="${esc(BUILD.version)}",node="${esc(BUILD.node)}"} 1`);
   const s = src.engine.stats();
   if (src.figures) {
-    const f = src.figures();
+    const f = src.figures(s);
     metric('roster_services', 'gauge', 'Services with at least one instance (keys services/<service>/<id>).', f.services);
     metric('roster_instances', 'gauge', 'Registered instances (keys services/<service>/<id>).', f.instances);
     metric('roster_sessions', 'gauge', 'Live sessions (the same figure as roster_leases).', f.sessions);

@@ -1,5 +1,5 @@
 import type { KeyValue } from '../core/kv.js';
-import type { Engine, EngineEvent, LeaseEnd, Subscription } from '../engine/engine.js';
+import type { Engine, EngineEvent, EngineStats, LeaseEnd, Subscription } from '../engine/engine.js';
 import { INTENT_PREFIX, parseIntent } from '../registry/deregister.js';
 import { rosterLayout } from '../registry/layout.js';
 import type { EventHistory, EventInput } from './events.js';
@@ -109,9 +109,9 @@ export class RegistryTracker {
 
   /** The header's figures: services and instances at the published revision (events are applied as
    *  they are published, synchronously); sessions and keys from the engine's applied state, which may
-   *  be a group commit ahead of it. */
-  figures(): RegistryFigures {
-    const s = this.engine.stats();
+   *  be a group commit ahead of it: `stats`, the caller's own read of it when it has one (so a
+   *  request that shows other engine figures too reads the engine once, and shows one state). */
+  figures(s: EngineStats = this.engine.stats()): RegistryFigures {
     return { revision: this.engine.publishedRevision, services: this.perService.size, instances: this.instanceCount, sessions: s.leases, keys: s.keys };
   }
 

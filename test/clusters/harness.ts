@@ -367,6 +367,45 @@ export class TruthLog {
   }
 }
 
+/** The truth of a run: a backend around the proxies and the TruthLog of one service over it. */
+export interface Truth {
+  /** Around the proxies: the run's own reads at its end (and the ticker's writes). */
+  readonly backend: Backend;
+  readonly log: TruthLog;
+  /** The service's keys the cluster holds now (read around the proxies). */
+  present(): Promise<Set<string>>;
+  /** Stop the log, then close the backend. */
+  close(): Promise<void>;
+}
+
+/**
+ * Open the truth of a run over `service`'s instances under `prefix`: a backend around the proxies
+ * and a TruthLog on it, returned once the log is synced (so every later change is in it). If the
+ * log cannot start, the backend is closed before the error is thrown.
+ */
+export async function openTruth(c: Cluster, prefix: string, service: string): Promise<Truth> {
+  const backend = await open(c, prefix, true);
+  const log = new TruthLog(backend, layout.servicePrefix(service));
+  try {
+    await log.start();
+  } catch (e) {
+    await backend.close().catch(() => undefined);
+    throw e;
+  }
+  return {
+    backend,
+    log,
+    present: async () => new Set((await backend.list(layout.servicePrefix(service))).items.map((kv) => kv.key)),
+    close: async () => {
+      try {
+        await log.stop();
+      } finally {
+        await backend.close();
+      }
+    },
+  };
+}
+
 export async function open(c: Cluster, prefix: string, direct = false): Promise<Backend> {
   return openBackend(direct ? c.directUrl(prefix) : c.url(prefix), c.options);
 }

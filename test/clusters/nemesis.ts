@@ -29,7 +29,7 @@ import type { Backend, Session } from '../../src/contract/types.js';
 import { toInstance, type Instance } from '../../src/core/model.js';
 import { Registrar, ServiceCache } from '../../src/registry/index.js';
 import { Election, FencedResource, lock } from '../../src/recipes/index.js';
-import { busiest, layout, open, sleep, TruthLog, type Cluster, type Member } from './harness.js';
+import { busiest, layout, open, openTruth, sleep, type Cluster, type Member } from './harness.js';
 
 const PREFIX = '/nemesis';
 const TTL_MS = 3000;
@@ -118,11 +118,8 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
   const at = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
   try {
     // ---------------------------------------------------------------- truth
-    const truthB = await open(c, PREFIX, true);
-    cleanup.push(() => truthB.close());
-    const truth = new TruthLog(truthB, layout.servicePrefix(service));
-    await truth.start();
-    cleanup.push(() => truth.stop());
+    const truth = await openTruth(c, PREFIX, service);
+    cleanup.push(() => truth.close());
 
     // ---------------------------------------------------------------- registrars
     const ops = { registers: 0, deregisters: 0, failedOps: 0, lockAcquisitions: 0, fencedWrites: 0, zombieWrites: 0, staleWritesRejected: 0, terms: 0 };
@@ -354,7 +351,7 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
     }
     const settledAt = Date.now();
     const want = new Set([...expected].filter(([, v]) => v).map(([k]) => k));
-    const present = new Set((await truthB.list(layout.servicePrefix(service))).items.map((kv) => kv.key));
+    const present = await truth.present();
     const same = (a: Set<string>) => a.size === present.size && [...a].every((k) => present.has(k));
     // Converged = each cache shows exactly the registrations the cluster holds.
     const CONVERGE_BOUND_MS = 15_000;
@@ -424,7 +421,7 @@ export async function runNemesis(c: Cluster, durationMs: number, seed = Date.now
       unexpected,
       registrarLost,
       lostLog,
-      anchorDeletes: anchors.reduce((n, k) => n + truth.deletes(k).length, 0),
+      anchorDeletes: anchors.reduce((n, k) => n + truth.log.deletes(k).length, 0),
       unconverged,
       convergeMs,
       lastFaultToSettledMs: settledAt - lastFaultEnd,

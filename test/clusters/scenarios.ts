@@ -28,9 +28,9 @@ import {
   meterCache,
   meterCli,
   open,
+  openTruth,
   sleep,
   Ticker,
-  TruthLog,
   until,
   Writer,
   type Cluster,
@@ -128,12 +128,9 @@ export async function runScenario(c: Cluster, sc: Scenario, run: number): Promis
   const url = c.url(PREFIX);
   const cleanup: (() => Promise<unknown> | unknown)[] = [];
   try {
-    const truthB = await open(c, PREFIX, true);
-    cleanup.push(() => truthB.close());
-    const truth = new TruthLog(truthB, layout.servicePrefix(service));
-    await truth.start();
-    cleanup.push(() => truth.stop());
-    const ticker = new Ticker(truthB, service);
+    const truth = await openTruth(c, PREFIX, service);
+    cleanup.push(() => truth.close());
+    const ticker = new Ticker(truth.backend, service);
     await ticker.start();
     cleanup.push(() => ticker.stop());
 
@@ -179,8 +176,8 @@ export async function runScenario(c: Cluster, sc: Scenario, run: number): Promis
     await sleep(SETTLE_MS);
     const end = Date.now();
 
-    const present = new Set((await truthB.list(layout.servicePrefix(service))).items.map((kv) => kv.key));
-    const lost = keys.filter((k) => truth.deletes(k, faultStart, end).length > 0 || !present.has(k));
+    const present = await truth.present();
+    const lost = keys.filter((k) => truth.log.deletes(k, faultStart, end).length > 0 || !present.has(k));
     const exited = clis.filter((p) => !p.running).map((p) => `${p.args.slice(2, 4).join(' ')} → exit ${p.exitCode ?? p.exitSignal} after ${((p.exitedAt! - faultStart) / 1000).toFixed(1)}s; ${p.stderr.trim().split('\n').slice(-2).join(' | ')}`);
     const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
     const result: RunResult = {

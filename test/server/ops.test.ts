@@ -17,6 +17,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type RosterServer } from '../../src/server/index.js';
+import { serverEngine } from '../../src/server/server.js';
 import { RemoteBackend } from '../../src/backends/remote/index.js';
 import { Registrar } from '../../src/registry/index.js';
 import { lock } from '../../src/recipes/index.js';
@@ -212,12 +213,33 @@ describe('server operations', () => {
       expect(num('roster_services')).toBeGreaterThanOrEqual(2);
       expect(num('roster_instances')).toBeGreaterThanOrEqual(3);
       expect(num('roster_sessions')).toBeGreaterThanOrEqual(1);
+      expect(num('roster_sessions')).toBe(num('roster_leases')); // one figure under two documented names
       expect(num('roster_wal_bytes')).toBeGreaterThan(0);
       expect(text).toMatch(/^roster_checks\{type="http",status="passing"\} \d+$/m);
       expect(text).toMatch(/^roster_check_probes_in_flight \d+$/m);
       expect(text).toMatch(/^roster_events_total\{type="instance.registered"\} [1-9]\d*$/m);
     } finally {
       await reg.close();
+    }
+  });
+
+  it("/api/v1/status and /metrics each read the engine's stats once: one state, whatever the figure", async () => {
+    const engine = serverEngine(server);
+    const stats = engine.stats;
+    let reads = 0;
+    engine.stats = function (this: typeof engine) {
+      reads++;
+      return stats.call(this);
+    };
+    try {
+      const status = await json(server.url, 'GET', '/api/v1/status');
+      expect(status.status).toBe(200);
+      expect(reads).toBe(1);
+      reads = 0;
+      expect((await call(server.url, 'GET', '/metrics')).status).toBe(200);
+      expect(reads).toBe(1);
+    } finally {
+      engine.stats = stats;
     }
   });
 

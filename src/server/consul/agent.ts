@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { toCheckDefinitions, worstStatus, initialStatus, isHealthStatus, type CheckInput, type HealthStatus } from '../../core/checks.js';
-import { InvalidArgumentError, NotFoundError, RosterError, isRosterError } from '../../core/errors.js';
+import { InvalidArgumentError, NotFoundError, RosterError } from '../../core/errors.js';
 import { toInstance } from '../../core/model.js';
 import { validateInstanceId, validateServiceName } from '../../core/names.js';
+import { rewriteKey } from '../rewrite.js';
 import { decodeSegment, ignoreConflict, type ApiContext, type Handler, type Req, type Route } from './context.js';
 import { NODE_CHECKS_ROOT, SERVICES_ROOT } from './hub.js';
 import { escapeKey } from './kv.js';
@@ -315,26 +316,20 @@ export class AgentRoutes {
     });
   }
 
-  /**
-   * Rewrite one instance's stored value: compare-and-set on the version read, under the key's own
-   * session (a Registrar's key stays its own), retried when it changed underneath (a Registrar
-   * update, a checker write).
-   */
+  /** Rewrite one instance's stored value (rewriteKey: compare-and-set under its own session, retried on a conflict). */
   async rewriteInstance(r: Req, load: () => Promise<ServiceRecord>, mutate: (raw: Record<string, unknown>, rec: ServiceRecord) => void): Promise<void> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const rec = await load();
-      await this.c.allow(r, 'service', rec.instance.service, 'write');
-      const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
-      mutate(raw, rec);
-      try {
-        await this.c.engine.put(rec.kv.key, JSON.stringify(raw), { ifVersion: rec.kv.version, ...(rec.kv.session !== undefined ? { lease: rec.kv.session } : {}) });
-        this.c.ok(r);
-        return;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT')) throw e;
-      }
-    }
-    throw new RosterError('CONFLICT', 'the service kept changing during the update: try again');
+    await rewriteKey(
+      this.c.engine,
+      async () => {
+        const rec = await load();
+        await this.c.allow(r, 'service', rec.instance.service, 'write');
+        const raw = JSON.parse(rec.kv.value) as Record<string, unknown>;
+        mutate(raw, rec);
+        return { kv: rec.kv, value: JSON.stringify(raw) };
+      },
+      () => new RosterError('CONFLICT', 'the service kept changing during the update: try again'),
+    );
+    this.c.ok(r);
   }
 
   async ttlUpdate(r: Req, rawId: string, status: HealthStatus, output: string): Promise<void> {

@@ -39,7 +39,7 @@ export const adminRoutes: RouteModule = (s) => [
           bodyRejected: () => s.bodiesRejected,
           startedAt: s.startedAt,
           extra: () => s.security.metricLines(),
-          figures: () => s.tracker.figures(),
+          figures: (st) => s.tracker.figures(st),
           ...(checker
             ? {
                 checks: () => ({

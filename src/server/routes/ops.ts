@@ -1,6 +1,6 @@
 import { MemoryBackend } from '../../backends/memory/backend.js';
 import { parseDuration } from '../../core/duration.js';
-import { ConflictError, InvalidArgumentError, isRosterError, NotFoundError } from '../../core/errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError } from '../../core/errors.js';
 import { validateInstanceId, validateServiceName } from '../../core/names.js';
 import { BUILD } from '../../core/version.js';
 import { deregisterInstance } from '../../registry/deregister.js';
@@ -8,6 +8,7 @@ import { rosterLayout } from '../../registry/layout.js';
 import type { RouteModule, ServerContext } from '../context.js';
 import type { RegistryEvent } from '../events.js';
 import { decodePath, describeValue, parseNonNegativeInt, parseQuery, readJsonObject } from '../http.js';
+import { rewriteKey } from '../rewrite.js';
 import type { Exchange } from '../router.js';
 import type { Principal } from '../auth/security.js';
 
@@ -43,9 +44,9 @@ export const opsRoutes: RouteModule = (s) => {
       methods: {
         GET: (x) => {
           parseQuery(x.query, []);
-          const f = s.tracker.figures();
-          const h = s.engine.health();
           const st = s.engine.stats();
+          const f = s.tracker.figures(st);
+          const h = s.engine.health();
           const allServices = s.security.accessTo(x.principal, { service: '*' }) !== 'deny';
           x.json(200, {
             revision: f.revision,
@@ -155,32 +156,31 @@ function instanceRef(x: Exchange): [string, string] {
 }
 
 /**
- * Set an instance's status, keeping everything else of its value and its session: the write is a
- * compare-and-set under the key's own session, so the owning Registrar sees a put of its own
- * session and does not fight it (as with the health checker's writes). A registrar that registers
- * the instance again later (an update, or a new session after losing one) writes its own status.
+ * Set an instance's status, keeping everything else of its value and its session (rewriteKey: a
+ * compare-and-set under the key's own session, so the owning Registrar does not fight it). A
+ * registrar that registers the instance again later (an update, or a new session after losing one)
+ * writes its own status.
  */
 async function setStatus(s: ServerContext, service: string, id: string, status: 'up' | 'draining'): Promise<{ service: string; id: string; status: string; changed: boolean; revision: number }> {
   const key = `${layout.servicePrefix(service)}${id}`;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const kv = await s.engine.get(key);
-    if (!kv) throw new NotFoundError(`no instance ${JSON.stringify(id)} of service ${JSON.stringify(service)}`, { details: { service, id } });
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(kv.value) as Record<string, unknown>;
-      layout.decode(service, kv);
-    } catch (e) {
-      throw new ConflictError(`${key} does not hold a roster instance (${(e as Error).message}): its status cannot be set`, { details: { key } });
-    }
-    if ((o.status ?? 'up') === status) return { service, id, status, changed: false, revision: kv.modRevision };
-    try {
-      const r = await s.engine.put(key, JSON.stringify({ ...o, status }), { ifVersion: kv.version, ...(kv.session !== undefined ? { lease: kv.session } : {}) });
-      return { service, id, status, changed: true, revision: r.revision };
-    } catch (e) {
-      if (!isRosterError(e, 'CONFLICT')) throw e; // changed meanwhile (a health update): read again
-    }
-  }
-  throw new ConflictError(`could not set the status of ${service}/${id}: its value keeps changing`);
+  const r = await rewriteKey(
+    s.engine,
+    async () => {
+      const kv = await s.engine.get(key);
+      if (!kv) throw new NotFoundError(`no instance ${JSON.stringify(id)} of service ${JSON.stringify(service)}`, { details: { service, id } });
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(kv.value) as Record<string, unknown>;
+        layout.decode(service, kv);
+      } catch (e) {
+        throw new ConflictError(`${key} does not hold a roster instance (${(e as Error).message}): its status cannot be set`, { details: { key } });
+      }
+      // Already so: nothing is written. Otherwise a conflict (a health update meanwhile) reads again.
+      return { kv, value: (o.status ?? 'up') === status ? undefined : JSON.stringify({ ...o, status }) };
+    },
+    () => new ConflictError(`could not set the status of ${service}/${id}: its value keeps changing`),
+  );
+  return { service, id, status, ...r };
 }
 
 /** An event is shown only if the caller may read every key it names. */
