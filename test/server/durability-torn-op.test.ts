@@ -32,13 +32,13 @@ afterAll(async () => {
  * that write reach the disk; the write then fails (EIO) and the test closes the engine, leaving the
  * files as a crash at that moment would (storageRetryMs is long: nothing repairs them meanwhile).
  */
-async function openCuttable(dir: string): Promise<{ e: Engine; cutNext(at: (data: Buffer) => number): void; logs: string[] }> {
+async function openCuttable(dir: string): Promise<{ e: Engine; cutNext(at: (data: Buffer) => number): void }> {
   let cutAt: ((data: Buffer) => number) | undefined;
-  const logs: string[] = [];
-  const opts: EngineOptions = {
+  const e = await Engine.open({
     dataDir: dir,
     storageRetryMs: 600_000,
-    log: (l) => logs.push(l),
+    // The storage failure the cut causes is logged: expected here.
+    log: () => undefined,
     faults: {
       write: (file, _bytes, data) => {
         if (!cutAt || !data || !file.endsWith('.log')) return;
@@ -47,9 +47,19 @@ async function openCuttable(dir: string): Promise<{ e: Engine; cutNext(at: (data
         return at;
       },
     },
-  };
-  const e = await Engine.open(opts);
-  return { e, logs, cutNext: (at) => void (cutAt = at) };
+  });
+  return { e, cutNext: (at) => void (cutAt = at) };
+}
+
+/** Open the engine on `dir` again (as after a crash), run `check` on it, close it. */
+async function reopened(dir: string, check: (e: Engine, logs: string[]) => Promise<void>, opts: EngineOptions = {}): Promise<void> {
+  const logs: string[] = [];
+  const e = await Engine.open({ dataDir: dir, log: (l) => logs.push(l), ...opts });
+  try {
+    await check(e, logs);
+  } finally {
+    await e.close();
+  }
 }
 
 /** Byte offset just past the `n`-th newline of `data` (n >= 1), plus `extra` bytes into the next line. */
@@ -74,6 +84,15 @@ function view(kv: KeyValue | undefined) {
   return kv && { key: kv.key, value: kv.value, version: kv.version, modRevision: kv.modRevision, createRevision: kv.createRevision, session: kv.session };
 }
 
+/** A fresh data dir whose engine (cuttable) holds a session and services/a/1 bound to it. */
+async function withInstance(value: string) {
+  const dir = await freshDir();
+  const { e, cutNext } = await openCuttable(dir);
+  const s = await e.grant(60_000);
+  await e.put('services/a/1', value, { lease: s.id });
+  return { dir, e, cutNext, lease: s.id, before: view(await e.get('services/a/1')), rev: e.publishedRevision };
+}
+
 describe('an operation of several log records is all or nothing across a torn tail', () => {
   const cuts = [
     { name: 'after the put record, before the delete', at: afterLine(1) },
@@ -82,20 +101,14 @@ describe('an operation of several log records is all or nothing across a torn ta
   ];
   for (const cut of cuts) {
     it(`delete with lastValue, write cut ${cut.name}: after reopening the key is as before, never holding the leaving mark`, async () => {
-      const dir = await freshDir();
-      const { e, cutNext } = await openCuttable(dir);
-      const s = await e.grant(60_000);
-      await e.put('services/a/1', '{"id":"1"}', { lease: s.id });
-      const before = view(await e.get('services/a/1'));
-      const beforeRev = e.publishedRevision;
+      const { dir, e, cutNext, lease, before, rev: beforeRev } = await withInstance('{"id":"1"}');
       cutNext(cut.at);
-      await expect(e.delete('services/a/1', { ifVersion: before!.version, lastValue: '{"id":"1","deregisteredAt":1}', lease: s.id })).rejects.toMatchObject({
+      await expect(e.delete('services/a/1', { ifVersion: before!.version, lastValue: '{"id":"1","deregisteredAt":1}', lease })).rejects.toMatchObject({
         code: 'UNAVAILABLE',
       });
       await e.close();
 
-      const { e: again, logs } = await openCuttable(dir);
-      try {
+      await reopened(dir, async (again, logs) => {
         const after = view(await again.get('services/a/1'));
         // Never the leaving mark: the put of it was never acknowledged, nor the delete.
         expect(after?.value).not.toContain('deregisteredAt');
@@ -103,24 +116,19 @@ describe('an operation of several log records is all or nothing across a torn ta
         expect(again.publishedRevision).toBe(beforeRev);
         expect(again.stats().tornTails).toBe(1);
         expect(logs.some((l) => l.includes('torn'))).toBe(true);
-        expect(again.leaseInfo(s.id)).toBeDefined();
+        expect(again.leaseInfo(lease)).toBeDefined();
         // The log goes on from there: the same delete now succeeds and survives another reopen.
-        const r = await again.delete('services/a/1', { ifVersion: before!.version, lastValue: '{"id":"1","deregisteredAt":2}', lease: s.id });
+        const r = await again.delete('services/a/1', { ifVersion: before!.version, lastValue: '{"id":"1","deregisteredAt":2}', lease });
         expect(r).toMatchObject({ deleted: true, revision: beforeRev + 2 });
-      } finally {
-        await again.close();
-      }
-      const { e: third, logs: logs3 } = await openCuttable(dir);
-      try {
+      });
+      await reopened(dir, async (third, logs3) => {
         expect(logs3).toEqual([]);
         expect(await third.get('services/a/1')).toBeUndefined();
         expect(third.publishedRevision).toBe(beforeRev + 2);
         // Both events of the repeated delete are in the history: the mark, then the delete.
         const events = third.historyPage('', beforeRev)!.events.map((ev) => `${ev.type}@${ev.revision}`);
         expect(events).toEqual([`put@${beforeRev + 1}`, `delete@${beforeRev + 2}`]);
-      } finally {
-        await third.close();
-      }
+      });
     });
   }
 
@@ -135,58 +143,43 @@ describe('an operation of several log records is all or nothing across a torn ta
     await expect(e.revoke(s.id)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     await e.close();
 
-    const { e: again } = await openCuttable(dir);
-    try {
+    await reopened(dir, async (again) => {
       expect((await again.list('')).items.map(view)).toEqual(before);
       expect(again.publishedRevision).toBe(other.revision);
       expect(again.leaseInfo(s.id)).toBeDefined();
       // The session can still end, whole.
       await again.revoke(s.id);
       expect((await again.list('')).items.map((kv) => kv.key)).toEqual(['plain']);
-    } finally {
-      await again.close();
-    }
+    });
   });
 
   it('a batch is separate operations: a cut inside its lastValue delete keeps the op before it and drops that delete and the ops after it', async () => {
-    const dir = await freshDir();
-    const { e, cutNext } = await openCuttable(dir);
-    const s = await e.grant(60_000);
-    await e.put('services/a/1', 'v1', { lease: s.id });
-    const before = view(await e.get('services/a/1'));
-    const rev = e.publishedRevision;
+    const { dir, e, cutNext, lease, before, rev } = await withInstance('v1');
     // Records of the batch: put x, put (mark) of services/a/1, del services/a/1, put z.
     cutNext(afterLine(2, 5));
     await expect(
       e.batch([
         { op: 'put', key: 'x', value: 'x' },
-        { op: 'delete', key: 'services/a/1', ifVersion: before!.version, lastValue: 'leaving', lease: s.id },
+        { op: 'delete', key: 'services/a/1', ifVersion: before!.version, lastValue: 'leaving', lease },
         { op: 'put', key: 'z', value: 'z' },
       ]),
     ).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     await e.close();
 
-    const { e: again } = await openCuttable(dir);
-    try {
+    await reopened(dir, async (again) => {
       // x's record is whole and its own op: kept (never acknowledged, legitimately there or not).
       expect((await again.get('x'))?.value).toBe('x');
       expect(view(await again.get('services/a/1'))).toEqual(before);
       expect(await again.get('z')).toBeUndefined();
       expect(again.publishedRevision).toBe(rev + 1);
-    } finally {
-      await again.close();
-    }
+    });
   });
 });
 
 /** A data dir with a session `s` and the key services/a/1 bound to it; returns the segment's path
  *  and its last record (sequence `s`, revision `r`). */
 async function dirWithInstance(): Promise<{ dir: string; seg: string; lease: string; before: ReturnType<typeof view>; last: { s: number; r: number } }> {
-  const dir = await freshDir();
-  const e = await Engine.open({ dataDir: dir, log: () => undefined });
-  const lease = (await e.grant(60_000)).id;
-  await e.put('services/a/1', 'v1', { lease });
-  const before = view(await e.get('services/a/1'));
+  const { dir, e, lease, before } = await withInstance('v1');
   await e.close();
   const seg = join(dir, (await readdir(dir)).find((f) => f.startsWith('wal-'))!);
   const lines = (await readFile(seg, 'utf8')).trimEnd().split('\n');
@@ -206,26 +199,20 @@ describe('the log format: `more` marks an operation of several records', () => {
   it('a log written before the field (no record has it) replays as before: a put alone at the tail is applied', async () => {
     const { dir, seg, lease, last } = await dirWithInstance();
     await appendFile(seg, leavingRecords(last, lease, false)[0]!);
-    const e = await Engine.open({ dataDir: dir, log: () => undefined });
-    try {
+    await reopened(dir, async (e) => {
       expect(await e.get('services/a/1')).toMatchObject({ value: 'leaving', version: 2, modRevision: last.r + 1 });
       expect(e.stats().tornTails).toBe(0);
-    } finally {
-      await e.close();
-    }
+    });
   });
 
   it('the same operation written with the field, both records whole, replays whole', async () => {
     const { dir, seg, lease, last } = await dirWithInstance();
     await appendFile(seg, leavingRecords(last, lease, true).join(''));
-    const e = await Engine.open({ dataDir: dir, log: () => undefined });
-    try {
+    await reopened(dir, async (e) => {
       expect(await e.get('services/a/1')).toBeUndefined();
       expect(e.publishedRevision).toBe(last.r + 2);
       expect(e.historyPage('', last.r)!.events.map((ev) => `${ev.type}@${ev.revision}`)).toEqual([`put@${last.r + 1}`, `delete@${last.r + 2}`]);
-    } finally {
-      await e.close();
-    }
+    });
   });
 
   it('a corrupt record inside an operation: refused naming it; recover sets the whole operation aside', async () => {
@@ -238,14 +225,11 @@ describe('the log format: `more` marks an operation of several records', () => {
     await expect(Engine.open({ dataDir: dir, log: () => undefined })).rejects.toMatchObject({
       message: expect.stringContaining(`corrupt data in ${name} at byte offset ${start}: checksum mismatch`),
     });
-    const e = await Engine.open({ dataDir: dir, recover: true, log: () => undefined });
-    try {
+    await reopened(dir, async (e) => {
       expect(e.recovery?.discarded[0]).toMatchObject({ file: name, offset: start, lines: 2, validRecords: 1 });
       expect(e.recovery?.discarded[0]?.reason).toContain(`at byte offset ${start + put!.length}, in an operation of several records`);
       expect(view(await e.get('services/a/1'))).toEqual(before);
-    } finally {
-      await e.close();
-    }
+    }, { recover: true });
   });
 
   it('an operation cut off by the end of a segment that is not the last is corruption, set aside whole by recover', async () => {
@@ -258,14 +242,11 @@ describe('the log format: `more` marks an operation of several records', () => {
     await expect(Engine.open({ dataDir: dir, log: () => undefined })).rejects.toMatchObject({
       message: expect.stringContaining(`corrupt data in ${name} at byte offset ${start}: an operation of several records is cut off by the end of a segment that is not the last`),
     });
-    const e = await Engine.open({ dataDir: dir, recover: true, log: () => undefined });
-    try {
+    await reopened(dir, async (e) => {
       expect(e.recovery?.discarded[0]).toMatchObject({ file: name, offset: start, validRecords: 2, laterFiles: [segmentName(last.s + 2)] });
       expect(view(await e.get('services/a/1'))).toEqual(before);
       expect(e.leaseInfo('x')).toBeUndefined();
-    } finally {
-      await e.close();
-    }
+    }, { recover: true });
   });
 });
 
