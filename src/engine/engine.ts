@@ -223,8 +223,9 @@ export class Engine {
     return r;
   }
 
-  /** Check preconditions, apply and log one put; durable (and visible) only after the next commit. */
-  private putNow(key: string, value: string, opts: PutOpts): PutResult {
+  /** Check preconditions, apply and log one put; durable (and visible) only after the next commit.
+   *  `more`: the operation goes on with another record (a delete with lastValue; see records.ts). */
+  private putNow(key: string, value: string, opts: PutOpts, more = false): PutResult {
     const s = this.state;
     const cur = s.store.lookup(key);
     if (opts.ifAbsent && cur) {
@@ -239,7 +240,7 @@ export class Engine {
       throw new SessionLostError(`session ${opts.lease} not found: it expired or was revoked`);
     }
     const kv = s.put(key, value, opts.lease, true, cur);
-    this.wal?.appendPut(kv.modRevision, kv.key, value, kv.createRevision, kv.version, opts.lease);
+    this.wal?.appendPut(kv.modRevision, kv.key, value, kv.createRevision, kv.version, opts.lease, more);
     return { revision: kv.modRevision, kv };
   }
 
@@ -253,10 +254,9 @@ export class Engine {
   }
 
   /** Check the precondition, apply and log one delete (revision 0 when there was nothing to delete).
-   *  With lastValue, the put of it comes first (its own revision), and both or neither apply (both
-   *  are logged in the same group commit; a crash that tears that commit after the put's record
-   *  can leave the put alone: it was never acknowledged, and the key keeps the value until it is
-   *  deleted or its session ends). */
+   *  With lastValue, the put of it comes first (its own revision), and both or neither apply: they
+   *  are logged as one operation (the put's record marked `more`), which replay applies whole or not
+   *  at all, so a crash that tears the write after the put's record loses the put too. */
   private deleteNow(key: string, opts: DeleteOpts): DeleteResult {
     if (opts.lastValue === undefined ? opts.lease !== undefined : opts.ifVersion === undefined) {
       throw new InvalidArgumentError('a delete takes lastValue only with ifVersion, and a session (lease) only with lastValue');
@@ -270,7 +270,7 @@ export class Engine {
     if (!cur) return { revision: 0, deleted: false };
     if (opts.lastValue !== undefined) {
       // putNow checks the lease before it changes anything: a lost session fails the whole delete.
-      cur = this.putNow(key, opts.lastValue, opts).kv;
+      cur = this.putNow(key, opts.lastValue, opts, true).kv;
     }
     const r = this.state.delete(cur.key, true);
     this.wal?.appendDel(r, cur.key);
@@ -451,13 +451,14 @@ export class Engine {
     s.history.trim(upTo);
   }
 
-  /** Revoke or expire: delete every key (one revision each), then drop the lease. */
+  /** Revoke or expire: delete every key (one revision each), then drop the lease. One operation in
+   *  the log (each del marked `more`, the revoke last): replay ends the session whole or not at all. */
   private endLease(id: string, reason: LeaseEnd['reason']): void {
     const ttl = this.state.leases.get(id)?.ttl ?? 0;
     const keys: string[] = [];
     const ended = this.state.endLease(id, (key, r) => {
       keys.push(key);
-      this.wal?.appendDel(r, key);
+      this.wal?.appendDel(r, key, true);
     });
     if (!ended) return;
     this.wal?.appendRevoke(id);

@@ -12,6 +12,14 @@ import { RosterError } from '../core/errors.js';
  * Log segments (wal-<first seq>.log) start with a `segment` header, then log records; snapshots
  * (snap-<seq>.snap) start with a `snapshot` header, then leases and keys, then an `end` trailer
  * that says the file is complete. Both carry the format version.
+ *
+ * One operation may need several records (a delete with lastValue: a put, then a del; a session
+ * ending: a del per key, then a revoke). Every record of such an operation but its last carries
+ * `"more":true`, so a group is a run of records with `more` closed by one without. Replay applies
+ * a group whole or not at all: a torn tail that keeps only the first records of an operation loses
+ * all of it (recovery.ts). Logs written before the field existed have none: each record is then a
+ * group of one, as it always was; a roster that predates it reads the field as an unknown one and
+ * ignores it (the format version is unchanged).
  */
 
 export const FORMAT_VERSION = 2;
@@ -23,8 +31,9 @@ export interface DelRecord { t: 'del'; s: number; r: number; k: string }
 export interface GrantRecord { t: 'grant'; s: number; id: string; ttl: number }
 /** The lease is gone; its keys were deleted by the `del` records just before it. */
 export interface RevokeRecord { t: 'revoke'; s: number; id: string }
-/** One change of state, numbered by `s` (gap-free across segments). */
-export type LogRecord = PutRecord | DelRecord | GrantRecord | RevokeRecord;
+/** One change of state, numbered by `s` (gap-free across segments); `more`: the operation it belongs
+ *  to goes on in the next record (see above). */
+export type LogRecord = (PutRecord | DelRecord | GrantRecord | RevokeRecord) & { more?: true };
 
 export interface SegmentHeader { t: 'segment'; v: number; first: number }
 
@@ -57,14 +66,17 @@ const HEX = Buffer.from('0123456789abcdef');
  *  into one string: a 1 MiB value is then copied once, into the batch buffer). */
 export type RecordText = string | string[];
 
-export function putJson(s: number, r: number, k: string, v: string, c: number, n: number, l: string | undefined): RecordText {
+/** Closes the JSON of a record whose operation goes on in the next record. */
+export const MORE_END = ',"more":true}';
+
+export function putJson(s: number, r: number, k: string, v: string, c: number, n: number, l: string | undefined, more: boolean): RecordText {
   const head = `{"t":"put","s":${s},"r":${r},"k":${JSON.stringify(k)},"v":`;
-  const tail = l === undefined ? `,"c":${c},"n":${n}}` : `,"c":${c},"n":${n},"l":${JSON.stringify(l)}}`;
+  const tail = `,"c":${c},"n":${n}${l === undefined ? '' : `,"l":${JSON.stringify(l)}`}${more ? MORE_END : '}'}`;
   return v.length > 4096 ? [head, JSON.stringify(v), tail] : head + JSON.stringify(v) + tail;
 }
 
-export function delJson(s: number, r: number, k: string): string {
-  return `{"t":"del","s":${s},"r":${r},"k":${JSON.stringify(k)}}`;
+export function delJson(s: number, r: number, k: string, more: boolean): string {
+  return `{"t":"del","s":${s},"r":${r},"k":${JSON.stringify(k)}${more ? MORE_END : '}'}`;
 }
 
 export function grantJson(s: number, id: string, ttl: number): string {
@@ -163,6 +175,7 @@ const isOptStr = (v: unknown): boolean => v === undefined || typeof v === 'strin
 
 /** The record, or why it is not a valid log record. */
 export function asLogRecord(o: Record<string, unknown>): LogRecord | string {
+  if (o.more !== undefined && o.more !== true) return `malformed ${JSON.stringify(o.t)?.slice(0, 40)} record (more is not true)`;
   switch (o.t) {
     case 'put':
       return isSeq(o.s) && isSeq(o.r) && isStr(o.k) && isStr(o.v) && isSeq(o.c) && isSeq(o.n) && isOptStr(o.l) ? (o as unknown as PutRecord) : 'malformed put record';

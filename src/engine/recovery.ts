@@ -16,6 +16,12 @@ import type { SegmentInfo } from './wal.js';
  *
  * - A torn tail (bytes after the last newline of the last segment: a write a crash cut short, never
  *   acknowledged, since acknowledgement waits for the whole batch's fsync) is cut off and reported.
+ *   An operation of several records (records.ts: every record but its last has `more`) is applied
+ *   only once its last record is read: one the tail cut short is cut off whole with the tail, so
+ *   replay never keeps a part of an operation (a key with its leaving mark but not deleted).
+ *   The log never holds such an operation across segments (it is written in one batch, and
+ *   compaction starts a new segment only between batches), so one cut off by the end of a segment
+ *   that is not the last is corruption.
  * - Anything else that does not check out stops the open with a CorruptDataError naming the file and
  *   the byte offset; nothing after it is applied. With `recover`, every record before it is kept,
  *   and the rest (the remainder of that segment and every later segment) is moved to
@@ -101,6 +107,8 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
     if (prevLast !== undefined && seg.first !== prevLast + 1 && seg.first <= snapSeq) target.coveredGap();
     let headerSeen = false;
     let bad: { offset: number; reason: string } | undefined;
+    /** The records read of an operation whose last record is not read yet, with their offsets. */
+    const group: { rec: LogRecord; offset: number }[] = [];
     const stop = (offset: number, reason: string): false => {
       bad = { offset, reason };
       return false;
@@ -117,27 +125,50 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
       }
       const rec = asLogRecord(d.value);
       if (typeof rec === 'string') return stop(offset, rec);
-      if (rec.s !== info.last + 1) return stop(offset, `record ${rec.s} where ${info.last + 1} was expected`);
-      if (rec.s <= snapSeq) {
-        target.covered(rec);
-        lastHistorySeq = rec.s;
-      } else {
-        if (rec.s !== lastSeq + 1) return stop(offset, `record ${rec.s} does not follow record ${lastSeq} (where the snapshot or the previous segment ends)`);
-        const why = target.apply(rec);
-        if (why !== undefined) return stop(offset, why);
-        lastSeq = rec.s;
+      const expected = info.last + 1 + group.length;
+      if (rec.s !== expected) return stop(offset, `record ${rec.s} where ${expected} was expected`);
+      // An operation's records are applied once its last one is read (records.ts: `more`).
+      group.push({ rec, offset });
+      if (rec.more) return;
+      for (const { rec, offset } of group.splice(0)) {
+        if (rec.s <= snapSeq) {
+          target.covered(rec);
+          lastHistorySeq = rec.s;
+        } else {
+          if (rec.s !== lastSeq + 1) return stop(offset, `record ${rec.s} does not follow record ${lastSeq} (where the snapshot or the previous segment ends)`);
+          const why = target.apply(rec);
+          if (why !== undefined) return stop(offset, why);
+          lastSeq = rec.s;
+        }
+        info.last = rec.s;
+        if ((rec.t === 'put' || rec.t === 'del') && rec.r > info.maxRev) info.maxRev = rec.r;
       }
-      info.last = rec.s;
-      if ((rec.t === 'put' || rec.t === 'del') && rec.r > info.maxRev) info.maxRev = rec.r;
     });
-    let end = res.end;
+    // Where the records applied end: before an operation that is not complete (its first records
+    // were read, its last was not), else after the last whole line.
+    const unfinished = group[0]?.offset;
+    let end = unfinished ?? res.end;
+    if (bad && unfinished !== undefined && bad.offset > unfinished) {
+      // Nothing of an operation is kept unless all of it is: set aside from its first record.
+      // (Not so for a whole group with a record that does not fit the state: its records before
+      // that one are applied by then, so `recover` keeps them, as it keeps every record before.)
+      bad = { offset: unfinished, reason: `${bad.reason} (at byte offset ${bad.offset}, in an operation of several records that starts at ${unfinished})` };
+    }
     if (!bad && end < res.size) {
       if (isLast) {
         await truncateDurably(path, end);
-        report.tornTails.push({ file: seg.file, offset: end, bytes: res.size - end });
-        opts.log(`${seg.file}: cut a torn last record at byte offset ${end} (${res.size - end} bytes): a write interrupted by a crash, never acknowledged`, 'torn-tail', { file: seg.file, offset: end, bytes: res.size - end });
+        const bytes = res.size - end;
+        report.tornTails.push({ file: seg.file, offset: end, bytes });
+        const what =
+          unfinished === undefined
+            ? `a torn last record at byte offset ${end} (${bytes} bytes)`
+            : `an unfinished last operation at byte offset ${end} (${bytes} bytes: ${group.length} of its records, the rest torn or never written)`;
+        opts.log(`${seg.file}: cut ${what}: a write interrupted by a crash, never acknowledged`, 'torn-tail', { file: seg.file, offset: end, bytes });
       } else {
-        bad = { offset: end, reason: 'unterminated record at the end of a segment that is not the last' };
+        bad = {
+          offset: end,
+          reason: unfinished === undefined ? 'unterminated record at the end of a segment that is not the last' : 'an operation of several records is cut off by the end of a segment that is not the last',
+        };
       }
     }
     if (bad) {

@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { open, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UnavailableError } from '../core/errors.js';
-import type { StorageFaults } from './faults.js';
+import { errnoError, type StorageFaults } from './faults.js';
 import { deferred, type Deferred } from '../core/async.js';
 import { fsyncDir, listDataDir, segmentName } from './files.js';
 import type { EngineLog } from './options.js';
@@ -91,6 +91,8 @@ export class Wal {
   private pending: RecordText[] = [];
   /** Highest revision among pending records. */
   private pendingRev = 0;
+  /** The last pending record has `more`: its operation is not completely appended yet. */
+  private groupOpen = false;
   private appendedSeq: number;
   private syncedSeq: number;
   private waiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
@@ -186,12 +188,16 @@ export class Wal {
 
   // ------------------------------------------------------------------ appending (buffered until sync)
 
-  appendPut(r: number, k: string, v: string, c: number, n: number, l: string | undefined): void {
-    this.push(putJson(this.next(), r, k, v, c, n, l), r);
+  // One operation that needs several records appends them in one synchronous run, each but the
+  // last with `more` (records.ts): they then land in one batch, so one write, one segment, and no
+  // compaction capture between them; replay applies them all or none.
+
+  appendPut(r: number, k: string, v: string, c: number, n: number, l: string | undefined, more = false): void {
+    this.push(putJson(this.next(), r, k, v, c, n, l, more), r, more);
   }
 
-  appendDel(r: number, k: string): void {
-    this.push(delJson(this.next(), r, k), r);
+  appendDel(r: number, k: string, more = false): void {
+    this.push(delJson(this.next(), r, k, more), r, more);
   }
 
   appendGrant(id: string, ttl: number): void {
@@ -208,8 +214,9 @@ export class Wal {
     return ++this.appendedSeq;
   }
 
-  private push(json: RecordText, rev: number): void {
+  private push(json: RecordText, rev: number, more = false): void {
     this.pending.push(json);
+    this.groupOpen = more;
     if (rev > this.pendingRev) this.pendingRev = rev;
   }
 
@@ -231,14 +238,20 @@ export class Wal {
         const a = this.active;
         const upTo = this.appendedSeq;
         const upToRev = this.pendingRev;
+        // A batch never ends inside an operation (see appendPut): compaction captures the state and
+        // starts a new segment only between batches, and replay takes a group cut by a segment's
+        // end for corruption.
+        if (this.groupOpen) throw new Error('internal error: a log batch would end inside an operation of several records');
         const buf = encodeBatch(this.pending, a.needsHeader ? `{"t":"segment","v":${FORMAT_VERSION},"first":${a.info.first}}` : undefined);
         this.pending = [];
-        this.faults?.write?.(a.info.file, buf.length);
-        for (let off = 0; off < buf.length; ) {
-          const n = writeSync(a.fh.fd, buf, off, buf.length - off);
+        const cut = this.faults?.write?.(a.info.file, buf.length, buf);
+        const len = typeof cut === 'number' ? Math.min(cut, buf.length) : buf.length;
+        for (let off = 0; off < len; ) {
+          const n = writeSync(a.fh.fd, buf, off, len - off);
           off += n;
           a.info.size += n; // counted as written, so a failure after a partial write cuts it (resume)
         }
+        if (len < buf.length) throw errnoError('EIO');
         a.needsHeader = false;
         a.info.last = upTo;
         if (upToRev > a.info.maxRev) a.info.maxRev = upToRev;
@@ -301,6 +314,7 @@ export class Wal {
       { cause: e, details: { storage: code } },
     );
     this.pending = [];
+    this.groupOpen = false;
     this.stopCompaction = true;
     for (const w of this.waiters.splice(0)) w.reject(this.failed);
     this.forced?.reject(this.failed);
