@@ -137,6 +137,7 @@ export class Engine {
       watchers: this.watchers.count,
       compactedRevision: s.history.compacted,
       fsyncs: this.wal?.fsyncs ?? 0,
+      inlineFsyncs: this.wal?.inlineFsyncs ?? 0,
       historyEvents: s.history.size,
       historyBytes: s.history.bytes,
       diskBytes: this.wal?.diskBytes ?? 0,

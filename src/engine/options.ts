@@ -40,6 +40,8 @@ export interface EngineOptions {
   log?: EngineLog;
   /** Test-only fault injection (faults.ts). Default: from ROSTER_FAULTS, else none. */
   faults?: StorageFaults;
+  /** The engine's clock in ms (default Date.now for leases; the log's inline-fsync rule reads
+   *  performance.now unless this is given). Tests inject it. */
   now?: () => number;
   minTtl?: number;
 }

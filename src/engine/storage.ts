@@ -49,7 +49,7 @@ export class Storage {
     let wal: Wal | undefined;
     try {
       const loaded = await loadDataDir(dir, host.state, { recover: opts.recover === true, log });
-      wal = await Wal.open(dir, loaded, { compactBytes: opts.compactBytes ?? DEFAULT_COMPACT_BYTES, faults: opts.faults ?? faultsFromEnv(), log });
+      wal = await Wal.open(dir, loaded, { compactBytes: opts.compactBytes ?? DEFAULT_COMPACT_BYTES, faults: opts.faults ?? faultsFromEnv(), log, now: opts.now });
       wal.setSnapshotSource((seq) => host.state.capture(seq));
       wal.setRetention(() => host.state.history.oldestRevision());
       if (loaded.report.migrated) {

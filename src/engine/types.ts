@@ -47,6 +47,8 @@ export interface EngineStats {
   watchers: number;
   compactedRevision: number;
   fsyncs: number;
+  /** Of those, the ones run inline on the event loop (an idle log on a fast disk: wal.ts). */
+  inlineFsyncs: number;
   historyEvents: number;
   historyBytes: number;
   /** Bytes of log segments and snapshot on disk. */

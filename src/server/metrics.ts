@@ -121,6 +121,7 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_published_revision', 'gauge', 'Last durable revision, visible to readers and watchers.', src.engine.publishedRevision);
   metric('roster_compacted_revision', 'gauge', 'History at or below this revision is gone; resuming from it yields a reset.', s.compactedRevision);
   metric('roster_wal_fsyncs_total', 'counter', 'Write-ahead log fdatasync calls (each commits a batch of writes).', s.fsyncs);
+  metric('roster_wal_inline_fsyncs_total', 'counter', 'Of roster_wal_fsyncs_total, those run on the event loop (an idle log on a fast disk).', s.inlineFsyncs);
   metric('roster_wal_torn_tails_total', 'counter', 'Torn last log records (writes cut by a crash, never acknowledged) cut when the data dir was opened.', s.tornTails);
   metric('roster_wal_torn_bytes_total', 'counter', 'Bytes of torn last log records cut when the data dir was opened.', s.tornBytes);
   metric('roster_storage_available', 'gauge', '1 while the data dir accepts writes; 0 after a write or fsync error (ENOSPC, EIO) until it does again.', s.storageAvailable ? 1 : 0);
