@@ -1,4 +1,6 @@
 // The 4-process replica without roster (bench/probes/README.md). MODE: pool | inline | none.
+import process from 'node:process';
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -54,7 +56,7 @@ if (process.argv[2] === 'child') {
   const byRank = Array.from({ length: children }, () => []);
   for (let i = 0; i < 200; i++) got.map((g) => g[i] - starts[i]).sort((a, b) => a - b).forEach((v, j) => byRank[j].push(v));
   const writes = Array.from({ length: children }, (_, k) => med(returned.map((w) => w[k])));
-  console.log(`${mode}, ${children} children busy ${busyUs} µs: got it by rank ${byRank.map(med).join(' / ')} µs; server writes returned at ${writes.join(' / ')} µs`);
+  process.stdout.write(`${mode}, ${children} children busy ${busyUs} µs: got it by rank ${byRank.map(med).join(' / ')} µs; server writes returned at ${writes.join(' / ')} µs\n`);
   for (const k of kids) k.kill();
   fs.rmSync(dir, { recursive: true, force: true });
   process.exit(0);

@@ -1,4 +1,6 @@
 // One event pushed to N WatchStreams (dist/), until every `for await` has it, warm (bench/probes/README.md).
+import process from 'node:process';
+import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DIST } from '../lib/systems.mjs';
@@ -28,5 +30,5 @@ for (let r = 0; r < 2000; r++) {
   ts.push((await all) - t0);
 }
 ts.sort((a, b) => a - b);
-console.log(`${n} watchers: fan-out p50 ${(ts[1000] * 1000).toFixed(0)} µs, p90 ${(ts[1800] * 1000).toFixed(0)} µs (${((ts[1000] * 1000) / n).toFixed(2)} µs per watcher)`);
+process.stdout.write(`${n} watchers: fan-out p50 ${(ts[1000] * 1000).toFixed(0)} µs, p90 ${(ts[1800] * 1000).toFixed(0)} µs (${((ts[1000] * 1000) / n).toFixed(2)} µs per watcher)\n`);
 process.exit(0);

@@ -1,4 +1,6 @@
 // roster server (dist/): register latency and register → one watcher, at each spacing (bench/probes/README.md).
+import process from 'node:process';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
@@ -37,7 +39,7 @@ for (const pace of (process.argv[2] ?? '0,1,5,20,50').split(',').map(Number)) {
     seen.push((await got) - t0);
     rtt.push(t1 - t0);
   }
-  console.log(`${pace} ms apart: register p50 ${pct(rtt, 50)} ms (p90 ${pct(rtt, 90)}), watcher sees it p50 ${pct(seen, 50)} ms (p90 ${pct(seen, 90)})`);
+  process.stdout.write(`${pace} ms apart: register p50 ${pct(rtt, 50)} ms (p90 ${pct(rtt, 90)}), watcher sees it p50 ${pct(seen, 50)} ms (p90 ${pct(seen, 90)})\n`);
 }
 await sys.stop();
 process.exit(0);

@@ -1,4 +1,6 @@
 // TCP round trip between this process and a child, back to back and after idleness (bench/probes/README.md).
+import process from 'node:process';
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import { fork } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +26,7 @@ if (process.argv[2] === 'child') {
       await new Promise((r) => sock.once('data', r));
       ts.push(performance.now() - t);
     }
-    console.log(`idle ${pace} ms before each: round trip p50 ${pct(ts, 50)} µs, p90 ${pct(ts, 90)} µs`);
+    process.stdout.write(`idle ${pace} ms before each: round trip p50 ${pct(ts, 50)} µs, p90 ${pct(ts, 90)} µs\n`);
   }
   child.kill();
   process.exit(0);
