@@ -172,6 +172,25 @@ export interface Backend extends BackendInfo {
    * layout everywhere else.
    */
   createSequential?(prefix: string, value: string, opts: SequentialOptions): Promise<PutResult>;
+  /**
+   * Optional capability (ZooKeeper): resolve once `key` no longer exists as the key created at
+   * `createRevision` (deleted, or deleted and created again; with `createRevision` undefined:
+   * deleted), at once if it already does not.
+   * It watches that one key and nothing else (ZooKeeper: a data watch on the znode, where a watch
+   * on a prefix re-reads its parent's children at every sibling's change), so many processes can
+   * each wait for a different key of one directory without a change waking them all. Outages are
+   * waited out; rejects with the signal's reason, or ClosedError when the backend closes.
+   * Recipes use it where present and a `watch(key, { fromRevision })` everywhere else
+   * (recipes/internal.ts, untilDeleted).
+   */
+  untilDeleted?(key: string, createRevision: number | undefined, opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Optional capability (ZooKeeper): the names of the children of the directory `dir` (ending in
+   * '/'; none when it does not exist), read at `revision` in one request that leaves no watch
+   * behind (ZooKeeper's getChildren), where list() would read every child's value and arm watches.
+   * A line of participants ordered by name (Curator's, recipes/line.ts) needs no more.
+   */
+  childNames?(dir: string, opts?: { signal?: AbortSignal }): Promise<{ revision: number; names: string[] }>;
   /** Graceful: close own sessions (revoking their leases), end watches, release connections.
    *  Idempotent. Using the backend afterwards throws ClosedError. */
   close(): Promise<void>;

@@ -122,10 +122,10 @@ export class Election {
       const mine = await this.line.enter(this.session, value);
       this.ownKey = mine.key;
       this.own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
-        const { view, kv } = await awaitFirst(this.backend, this.session, this.line, mine, signal, () => new NotLeaderError(`election ${this.name}: campaign key ${mine.key} was deleted while waiting`));
-        // Our value may have been proclaimed (by us) meanwhile; the view has the current version.
+        const { kv, revision } = await awaitFirst(this.backend, this.session, this.line, mine, signal, () => new NotLeaderError(`election ${this.name}: campaign key ${mine.key} was deleted while waiting`));
+        // Our value may have been proclaimed (by us) meanwhile; the read has the current version.
         this.version = kv.version;
-        return new Ownership(this.session, view, mine.key, mine.createRevision, `leadership of ${this.name}`);
+        return new Ownership(this.backend, this.session, mine.key, mine.createRevision, revision, `leadership of ${this.name}`);
       });
       this.releaseLocal = releaseLocal;
     } catch (e) {

@@ -5,7 +5,7 @@
  */
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { WatchedPrefix } from '../contract/watched-prefix.js';
-import { backoff, sleep } from '../core/async.js';
+import { backoff, sleep, throwIfAborted } from '../core/async.js';
 import { ClosedError, ConflictError, InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
 import { nameRoot, resolveName, validateKey } from '../core/names.js';
 
@@ -104,6 +104,35 @@ export function recipeView(backend: Backend, dir: string, from?: { revision: num
   return new WatchedPrefix(backend, dir, { retry: false, ...(from ? { from } : {}) });
 }
 
+/**
+ * Resolve once `key` no longer exists as the key created at `createRevision` (deleted, or
+ * replaced; with `createRevision` undefined: deleted, for keys never made twice), judged from revision `fromRevision` on: the caller read it there (in a list), so a
+ * delete after that read is never missed. Only that key is watched, so a change to any other key
+ * wakes nobody here: the backend's own `untilDeleted` where it has one (ZooKeeper, whose prefix
+ * watches re-read the parent's children), else a watch on the key from `fromRevision`, whose
+ * events are filtered to the key itself (a watch covers every key the key is a prefix of).
+ * Rejects with the signal's reason, or the watch's error.
+ */
+export async function untilDeleted(backend: Backend, key: string, createRevision: number | undefined, fromRevision: number, signal: AbortSignal): Promise<void> {
+  if (typeof backend.untilDeleted === 'function') return backend.untilDeleted(key, createRevision, { signal });
+  throwIfAborted(signal);
+  const w = backend.watch(key, { fromRevision, signal });
+  try {
+    for await (const ev of w) {
+      if (ev.type === 'reset') {
+        const kv = ev.items.find((i) => i.key === key);
+        if (!kv || (createRevision !== undefined && kv.createRevision !== createRevision)) return;
+      } else if (ev.type === 'delete' ? ev.key === key : ev.type === 'put' && ev.key === key && createRevision !== undefined && ev.kv.createRevision !== createRevision) {
+        return;
+      }
+    }
+  } finally {
+    w.close();
+  }
+  throwIfAborted(signal);
+  throw new ClosedError(`watch of ${key} ended`);
+}
+
 /** `key` is `<prefix><leaf>` with no further '/' (participants are direct children of a recipe dir). */
 export function directChild(prefix: string, key: string): boolean {
   return key.length > prefix.length && key.startsWith(prefix) && !key.includes('/', prefix.length);
@@ -137,34 +166,39 @@ export function randomSuffix(): string {
 /**
  * Holding something a key stands for (a lock, leadership, a permit). `signal` aborts when it is lost:
  * the session ends (reason: the session's, SessionLostError or ClosedError), the key is deleted or
- * replaced behind our back (LockLostError), or the view can no longer tell (watch failed:
+ * replaced behind our back (LockLostError), or its watch can no longer tell (the watch failed:
  * LockLostError with the cause, the conservative answer for a mutual-exclusion primitive).
+ * It watches the one key (untilDeleted, from `fromRevision`, a revision at which the caller read the
+ * key as ours), so a holder is not woken by the rest of the directory either.
  * `end()` stops monitoring (idempotent); release paths call it before deleting the key.
  */
 export class Ownership {
   private readonly ac = new AbortController();
-  private readonly offView: () => void;
+  private readonly watching = new AbortController();
   private readonly onSession: () => void;
   private ended = false;
 
   constructor(
+    backend: Backend,
     private readonly session: Session,
-    readonly view: WatchedPrefix,
     readonly key: string,
     readonly createRevision: number,
+    fromRevision: number,
     private readonly what: string,
     private readonly onLost?: () => void,
   ) {
     this.onSession = () => this.lose(session.signal.reason);
-    const offChange = view.on('change', () => this.check());
-    const offEnded = view.on('ended', () => this.check());
-    this.offView = () => {
-      offChange();
-      offEnded();
-    };
     session.signal.addEventListener('abort', this.onSession, { once: true });
-    if (session.signal.aborted) this.onSession();
-    else this.check();
+    if (session.signal.aborted) {
+      this.onSession();
+      return;
+    }
+    untilDeleted(backend, key, createRevision, fromRevision, this.watching.signal).then(
+      () => this.lose(new LockLostError(`${what} lost: ${key} was deleted`)),
+      (e: unknown) => {
+        if (!this.watching.signal.aborted) this.lose(new LockLostError(`${what}: lost track of ${key} (watch ended)`, { cause: e }));
+      },
+    );
   }
 
   get signal(): AbortSignal {
@@ -177,14 +211,6 @@ export class Ownership {
   }
   private released = false;
 
-  private check(): void {
-    if (this.ended) return;
-    if (this.view.ended) return this.lose(new LockLostError(`${this.what}: lost track of ${this.key} (watch ended)`));
-    if (!this.view.synced) return;
-    const kv = this.view.items.get(this.key);
-    if (!kv || kv.createRevision !== this.createRevision) this.lose(new LockLostError(`${this.what} lost: ${this.key} was deleted`));
-  }
-
   private lose(reason: unknown): void {
     if (this.ended) return;
     this.stop();
@@ -194,9 +220,8 @@ export class Ownership {
 
   private stop(): void {
     this.ended = true;
-    this.offView();
     this.session.signal.removeEventListener('abort', this.onSession);
-    this.view.close();
+    this.watching.abort();
   }
 
   /** Released on purpose: stop monitoring and abort the signal with ClosedError. Idempotent. */

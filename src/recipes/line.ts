@@ -26,15 +26,14 @@
  *   On etcd that is Go's concurrency.Mutex / Election layout, which `etcdctl lock` / `elect` share.
  *
  * Either way the fencing token / term is the key's createRevision (ZooKeeper: czxid), which
- * increases with creation and so along the line. Waiting follows the directory through one view
- * (WatchedPrefix): a change wakes every waiter's view, and only the waiter that became first acts.
+ * increases with creation and so along the line. A waiter watches only its predecessor and its
+ * own key (awaitFirst), so a change in the line wakes at most the one waiter it concerns.
  */
 import { randomUUID } from 'node:crypto';
 import type { Backend, KeyValue, Session } from '../contract/types.js';
-import { throwIfAborted } from '../core/async.js';
+import { anySignal, throwIfAborted } from '../core/async.js';
 import { ConflictError } from '../core/errors.js';
-import { createOwnKey, directChild, recipeView } from './internal.js';
-import type { WatchedPrefix } from '../contract/watched-prefix.js';
+import { createOwnKey, directChild, untilDeleted } from './internal.js';
 
 /** The participant name Curator gives a recipe's nodes: InterProcessMutex (and LeaderSelector's
  *  mutex) use "lock-", LeaderLatch uses "latch-". */
@@ -53,6 +52,21 @@ export interface Line {
   /** The participants among `items` (direct children of the directory; others are ignored), first
    *  first. ConflictError when one of them cannot be placed in this layout's order. */
   order(items: Iterable<KeyValue>): KeyValue[];
+  /** Read the line once: its participants, first first, each with its createRevision where the
+   *  read has it (not from a read of names only), at `revision`. ConflictError as order(). */
+  read(signal: AbortSignal): Promise<{ revision: number; entries: LineEntry[] }>;
+}
+
+/** A participant as a line read sees it: `kv` when the read had values (list), else only the key. */
+export interface LineEntry {
+  readonly key: string;
+  readonly kv?: KeyValue;
+}
+
+/** A line read by list(): every participant with its value and revisions. */
+async function listed(backend: Backend, line: Line, signal: AbortSignal): Promise<{ revision: number; entries: LineEntry[] }> {
+  const snap = await backend.list(line.dir, { signal });
+  return { revision: snap.revision, entries: line.order(snap.items).map((kv) => ({ key: kv.key, kv })) };
 }
 
 /** The line of `dir` for a Lock ('lock') or an Election ('latch') on `backend`. */
@@ -76,6 +90,9 @@ class SessionLine implements Line {
     const out: KeyValue[] = [];
     for (const kv of items) if (directChild(this.dir, kv.key)) out.push(kv);
     return out.sort((a, b) => a.createRevision - b.createRevision);
+  }
+  read(signal: AbortSignal): Promise<{ revision: number; entries: LineEntry[] }> {
+    return listed(this.backend, this, signal);
   }
 }
 
@@ -108,14 +125,25 @@ class CuratorLine implements Line {
     return (await this.backend.createSequential!(`${this.dir}_c_${randomUUID()}-${this.lockName}`, value, { session })).kv;
   }
   order(items: Iterable<KeyValue>): KeyValue[] {
-    const out: { kv: KeyValue; sort: string }[] = [];
-    for (const kv of items) {
-      if (!directChild(this.dir, kv.key)) continue;
-      const child = kv.key.slice(this.dir.length);
-      if (!this.pattern.test(child)) throw this.foreign(kv.key, child);
-      out.push({ kv, sort: fixForSorting(child, this.lockName) });
+    return this.sorted(items, (kv) => kv.key);
+  }
+  /** As Curator's LockInternals reads it: the children's names only (one request, no watch left
+   *  behind), where the backend can (childNames); the order is by name, so that is enough. */
+  async read(signal: AbortSignal): Promise<{ revision: number; entries: LineEntry[] }> {
+    if (typeof this.backend.childNames !== 'function') return listed(this.backend, this, signal);
+    const r = await this.backend.childNames(this.dir, { signal });
+    return { revision: r.revision, entries: this.sorted(r.names, (name) => this.dir + name).map((name) => ({ key: this.dir + name })) };
+  }
+  private sorted<T>(items: Iterable<T>, keyOf: (item: T) => string): T[] {
+    const out: { item: T; sort: string }[] = [];
+    for (const item of items) {
+      const key = keyOf(item);
+      if (!directChild(this.dir, key)) continue;
+      const child = key.slice(this.dir.length);
+      if (!this.pattern.test(child)) throw this.foreign(key, child);
+      out.push({ item, sort: fixForSorting(child, this.lockName) });
     }
-    return out.sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0)).map((x) => x.kv);
+    return out.sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0)).map((x) => x.item);
   }
   private foreign(key: string, child: string): ConflictError {
     const what = this.name === 'lock' ? 'lock' : 'election';
@@ -133,27 +161,46 @@ class CuratorLine implements Line {
 }
 
 /**
- * Wait until `mine` (our key, as entered) is first in `line`, following the directory through one
- * view. Resolves with the view (still open: the holder's Ownership follows it) and our key as the
- * view has it. Rejects with `gone()` when our key is deleted or replaced meanwhile (the session's
- * reason when the session ended), the signal's reason, or the line's ConflictError; the view is
- * closed then.
+ * Wait until `mine` (our key, as entered) is first in `line`. Each round reads the line once and,
+ * unless we are first, waits for the deletion of our predecessor (the entry just ahead of us in the
+ * line's order) or of our own key, watching those two keys only (untilDeleted): a release wakes the
+ * one waiter behind the holder, not the whole line (etcd's concurrency.Mutex waitDeletes, Curator's
+ * LockInternals). Then it reads again: the predecessor may have been a waiter that gave up, and the
+ * entry ahead of it is now ours to wait for. Both waits start from the revision of the read (on
+ * ZooKeeper the watch is armed by a read made after it), so a predecessor gone between the read and
+ * the watch is noticed. Resolves with our key as read once first and a revision at which it was
+ * ours (where the Ownership's watch starts). Rejects with `gone()` when our key is deleted or
+ * replaced meanwhile (the session's reason when the session ended), the signal's reason, or the
+ * line's ConflictError.
  */
-export async function awaitFirst(backend: Backend, session: Session, line: Line, mine: KeyValue, signal: AbortSignal, gone: () => Error): Promise<{ view: WatchedPrefix; kv: KeyValue }> {
-  throwIfAborted(signal);
-  const view = recipeView(backend, line.dir);
-  try {
-    const kv = await view.until(() => {
-      const kv = view.items.get(mine.key);
-      if (!kv || kv.createRevision !== mine.createRevision) {
-        throwIfAborted(session.signal);
-        throw gone();
-      }
-      return line.order(view.items.values())[0] === kv ? kv : undefined;
-    }, signal);
-    return { view, kv };
-  } catch (e) {
-    view.close();
-    throw e;
+export async function awaitFirst(backend: Backend, session: Session, line: Line, mine: KeyValue, signal: AbortSignal, gone: () => Error): Promise<{ kv: KeyValue; revision: number }> {
+  const lost = (): never => {
+    throwIfAborted(session.signal);
+    throw gone();
+  };
+  for (;;) {
+    throwIfAborted(signal);
+    const { revision, entries } = await line.read(signal);
+    const at = entries.findIndex((e) => e.key === mine.key);
+    const entry = entries[at];
+    // A read of names has no createRevision: our name is unique to our create (line.ts), never
+    // made again, so its presence is our key's.
+    if (!entry || (entry.kv && entry.kv.createRevision !== mine.createRevision)) lost();
+    if (at === 0) {
+      if (entry!.kv) return { kv: entry!.kv, revision };
+      const kv = await backend.get(mine.key, { signal });
+      if (!kv || kv.createRevision !== mine.createRevision) lost();
+      return { kv: kv!, revision };
+    }
+    const ahead = entries[at - 1]!;
+    const done = new AbortController();
+    const both = anySignal(signal, done.signal)!;
+    const waits = [untilDeleted(backend, ahead.key, ahead.kv?.createRevision, revision, both), untilDeleted(backend, mine.key, mine.createRevision, revision, both)];
+    for (const w of waits) w.catch(() => undefined);
+    try {
+      await Promise.race(waits);
+    } finally {
+      done.abort();
+    }
   }
 }

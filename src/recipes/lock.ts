@@ -17,14 +17,15 @@
  * acting after its lease expired; a resource that remembers the highest token it accepted and
  * rejects lower ones (FencedResource) can.
  *
- * Waiting costs no requests: each waiter follows the directory through one watch, and only the
- * waiter whose every predecessor is gone acts, so a release makes exactly one process act (no herd).
+ * No herd: a waiter watches only its predecessor in line (and its own key), so a release wakes
+ * exactly one process, the next in line, and costs the others nothing, not even a re-read on
+ * ZooKeeper (line.ts, awaitFirst). The holder watches only its own key.
  * A waiter that is aborted or whose session is lost removes its own key.
  */
 import type { Backend, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ConflictError, LockLostError } from '../core/errors.js';
-import { claimLocalKey, cleanupOnFailure, HeldKey, Ownership, recipeDir, recipeView, removeOwnKey } from './internal.js';
+import { claimLocalKey, cleanupOnFailure, HeldKey, Ownership, recipeDir, removeOwnKey } from './internal.js';
 import { awaitFirst, lineOf } from './line.js';
 
 export interface LockOptions {
@@ -72,8 +73,8 @@ export async function lock(backend: Backend, session: Session, name: string, opt
   try {
     const mine = await line.enter(session, opts.value ?? '');
     const own = await cleanupOnFailure(backend, session, mine.key, async () => {
-      const { view } = await awaitFirst(backend, session, line, mine, signal, () => new LockLostError(`lock ${name}: waiter key ${mine.key} was deleted while waiting`));
-      return new Ownership(session, view, mine.key, mine.createRevision, `lock ${name}`);
+      const { revision } = await awaitFirst(backend, session, line, mine, signal, () => new LockLostError(`lock ${name}: waiter key ${mine.key} was deleted while waiting`));
+      return new Ownership(backend, session, mine.key, mine.createRevision, revision, `lock ${name}`);
     });
     return new HeldLock(backend, session, name, own, releaseLocal);
   } catch (e) {
@@ -92,8 +93,7 @@ export async function tryLock(backend: Backend, session: Session, name: string, 
     const held = await cleanupOnFailure(backend, session, mine.key, async () => {
       const snap = await backend.list(line.dir, opts.signal ? { signal: opts.signal } : {});
       if (line.order(snap.items)[0]?.key !== mine.key) return undefined;
-      const view = recipeView(backend, line.dir, { revision: snap.revision, items: snap.items });
-      return new Ownership(session, view, mine.key, mine.createRevision, `lock ${name}`);
+      return new Ownership(backend, session, mine.key, mine.createRevision, snap.revision, `lock ${name}`);
     });
     if (!held) {
       await removeOwnKey(backend, session, mine.key);

@@ -3,7 +3,12 @@
  *
  * Layout: `semaphores/<name>/<session id>.<random>` bound to the session (one session may hold
  * several permits). The holders are the `limit` keys with the smallest createRevision; everyone else
- * waits, following the directory through one watch, so a release lets exactly the next waiter in.
+ * waits, following the directory through one watch, so a release lets exactly the next waiter in
+ * (the others re-check and stay; on ZooKeeper each waiting process's view re-reads the child list).
+ * Unlike Lock's line (line.ts), a waiter has no single key to wait for: it is admitted once fewer
+ * than `limit` entries are ahead of it, and any of them may go (waiting for the entry `limit`
+ * places ahead would miss a release by another holder), while an entry ahead can turn holder
+ * without any write (so a chain of predecessors would miss that too).
  * Every participant must use the same `limit`: it is not stored, each process applies its own (a
  * participant with a larger limit would let itself in earlier).
  *
@@ -81,11 +86,10 @@ export class Semaphore {
           }
           return ahead(view.items.values(), this.prefix, mine) < this.limit ? true : undefined;
         }, signal);
-      } catch (e) {
+      } finally {
         view.close();
-        throw e;
       }
-      return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
+      return new Ownership(this.backend, this.session, mine.key, mine.createRevision, view.revision, `permit of semaphore ${this.name}`);
     });
     return new HeldPermit(this.backend, this.session, own);
   }
@@ -97,8 +101,7 @@ export class Semaphore {
     const own = await cleanupOnFailure(this.backend, this.session, mine.key, async () => {
       const snap = await this.backend.list(this.prefix, opts.signal ? { signal: opts.signal } : {});
       if (ahead(snap.items, this.prefix, mine) >= this.limit) return undefined;
-      const view = recipeView(this.backend, this.prefix, { revision: snap.revision, items: snap.items });
-      return new Ownership(this.session, view, mine.key, mine.createRevision, `permit of semaphore ${this.name}`);
+      return new Ownership(this.backend, this.session, mine.key, mine.createRevision, snap.revision, `permit of semaphore ${this.name}`);
     });
     if (!own) {
       await removeOwnKey(this.backend, this.session, mine.key);

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
+import { ZkConn } from '../../src/backends/zookeeper/conn.js';
 import type { Session } from '../../src/contract/types.js';
 import { isRosterError } from '../../src/core/errors.js';
 import { Election, lock, tryLock } from '../../src/recipes/index.js';
@@ -83,19 +84,22 @@ describe("Lock and Election in Curator's layout", () => {
     expect(String(await rejection(lock(b.b, b.s, lname)))).toContain('LeaderLatch');
   });
 
-  it('a foreign node appearing while a waiter waits makes the waiter give up with CONFLICT; the holder keeps the lock', async () => {
+  it('a foreign node appearing while a waiter waits makes the waiter give up with CONFLICT at its next read of the line, never entering; the holder keeps the lock', async () => {
     const a = await proc();
     const b = await proc();
     const c = await proc();
     const name = uniq('appears');
     const held = await lock(a.b, a.s, name);
     const waiting = lock(b.b, b.s, name);
+    const failed = rejection(waiting);
     await eventually(async () => (await c.b.list(`locks/${name}/`)).items.length === 2, 5000, 'b queued');
     await c.b.put(`locks/${name}/${c.s.id}`, '', { session: c.s });
-    expect(code(await rejection(waiting))).toBe('CONFLICT');
-    await eventually(async () => (await c.b.list(`locks/${name}/`)).items.length === 2, 5000, "b's node removed");
+    // b watches only its predecessor (a), so it reads the line again when a goes: it then finds the
+    // foreign node and gives up instead of taking the lock.
     expect(held.signal.aborted).toBe(false);
     await held.unlock();
+    expect(code(await failed)).toBe('CONFLICT');
+    expect((await c.b.list(`locks/${name}/`)).items.map((kv) => kv.key)).toEqual([`locks/${name}/${c.s.id}`]);
   });
 
   it("unprotected lock-<n> nodes (another client of Curator's layout) take their place in line", async () => {
@@ -142,6 +146,27 @@ describe("Lock and Election in Curator's layout", () => {
     }, 30_000);
   }
 
+  it("a waiter whose watch on its predecessor is cut (the read that arms it applied, its reply lost) still takes the lock when the predecessor goes", async () => {
+    const proxy = await RequestCutProxy.start(zk.port);
+    try {
+      const a = await proc();
+      const b = await proc(proxy.url('/curator-layout'));
+      const name = uniq('cutwatch');
+      const held = await lock(a.b, a.s, name);
+      const pred = held.key.slice(held.key.lastIndexOf('/') + 1);
+      // getData (type 4) of the holder's node with a watch: b's wait for its predecessor.
+      const cut = proxy.arm((r) => r.type === 4 && r.body.includes(pred), 'after-forwarding');
+      const pending = lock(b.b, b.s, name, { signal: AbortSignal.timeout(20_000) });
+      await cut;
+      await held.unlock();
+      const l = await pending;
+      expect(l.token).toBeGreaterThan(held.token);
+      await l.unlock();
+    } finally {
+      await proxy.stop();
+    }
+  }, 30_000);
+
   it('an Election in the same directory as a LeaderLatch names its nodes latch- and its term is the czxid', async () => {
     const a = await proc();
     const ename = uniq('term');
@@ -155,4 +180,109 @@ describe("Lock and Election in Curator's layout", () => {
     await e.resign();
     expect(isRosterError(await rejection(e.proclaim('v3')), 'LOCK_LOST')).toBe(true);
   });
+});
+
+/**
+ * The herd effect, counted (not timed). On ZooKeeper a prefix watch is a mirror that re-reads the
+ * directory's children whenever one changes, so if every waiter followed the whole line, each
+ * release would make every waiting process read the line again (N waiters: O(N) reads per
+ * release, O(N²) per drain). Each waiter watches its predecessor only (line.ts, awaitFirst), so a
+ * release makes exactly one process act: the next in line. Counted here per waiter process (one
+ * backend, one ZooKeeper connection each): the read requests (getData, getChildren, exists) its
+ * shared connection sends between a release and the moment the next waiter holds, plus a barrier
+ * read on each other waiter's connection. ZooKeeper sends a notification to a connection ahead of
+ * the reply to any later request on it, and a mirror issues its re-read while handling the
+ * notification, so once a waiter's barrier has been answered, any read the release made it do has
+ * been counted.
+ */
+describe('Lock and Election on ZooKeeper: a release wakes only the next waiter (no herd)', () => {
+  const N = 20;
+  const backends: ZooKeeperBackend[] = [];
+  const reads = new Map<ZkConn, number>();
+  const inflight = new Map<ZkConn, number>();
+  const notes = new Map<ZkConn, number>();
+  const proto = ZkConn.prototype as unknown as Record<'getData' | 'getChildren' | 'exists', (...a: unknown[]) => Promise<unknown>>;
+  const originals = { getData: proto.getData, getChildren: proto.getChildren, exists: proto.exists };
+  beforeAll(() => {
+    for (const m of ['getData', 'getChildren', 'exists'] as const) {
+      const orig = originals[m];
+      proto[m] = function (this: ZkConn, ...a: unknown[]) {
+        reads.set(this, (reads.get(this) ?? 0) + 1);
+        inflight.set(this, (inflight.get(this) ?? 0) + 1);
+        return orig.apply(this, a).finally(() => inflight.set(this, inflight.get(this)! - 1));
+      };
+    }
+  });
+  afterAll(async () => {
+    Object.assign(proto, originals);
+    await Promise.allSettled(backends.map((b) => b.close()));
+  });
+  const mainOf = (b: ZooKeeperBackend) => (b as unknown as { main: ZkConn }).main;
+  async function proc(): Promise<{ b: ZooKeeperBackend; s: Session; conn: ZkConn }> {
+    const b = await ZooKeeperBackend.open(zk.url('/herd'), { requestTimeout: 5000 });
+    backends.push(b);
+    const conn = mainOf(b);
+    conn.on('watch', () => notes.set(conn, (notes.get(conn) ?? 0) + 1));
+    return { b, s: await b.session({ ttl: 10_000 }), conn };
+  }
+  /** One uncounted read on `conn`: answered only after every notification queued before it. */
+  const barrier = (conn: ZkConn) => originals.exists.call(conn, '/', false);
+
+  /**
+   * N processes queue behind a holder one by one, then the line drains one release at a time.
+   * Returns, per release, how many of the processes still waiting afterwards read anything (the
+   * herd: 0 when only the next waiter acted), and how many reads the next waiter needed.
+   */
+  async function drain(dir: string, enter: (p: { b: ZooKeeperBackend; s: Session }) => Promise<() => Promise<void>>): Promise<{ woken: number[]; nextReads: number[]; notified: number[] }> {
+    const holder = await proc();
+    const ws = await Promise.all(Array.from({ length: N }, () => proc()));
+    let release = await enter(holder);
+    const pending: Promise<() => Promise<void>>[] = [];
+    for (const [i, w] of ws.entries()) {
+      pending.push(enter(w));
+      await eventually(async () => (await holder.b.list(dir)).items.length === i + 2, 10_000, `waiter ${i} queued`);
+    }
+    const woken: number[] = [];
+    const nextReads: number[] = [];
+    const notified: number[] = [];
+    for (let i = 0; i < N; i++) {
+      // Every waiter has settled into waiting: nothing of its own in flight.
+      await eventually(() => ws.slice(i).every((w) => (inflight.get(w.conn) ?? 0) === 0), 10_000, 'waiters idle');
+      await Promise.all(ws.slice(i).map((w) => barrier(w.conn)));
+      const before = ws.map((w) => reads.get(w.conn) ?? 0);
+      const notesBefore = ws.map((w) => notes.get(w.conn) ?? 0);
+      await release();
+      release = await pending[i]!;
+      await Promise.all(ws.slice(i + 1).map((w) => barrier(w.conn)));
+      woken.push(ws.slice(i + 1).filter((w, j) => (reads.get(w.conn) ?? 0) > before[i + 1 + j]!).length);
+      nextReads.push((reads.get(ws[i]!.conn) ?? 0) - before[i]!);
+      notified.push(ws.slice(i + 1).filter((w, j) => (notes.get(w.conn) ?? 0) > notesBefore[i + 1 + j]!).length);
+    }
+    await release();
+    await Promise.all([holder, ...ws].map((p) => p.b.close()));
+    return { woken, nextReads, notified };
+  }
+
+  it(`Lock: ${N} waiters, released one by one: each release makes no other waiter read`, async () => {
+    const name = uniq('herd');
+    const r = await drain(`locks/${name}/`, async (p) => {
+      const l = await lock(p.b, p.s, name);
+      return () => l.unlock();
+    });
+    console.log(`lock, ${N} waiters: waiters (other than the next) that read after each release ${JSON.stringify(r.woken)}; reads of the next waiter ${JSON.stringify(r.nextReads)}; other waiters notified ${JSON.stringify(r.notified)}`);
+    expect(r.woken, 'waiting processes (other than the next) that read after each release').toEqual(Array(N).fill(0));
+    expect(r.nextReads.every((n) => n > 0)).toBe(true);
+  }, 120_000);
+
+  it(`Election: ${N} candidates, leaders resign one by one: each resignation makes no other candidate read`, async () => {
+    const name = uniq('herd');
+    const r = await drain(`elections/${name}/`, async (p) => {
+      const e = new Election(p.b, p.s, name);
+      await e.campaign(p.s.id);
+      return () => e.resign();
+    });
+    console.log(`election, ${N} candidates: candidates (other than the next) that read after each resignation ${JSON.stringify(r.woken)}; reads of the next ${JSON.stringify(r.nextReads)}; others notified ${JSON.stringify(r.notified)}`);
+    expect(r.woken).toEqual(Array(N).fill(0));
+    expect(r.nextReads.every((n) => n > 0)).toBe(true);
+  }, 120_000);
 });

@@ -65,9 +65,10 @@ import { BackendBase } from '../../contract/base.js';
 import type { LeaseSession } from '../../contract/session.js';
 import type { WatchStream } from '../../contract/stream.js';
 import { commonOptionSpec, readOptions, type CommonBackendOptions, type OptionSpec } from '../../contract/options.js';
-import { abortable } from '../../core/async.js';
+import { abortable, backoff, sleep } from '../../core/async.js';
 import { InvalidArgumentError, isRosterError, PermissionDeniedError, RosterError, SessionLostError, TooLargeError, UnavailableError, UnsupportedError } from '../../core/errors.js';
-import { DEAF_AFTER_MS, wasNotSent, ZK, ZkCodeError, ZkConn, type Acl } from './conn.js';
+import { DEAF_AFTER_MS, isZk, wasNotSent, ZK, ZkCodeError, ZkConn, type Acl } from './conn.js';
+import { validateKey } from '../../core/names.js';
 import { journalFor, type Journal } from './journal.js';
 import { Mirror, toKv, type Change, type MirrorHost } from './mirror.js';
 import { watchZkSession, zkSessionDriver } from './session.js';
@@ -136,6 +137,9 @@ export class ZooKeeperBackend extends BackendBase {
   private readonly conns = new WeakMap<LeaseSession, ZkConn>();
   private readonly mirrors = new Map<string, Mirror>();
   private readonly live = new Set<Mirror>();
+  /** untilDeleted() calls waiting for a notification, by znode path: woken by any notification
+   *  on that path, a (re)connect (watches may not have been replayed) and close. */
+  private readonly keyWaiters = new Map<string, Set<() => void>>();
   private readonly host: MirrorHost;
   private readonly writes: ZkWrites;
 
@@ -195,11 +199,14 @@ export class ZooKeeperBackend extends BackendBase {
     });
     c.on('watch', (ev) => {
       for (const m of this.live) m.onWatch(ev);
+      const ws = this.keyWaiters.get(ev.path);
+      if (ws) for (const w of [...ws]) w();
     });
     // Same session back (watches may or may not have been replayed) or a brand-new session (no
     // watches at all): either way every mirror re-reads its tree and emits only the difference.
     c.on('connected', () => {
       for (const m of this.live) m.resync();
+      this.wakeKeyWaiters();
     });
     // Watches stay open across the outage (gap-free by re-sync); their status events tell of it.
     c.on('disconnected', () => {
@@ -391,6 +398,73 @@ export class ZooKeeperBackend extends BackendBase {
     });
   }
 
+  /**
+   * The contract's optional untilDeleted (types.ts): a data watch on that one znode (getData, as
+   * Curator's LockInternals does: unlike exists it leaves no watch behind when the node is already
+   * gone), so a waiter is notified by its own node's changes only, never by its siblings'. The
+   * watch is armed by the read that checks the node, so a delete after that read is notified; a
+   * notification, a reconnect (the server may not have replayed the watch; a new shared session
+   * has none) or an outage re-reads and re-arms. An outage is waited out (with backoff), like a
+   * watch's: the caller's signal (its session's) bounds the wait.
+   */
+  async untilDeleted(key: string, createRevision: number | undefined, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    this.check(opts.signal);
+    validateKey(key);
+    const path = this.toZk(key);
+    for (let failures = 0; ; ) {
+      this.check(opts.signal);
+      let wake!: () => void;
+      const woken = new Promise<void>((r) => (wake = r));
+      let ws = this.keyWaiters.get(path);
+      if (!ws) this.keyWaiters.set(path, (ws = new Set()));
+      ws.add(wake);
+      try {
+        let czxid: number | undefined;
+        try {
+          czxid = await this.withMain(`watch ${key}`, opts.signal, async (c) => {
+            try {
+              return (await c.getData(path, true, opts.signal)).stat.czxid;
+            } catch (e) {
+              if (isZk(e, ZK.NO_NODE)) return undefined;
+              throw e;
+            }
+          });
+        } catch (e) {
+          if (!isRosterError(e, 'UNAVAILABLE')) throw e;
+          await sleep(backoff(failures++, 100, 2000), opts.signal);
+          continue;
+        }
+        failures = 0;
+        if (czxid === undefined || (createRevision !== undefined && czxid !== createRevision)) return;
+        await abortable(woken, opts.signal);
+      } finally {
+        ws.delete(wake);
+        if (ws.size === 0 && this.keyWaiters.get(path) === ws) this.keyWaiters.delete(path);
+      }
+    }
+  }
+
+  /** The contract's optional childNames (types.ts): one getChildren without a watch. */
+  async childNames(dir: string, opts: { signal?: AbortSignal } = {}): Promise<{ revision: number; names: string[] }> {
+    this.check(opts.signal);
+    if (!dir.endsWith('/')) throw new InvalidArgumentError(`childNames: ${JSON.stringify(dir)} is not a directory (it must end in '/')`);
+    validateKey(dir.slice(0, -1), 'directory');
+    const path = this.toZk(dir.slice(0, -1));
+    return this.withMain(`list names under ${dir}`, opts.signal, async (c) => {
+      try {
+        const r = await c.getChildren(path, false, opts.signal);
+        return { revision: r.zxid, names: r.children };
+      } catch (e) {
+        if (isZk(e, ZK.NO_NODE)) return { revision: e.zxid, names: [] };
+        throw e;
+      }
+    });
+  }
+
+  private wakeKeyWaiters(): void {
+    for (const ws of [...this.keyWaiters.values()]) for (const w of [...ws]) w();
+  }
+
   private acquireMirror(prefix: string): Mirror {
     let m = this.mirrors.get(prefix);
     if (!m || m.failed) {
@@ -412,6 +486,7 @@ export class ZooKeeperBackend extends BackendBase {
   // ------------------------------------------------------------------ lifecycle
 
   private stopMirrors(): void {
+    this.wakeKeyWaiters(); // they find the backend closed
     for (const m of this.live) m.stop();
     this.live.clear();
     this.mirrors.clear();
