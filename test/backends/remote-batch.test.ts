@@ -124,32 +124,14 @@ describe('remote backend: write batching', () => {
     // A real HTTP proxy answering as the previous release did: a batch op with a field it does not
     // know refuses the whole request (400, details.field ops[i].<field>), nothing applied.
     let refused = 0;
-    const proxy: Server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks);
-        if (req.url?.startsWith('/api/v1/batch')) {
-          const ops = (JSON.parse(body.toString()) as { ops: Record<string, unknown>[] }).ops;
-          const i = ops.findIndex((o) => 'lastValue' in o);
-          if (i >= 0) {
-            refused++;
-            res.writeHead(400, { 'content-type': 'application/json' });
-            res.end(JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: `unknown field "lastValue" in ops[${i}]: expected op, key, ifVersion`, details: { field: `ops[${i}].lastValue` } } }));
-            return;
-          }
-        }
-        const u = new URL(srv.url);
-        const up = httpRequest({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-          res.writeHead(r.statusCode ?? 502, r.headers);
-          r.pipe(res);
-        });
-        up.on('error', () => res.destroy());
-        up.end(body);
-      });
+    const proxy = await olderServer(srv.url, (url, body) => {
+      if (!url.startsWith('/api/v1/batch')) return undefined;
+      const i = (JSON.parse(body.toString()) as { ops: Record<string, unknown>[] }).ops.findIndex((o) => 'lastValue' in o);
+      if (i < 0) return undefined;
+      refused++;
+      return { status: 400, body: JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: `unknown field "lastValue" in ops[${i}]: expected op, key, ifVersion`, details: { field: `ops[${i}].lastValue` } } }) };
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
-    const old = await RemoteBackend.open(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`);
+    const old = await RemoteBackend.open(proxy.url);
     try {
       const p = uniquePrefix('rbo');
       const s = await old.session({ ttl: 5000 });
@@ -168,7 +150,7 @@ describe('remote backend: write batching', () => {
       await s.close();
     } finally {
       await old.close();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await proxy.close();
     }
   });
 
@@ -195,25 +177,12 @@ describe('remote backend: write batching', () => {
   it('a server without the batch endpoint gets single requests, from the first batch on', async () => {
     // A real HTTP proxy in front of the server that answers the batch endpoint as an older server would.
     let batchTries = 0;
-    const proxy: Server = createServer((req, res) => {
-      if (req.url?.startsWith('/api/v1/batch')) {
-        batchTries++;
-        req.resume();
-        res.writeHead(404, { 'content-type': 'application/json' });
-        res.end('{"error":{"code":"NOT_FOUND","message":"no such endpoint: POST \\"/api/v1/batch\\""}}');
-        return;
-      }
-      const u = new URL(srv.url);
-      const up = httpRequest({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
+    const proxy = await olderServer(srv.url, (url) => {
+      if (!url.startsWith('/api/v1/batch')) return undefined;
+      batchTries++;
+      return { status: 404, body: '{"error":{"code":"NOT_FOUND","message":"no such endpoint: POST \\"/api/v1/batch\\""}}' };
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
-    const port = (proxy.address() as { port: number }).port;
-    const old = await RemoteBackend.open(`http://127.0.0.1:${port}`);
+    const old = await RemoteBackend.open(proxy.url);
     try {
       const p = uniquePrefix('rb3');
       const first = await Promise.all(Array.from({ length: 10 }, (_, i) => old.put(`${p}a${i}`, 'v')));
@@ -231,7 +200,37 @@ describe('remote backend: write batching', () => {
       await s.close();
     } finally {
       await old.close();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await proxy.close();
     }
   });
 });
+
+/**
+ * A real HTTP proxy in front of `target` that answers as an older server would: `answer` sees each
+ * request's path and whole body and returns the reply to give instead (JSON), or undefined to
+ * forward the request unchanged.
+ */
+async function olderServer(target: string, answer: (url: string, body: Buffer) => { status: number; body: string } | undefined): Promise<{ url: string; close: () => Promise<void> }> {
+  const proxy: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const own = answer(req.url ?? '', body);
+      if (own) {
+        res.writeHead(own.status, { 'content-type': 'application/json' });
+        res.end(own.body);
+        return;
+      }
+      const u = new URL(target);
+      const up = httpRequest({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      up.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+  return { url: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`, close: () => new Promise<void>((resolve) => proxy.close(() => resolve())) };
+}
