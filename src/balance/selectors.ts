@@ -316,22 +316,16 @@ class LeastOutstandingSelector implements Selector {
     if (n === 1) return this.ms[0]!;
     return n <= this.scanLimit ? this.scan(ramping) : this.sample(ramping);
   }
-  /** The exact least: every member, from a rotating start so that ties spread evenly.
-   *  (lanes[base[i] + 2]: member i's outstanding requests; see Lanes in core.ts.) */
+  /** The exact least: every member, from a rotating start so that ties spread evenly. */
   private scan(ramping: boolean): Member {
     const ms = this.ms;
     const n = ms.length;
-    const env = this.env;
-    const lanes = env.lanes;
-    const base = this.base;
-    const w = this.w;
     let best = 0;
     let bestCost = Infinity;
     const start = this.rot;
     this.rot = start + 1 === n ? 0 : start + 1;
     for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
-      let c = (lanes[base[i]! + 2]! + 1) / w[i]!;
-      if (ramping) c /= rampFactor(ms[i]!.slot, env.cfg, env.time[0]!);
+      const c = this.cost(i, ramping);
       if (c < bestCost) {
         bestCost = c;
         best = i;
@@ -339,22 +333,24 @@ class LeastOutstandingSelector implements Selector {
     }
     return ms[best]!;
   }
+  /** Member i's cost: its outstanding requests + 1 over its weight, raised while it ramps up
+   *  (lanes[base[i] + 2]: its outstanding requests; see Lanes in core.ts). */
+  private cost(i: number, ramping: boolean): number {
+    const env = this.env;
+    const c = (env.lanes[this.base[i]! + 2]! + 1) / this.w[i]!;
+    return ramping ? c / rampFactor(this.ms[i]!.slot, env.cfg, env.time[0]!) : c;
+  }
   /** The least of `choices` members drawn at random. */
   private sample(ramping: boolean): Member {
     const ms = this.ms;
     const n = ms.length;
-    const env = this.env;
-    const lanes = env.lanes;
-    const base = this.base;
-    const w = this.w;
     let best = 0;
     let bestCost = Infinity;
     for (let k = 0; k < this.choices; k += 2) {
-      twoDistinct(env.cfg.randomInt, n, this.idx);
+      twoDistinct(this.env.cfg.randomInt, n, this.idx);
       for (let e = 0; e < 2 && k + e < this.choices; e++) {
         const i = this.idx[e]!;
-        let c = (lanes[base[i]! + 2]! + 1) / w[i]!;
-        if (ramping) c /= rampFactor(ms[i]!.slot, env.cfg, env.time[0]!);
+        const c = this.cost(i, ramping);
         if (c < bestCost) {
           bestCost = c;
           best = i;
