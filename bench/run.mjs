@@ -56,6 +56,7 @@ function parseArgs(argv) {
       case '--render-only': o.renderOnly = val(); break;
       case '--merge': o.merge = true; break;
       case '--watch-cases': o.watchCases = val().split(',').map((x) => x.split('x').map(Number)); break;
+      case '--watch-warmup': o.watchWarmup = Number(val()); break;
       case '--systems': o.systems = val().split(','); break;
       case '--out': o.out = val(); break;
       // CPU profiles of the server and of every client process, written to this directory.
@@ -93,7 +94,7 @@ function config(o) {
     register: { sizes: q ? [1000, 3000] : [1000, 10000], services: 50, inflight: 64, ttl: 10_000, warmup: q ? 300 : 1000, minOps: q ? 3000 : 10_000 },
     fleet: { sizes: o.fleetSizes ?? (q ? [2000, 10000] : [10_000, 100_000]), perSession: 10, ttl: 10_000, holdMs: (o.hold ?? (q ? 5 : 30)) * 1000, settleMs: 3000, inflight: 64 },
     // [watchers, client processes holding them]
-    watch: { cases: o.watchCases ?? (q ? [[20, 1], [100, 1], [100, 4]] : [[100, 1], [1000, 1], [1000, 4]]), instances: q ? 50 : 200, intervalMs: 50 },
+    watch: { cases: o.watchCases ?? (q ? [[20, 1], [100, 1], [100, 4]] : [[100, 1], [1000, 1], [1000, 4]]), instances: q ? 50 : 200, intervalMs: 50, warmup: o.watchWarmup ?? (q ? 200 : 3000) },
     failure: { kills: q ? 2 : 5, graceful: q ? 1 : 3, ttl: 2000 },
     pick: { n: 1000, cases: q ? ['round-robin', 'p2c'] : PICK_CASES },
     coldstart: { repeats: q ? 2 : 5 },
@@ -230,7 +231,7 @@ async function scenarioWatch(cfg) {
   const cases = [];
   for (const [watchers, procs] of c.cases) {
     const byVariant = await alternate(`watch ${watchers}${procs > 1 ? ` in ${procs} processes` : ''}`, variants(['etcd-raw', 'zookeeper-raw']), cfg.runs, (v) =>
-      once(v, 'watch', { watchers, procs, instances: c.instances, intervalMs: c.intervalMs }, 900_000),
+      once(v, 'watch', { watchers, procs, instances: c.instances, intervalMs: c.intervalMs, warmup: c.warmup }, 900_000),
     );
     cases.push({ n: watchers, procs, results: summarise(byVariant) });
   }

@@ -242,6 +242,9 @@ async function watch(spec) {
   // recv[w * events + k]: when watcher w saw event k (put of i-n: k = n; delete: k = instances + n).
   let holders;
   const prog = progress(`watch ${spec.system}${spec.mode ? ` (${spec.mode})` : ''} connect`, watchers, 2000);
+  // With watchers in children this process is only the writer: it warms up its own write path
+  // alongside the children (holdWatchers warms up the process it runs in).
+  const writerWarm = procs > 1 ? warmUp(spec, 'writer') : undefined;
   if (procs === 1) {
     holders = [await holdWatchers(spec, prefix, 0, watchers, now, (n) => prog.tick(n))];
   } else {
@@ -254,6 +257,7 @@ async function watch(spec) {
     }
     holders = await Promise.all(subs.map((s) => s.ready));
   }
+  await writerWarm;
   const writerBackend = await openBackend(spec.url, spec.options);
   const writer = new Registrar(writerBackend, { ttl: 10_000, repair: false });
   await writer.register(instanceInput('writer-warmup', 0));
@@ -403,6 +407,7 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
   let processBackend;
   const backendFor = () => (process.env.ROSTER_BENCH_WATCH_BACKEND === 'per-watcher' ? openBackend(spec.url, spec.options) : (processBackend ??= openBackend(spec.url, spec.options)));
   const open = spec.mode === 'raw-etcd' ? rawEtcdWatcher : spec.mode === 'raw-zookeeper' ? rawZooKeeperWatcher : (spec_, prefix_, signal, on) => rosterWatcher(prefix_, signal, on, backendFor);
+  await warmUp(spec, `w${from}`, spec.mode ? open : undefined); // roster's: on a backend of its own
   let connected = 0;
   await pool(count, 32, async (w) => {
     closers[w] = await open(spec, prefix, ac.signal, {
@@ -431,6 +436,53 @@ async function holdWatchers(spec, prefix, from, count, now, onConnected = () => 
       return { count, recv, cpuUs: cpu, duplicates, unexpected, failures };
     },
   };
+}
+
+/**
+ * Warm-up before anything is measured: this process registers and deregisters `spec.warmup`
+ * instances, one at a time as the measured writes are, of a service of its own through roster's API, the system's writer path,
+ * while one watcher of the kind being measured (`open`, the raw clients; roster's: Backend.watch on a backend of its own) watches
+ * that service; it ends when that watcher has seen the last one. A JIT-compiled process (roster's
+ * Node server and clients, ZooKeeper's JVM, the etcd3 client) runs its hot paths in baseline code for
+ * its first few thousand calls, each ~2-3x slower (bench/NOTES.md, "Warm-up"); this measures them
+ * as a running deployment has them. Every system gets the same; `--watch-warmup 0` turns it off.
+ */
+async function warmUp(spec, tag, open) {
+  const n = spec.warmup ?? 0;
+  if (!(n > 0)) return;
+  const service = `warmup-${tag}`;
+  const prefix = layout.servicePrefix(service);
+  const last = `${prefix}i-${n}`;
+  const ac = new AbortController();
+  let own;
+  const watcher = open ?? ((spec_, prefix_, signal, on) => rosterWatcher(prefix_, signal, on, () => (own ??= openBackend(spec.url, spec.options))));
+  let onSynced;
+  let onLast;
+  let onFail;
+  const synced = new Promise((resolve) => (onSynced = resolve));
+  const sawLast = new Promise((resolve, reject) => ((onLast = resolve), (onFail = reject)));
+  const close = await watcher(spec, prefix, ac.signal, {
+    event: (type, key) => type === 'put' && key === last && onLast(),
+    synced: () => onSynced(),
+    fail: (e) => onFail(e),
+  });
+  const backend = await openBackend(spec.url, spec.options);
+  const writer = new Registrar(backend, { ttl: 10_000, repair: false });
+  try {
+    await synced;
+    for (let i = 0; i < n; i++) {
+      await writer.register(instanceInput(service, i));
+      await writer.deregister({ service, id: `i-${i}` });
+    }
+    await writer.register(instanceInput(service, n));
+    await Promise.race([sawLast, sleep(60_000).then(() => Promise.reject(new Error(`warm-up: the watcher did not see ${last} within 60 s`)))]);
+  } finally {
+    ac.abort();
+    if (open) close?.();
+    else (await own)?.destroy();
+    await writer.close().catch(() => undefined);
+    backend.destroy();
+  }
 }
 
 /** A `watch-sub` child holding some of the watchers; the same handle as holdWatchers over pipes. */

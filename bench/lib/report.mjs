@@ -71,7 +71,7 @@ const DEFS = {
     ],
   },
   watch: {
-    title: (c, p) => `Watch fan-out: ${int(c.n)} watchers${c.procs > 1 ? ` spread over ${c.procs} client processes` : ' in one client process'} on one service; writer registers then deregisters ${p.instances} instances, one every ${p.intervalMs} ms`,
+    title: (c, p) => `Watch fan-out: ${int(c.n)} watchers${c.procs > 1 ? ` spread over ${c.procs} client processes` : ' in one client process'} on one service; writer registers then deregisters ${p.instances} instances, one every ${p.intervalMs} ms${p.warmup ? `, after a warm-up (every process first writes and watches ${int(p.warmup)} registrations and deregistrations of a service of its own)` : ', no warm-up'}`,
     rows: [
       ['delivery latency p50 (ms)', (m) => m.p50, d2],
       ['delivery latency p99 (ms)', (m) => m.p99, d2],
@@ -428,7 +428,7 @@ function charts(results) {
       alt: 'Watch delivery latency',
       svg: barChart({
         title: 'Watch fan-out: delivery latency (lower is better)',
-        subtitle: `writer registers and deregisters ${w.params.instances} instances, one every ${w.params.intervalMs} ms; latency = watcher sees it − write started`,
+        subtitle: `writer registers and deregisters ${w.params.instances} instances, one every ${w.params.intervalMs} ms${w.params.warmup ? `, after ${int(w.params.warmup)} warm-up writes per process` : ""}; latency = watcher sees it − write started`,
         unit: 'ms',
         fmt: d1,
         groups,
