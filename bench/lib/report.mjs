@@ -505,6 +505,8 @@ export function renderMarkdown(results, { root, resultsDir }) {
       `(bench/worker.mjs) on the same ${m.cpu.split(' x').pop()} cores, using roster's own API (\`openBackend(url)\` + \`Registrar\` / \`Backend.watch\`) ` +
       `against every system, plus the raw \`etcd3\` / \`node-zookeeper-client\` libraries as a reference for registration and watches. ` +
       `${m.runs} run(s) per system, systems alternated run by run (the order rotates), every figure the median over runs; ratios are to etcd. ` +
+      `The register and watch scenarios warm every client process and the server up before they measure (the same for every system; see their titles): ` +
+      `a JIT-compiled process (roster's Node, ZooKeeper's JVM, the etcd3 client) runs its first few thousand calls in slower baseline code. ` +
       `Server CPU is user + system time of the server process (all threads) from /proc/<pid>/stat around the measured phase; client CPU is the worker's own.`,
   );
   lines.push('');

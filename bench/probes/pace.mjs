@@ -1,4 +1,5 @@
 // roster server (dist/): register latency and register → one watcher, at each spacing (bench/probes/README.md).
+// WARM=N first runs N registrations and deregistrations back to back (JIT warm-up; bench/NOTES.md).
 import process from 'node:process';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,6 +26,10 @@ void (async () => {
   }
 })();
 while (!synced) await sleep(5);
+for (let i = 0; i < Number(process.env.WARM ?? 0); i++) {
+  await reg.register({ service: 'w', id: `warm${i}`, address: '127.0.0.1', port: 2 });
+  await reg.deregister({ service: 'w', id: `warm${i}` });
+}
 const pct = (a, p) => [...a].sort((x, y) => x - y)[Math.floor((a.length * p) / 100)].toFixed(2);
 let n = 0;
 for (const pace of (process.argv[2] ?? '0,1,5,20,50').split(',').map(Number)) {
