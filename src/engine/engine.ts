@@ -486,7 +486,7 @@ export class Engine {
     });
     if (!ended) return;
     this.wal?.appendRevoke(id);
-    // Told (and counted) once durable: the commit after this one (confirmEnds), or a reload.
+    // Told (and counted) once durable: by the first commit to cover it (confirmEnds), or a reload.
     this.pendingEnds.push({ seq: ++this.endSeq, rev: this.state.rev, e: { id, ttl, reason, keys } });
   }
 
