@@ -78,7 +78,13 @@ export class Engine {
   private readonly opts: EngineOptions;
   private readonly leaseEndListeners = new Set<(e: LeaseEnd) => void>();
   private readonly reloadListeners = new Set<() => void>();
-  /** Count of leases that expired (for metrics). */
+  /** Session endings applied but not yet known durable, in order (see confirmEnds): `seq` numbers
+   *  them (endSeq is the last one given), `rev` is the revision applied once it was (its last
+   *  delete's, or the one it came after when it held no key). */
+  private pendingEnds: { seq: number; rev: number; e: LeaseEnd }[] = [];
+  private endSeq = 0;
+  /** Count of leases that expired (for metrics), once their ending is durable: an expiry a reload
+   *  rolled back after a storage failure is not counted. */
   expiredLeases = 0;
 
   private constructor(opts: EngineOptions) {
@@ -197,7 +203,6 @@ export class Engine {
   async expireLease(id: string): Promise<boolean> {
     this.checkWrite();
     if (!this.state.leases.has(id)) return false;
-    this.expiredLeases++;
     this.endLease(id, 'expired');
     await this.commit();
     return true;
@@ -381,8 +386,10 @@ export class Engine {
     return this.watchers.onBatch(hook);
   }
 
-  /** Be told of every session that ends (after its keys were deleted, before that is published).
-   *  An ending whose deletes are not published before a reload (onReload) never happened. */
+  /** Be told of every session that ends, once the ending is durable: from the commit that made it
+   *  so, just before its keys' deletes are published (in the same synchronous step, so whatever the
+   *  listener notes about those keys is in place when their delete events arrive), or from a reload
+   *  that found it in the log. Never for an ending a reload after a storage failure rolled back. */
   onLeaseEnd(listener: (e: LeaseEnd) => void): () => void {
     this.leaseEndListeners.add(listener);
     return () => this.leaseEndListeners.delete(listener);
@@ -390,9 +397,9 @@ export class Engine {
 
   /** Be told when the state is reloaded from the log after a storage failure, once what became
    *  durable meanwhile is published. Every change applied but unpublished by then never became
-   *  durable and is gone with the old state: a session ending told to onLeaseEnd whose deletes
-   *  were not published was rolled back (the session and its keys are back, the session with a
-   *  fresh TTL), and its deletes will never be published. */
+   *  durable and is gone with the old state: a session ending not told to onLeaseEnd by then was
+   *  rolled back (the session and its keys are back, the session with a fresh TTL), and is never
+   *  told. */
   onReload(listener: () => void): () => void {
     this.reloadListeners.add(listener);
     return () => this.reloadListeners.delete(listener);
@@ -437,9 +444,25 @@ export class Engine {
   private async commit(): Promise<void> {
     const state = this.state;
     const upTo = state.rev;
+    const ends = this.endSeq;
     if (this.wal) await this.wal.sync();
     // (A reload after a storage failure replaces the state and publishes what is durable itself.)
-    if (state === this.state) this.publish(upTo);
+    if (state !== this.state) return;
+    this.confirmEnds(ends);
+    this.publish(upTo);
+  }
+
+  /** Tell the session endings up to `seq`, now durable (before their deletes are published), and
+   *  count the expiries among them. */
+  private confirmEnds(seq: number): void {
+    const p = this.pendingEnds;
+    let n = 0;
+    while (n < p.length && p[n]!.seq <= seq) n++;
+    if (n === 0) return;
+    for (const { e } of p.splice(0, n)) {
+      if (e.reason === 'expired') this.expiredLeases++;
+      tell(this.leaseEndListeners, e); // a listener's failure is its own; the lease ended regardless
+    }
   }
 
   private publish(upTo: number): void {
@@ -463,9 +486,8 @@ export class Engine {
     });
     if (!ended) return;
     this.wal?.appendRevoke(id);
-    if (this.leaseEndListeners.size === 0) return;
-    const e: LeaseEnd = { id, ttl, reason, keys };
-    tell(this.leaseEndListeners, e); // a listener's failure is its own; the lease ended regardless
+    // Told (and counted) once durable: by the first commit to cover it (confirmEnds), or a reload.
+    this.pendingEnds.push({ seq: ++this.endSeq, rev: this.state.rev, e: { id, ttl, reason, keys } });
   }
 
   private expire(): void {
@@ -478,7 +500,6 @@ export class Engine {
     }
     let ended = false;
     for (const id of leases.due()) {
-      this.expiredLeases++;
       this.endLease(id, 'expired');
       ended = true;
     }
@@ -506,6 +527,11 @@ export class Engine {
     old.leases.stop();
     fresh.leases.start(deadlines);
     this.state = fresh;
+    // The endings not yet told: durable if the log has them (their session is gone from it and it
+    // reaches their revision), rolled back otherwise (the session is back). The durable ones are
+    // told before their deletes are delivered, as from a commit.
+    this.pendingEnds = this.pendingEnds.filter((p) => !fresh.leases.has(p.e.id) && p.rev <= fresh.published);
+    this.confirmEnds(this.endSeq);
     if (fresh.published > old.published) this.watchers.deliver(fresh.history, old.published, fresh.published);
     if (fresh.published < old.published) {
       this.log(`after the storage failure the log ends at revision ${fresh.published}, below the ${old.published} already published: the disk lost fsync'ed data`, 'storage-lost-data', {

@@ -18,7 +18,9 @@ import type { Logger } from './log.js';
  *   Curator layout exists only on ZooKeeper);
  * - the events of the history (events.ts), each classified from what the engine says about it:
  *   an instance key deleted because its session expired is `instance.expired` (the engine reports
- *   ended sessions before their deletes are published: onLeaseEnd); deleted under an operator's
+ *   an ended session once the ending is durable, just before its deletes are published:
+ *   onLeaseEnd; never one a reload after a storage failure rolled back, so `session.expired` is
+ *   never said of a session that lives on); deleted under an operator's
  *   intent (registry/deregister.ts) it is `instance.deregistered` by an operator; deleted after
  *   the owner's leaving mark, or with its session revoked, it is a deregistration by its owner.
  *
@@ -70,8 +72,9 @@ export class RegistryTracker {
   private readonly draining = new Set<string>();
   private readonly lines = new Map<string, KeyValue[]>();
   private readonly intents = new Map<string, KeyValue>();
-  /** Keys of sessions that just ended, until their delete events are published (or a reload
-   *  after a storage failure rolls the ending back). */
+  /** Keys of sessions that just ended, until their delete events are published: the engine tells
+   *  an ending in the same synchronous step as it publishes those, so this is empty between
+   *  publishes. */
   private readonly ended = new Map<string, Ended>();
   private readonly subs: Subscription[] = [];
   private readonly unhook: (() => void)[] = [];
@@ -83,9 +86,9 @@ export class RegistryTracker {
     checker: HealthChecker | undefined,
   ) {
     this.unhook.push(engine.onLeaseEnd((e) => this.leaseEnded(e)));
-    // The marks left at a reload are of endings rolled back with it (see onReload): their deletes
-    // will never be published, and kept they would label the keys' next deletes, whatever their
-    // cause (an owner's deregistration read as that expiry).
+    // A mark still left at a reload (none is expected: see `ended`) would be of a delete never
+    // published, and kept it would label the key's next delete, whatever its cause (an owner's
+    // deregistration read as an expiry): drop them.
     this.unhook.push(engine.onReload(() => this.ended.clear()));
     if (checker) this.unhook.push(checker.onChange((c) => this.checkChanged(c)));
     // Intents first: a delete published right after must find its intent.
@@ -134,6 +137,7 @@ export class RegistryTracker {
 
   // ------------------------------------------------------------------ sessions and checks
 
+  /** A session ended, durably (onLeaseEnd): its keys' deletes are published next. */
   private leaseEnded(e: LeaseEnd): void {
     // Only keys whose delete event the tracker handles (and so removes again): others would stay.
     for (const k of e.keys) if (this.tracks(k)) this.ended.set(k, { session: e.id, reason: e.reason });

@@ -209,6 +209,8 @@ describe('HTTP API', () => {
     // An expired session shows in roster_leases_expired_total.
     const expired0 = count(t, 'roster_leases_expired_total');
     await eventually(async () => (await request(srv.url, 'GET', `/api/v1/sessions/${sess.id}`)).status === 404, 5000, 'session expiry');
+    // (Counted once the ending is durable, which may be just after the session is gone.)
+    await eventually(async () => count((await request(srv.url, 'GET', '/metrics')).text, 'roster_leases_expired_total') > expired0, 5000, 'expiry counted');
     const m2 = await request(srv.url, 'GET', '/metrics');
     expect(count(m2.text, 'roster_leases_expired_total')).toBe(expired0 + 1);
   });

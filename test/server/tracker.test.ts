@@ -85,14 +85,16 @@ describe('RegistryTracker across a storage-failure reload', () => {
   const layout = rosterLayout();
   const value = (service: string, id: string) => layout.encode(toInstance({ service, id, address: '127.0.0.1', port: 8080 }));
 
-  /** An engine on a data dir whose log fsync fails while `failSync` is set, with a tracker. */
-  async function setup() {
+  /** An engine on a data dir whose log fsync fails while `failSync` is set, with a tracker whose
+   *  log lines (info and up, JSON) are kept in `lines`. `now`: the engine's clock. */
+  async function setup(opts: { now?: () => number; minTtl?: number } = {}) {
     const dir = await tempDir('roster-tracker-reload');
     const ctl = { failSync: false };
     const engine = await Engine.open({
       dataDir: dir,
       storageRetryMs: 20,
       log: () => undefined,
+      ...opts,
       faults: {
         sync: (file) => {
           if (ctl.failSync && file.endsWith('.log')) throw errnoError('EIO', 'fdatasync');
@@ -100,7 +102,8 @@ describe('RegistryTracker across a storage-failure reload', () => {
       },
     });
     const history = new EventHistory(1000);
-    const tracker = new RegistryTracker(engine, history, new Logger({ write: () => undefined }, 'error'), undefined);
+    const lines: { event: string; session?: string }[] = [];
+    const tracker = new RegistryTracker(engine, history, new Logger({ format: 'json', write: (l) => lines.push(JSON.parse(l)) }, 'info'), undefined);
     const close = async () => {
       tracker.close();
       history.close();
@@ -120,7 +123,13 @@ describe('RegistryTracker across a storage-failure reload', () => {
       await engine.delete(key, { ifVersion: kv.version, lastValue: layout.markLeaving!(kv.value, Date.now())!, lease });
     };
     const removal = (key: string) => history.since(0, 1000).filter((e) => e.key === key && (e.type === 'instance.expired' || e.type === 'instance.deregistered'));
-    return { engine, tracker, close, failedExpiry, deregister, removal };
+    /** What says session `id` expired: history events, log lines, and the engine's count of all expiries. */
+    const told = (id: string) => ({
+      events: history.since(0, 1000).filter((e) => e.type === 'session.expired' && e.session === id).length,
+      lines: lines.filter((l) => l.event === 'session.expired' && l.session === id).length,
+      expiredLeases: engine.expiredLeases,
+    });
+    return { engine, tracker, ctl, history, close, failedExpiry, deregister, removal, told };
   }
 
   it('a key re-registered under a new session after the reload, then deregistered by its owner, is reported deregistered by its owner', async () => {
@@ -174,4 +183,66 @@ describe('RegistryTracker across a storage-failure reload', () => {
       await t.close();
     }
   });
+
+  it('an expiry whose fsync fails and that the reload rolls back leaves no session.expired event, log line or count; the real one later leaves exactly one of each', async () => {
+    const t = await setup();
+    try {
+      const key = 'services/web/e';
+      const s = await t.engine.grant(60_000);
+      await t.engine.put(key, value('web', 'e'), { lease: s.id });
+      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 });
+      await t.failedExpiry(s.id);
+      // Rolled back: the session and its key are there, and nothing says it expired.
+      expect(t.engine.leaseInfo(s.id)).toBeDefined();
+      expect((await t.engine.get(key))?.session).toBe(s.id);
+      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 });
+      expect(t.removal(key)).toEqual([]);
+      expect(t.tracker.pendingLeaseEnds).toBe(0);
+      expect(t.engine.keepAlive(s.id).ttl).toBe(60_000);
+
+      // The connection-bound session's connection drops again, and the disk takes it this time.
+      expect(await t.engine.expireLease(s.id)).toBe(true);
+      expect(t.engine.leaseInfo(s.id)).toBeUndefined();
+      expect(t.told(s.id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
+      expect(t.removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
+      expect(t.tracker.pendingLeaseEnds).toBe(0);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a TTL expiry (injected clock) whose fsync fails is told only once the expiry after the reload is durable: one event, one line, one count', async () => {
+    let now = 1_000_000;
+    const t = await setup({ now: () => now, minTtl: 10 });
+    try {
+      const key = 'services/web/f';
+      const s = await t.engine.grant(10);
+      await t.engine.put(key, value('web', 'f'), { lease: s.id });
+      // What the reload finds, seen from the moment it is done (the engine's own notice).
+      const atReload: { keys?: number; told: ReturnType<typeof t.told> }[] = [];
+      t.engine.onReload(() => atReload.push({ keys: t.engine.leaseInfo(s.id)?.keys, told: t.told(s.id) }));
+
+      t.ctl.failSync = true;
+      now += 10; // its TTL passes: the lease timer ends it, and that batch's fsync fails
+      await eventually(() => !t.engine.health().ok, 5000, 'storage failed');
+      expect(t.engine.leaseInfo(s.id)).toBeUndefined(); // ended in the applied state...
+      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 }); // ...but not durably: nothing said
+      t.ctl.failSync = false;
+      await eventually(() => t.engine.health().ok, 5000, 'storage resumed');
+
+      // At the reload the session was alive again, with its key, and nothing had said it expired.
+      expect(atReload).toEqual([{ keys: 1, told: { events: 0, lines: 0, expiredLeases: 0 } }]);
+      // It came back with a fresh TTL; nobody keeps it alive, so it expires again, durably this time.
+      expect(t.engine.leaseInfo(s.id)).toBeDefined();
+      now += 10;
+      await eventually(() => t.told(s.id).events > 0, 5000, 'the expiry after the reload');
+      expect(t.engine.leaseInfo(s.id)).toBeUndefined();
+      expect(t.told(s.id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
+      expect(t.removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
+      expect(t.tracker.pendingLeaseEnds).toBe(0);
+    } finally {
+      await t.close();
+    }
+  });
 });
+
