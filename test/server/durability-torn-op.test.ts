@@ -8,7 +8,9 @@
  * next line) with the engine's fault hook, then the engine is reopened from its data dir; and a
  * real server process is SIGKILLed in the middle of that write (ROSTER_FAULTS=cut-op). The format:
  * logs without the `more` field (written before it) replay as before; corruption inside an
- * operation, or an operation cut off by the end of a segment, sets the whole operation aside.
+ * operation, or an operation cut off by the end of a segment, sets the whole operation aside; so
+ * does a checksum-valid record of it that does not fit the state (the whole operation is checked
+ * before any of it is applied), under --recover too, in the engine and in a real server process.
  */
 import { appendFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
