@@ -17,7 +17,8 @@ import type { SegmentInfo } from './wal.js';
  * - A torn tail (bytes after the last newline of the last segment: a write a crash cut short, never
  *   acknowledged, since acknowledgement waits for the whole batch's fsync) is cut off and reported.
  *   An operation of several records (records.ts: every record but its last has `more`) is applied
- *   only once its last record is read: one the tail cut short is cut off whole with the tail, so
+ *   only once its last record is read, and only once all its records are checked to fit the state
+ *   in turn (state.ts: groupMisfit): one the tail cut short is cut off whole with the tail, so
  *   replay never keeps a part of an operation (a key with its leaving mark but not deleted).
  *   The log never holds such an operation across segments (it is written in one batch, and
  *   compaction starts a new segment only between batches), so one cut off by the end of a segment
@@ -26,6 +27,10 @@ import type { SegmentInfo } from './wal.js';
  *   the byte offset; nothing after it is applied. With `recover`, every record before it is kept,
  *   and the rest (the remainder of that segment and every later segment) is moved to
  *   lost+found/<time>/ and reported: how many bytes, lines and valid records were set aside.
+ *   A bad record inside an operation of several records (a bad line, a sequence gap, or a whole
+ *   record that does not fit the state) counts from the operation's first record: the error names
+ *   that offset (and the bad record's), nothing of the operation is applied, and `recover` sets it
+ *   aside whole with the rest.
  * - A data dir in the format before version 2 (wal.log, snapshot.json) is read once; the engine
  *   then writes it as a version 2 snapshot and removes the old files (migrated: true).
  */
@@ -36,8 +41,12 @@ export interface ReplayTarget {
   covered(rec: LogRecord): void;
   /** Records before the snapshot skip a sequence: history gathered so far is unusable. */
   coveredGap(): void;
-  /** A record after the snapshot; returns why it does not fit the state, if it does not. */
+  /** A record after the snapshot; returns why it does not fit the state, if it does not (then
+   *  nothing of it is applied). */
   apply(rec: LogRecord): string | undefined;
+  /** The records of one operation, after the snapshot: whether they would all fit, applied in turn
+   *  (the index of the first that does not, and why); nothing is applied. */
+  groupMisfit(recs: readonly LogRecord[]): { index: number; reason: string } | undefined;
   finish(snapshotSeq: number, lastHistorySeq: number, snapshotRevision: number): void;
   legacy: LegacyTarget;
 }
@@ -113,6 +122,25 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
       bad = { offset, reason };
       return false;
     };
+    /** Why record `s`, after the snapshot, cannot be the next one applied, if it cannot. */
+    const notNext = (s: number): string | undefined =>
+      s === lastSeq + 1 ? undefined : `record ${s} does not follow record ${lastSeq} (where the snapshot or the previous segment ends)`;
+    /** Apply a record (or, one the snapshot covers, keep it for history); false if it does not fit. */
+    const take = (rec: LogRecord, offset: number): false | undefined => {
+      if (rec.s <= snapSeq) {
+        target.covered(rec);
+        lastHistorySeq = rec.s;
+      } else {
+        const gap = notNext(rec.s);
+        if (gap !== undefined) return stop(offset, gap);
+        const why = target.apply(rec);
+        if (why !== undefined) return stop(offset, why);
+        lastSeq = rec.s;
+      }
+      info.last = rec.s;
+      if ((rec.t === 'put' || rec.t === 'del') && rec.r > info.maxRev) info.maxRev = rec.r;
+      return undefined;
+    };
     const res = await scanLines(path, (buf, start, end, offset) => {
       const d = decodeLine(buf, start, end);
       if (!d.ok) return stop(offset, d.reason);
@@ -127,32 +155,32 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
       if (typeof rec === 'string') return stop(offset, rec);
       const expected = info.last + 1 + group.length;
       if (rec.s !== expected) return stop(offset, `record ${rec.s} where ${expected} was expected`);
-      // An operation's records are applied once its last one is read (records.ts: `more`).
+      if (group.length === 0 && !rec.more) return take(rec, offset);
+      // An operation of several records (records.ts: `more`) is applied once its last one is read,
+      // and only if every one of its records fits: nothing of it is applied otherwise.
       group.push({ rec, offset });
       if (rec.more) return;
-      for (const { rec, offset } of group.splice(0)) {
-        if (rec.s <= snapSeq) {
-          target.covered(rec);
-          lastHistorySeq = rec.s;
-        } else {
-          if (rec.s !== lastSeq + 1) return stop(offset, `record ${rec.s} does not follow record ${lastSeq} (where the snapshot or the previous segment ends)`);
-          const why = target.apply(rec);
-          if (why !== undefined) return stop(offset, why);
-          lastSeq = rec.s;
-        }
-        info.last = rec.s;
-        if ((rec.t === 'put' || rec.t === 'del') && rec.r > info.maxRev) info.maxRev = rec.r;
+      // Its records after the snapshot are checked together first (state.ts: groupMisfit), each
+      // against the state as the ones before it would leave it; one that does not fit sets the
+      // whole operation aside, from its first record.
+      const first = group[0]!.offset;
+      const after = group.findIndex((g) => g.rec.s > snapSeq);
+      if (after >= 0) {
+        const gap = notNext(group[after]!.rec.s);
+        if (gap !== undefined) return stop(first, inOperation(gap, group[after]!.offset, first));
+        const misfit = target.groupMisfit(group.slice(after).map((g) => g.rec));
+        if (misfit) return stop(first, inOperation(misfit.reason, group[after + misfit.index]!.offset, first));
       }
+      for (const g of group.splice(0)) if (take(g.rec, g.offset) === false) return false;
     });
     // Where the records applied end: before an operation that is not complete (its first records
     // were read, its last was not), else after the last whole line.
     const unfinished = group[0]?.offset;
     let end = unfinished ?? res.end;
     if (bad && unfinished !== undefined && bad.offset > unfinished) {
-      // Nothing of an operation is kept unless all of it is: set aside from its first record.
-      // (Not so for a whole group with a record that does not fit the state: its records before
-      // that one are applied by then, so `recover` keeps them, as it keeps every record before.)
-      bad = { offset: unfinished, reason: `${bad.reason} (at byte offset ${bad.offset}, in an operation of several records that starts at ${unfinished})` };
+      // A bad line inside an operation: nothing of an operation is kept unless all of it is, so
+      // it is set aside from its first record.
+      bad = { offset: unfinished, reason: inOperation(bad.reason, bad.offset, unfinished) };
     }
     if (!bad && end < res.size) {
       if (isLast) {
@@ -197,6 +225,11 @@ export async function loadDataDir(dir: string, target: ReplayTarget, opts: LoadO
   }
   target.finish(snapSeq, lastHistorySeq, snapRev);
   return { seq: lastSeq, snapshot, segments, report };
+}
+
+/** The reason for a bad record at `offset` in an operation of several records that starts at `start`. */
+function inOperation(reason: string, offset: number, start: number): string {
+  return `${reason} (at byte offset ${offset}, in an operation of several records that starts at ${start})`;
 }
 
 /** --recover: move bytes from `offset` of `file`, and the `later` files, to lost+found; cut `file` there. */

@@ -9,8 +9,9 @@ import { flatKey, Store, storedKv, type StoredKv } from './store.js';
  * The engine's state machine: the store, the leases and the history, and the one way each change
  * is applied, shared by live writes and by replay of the log. Replay checks every record against
  * the state it lands on (revision continuity, createRevision and version of puts, existence of
- * what is deleted or revoked) and reports the first that does not fit, so a log that does not
- * describe this state is refused rather than half-applied.
+ * what is deleted or revoked: `misfit`, below) and reports the first that does not fit, so a log
+ * that does not describe this state is refused rather than half-applied; the records of one
+ * operation are checked together (groupMisfit) before any of them is applied.
  *
  * `rev` is the last applied revision; `published` the last durable one, which readers see.
  */
@@ -132,39 +133,82 @@ export class State {
     this.lastPut = undefined;
   }
 
-  /** Apply a durable record; returns why it does not fit the state, if it does not. */
+  /** Apply a durable record; returns why it does not fit the state, if it does not (then nothing
+   *  of it is applied). */
   apply(rec: LogRecord): string | undefined {
+    const cur = rec.t === 'put' || rec.t === 'del' ? this.store.lookup(rec.k) : undefined;
+    const id = sessionOf(rec);
+    const why = misfit(rec, this.rev, cur, id === undefined ? undefined : this.leases.get(id)?.count);
+    if (why !== undefined) return why;
     switch (rec.t) {
-      case 'put': {
-        if (rec.r !== this.rev + 1) return `put of revision ${rec.r} does not follow revision ${this.rev}`;
-        const cur = this.store.lookup(rec.k);
-        const c = cur ? cur.createRevision : rec.r;
-        const n = cur ? cur.version + 1 : 1;
-        if (rec.c !== c || rec.n !== n) {
-          return `put of ${JSON.stringify(rec.k)} records createRevision ${rec.c} and version ${rec.n}, the state gives ${c} and ${n}`;
-        }
-        if (rec.l !== undefined && !this.leases.has(rec.l)) return `put of ${JSON.stringify(rec.k)} is bound to unknown session ${rec.l}`;
+      case 'put':
         this.put(rec.k, rec.v, rec.l, false, cur);
         break;
-      }
       case 'del':
-        if (rec.r !== this.rev + 1) return `delete of revision ${rec.r} does not follow revision ${this.rev}`;
-        if (!this.store.lookup(rec.k)) return `delete of ${JSON.stringify(rec.k)}, which does not exist`;
         this.delete(rec.k, false);
         break;
       case 'grant':
-        if (this.leases.has(rec.id)) return `grant of session ${rec.id}, which exists`;
         this.leases.add(rec.id, rec.ttl, false);
         break;
-      case 'revoke': {
-        const l = this.leases.get(rec.id);
-        if (!l) return `revoke of session ${rec.id}, which does not exist`;
-        if (l.count > 0) return `revoke of session ${rec.id}, which still has ${l.count} keys`;
+      case 'revoke':
         this.leases.delete(rec.id);
         break;
-      }
     }
     this.published = this.rev;
+    return undefined;
+  }
+
+  /** Whether the records of one operation (records.ts: a group), applied in turn, would all fit the
+   *  state; nothing is applied. Each is checked as `apply` checks it, against the state as the
+   *  records before it in the group would leave it (an overlay of their effects on what `misfit`
+   *  reads: the revision, the keys they put or delete, the sessions they grant, revoke or bind
+   *  keys to). Returns the index of the first that does not fit, and why. */
+  groupMisfit(recs: readonly LogRecord[]): { index: number; reason: string } | undefined {
+    let rev = this.rev;
+    /** Keys the group has put (their incarnation) or deleted (null). */
+    const keys = new Map<string, Incarnation | null>();
+    /** Sessions the group has granted, revoked (null) or changed the key count of. */
+    const counts = new Map<string, number | null>();
+    const key = (k: string): Incarnation | undefined => {
+      const o = keys.get(k);
+      return o === undefined ? this.store.lookup(k) : (o ?? undefined);
+    };
+    const count = (id: string): number | undefined => {
+      const o = counts.get(id);
+      return o === undefined ? this.leases.get(id)?.count : (o ?? undefined);
+    };
+    const bind = (id: string | undefined, d: number): void => {
+      if (id !== undefined) counts.set(id, (count(id) ?? 0) + d);
+    };
+    for (let i = 0; i < recs.length; i++) {
+      const rec = recs[i]!;
+      const cur = rec.t === 'put' || rec.t === 'del' ? key(rec.k) : undefined;
+      const id = sessionOf(rec);
+      const reason = misfit(rec, rev, cur, id === undefined ? undefined : count(id));
+      if (reason !== undefined) return { index: i, reason };
+      // What `apply` would change, as far as misfit reads it.
+      switch (rec.t) {
+        case 'put':
+          if (cur?.session !== rec.l) {
+            bind(cur?.session, -1);
+            bind(rec.l, 1);
+          }
+          keys.set(rec.k, { createRevision: rec.c, version: rec.n, session: rec.l });
+          rev = rec.r;
+          break;
+        case 'del':
+          bind(cur!.session, -1);
+          keys.set(rec.k, null);
+          rev = rec.r;
+          break;
+        case 'grant':
+          counts.set(rec.id, 0);
+          break;
+        case 'revoke':
+          counts.set(rec.id, null);
+          break;
+      }
+    }
     return undefined;
   }
 
@@ -197,4 +241,43 @@ export class State {
       this.published = this.rev;
     },
   };
+}
+
+/** What replay checks of a key's current incarnation. */
+type Incarnation = Pick<StoredKv, 'createRevision' | 'version' | 'session'>;
+
+/** The session a record names: a put's lease, the granted or revoked session. */
+function sessionOf(rec: LogRecord): string | undefined {
+  return rec.t === 'put' ? rec.l : rec.t === 'del' ? undefined : rec.id;
+}
+
+/**
+ * Why a durable record does not fit the state it lands on, if it does not: the one check of replay,
+ * as a function of what the record touches — the last revision `rev`, the current incarnation `cur`
+ * of the key it puts or deletes, and `leaseKeys`, how many keys the session it names (sessionOf) has
+ * (undefined: no such session).
+ */
+function misfit(rec: LogRecord, rev: number, cur: Incarnation | undefined, leaseKeys: number | undefined): string | undefined {
+  switch (rec.t) {
+    case 'put': {
+      if (rec.r !== rev + 1) return `put of revision ${rec.r} does not follow revision ${rev}`;
+      const c = cur ? cur.createRevision : rec.r;
+      const n = cur ? cur.version + 1 : 1;
+      if (rec.c !== c || rec.n !== n) {
+        return `put of ${JSON.stringify(rec.k)} records createRevision ${rec.c} and version ${rec.n}, the state gives ${c} and ${n}`;
+      }
+      if (rec.l !== undefined && leaseKeys === undefined) return `put of ${JSON.stringify(rec.k)} is bound to unknown session ${rec.l}`;
+      return undefined;
+    }
+    case 'del':
+      if (rec.r !== rev + 1) return `delete of revision ${rec.r} does not follow revision ${rev}`;
+      if (!cur) return `delete of ${JSON.stringify(rec.k)}, which does not exist`;
+      return undefined;
+    case 'grant':
+      return leaseKeys !== undefined ? `grant of session ${rec.id}, which exists` : undefined;
+    case 'revoke':
+      if (leaseKeys === undefined) return `revoke of session ${rec.id}, which does not exist`;
+      if (leaseKeys > 0) return `revoke of session ${rec.id}, which still has ${leaseKeys} keys`;
+      return undefined;
+  }
 }

@@ -8,7 +8,9 @@
  * next line) with the engine's fault hook, then the engine is reopened from its data dir; and a
  * real server process is SIGKILLed in the middle of that write (ROSTER_FAULTS=cut-op). The format:
  * logs without the `more` field (written before it) replay as before; corruption inside an
- * operation, or an operation cut off by the end of a segment, sets the whole operation aside.
+ * operation, or an operation cut off by the end of a segment, sets the whole operation aside; so
+ * does a checksum-valid record of it that does not fit the state (the whole operation is checked
+ * before any of it is applied), under --recover too, in the engine and in a real server process.
  */
 import { appendFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +18,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { KeyValue } from '../../src/core/kv.js';
 import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import { segmentName } from '../../src/engine/files.js';
-import { FORMAT_VERSION, line } from '../../src/engine/records.js';
+import { CorruptDataError, FORMAT_VERSION, line } from '../../src/engine/records.js';
 import { request } from '../helpers/http.js';
 import { ServerProcess, tempDir } from '../helpers/server.js';
 
@@ -276,4 +278,167 @@ describe('roster server SIGKILLed in the middle of writing a delete with lastVal
     expect((got.json as { kv: unknown }).kv).toEqual(before);
     expect(proc.stderr).toContain('torn');
   });
+});
+
+/** A closed data dir with a session and `keys` bound to it; the session, the segment's path and its
+ *  last record (sequence, revision). */
+async function dirWith(keys: string[]): Promise<{ dir: string; seg: string; name: string; sess: string; last: { s: number; r: number } }> {
+  const dir = await freshDir();
+  const e = await Engine.open({ dataDir: dir, log: () => undefined });
+  const { id: sess } = await e.grant(60_000);
+  for (const k of keys) await e.put(k, k.split('/').pop()!, { lease: sess });
+  await e.close();
+  const name = (await readdir(dir)).find((f) => f.startsWith('wal-'))!;
+  const seg = join(dir, name);
+  const lines = (await readFile(seg, 'utf8')).trimEnd().split('\n');
+  const last = JSON.parse(lines.at(-1)!.slice(9)) as { s: number; r: number };
+  return { dir, seg, name, sess, last };
+}
+
+/** Append checksummed `lines` to `seg`; returns the byte offset where each starts. */
+async function appendLines(seg: string, lines: string[]): Promise<number[]> {
+  let at = (await stat(seg)).size;
+  const offsets = lines.map((l) => {
+    const o = at;
+    at += Buffer.byteLength(l);
+    return o;
+  });
+  await appendFile(seg, lines.join(''));
+  return offsets;
+}
+
+describe('an operation of several records with a whole record that does not fit the state: all or nothing under --recover too', () => {
+  it('a delete with lastValue whose delete does not fit (at the end of the operation): refused at the operation; recover applies none of it, keeps the records before, sets aside the rest', async () => {
+    const { dir, seg, name, sess, last } = await dirWith(['services/a/1']);
+    const { r, s } = last;
+    // Every line checksum-valid and well-formed; the delete names a key that does not exist.
+    const lines = [
+      line({ t: 'put', s: s + 1, r: r + 1, k: 'before', v: 'b', c: r + 1, n: 1 }),
+      line({ t: 'put', s: s + 2, r: r + 2, k: 'services/a/1', v: 'leaving', c: r, n: 2, l: sess, more: true }),
+      line({ t: 'del', s: s + 3, r: r + 3, k: 'services/a/nope' }),
+      line({ t: 'grant', s: s + 4, id: 'later', ttl: 60_000 }),
+      line({ t: 'put', s: s + 5, r: r + 4, k: 'after', v: 'a', c: r + 4, n: 1 }),
+    ];
+    const [, start, del] = await appendLines(seg, lines);
+    const bytes = (await stat(seg)).size - start!;
+
+    const refused = await Engine.open({ dataDir: dir, log: () => undefined }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(CorruptDataError);
+    expect(refused).toMatchObject({ file: name, offset: start });
+    expect((refused as Error).message).toContain(
+      `corrupt data in ${name} at byte offset ${start}: delete of "services/a/nope", which does not exist (at byte offset ${del}, in an operation of several records that starts at ${start})`,
+    );
+    // The refused open changed nothing on disk.
+    expect((await stat(seg)).size - start!).toBe(bytes);
+
+    await reopened(
+      dir,
+      async (e, logs) => {
+        // None of the operation: the key as before, never holding its leaving mark.
+        expect(view(await e.get('services/a/1'))).toMatchObject({ value: '1', version: 1, modRevision: r, session: sess });
+        // The record before it kept; everything after it set aside with it.
+        expect((await e.get('before'))?.value).toBe('b');
+        expect(await e.get('after')).toBeUndefined();
+        expect(e.leaseInfo('later')).toBeUndefined();
+        expect(e.publishedRevision).toBe(r + 1);
+        const d = e.recovery!.discarded;
+        expect(d).toEqual([expect.objectContaining({ file: name, offset: start, bytes, lines: 4, validRecords: 4, laterFiles: [] })]);
+        expect(await readFile(join(d[0]!.savedIn, name), 'utf8')).toBe(lines.slice(1).join(''));
+        expect(logs.some((l) => l.includes(`recover: ${name} is corrupt at byte offset ${start}`))).toBe(true);
+        // The log goes on from the kept records: the same deregistration now succeeds.
+        const del2 = await e.delete('services/a/1', { ifVersion: 1, lastValue: 'leaving', lease: sess });
+        expect(del2).toMatchObject({ deleted: true, revision: r + 3 });
+      },
+      { recover: true },
+    );
+    // Repaired for good: opens without recover, with the state the recovered server wrote.
+    await reopened(dir, async (e, logs) => {
+      expect(logs).toEqual([]);
+      expect(await e.get('services/a/1')).toBeUndefined();
+      expect((await e.get('before'))?.value).toBe('b');
+      expect(e.publishedRevision).toBe(r + 3);
+    });
+  });
+
+  it('a session end whose revoke does not fit (the operation deletes only one of its two keys): none of it applied', async () => {
+    const { dir, seg, sess, last } = await dirWith(['locks/a', 'locks/b']);
+    const { r, s } = last;
+    // The revoke fits the state the file ends with only as the delete before it leaves it: one key left.
+    const [start, revoke] = await appendLines(seg, [line({ t: 'del', s: s + 1, r: r + 1, k: 'locks/a', more: true }), line({ t: 'revoke', s: s + 2, id: sess })]);
+    await expect(Engine.open({ dataDir: dir, log: () => undefined })).rejects.toMatchObject({
+      offset: start,
+      message: expect.stringContaining(`at byte offset ${start}: revoke of session ${sess}, which still has 1 keys (at byte offset ${revoke}, in an operation`),
+    });
+    await reopened(
+      dir,
+      async (e) => {
+        expect((await e.list('locks/')).items.map((kv) => [kv.key, kv.session])).toEqual([
+          ['locks/a', sess],
+          ['locks/b', sess],
+        ]);
+        expect(e.leaseInfo(sess)).toMatchObject({ keys: 2 });
+        expect(e.publishedRevision).toBe(r);
+        expect(e.recovery!.discarded[0]).toMatchObject({ offset: start, lines: 2, validRecords: 2 });
+      },
+      { recover: true },
+    );
+  });
+
+  it('the same session end, deleting both keys, replays whole (each record checked against what the ones before it leave)', async () => {
+    const { dir, seg, sess, last } = await dirWith(['locks/a', 'locks/b']);
+    const { r, s } = last;
+    await appendLines(seg, [
+      line({ t: 'del', s: s + 1, r: r + 1, k: 'locks/a', more: true }),
+      line({ t: 'del', s: s + 2, r: r + 2, k: 'locks/b', more: true }),
+      line({ t: 'revoke', s: s + 3, id: sess }),
+    ]);
+    await reopened(dir, async (e, logs) => {
+      expect(logs).toEqual([]);
+      expect((await e.list('locks/')).items).toEqual([]);
+      expect(e.leaseInfo(sess)).toBeUndefined();
+      expect(e.publishedRevision).toBe(r + 2);
+    });
+  });
+
+  it('roster server --recover on a session end with a record in its middle that does not fit: serves the session with all its keys, and the records before', async () => {
+    const { dir, seg, name, sess, last } = await dirWith(['locks/a', 'locks/b', 'locks/c']);
+    const { r, s } = last;
+    const lines = [
+      line({ t: 'put', s: s + 1, r: r + 1, k: 'before', v: 'b', c: r + 1, n: 1 }),
+      line({ t: 'del', s: s + 2, r: r + 2, k: 'locks/a', more: true }),
+      // Checksum-valid, but its revision skips one: it does not follow the delete before it.
+      line({ t: 'del', s: s + 3, r: r + 4, k: 'locks/b', more: true }),
+      line({ t: 'del', s: s + 4, r: r + 5, k: 'locks/c', more: true }),
+      line({ t: 'revoke', s: s + 5, id: sess }),
+      line({ t: 'put', s: s + 6, r: r + 6, k: 'after', v: 'a', c: r + 6, n: 1 }),
+    ];
+    const [, start, bad] = await appendLines(seg, lines);
+    await expect(Engine.open({ dataDir: dir, log: () => undefined })).rejects.toMatchObject({
+      offset: start,
+      message: expect.stringContaining(`at byte offset ${start}: delete of revision ${r + 4} does not follow revision ${r + 2} (at byte offset ${bad}, in an operation`),
+    });
+
+    const proc = await ServerProcess.start({ dataDir: dir, options: { storage: { recover: true } } });
+    try {
+      expect(proc.stderr).toContain(`recover: ${name} is corrupt at byte offset ${start}`);
+      expect(proc.stderr).toContain('set aside');
+      for (const k of ['a', 'b', 'c']) {
+        const got = await request(proc.url, 'GET', `/api/v1/keys/locks/${k}`);
+        expect(got.status).toBe(200);
+        expect((got.json as { kv: { value: string; session: string } }).kv).toMatchObject({ value: k, session: sess });
+      }
+      const session = await request(proc.url, 'GET', `/api/v1/sessions/${sess}`);
+      expect(session.status).toBe(200);
+      expect(session.json).toMatchObject({ keys: 3 });
+      expect((await request(proc.url, 'GET', '/api/v1/keys/before')).status).toBe(200);
+      expect((await request(proc.url, 'GET', '/api/v1/keys/after')).status).toBe(404);
+    } finally {
+      await proc.cleanup();
+    }
+    const saved = (await readdir(join(dir, 'lost+found')))[0]!;
+    expect(await readFile(join(dir, 'lost+found', saved, name), 'utf8')).toBe(lines.slice(1).join(''));
+  }, 60_000);
 });
