@@ -117,6 +117,15 @@ describe('RegistryTracker across a storage-failure reload', () => {
       ctl.failSync = false;
       await eventually(() => engine.health().ok, 5000, 'storage resumed');
     };
+    /** A session holding `key` whose expiry fails to fsync: the reload brings both back. */
+    const rolledBackExpiry = async (key: string, name: string) => {
+      const s = await engine.grant(60_000);
+      await engine.put(key, value('web', name), { lease: s.id });
+      await failedExpiry(s.id);
+      expect(engine.leaseInfo(s.id)).toBeDefined();
+      expect((await engine.get(key))?.session).toBe(s.id);
+      return s;
+    };
     /** The owner's deregistration: its leaving mark, then the delete (one write, as the Registrar does). */
     const deregister = async (key: string, lease: string) => {
       const kv = (await engine.get(key))!;
@@ -129,19 +138,22 @@ describe('RegistryTracker across a storage-failure reload', () => {
       lines: lines.filter((l) => l.event === 'session.expired' && l.session === id).length,
       expiredLeases: engine.expiredLeases,
     });
-    return { engine, tracker, ctl, history, close, failedExpiry, deregister, removal, told };
+    /** Session `id` (holding `key`) has ended by expiry, durably, and that is said exactly once. */
+    const expectExpiredOnce = (id: string, key: string) => {
+      expect(engine.leaseInfo(id)).toBeUndefined();
+      expect(told(id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
+      expect(removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: id })]);
+      expect(tracker.pendingLeaseEnds).toBe(0);
+    };
+    return { engine, tracker, ctl, history, close, failedExpiry, rolledBackExpiry, deregister, removal, told, expectExpiredOnce };
   }
 
   it('a key re-registered under a new session after the reload, then deregistered by its owner, is reported deregistered by its owner', async () => {
     const t = await setup();
     try {
       const key = 'services/web/a';
-      const first = await t.engine.grant(60_000);
-      await t.engine.put(key, value('web', 'a'), { lease: first.id });
-      await t.failedExpiry(first.id);
-      // The reload brought the session and its key back; no delete of the key was published.
-      expect(t.engine.leaseInfo(first.id)).toBeDefined();
-      expect((await t.engine.get(key))?.session).toBe(first.id);
+      // The reload brings the session and its key back; no delete of the key was published.
+      const first = await t.rolledBackExpiry(key, 'a');
       expect(t.removal(key)).toEqual([]);
       expect(t.tracker.pendingLeaseEnds).toBe(0);
 
@@ -188,13 +200,8 @@ describe('RegistryTracker across a storage-failure reload', () => {
     const t = await setup();
     try {
       const key = 'services/web/e';
-      const s = await t.engine.grant(60_000);
-      await t.engine.put(key, value('web', 'e'), { lease: s.id });
-      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 });
-      await t.failedExpiry(s.id);
       // Rolled back: the session and its key are there, and nothing says it expired.
-      expect(t.engine.leaseInfo(s.id)).toBeDefined();
-      expect((await t.engine.get(key))?.session).toBe(s.id);
+      const s = await t.rolledBackExpiry(key, 'e');
       expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 });
       expect(t.removal(key)).toEqual([]);
       expect(t.tracker.pendingLeaseEnds).toBe(0);
@@ -202,10 +209,7 @@ describe('RegistryTracker across a storage-failure reload', () => {
 
       // The connection-bound session's connection drops again, and the disk takes it this time.
       expect(await t.engine.expireLease(s.id)).toBe(true);
-      expect(t.engine.leaseInfo(s.id)).toBeUndefined();
-      expect(t.told(s.id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
-      expect(t.removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
-      expect(t.tracker.pendingLeaseEnds).toBe(0);
+      t.expectExpiredOnce(s.id, key);
     } finally {
       await t.close();
     }
@@ -236,10 +240,7 @@ describe('RegistryTracker across a storage-failure reload', () => {
       expect(t.engine.leaseInfo(s.id)).toBeDefined();
       now += 10;
       await eventually(() => t.told(s.id).events > 0, 5000, 'the expiry after the reload');
-      expect(t.engine.leaseInfo(s.id)).toBeUndefined();
-      expect(t.told(s.id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
-      expect(t.removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
-      expect(t.tracker.pendingLeaseEnds).toBe(0);
+      t.expectExpiredOnce(s.id, key);
     } finally {
       await t.close();
     }
