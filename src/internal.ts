@@ -31,7 +31,7 @@ export {
 } from './contract/options.js';
 
 // The engine and what exposes it (testing fixtures, server route groups).
-export { Engine, type EngineOptions, type EngineEvent, type BatchOp, type BatchResult, type LeaseEnd, type SnapshotExport, type CompactionResult } from './engine/engine.js';
+export { Engine, type EngineOptions, type EngineEvent, type BatchOp, type BatchResult, type LeaseEnd, type ExpiryCause, type SnapshotExport, type CompactionResult } from './engine/engine.js';
 export { restoreSnapshot, verifySnapshotFile, type SnapshotSummary } from './engine/backup.js';
 export { engineOf } from './backends/memory/backend.js';
 export { launchServer, serverEngine, BUILTIN_ROUTES, type InternalServerOptions } from './server/server.js';

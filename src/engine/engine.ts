@@ -19,11 +19,20 @@ export type { Subscriber } from './watchers.js';
 export type { BatchOp, BatchResult, DeleteOpts, EngineStats, PutOpts, Subscription } from './types.js';
 export type { CompactionResult } from './wal.js';
 
-/** A session that ended: it expired (no keepalive within its TTL) or was revoked. */
+/** What made a session expire, said by whoever ended it: its TTL passed with no keepalive ('ttl',
+ *  the engine's own timer), or the caller ended it because the connection it was bound to closed
+ *  and did not come back within `graceMs` ('disconnect', expireLease). The engine only carries it. */
+export type ExpiryCause = { readonly cause: 'ttl' } | { readonly cause: 'disconnect'; readonly graceMs: number };
+
+/** A session that ended: it expired (`cause` says why) or was revoked. */
 export interface LeaseEnd {
   readonly id: string;
   readonly ttl: number;
   readonly reason: 'expired' | 'revoked';
+  /** Why an expired session expired; undefined for a revoked one. */
+  readonly cause?: ExpiryCause['cause'];
+  /** For cause 'disconnect': how long the connection was given to come back (ms). */
+  readonly graceMs?: number;
   /** The keys it held, deleted with it (one revision each, published with the same commit). */
   readonly keys: readonly string[];
 }
@@ -83,9 +92,11 @@ export class Engine {
    *  delete's, or the one it came after when it held no key). */
   private pendingEnds: { seq: number; rev: number; e: LeaseEnd }[] = [];
   private endSeq = 0;
-  /** Count of leases that expired (for metrics), once their ending is durable: an expiry a reload
-   *  rolled back after a storage failure is not counted. */
+  /** Count of leases that expired (for metrics), whatever the cause, once their ending is durable:
+   *  an expiry a reload rolled back after a storage failure is not counted. */
   expiredLeases = 0;
+  /** Of expiredLeases, those of cause 'disconnect' (expireLease), counted the same way. */
+  disconnectedLeases = 0;
 
   private constructor(opts: EngineOptions) {
     validateOptions(opts);
@@ -198,12 +209,14 @@ export class Engine {
     await this.commit();
   }
 
-  /** Expire a lease now, as its TTL would (counted in `expiredLeases`): the server ends a
-   *  connection-bound session whose connection dropped (server/channels.ts). False if it is gone. */
-  async expireLease(id: string): Promise<boolean> {
+  /** Expire a lease now, as its TTL would (reason 'expired', counted in `expiredLeases`), for the
+   *  cause the caller gives (told on the LeaseEnd, and counted in `disconnectedLeases` when it is
+   *  'disconnect'): the server ends a connection-bound session whose connection dropped
+   *  (server/channels.ts). False if it is gone. */
+  async expireLease(id: string, why: Exclude<ExpiryCause, { cause: 'ttl' }>): Promise<boolean> {
     this.checkWrite();
     if (!this.state.leases.has(id)) return false;
-    this.endLease(id, 'expired');
+    this.endLease(id, 'expired', why);
     await this.commit();
     return true;
   }
@@ -461,6 +474,7 @@ export class Engine {
     if (n === 0) return;
     for (const { e } of p.splice(0, n)) {
       if (e.reason === 'expired') this.expiredLeases++;
+      if (e.cause === 'disconnect') this.disconnectedLeases++;
       tell(this.leaseEndListeners, e); // a listener's failure is its own; the lease ended regardless
     }
   }
@@ -477,7 +491,7 @@ export class Engine {
 
   /** Revoke or expire: delete every key (one revision each), then drop the lease. One operation in
    *  the log (each del marked `more`, the revoke last): replay ends the session whole or not at all. */
-  private endLease(id: string, reason: LeaseEnd['reason']): void {
+  private endLease(id: string, reason: LeaseEnd['reason'], why?: ExpiryCause): void {
     const ttl = this.state.leases.get(id)?.ttl ?? 0;
     const keys: string[] = [];
     const ended = this.state.endLease(id, (key, r) => {
@@ -487,7 +501,7 @@ export class Engine {
     if (!ended) return;
     this.wal?.appendRevoke(id);
     // Told (and counted) once durable: by the first commit to cover it (confirmEnds), or a reload.
-    this.pendingEnds.push({ seq: ++this.endSeq, rev: this.state.rev, e: { id, ttl, reason, keys } });
+    this.pendingEnds.push({ seq: ++this.endSeq, rev: this.state.rev, e: { id, ttl, reason, ...why, keys } });
   }
 
   private expire(): void {
@@ -500,7 +514,7 @@ export class Engine {
     }
     let ended = false;
     for (const id of leases.due()) {
-      this.endLease(id, 'expired');
+      this.endLease(id, 'expired', TTL);
       ended = true;
     }
     if (ended) {
@@ -542,6 +556,8 @@ export class Engine {
     tell(this.reloadListeners, undefined);
   }
 }
+
+const TTL: ExpiryCause = { cause: 'ttl' };
 
 /** Call every listener; one that throws keeps the others from nothing (its failure is its own). */
 function tell<T>(listeners: ReadonlySet<(e: T) => void>, e: T): void {

@@ -49,8 +49,6 @@ export class Channels {
   /** The channel each session is renewed through (a session is in at most one). */
   private readonly bySession = new Map<string, Channel>();
   private closing = false;
-  /** Sessions expired because their connection dropped (for metrics). */
-  expiredOnDisconnect = 0;
 
   constructor(
     private readonly engine: Engine,
@@ -155,7 +153,8 @@ export class Channels {
     ch.sessions.clear();
     for (const id of bound) {
       try {
-        if (await this.engine.expireLease(id)) this.expiredOnDisconnect++;
+        // Cause 'disconnect': told as such (tracker) and counted once durable (Engine.disconnectedLeases).
+        await this.engine.expireLease(id, { cause: 'disconnect', graceMs: ch.graceMs });
       } catch (e) {
         // The engine is closing or its storage failed: the lease still expires at its TTL.
         if (!isRosterError(e, 'CLOSED') && !isRosterError(e, 'UNAVAILABLE')) this.onError(e);

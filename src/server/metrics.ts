@@ -133,7 +133,8 @@ export function renderMetrics(src: MetricsSources): string {
   metric('roster_wal_bytes', 'gauge', 'Bytes of the log segments (roster_data_dir_bytes less the snapshot).', s.walBytes);
   metric('roster_history_events', 'gauge', 'Events kept in memory for watchers to resume from.', s.historyEvents);
   metric('roster_history_bytes', 'gauge', 'Bytes charged to the events kept for resume (bounded by the history byte limit).', s.historyBytes);
-  metric('roster_leases_expired_total', 'counter', 'Sessions that expired: no keepalive within their TTL, or a connection-bound session whose connection closed without a clean close.', src.engine.expiredLeases);
+  metric('roster_leases_expired_total', 'counter', 'Sessions that expired, whatever the cause: no keepalive within their TTL, or a connection-bound session whose connection closed without a clean close (roster_leases_disconnected_total).', src.engine.expiredLeases);
+  metric('roster_leases_disconnected_total', 'counter', 'Of roster_leases_expired_total, connection-bound sessions ended because their connection closed without a clean close and did not come back within the grace.', src.engine.disconnectedLeases);
   metric('roster_http_bodies_rejected_total', 'counter', 'Request bodies rejected for exceeding the size limit.', src.bodyRejected());
   if (src.checks) {
     const c = src.checks();

@@ -64,6 +64,7 @@ const ELECTIONS = 'elections/';
 interface Ended {
   session: string;
   reason: LeaseEnd['reason'];
+  cause: LeaseEnd['cause'];
 }
 
 export class RegistryTracker {
@@ -140,12 +141,18 @@ export class RegistryTracker {
   /** A session ended, durably (onLeaseEnd): its keys' deletes are published next. */
   private leaseEnded(e: LeaseEnd): void {
     // Only keys whose delete event the tracker handles (and so removes again): others would stay.
-    for (const k of e.keys) if (this.tracks(k)) this.ended.set(k, { session: e.id, reason: e.reason });
+    for (const k of e.keys) if (this.tracks(k)) this.ended.set(k, { session: e.id, reason: e.reason, cause: e.cause });
     if (e.reason !== 'expired') return;
     const shown = e.keys.slice(0, 5).join(', ') + (e.keys.length > 5 ? `, ... (${e.keys.length - 5} more)` : '');
-    const msg = `session ${e.id} expired: no keepalive within its ${fmtMs(e.ttl)} TTL; ${e.keys.length} key(s) deleted${e.keys.length ? `: ${shown}` : ''}`;
-    this.log.limited('info', 'session.expired', msg, { session: e.id, ttlMs: e.ttl, keys: e.keys.length });
-    this.history.add({ type: 'session.expired', message: msg, session: e.id, keys: e.keys.slice(0, 100), fields: { ttlMs: e.ttl, keys: e.keys.length } });
+    const deleted = `${e.keys.length} key(s) deleted${e.keys.length ? `: ${shown}` : ''}`;
+    // One event type for both causes (dashboards and the CLI filter on it); `cause` tells them apart.
+    const disconnect = e.cause === 'disconnect';
+    const msg = disconnect
+      ? `session ${e.id} ended: its bound connection closed without a clean close (grace ${e.graceMs ?? 0} ms); ${deleted}`
+      : `session ${e.id} expired: no keepalive within its ${fmtMs(e.ttl)} TTL; ${deleted}`;
+    const why: Record<string, string | number> = disconnect ? { cause: 'disconnect', graceMs: e.graceMs ?? 0 } : { cause: 'ttl' };
+    this.log.limited('info', 'session.expired', msg, { session: e.id, ttlMs: e.ttl, keys: e.keys.length, ...why });
+    this.history.add({ type: 'session.expired', message: msg, session: e.id, keys: e.keys.slice(0, 100), fields: { ttlMs: e.ttl, keys: e.keys.length, ...why } });
   }
 
   private checkChanged(c: CheckChange): void {
@@ -225,8 +232,11 @@ export class RegistryTracker {
     const session = prev?.session ?? ended?.session;
     const base = { revision: ev.revision, key: ev.key, service, instance, ...(session ? { session } : {}) };
     if (ended?.reason === 'expired') {
-      const msg = `${name} expired: session ${ended.session} got no keepalive within its TTL`;
-      this.history.add({ type: 'instance.expired', message: msg, ...base });
+      const disconnect = ended.cause === 'disconnect';
+      const msg = disconnect
+        ? `${name} expired: the connection session ${ended.session} was bound to closed without a clean close`
+        : `${name} expired: session ${ended.session} got no keepalive within its TTL`;
+      this.history.add({ type: 'instance.expired', message: msg, ...base, fields: { cause: disconnect ? 'disconnect' : 'ttl' } });
       return;
     }
     const intentKv = this.intents.get(`${INTENT_PREFIX}${service}/${instance}`);

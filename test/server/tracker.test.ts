@@ -19,6 +19,9 @@ import { RegistryTracker } from '../../src/server/tracker.js';
 import { tempDir } from '../helpers/server.js';
 import { eventually } from '../helpers/watch.js';
 
+/** How the server expires a connection-bound session whose connection closed (server/channels.ts). */
+const DISCONNECT = { cause: 'disconnect', graceMs: 100 } as const;
+
 describe('RegistryTracker memory', () => {
   let engine: Engine;
   let history: EventHistory;
@@ -56,7 +59,7 @@ describe('RegistryTracker memory', () => {
             `elections/`,
           ];
           for (const k of keys) await engine.put(k, i % 2 ? '{"status":"up"}' : 'v', { lease: id });
-          if (i % 2) expect(await engine.expireLease(id)).toBe(true);
+          if (i % 2) expect(await engine.expireLease(id, DISCONNECT)).toBe(true);
           else await engine.revoke(id);
         }),
       );
@@ -102,7 +105,7 @@ describe('RegistryTracker across a storage-failure reload', () => {
       },
     });
     const history = new EventHistory(1000);
-    const lines: { event: string; session?: string }[] = [];
+    const lines: { event: string; session?: string; cause?: string }[] = [];
     const tracker = new RegistryTracker(engine, history, new Logger({ format: 'json', write: (l) => lines.push(JSON.parse(l)) }, 'info'), undefined);
     const close = async () => {
       tracker.close();
@@ -113,7 +116,7 @@ describe('RegistryTracker across a storage-failure reload', () => {
     /** Expire `lease` while the log's fsync fails, then let the disk recover and the state reload. */
     const failedExpiry = async (lease: string) => {
       ctl.failSync = true;
-      await expect(engine.expireLease(lease)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { storage: 'EIO' } });
+      await expect(engine.expireLease(lease, DISCONNECT)).rejects.toMatchObject({ code: 'UNAVAILABLE', details: { storage: 'EIO' } });
       ctl.failSync = false;
       await eventually(() => engine.health().ok, 5000, 'storage resumed');
     };
@@ -132,17 +135,22 @@ describe('RegistryTracker across a storage-failure reload', () => {
       await engine.delete(key, { ifVersion: kv.version, lastValue: layout.markLeaving!(kv.value, Date.now())!, lease });
     };
     const removal = (key: string) => history.since(0, 1000).filter((e) => e.key === key && (e.type === 'instance.expired' || e.type === 'instance.deregistered'));
-    /** What says session `id` expired: history events, log lines, and the engine's count of all expiries. */
+    /** What says session `id` expired: history events, log lines, and the engine's counts of all
+     *  expiries and of those by disconnect. */
     const told = (id: string) => ({
       events: history.since(0, 1000).filter((e) => e.type === 'session.expired' && e.session === id).length,
       lines: lines.filter((l) => l.event === 'session.expired' && l.session === id).length,
       expiredLeases: engine.expiredLeases,
+      disconnectedLeases: engine.disconnectedLeases,
     });
-    /** Session `id` (holding `key`) has ended by expiry, durably, and that is said exactly once. */
-    const expectExpiredOnce = (id: string, key: string) => {
+    /** Session `id` (holding `key`) has ended by expiry of `cause`, durably, and that is said exactly once. */
+    const expectExpiredOnce = (id: string, key: string, cause: 'ttl' | 'disconnect') => {
       expect(engine.leaseInfo(id)).toBeUndefined();
-      expect(told(id)).toEqual({ events: 1, lines: 1, expiredLeases: 1 });
-      expect(removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: id })]);
+      expect(told(id)).toEqual({ events: 1, lines: 1, expiredLeases: 1, disconnectedLeases: cause === 'disconnect' ? 1 : 0 });
+      const said = history.since(0, 1000).find((e) => e.type === 'session.expired' && e.session === id);
+      expect(said?.fields?.cause).toBe(cause);
+      expect(lines.find((l) => l.event === 'session.expired' && l.session === id)?.cause).toBe(cause);
+      expect(removal(key)).toEqual([expect.objectContaining({ type: 'instance.expired', session: id, fields: { cause } })]);
       expect(tracker.pendingLeaseEnds).toBe(0);
     };
     return { engine, tracker, ctl, history, close, failedExpiry, rolledBackExpiry, deregister, removal, told, expectExpiredOnce };
@@ -188,7 +196,7 @@ describe('RegistryTracker across a storage-failure reload', () => {
       // And when the session does end later, that is what its remaining keys are reported by.
       const third = 'services/web/d';
       await t.engine.put(third, value('web', 'd'), { lease: s.id });
-      expect(await t.engine.expireLease(s.id)).toBe(true);
+      expect(await t.engine.expireLease(s.id, DISCONNECT)).toBe(true);
       expect(t.removal(third)).toEqual([expect.objectContaining({ type: 'instance.expired', session: s.id })]);
       expect(t.tracker.pendingLeaseEnds).toBe(0);
     } finally {
@@ -202,14 +210,14 @@ describe('RegistryTracker across a storage-failure reload', () => {
       const key = 'services/web/e';
       // Rolled back: the session and its key are there, and nothing says it expired.
       const s = await t.rolledBackExpiry(key, 'e');
-      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 });
+      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0, disconnectedLeases: 0 });
       expect(t.removal(key)).toEqual([]);
       expect(t.tracker.pendingLeaseEnds).toBe(0);
       expect(t.engine.keepAlive(s.id).ttl).toBe(60_000);
 
       // The connection-bound session's connection drops again, and the disk takes it this time.
-      expect(await t.engine.expireLease(s.id)).toBe(true);
-      t.expectExpiredOnce(s.id, key);
+      expect(await t.engine.expireLease(s.id, DISCONNECT)).toBe(true);
+      t.expectExpiredOnce(s.id, key, 'disconnect');
     } finally {
       await t.close();
     }
@@ -230,17 +238,17 @@ describe('RegistryTracker across a storage-failure reload', () => {
       now += 10; // its TTL passes: the lease timer ends it, and that batch's fsync fails
       await eventually(() => !t.engine.health().ok, 5000, 'storage failed');
       expect(t.engine.leaseInfo(s.id)).toBeUndefined(); // ended in the applied state...
-      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0 }); // ...but not durably: nothing said
+      expect(t.told(s.id)).toEqual({ events: 0, lines: 0, expiredLeases: 0, disconnectedLeases: 0 }); // ...but not durably: nothing said
       t.ctl.failSync = false;
       await eventually(() => t.engine.health().ok, 5000, 'storage resumed');
 
       // At the reload the session was alive again, with its key, and nothing had said it expired.
-      expect(atReload).toEqual([{ keys: 1, told: { events: 0, lines: 0, expiredLeases: 0 } }]);
+      expect(atReload).toEqual([{ keys: 1, told: { events: 0, lines: 0, expiredLeases: 0, disconnectedLeases: 0 } }]);
       // It came back with a fresh TTL; nobody keeps it alive, so it expires again, durably this time.
       expect(t.engine.leaseInfo(s.id)).toBeDefined();
       now += 10;
       await eventually(() => t.told(s.id).events > 0, 5000, 'the expiry after the reload');
-      t.expectExpiredOnce(s.id, key);
+      t.expectExpiredOnce(s.id, key, 'ttl');
     } finally {
       await t.close();
     }
