@@ -18,6 +18,10 @@
  * its owner read at most `limit` leases including its own, so there are never more than `limit`
  * holders even if two processes believed they held the Lock (a Lock key deleted behind its owner's
  * back): each would count the other's lease. The permit's token is its lease's createRevision.
+ * Why a Lock rather than a line of waiters each watching one key: a waiter has no single key to wait
+ * for (waiting for the entry `limit` places ahead would miss a release by another holder, and an
+ * entry ahead can become a holder without any write); the Lock makes "the one waiter that may be
+ * admitted next" explicit, and only it needs to follow the leases.
  * Every participant must use the same `limit`: it is not stored, each process applies its own.
  *
  * This layout replaced one of keys directly under `semaphores/<name>/` (every waiter following the
