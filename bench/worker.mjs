@@ -475,7 +475,9 @@ async function warmUp(spec, tag, open) {
       await writer.deregister({ service, id: `i-${i}` });
     }
     await writer.register(instanceInput(service, n));
-    await Promise.race([sawLast, sleep(60_000).then(() => Promise.reject(new Error(`warm-up: the watcher did not see ${last} within 60 s`)))]);
+    let timer;
+    const late = new Promise((resolve, reject) => (timer = setTimeout(() => reject(new Error(`warm-up: the watcher did not see ${last} within 60 s`)), 60_000)));
+    await Promise.race([sawLast, late]).finally(() => clearTimeout(timer));
   } finally {
     ac.abort();
     if (open) close?.();

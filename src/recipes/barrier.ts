@@ -14,7 +14,7 @@
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { InvalidArgumentError, isRosterError } from '../core/errors.js';
-import { cleanupOnFailure, recipeView, directChild, randomSuffix, recipeDir, removeOwnKey } from './internal.js';
+import { cleanupOnFailure, createSessionEntry, recipeView, directChild, recipeDir, removeOwnKey } from './internal.js';
 
 export interface Arrival {
   readonly key: string;
@@ -59,16 +59,7 @@ export class Barrier {
   /** Register this participant's arrival (bound to the session). Does not wait. */
   async arrive(opts: { signal?: AbortSignal } = {}): Promise<Arrival> {
     throwIfAborted(anySignal(opts.signal, this.session.signal));
-    let kv: KeyValue | undefined;
-    for (let attempt = 0; !kv; attempt++) {
-      const key = `${this.arrivedDir}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
-      try {
-        kv = (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
-      }
-    }
-    const key = kv.key;
+    const { key } = await createSessionEntry(this.backend, this.session, this.arrivedDir);
     // Whoever completes the count opens the barrier, even if nobody is waiting yet.
     await cleanupOnFailure(this.backend, this.session, key, async () => {
       const snap = await this.backend.list(this.prefix);

@@ -164,6 +164,21 @@ export function randomSuffix(): string {
 }
 
 /**
+ * Put a new session-bound entry `<dir><sessionKey>.<random>` (one session may hold several in a
+ * directory: barrier arrivals, queue takers, semaphore leases, a per-entry line), trying another
+ * suffix on the rare collision. No signal, as createOwnKey: the caller checks its signal afterwards.
+ */
+export async function createSessionEntry(backend: Backend, session: Session, dir: string, value = ''): Promise<KeyValue> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return (await backend.put(`${dir}${backend.sessionKey(session)}.${randomSuffix()}`, value, { session, ifAbsent: true })).kv;
+    } catch (e) {
+      if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
+    }
+  }
+}
+
+/**
  * Holding something a key stands for (a lock, leadership, a permit). `signal` aborts when it is lost:
  * the session ends (reason: the session's, SessionLostError or ClosedError), the key is deleted or
  * replaced behind our back (LockLostError), or its watch can no longer tell (the watch failed:

@@ -32,8 +32,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
-import { ConflictError, isRosterError } from '../core/errors.js';
-import { createOwnKey, directChild, randomSuffix, untilDeleted } from './internal.js';
+import { ConflictError } from '../core/errors.js';
+import { createOwnKey, createSessionEntry, directChild, untilDeleted } from './internal.js';
 
 /** The participant name Curator gives a recipe's nodes: InterProcessMutex (and LeaderSelector's
  *  mutex) use "lock-", LeaderLatch uses "latch-". */
@@ -107,15 +107,8 @@ class EntryLine extends SessionLine {
   override keyOf(): string {
     return '';
   }
-  override async enter(session: Session, value: string): Promise<KeyValue> {
-    // No signal, as createOwnKey: the caller checks its signal afterwards and removes the key.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return (await this.backend.put(`${this.dir}${this.backend.sessionKey(session)}.${randomSuffix()}`, value, { session, ifAbsent: true })).kv;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
-      }
-    }
+  override enter(session: Session, value: string): Promise<KeyValue> {
+    return createSessionEntry(this.backend, session, this.dir, value);
   }
 }
 

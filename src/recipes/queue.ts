@@ -29,7 +29,7 @@ import type { ViewChange, WatchedPrefix } from '../contract/watched-prefix.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ClosedError, isRosterError } from '../core/errors.js';
 import { validateValue } from '../core/names.js';
-import { cleanupOnFailure, randomSuffix, recipeDir, recipeView, removeOwnKey } from './internal.js';
+import { cleanupOnFailure, createSessionEntry, randomSuffix, recipeDir, recipeView, removeOwnKey } from './internal.js';
 
 export interface QueueItem {
   /** Item id (stable across redeliveries). */
@@ -234,16 +234,7 @@ export class Queue {
 
   private ensureConsumer(): Promise<string> {
     if (this.consumer) return this.consumer;
-    const p = (async () => {
-      for (let attempt = 0; ; attempt++) {
-        const key = `${this.takersDir}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
-        try {
-          return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv.key;
-        } catch (e) {
-          if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
-        }
-      }
-    })();
+    const p = createSessionEntry(this.backend, this.session, this.takersDir).then((kv) => kv.key);
     this.consumer = p;
     p.catch(() => {
       if (this.consumer === p) this.consumer = undefined;

@@ -36,8 +36,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
-import { InvalidArgumentError, isRosterError, LockLostError } from '../core/errors.js';
-import { cleanupOnFailure, directChild, HeldKey, Ownership, randomSuffix, recipeDir, recipeView, removeOwnKey } from './internal.js';
+import { InvalidArgumentError, LockLostError } from '../core/errors.js';
+import { cleanupOnFailure, createSessionEntry, directChild, HeldKey, Ownership, recipeDir, recipeView, removeOwnKey } from './internal.js';
 import { awaitFirst, lineOf, type Line } from './line.js';
 
 export interface Permit {
@@ -87,14 +87,7 @@ export class Semaphore {
     if (typeof this.backend.createSequential === 'function') {
       return (await this.backend.createSequential(`${this.leases}_c_${randomUUID()}-lease-`, '', { session: this.session })).kv;
     }
-    for (let attempt = 0; ; attempt++) {
-      const key = `${this.leases}${this.backend.sessionKey(this.session)}.${randomSuffix()}`;
-      try {
-        return (await this.backend.put(key, '', { session: this.session, ifAbsent: true })).kv;
-      } catch (e) {
-        if (!isRosterError(e, 'CONFLICT') || attempt >= 3) throw e;
-      }
-    }
+    return createSessionEntry(this.backend, this.session, this.leases);
   }
 
   private leaseLost(key: string): never {
