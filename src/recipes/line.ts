@@ -33,7 +33,7 @@ import { randomUUID } from 'node:crypto';
 import type { Backend, KeyValue, Session } from '../contract/types.js';
 import { anySignal, throwIfAborted } from '../core/async.js';
 import { ConflictError } from '../core/errors.js';
-import { createOwnKey, createSessionEntry, directChild, untilDeleted } from './internal.js';
+import { createOwnKey, directChild, untilDeleted } from './internal.js';
 
 /** The participant name Curator gives a recipe's nodes: InterProcessMutex (and LeaderSelector's
  *  mutex) use "lock-", LeaderLatch uses "latch-". */
@@ -69,21 +69,15 @@ async function listed(backend: Backend, line: Line, signal: AbortSignal): Promis
   return { revision: snap.revision, entries: line.order(snap.items).map((kv) => ({ key: kv.key, kv })) };
 }
 
-/**
- * The line of `dir` for a Lock ('lock') or an Election ('latch') on `backend`. `perEntry`: one
- * session may stand in the line several times at once (a Semaphore's internal Lock: one session
- * may wait for several permits), so in the by-session layout each entry is its own key
- * `<dir><sessionKey>.<random>` (Curator's layout is per entry already).
- */
-export function lineOf(backend: Backend, dir: string, name: LineName, opts: { perEntry?: boolean } = {}): Line {
-  if (typeof backend.createSequential === 'function') return new CuratorLine(backend, dir, name);
-  return opts.perEntry ? new EntryLine(backend, dir) : new SessionLine(backend, dir);
+/** The line of `dir` for a Lock ('lock') or an Election ('latch') on `backend`. */
+export function lineOf(backend: Backend, dir: string, name: LineName): Line {
+  return typeof backend.createSequential === 'function' ? new CuratorLine(backend, dir, name) : new SessionLine(backend, dir);
 }
 
 class SessionLine implements Line {
   readonly curator = false;
   constructor(
-    protected readonly backend: Backend,
+    private readonly backend: Backend,
     readonly dir: string,
   ) {}
   keyOf(session: Session): string {
@@ -99,16 +93,6 @@ class SessionLine implements Line {
   }
   read(signal: AbortSignal): Promise<{ revision: number; entries: LineEntry[] }> {
     return listed(this.backend, this, signal);
-  }
-}
-
-/** By session, one key per entry: `<dir><sessionKey>.<random>`, createRevision order. */
-class EntryLine extends SessionLine {
-  override keyOf(): string {
-    return '';
-  }
-  override enter(session: Session, value: string): Promise<KeyValue> {
-    return createSessionEntry(this.backend, session, this.dir, value);
   }
 }
 

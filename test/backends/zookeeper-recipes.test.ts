@@ -11,7 +11,7 @@ import { ZooKeeperBackend } from '../../src/backends/zookeeper/index.js';
 import { ZkConn } from '../../src/backends/zookeeper/conn.js';
 import type { Session } from '../../src/contract/types.js';
 import { isRosterError } from '../../src/core/errors.js';
-import { Election, lock, Semaphore, tryLock, type Permit } from '../../src/recipes/index.js';
+import { Election, lock, tryLock } from '../../src/recipes/index.js';
 import { code, recipesSuite, rejection, uniq } from '../recipes/suite.js';
 import { eventually } from '../helpers/watch.js';
 import { RequestCutProxy } from '../helpers/zk-request-cut.js';
@@ -195,7 +195,7 @@ describe("Lock and Election in Curator's layout", () => {
  * notification, so once a waiter's barrier has been answered, any read the release made it do has
  * been counted.
  */
-describe('Lock, Election and Semaphore on ZooKeeper: a release wakes only the next waiter (no herd)', () => {
+describe('Lock and Election on ZooKeeper: a release wakes only the next waiter (no herd)', () => {
   const N = 20;
   const backends: ZooKeeperBackend[] = [];
   const reads = new Map<ZkConn, number>();
@@ -284,70 +284,5 @@ describe('Lock, Election and Semaphore on ZooKeeper: a release wakes only the ne
     console.log(`election, ${N} candidates: candidates (other than the next) that read after each resignation ${JSON.stringify(r.woken)}; reads of the next ${JSON.stringify(r.nextReads)}; others notified ${JSON.stringify(r.notified)}`);
     expect(r.woken).toEqual(Array(N).fill(0));
     expect(r.nextReads.every((n) => n > 0)).toBe(true);
-  }, 120_000);
-
-  /**
-   * Semaphore (Curator's InterProcessSemaphoreV2 design, src/recipes/semaphore.ts): K holders, N
-   * waiters queued one by one (the first holds the internal Lock and follows `leases/`, the others
-   * wait in the Lock's line on their predecessor), then the permits are released one at a time, oldest
-   * first. A release wakes the Lock holder, which takes the permit and lets the Lock go, which wakes
-   * the next in the Lock's line (it makes its lease and starts following `leases/`): of the processes
-   * still waiting after a release, at most that one reads or is notified, and none beyond it.
-   */
-  it(`Semaphore: limit 3, ${N} waiters, permits released one by one: each release makes at most one other waiting process read (the next in the internal Lock's line)`, async () => {
-    const K = 3;
-    const name = uniq('herd');
-    const dir = `semaphores/${name}/`;
-    const hs = await Promise.all(Array.from({ length: K }, () => proc()));
-    const ws = await Promise.all(Array.from({ length: N }, () => proc()));
-    const releases: (() => Promise<void>)[] = [];
-    for (const h of hs) {
-      const p = await new Semaphore(h.b, h.s, name, K).acquire();
-      releases.push(() => p.release());
-    }
-    const keys = async () => {
-      const items = (await hs[0]!.b.list(dir)).items;
-      return { locks: items.filter((kv) => kv.key.startsWith(`${dir}locks/`)).length, leases: items.filter((kv) => kv.key.startsWith(`${dir}leases/`)).length };
-    };
-    const pending: Promise<Permit>[] = [];
-    for (const [i, w] of ws.entries()) {
-      pending.push(new Semaphore(w.b, w.s, name, K).acquire());
-      await eventually(async () => JSON.stringify(await keys()) === JSON.stringify({ locks: i + 1, leases: K + 1 }), 10_000, `waiter ${i} queued`);
-    }
-    const woken: number[] = [];
-    const beyond: number[] = [];
-    const notified: number[] = [];
-    const notifiedBeyond: number[] = [];
-    const nextReads: number[] = [];
-    const changed = (m: Map<ZkConn, number>, from: number[], first: number) => ws.slice(first).filter((w, j) => (m.get(w.conn) ?? 0) > from[first + j]!).length;
-    for (let i = 0; i < N; i++) {
-      // ws[i] holds the internal Lock with its lease made (K + 1 leases), ws[i+1..] are in its line,
-      // and no waiter has a read of its own in flight.
-      await eventually(async () => JSON.stringify(await keys()) === JSON.stringify({ locks: N - i, leases: K + 1 }), 10_000, `waiter ${i} holds the Lock`);
-      await eventually(() => ws.slice(i).every((w) => (inflight.get(w.conn) ?? 0) === 0), 10_000, 'waiters idle');
-      await Promise.all(ws.slice(i).map((w) => barrier(w.conn)));
-      const before = ws.map((w) => reads.get(w.conn) ?? 0);
-      const notesBefore = ws.map((w) => notes.get(w.conn) ?? 0);
-      await releases.shift()!();
-      const p = await pending[i]!;
-      releases.push(() => p.release());
-      await Promise.all(ws.slice(i + 1).map((w) => barrier(w.conn)));
-      woken.push(changed(reads, before, i + 1));
-      beyond.push(changed(reads, before, i + 2));
-      notified.push(changed(notes, notesBefore, i + 1));
-      notifiedBeyond.push(changed(notes, notesBefore, i + 2));
-      nextReads.push((reads.get(ws[i]!.conn) ?? 0) - before[i]!);
-    }
-    for (const r of releases) await r();
-    expect((await hs[0]!.b.list(dir)).items).toEqual([]);
-    await Promise.all([...hs, ...ws].map((p) => p.b.close()));
-    console.log(
-      `semaphore, limit ${K}, ${N} waiters: other waiting processes that read after each release ${JSON.stringify(woken)} (beyond the next in the Lock's line ${JSON.stringify(beyond)}); notified ${JSON.stringify(notified)} (beyond ${JSON.stringify(notifiedBeyond)}); reads of the admitted waiter ${JSON.stringify(nextReads)}`,
-    );
-    expect(woken.every((n) => n <= 1), `other waiting processes that read after each release: ${JSON.stringify(woken)}`).toBe(true);
-    expect(notified.every((n) => n <= 1), `other waiting processes notified after each release: ${JSON.stringify(notified)}`).toBe(true);
-    expect(beyond).toEqual(Array(N).fill(0));
-    expect(notifiedBeyond).toEqual(Array(N).fill(0));
-    expect(nextReads.every((n) => n > 0)).toBe(true);
   }, 120_000);
 });
